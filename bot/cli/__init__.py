@@ -81,16 +81,58 @@ def cli(ctx: click.Context, config_option: str | None) -> None:
     ctx.obj = CliContext(config_option)
 
 
-def _register_commands() -> None:
+def _config_from_argv(argv: list[str]) -> str | None:
+    """The -c/--config value, read before click parses, so plugin commands honour it."""
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.partition("=")[2]
+        if not arg.startswith("-"):
+            break  # the sub-command: global options come before it
+    return None
+
+
+def _register_commands(argv: list[str]) -> None:
     # Imported here so that `panelbot --help` stays quick and each area stays in its module.
     from bot.cli import commands
+    from bot.cli.plugins_cmd import load_for_cli, register_plugin_commands
 
     commands.register(cli)
+    try:
+        plugins = load_for_cli(CliContext(_config_from_argv(argv)))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    register_plugin_commands(cli, plugins)
 
 
 def main() -> None:
-    _register_commands()
+    _register_commands(sys.argv[1:])
     try:
         cli.main(prog_name="panelbot", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def with_bot(obj: CliContext, work: Any) -> Any:
+    """Open the bot on the configured database (no background tasks), run ``work(bot)``.
+
+    Database problems (a newer schema, a missing folder) become one-line user errors.
+    """
+    from bot.app import Bot
+    from bot.storage import DatabaseError
+
+    settings = obj.settings
+
+    async def go() -> Any:
+        try:
+            bot = await Bot.create(settings)
+        except DatabaseError as exc:
+            raise UserError(str(exc)) from None
+        try:
+            return await work(bot)
+        finally:
+            await bot.stop()
+
+    return run(go())

@@ -1,0 +1,101 @@
+"""The Bot: wires settings, storage, plugins, messages, channels, engine, dispatcher, scheduler."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.channels import build_channels
+from bot.engine.conversation import Engine, HandleResult
+from bot.messages import MessageCatalog
+from bot.models import InboundMessage
+from bot.outbox import Dispatcher
+from bot.plugins import PanelPlugins, load_plugins
+from bot.resources import messages_dir
+from bot.scheduler import Scheduler
+from bot.storage import Database
+from bot.storage import panellists as panellist_store
+
+if TYPE_CHECKING:
+    from bot.channels.base import Channel
+    from bot.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Bot:
+    """One running panel. Create with :meth:`create`; :meth:`start` runs the background parts."""
+
+    settings: Settings
+    db: Database
+    plugins: PanelPlugins
+    messages: MessageCatalog
+    channels: dict[str, Channel]
+    engine: Engine
+    dispatcher: Dispatcher
+    scheduler: Scheduler
+    hash_key: bytes
+
+    def __init__(self) -> None:
+        self.started = False
+        self.state: dict[str, Any] = {}  # plugins keep their runtime state here, by name
+
+    @classmethod
+    async def create(
+        cls, settings: Settings, *, plugins: PanelPlugins | None = None, migrate: bool = True
+    ) -> Bot:
+        bot = cls()
+        bot.settings = settings
+        bot.plugins = plugins or load_plugins(settings.plugins.disabled)
+        bot.db = await Database.open(settings.bot.database, migrate=migrate)
+        extra_dirs: list[Path] = []
+        for _, dirs in bot.plugins.call_each_sync("panelbot_message_dirs", bot=bot):
+            extra_dirs.extend(Path(d) for d in dirs)
+        bot.messages = MessageCatalog([*extra_dirs, messages_dir()], settings.bot.default_locale)
+        if settings.bot.secret_key:
+            bot.hash_key = settings.bot.secret_key.encode()
+        else:
+            async with bot.db.transaction() as conn:
+                bot.hash_key = await panellist_store.hash_key(conn)
+        bot.channels = build_channels(settings)
+        bot.engine = Engine(bot)
+        bot.dispatcher = Dispatcher(bot)
+        bot.scheduler = Scheduler(bot)
+        return bot
+
+    def channel_for(self, channel_name: str) -> Channel | None:
+        return self.channels.get(channel_name)
+
+    async def start(self, *, dispatcher: bool = True, scheduler: bool = True) -> None:
+        for channel in set(self.channels.values()):
+            await channel.start(self)
+        if dispatcher:
+            await self.dispatcher.start()
+        if scheduler:
+            await self.scheduler.start()
+            await self.plugins.call_each("panelbot_register_jobs", bot=self)
+        await self.plugins.call_each("panelbot_startup", bot=self)
+        self.started = True
+
+    async def stop(self) -> None:
+        """Finish or leave queued what is in flight, stop the scheduler, close the database."""
+        if self.started:
+            await self.plugins.call_each("panelbot_shutdown", bot=self)
+            await self.scheduler.stop()
+            await self.dispatcher.stop()
+            for channel in set(self.channels.values()):
+                try:
+                    await channel.stop()
+                except Exception:
+                    logger.exception("channel %s failed to stop", channel.names)
+        self.started = False
+        await self.db.close()
+
+    def wake_dispatcher(self) -> None:
+        if self.started:
+            self.dispatcher.wake()
+
+    async def handle(self, message: InboundMessage) -> HandleResult:
+        """An inbound message from any channel, through the engine."""
+        return await self.engine.handle(message)

@@ -1,0 +1,16 @@
+"""Channels: how messages reach panellists. Each channel module owns its SDK imports."""
+
+from bot.channels.base import Channel
+
+__all__ = ["Channel"]
+
+
+def build_channels(settings) -> dict[str, Channel]:  # noqa: ANN001 - bot.config.Settings
+    """The enabled channels, keyed by every address channel each one serves."""
+    channels: dict[str, Channel] = {}
+    if settings.channels.simulator.enabled:
+        from bot.channels.simulator import SimulatorChannel
+
+        sim = SimulatorChannel(settings.channels.simulator.rate_per_second)
+        channels["sim"] = sim
+    return channels

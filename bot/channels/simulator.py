@@ -1,0 +1,76 @@
+"""The simulator channel: addresses ``sim:<name>``, delivered to the web page and the CLI chat.
+
+It goes through the same engine, outbox and dispatcher as SMS and Telegram; "delivery" is
+the dispatcher marking the row sent, after which the page, the JSON API and ``panelbot chat``
+read it from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from bot.models import Address, OutboundMessage, OutboxStatus, SendResult
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from bot.app import Bot
+
+
+class SimulatorChannel:
+    names = ("sim",)
+    per_address_interval = 0.0
+    concurrency = 8
+
+    def __init__(self, rate_per_second: float = 50.0) -> None:
+        self.rate_per_second = rate_per_second
+        self._ids = itertools.count(1)
+        # Waiters wake when a message to their address is sent.
+        self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
+        self._sent: dict[str, int] = defaultdict(int)
+
+    async def start(self, bot: Bot) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for condition in self._conditions.values():
+            async with condition:
+                condition.notify_all()
+
+    def routes(self) -> list[BaseRoute]:
+        return []
+
+    def cost(self, message: OutboundMessage) -> float:
+        return 1.0
+
+    def can_send_free_text(self, address: Address) -> bool:
+        return True
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        key = message.address.id
+        self._sent[key] += 1
+        condition = self._conditions[key]
+        async with condition:
+            condition.notify_all()
+        return SendResult(provider_message_id=f"sim-{next(self._ids)}", status=OutboxStatus.DELIVERED)
+
+    async def reconcile(self, message: OutboundMessage) -> SendResult | None:
+        # Nothing left the process: sending again is safe and what the person expects.
+        return None
+
+    def sent_count(self, address_id: str) -> int:
+        return self._sent[address_id]
+
+    async def wait_for_send(self, address_id: str, seen: int, timeout: float) -> bool:
+        """Wait until more than ``seen`` messages went to the address, or the timeout."""
+        condition = self._conditions[address_id]
+        try:
+            async with asyncio.timeout(timeout):
+                async with condition:
+                    await condition.wait_for(lambda: self._sent[address_id] > seen)
+            return True
+        except TimeoutError:
+            return False

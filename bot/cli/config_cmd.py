@@ -1,0 +1,64 @@
+"""``panelbot config check`` and ``panelbot config show``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from bot.cli import CliContext, pass_cli
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check or show the config (-c, else $PANELBOT_CONFIG, else ./panelbot.toml)."""
+
+
+def summary(settings: Settings) -> str:
+    """One line on what the settings switch on: locales, channels, panel fields."""
+    channels = [
+        name
+        for name in ("simulator", "twilio", "telegram")
+        if getattr(settings.channels, name).enabled
+    ]
+    return (
+        f"locales: {', '.join(settings.bot.locales)}; "
+        f"channels: {', '.join(channels) or 'none'}; "
+        f"panel fields: {len(settings.panel.fields)}"
+    )
+
+
+@config_group.command("check")
+@pass_cli
+def check(cli_ctx: CliContext) -> None:
+    """Report every problem in the config, one per line; exit 1 if any."""
+    # Loaded here rather than through cli_ctx.settings, whose UserError gives one message:
+    # check lists each problem on its own line. Imported here to keep `panelbot --help` quick.
+    from bot.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(cli_ctx.config_path())
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            click.echo(line, err=True)
+        click.get_current_context().exit(1)
+    click.echo(f"OK: {settings.source or 'built-in default'}")
+    click.echo(summary(settings))
+
+
+@config_group.command("show")
+@pass_cli
+def show(cli_ctx: CliContext) -> None:
+    """Print the effective settings as JSON, with secrets masked as "***"."""
+    from bot.config import settings_as_dict
+
+    click.echo(json.dumps(settings_as_dict(cli_ctx.settings), indent=2, ensure_ascii=False))
+
+
+def register(cli: click.Group) -> None:
+    """Attach the ``config`` group to the root command."""
+    cli.add_command(config_group)

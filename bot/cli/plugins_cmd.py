@@ -1,0 +1,111 @@
+"""``panelbot plugins ...``: which plugins are loaded and which hooks they implement.
+
+Also ``register_plugin_commands``, through which plugins add their own command groups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bot.cli import CliContext, UserError
+
+if TYPE_CHECKING:
+    from bot.plugins import PanelPlugins, PluginInfo
+
+logger = logging.getLogger(__name__)
+
+
+def disabled_plugins(ctx: CliContext) -> list[str]:
+    """``[plugins] disabled`` from the config, or none when no config can be loaded.
+
+    Listing plugins must work even with a broken config, so that a user can see what is
+    installed while fixing it; a config that fails to load is reported as a warning.
+    """
+    try:
+        return list(ctx.settings.plugins.disabled)
+    except ImportError:
+        return []  # bot.config not available (a partial source tree)
+    except Exception as exc:  # whatever went wrong, listing plugins should still work
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(
+            f"panelbot: warning: config not loaded ({message}); no plugin treated as disabled",
+            err=True,
+        )
+        return []
+
+
+def load_for_cli(ctx: CliContext) -> PanelPlugins:
+    """Load plugins as the bot would, honouring the config's disabled list."""
+    from bot.plugins import PluginLoadError, load_plugins
+
+    try:
+        return load_plugins(disabled_plugins(ctx))
+    except PluginLoadError as exc:
+        raise UserError(str(exc)) from None
+
+
+def register_plugin_commands(cli: click.Group, plugins: PanelPlugins) -> None:
+    """Let each plugin add its commands through ``panelbot_register_commands``.
+
+    A plugin may extend a core group (``cli.commands["survey"]``) but not replace a core
+    command: a replaced one is put back, so a plugin cannot hijack e.g. ``panel erase``.
+    """
+    core = dict(cli.commands)
+    plugins.call_each_sync("panelbot_register_commands", cli=cli)
+    for name, command in core.items():
+        if cli.commands.get(name) is not command:
+            logger.warning("a plugin tried to replace the core command %r; kept the core one", name)
+            cli.commands[name] = command
+
+
+def _as_json(info: PluginInfo) -> dict[str, Any]:
+    data = asdict(info)
+    data["status"] = "enabled" if data.pop("enabled") else "disabled"
+    return data
+
+
+def _as_table(infos: list[PluginInfo]) -> str:
+    rows = [("NAME", "STATUS", "SOURCE", "HOOKS")]
+    for info in infos:
+        status = "enabled" if info.enabled else "disabled"
+        hooks = ", ".join(hook.removeprefix("panelbot_") for hook in info.hooks) or "-"
+        rows.append((info.name, status, info.source, hooks))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  "
+        + row[3]
+        for row in rows
+    )
+
+
+def register(cli: click.Group) -> None:
+    @cli.group("plugins")
+    def plugins_group() -> None:
+        """Plugins: built-in and installed ones, and the hooks they implement."""
+
+    @plugins_group.command("list")
+    @click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table for people, json for scripts.",
+    )
+    @click.pass_obj
+    def list_plugins(obj: CliContext, output_format: str) -> None:
+        """List plugins: name, status, where each comes from and the hooks it implements.
+
+        Plugins disabled with [plugins] disabled = [...] are shown as "disabled".
+        """
+        infos = load_for_cli(obj).describe(include_disabled=True)
+        if output_format == "json":
+            click.echo(json.dumps([_as_json(info) for info in infos], indent=2))
+        else:
+            click.echo(_as_table(infos))

@@ -1,0 +1,205 @@
+"""``panelbot survey``: validate, add, list, launch and report on surveys."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from bot.cli import CliContext, UserError, pass_cli, with_bot
+
+
+def _load(path: str) -> Any:
+    from bot.surveys.loader import SurveyError, load_survey_file
+
+    try:
+        return load_survey_file(Path(path))
+    except SurveyError as exc:
+        for line in str(exc).splitlines():
+            click.echo(line, err=True)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _parse_when(text: str, timezone: str) -> datetime:
+    """An ISO date-time (local to the panel when it has no offset) or a delay such as 2h."""
+    from bot.config import parse_duration
+
+    try:
+        return datetime.now(ZoneInfo(timezone)) + parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"--at {text!r}: expected a date-time such as 2026-12-01T09:30 or a delay such as 2h"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=ZoneInfo(timezone))
+
+
+def _duration(text: str | None) -> timedelta | None:
+    from bot.config import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UserError(f"--close-after: {exc}") from None
+
+
+def register(cli: click.Group) -> None:
+    @cli.group("survey")
+    def survey_group() -> None:
+        """Survey definitions (TOML files), waves and results."""
+
+    @survey_group.command("validate")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    def validate(file: str) -> None:
+        """Check a survey file; problems name the question id and the field."""
+        survey = _load(file)
+        click.echo(f"OK: {survey.id} ({len(survey.questions)} questions, "
+                   f"locales {', '.join(survey.locales)})")
+
+    @survey_group.command("add")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @pass_cli
+    def add(obj: CliContext, file: str) -> None:
+        """Add a survey, or a new version when the file changed (answers keep their version)."""
+        survey = _load(file)
+        from bot.storage import surveys as survey_store
+
+        async def work(bot: Any) -> tuple[Any, bool]:
+            async with bot.db.transaction() as conn:
+                return await survey_store.add(conn, survey)
+
+        stored, created = with_bot(obj, work)
+        if created:
+            click.echo(f"added {survey.id} version {stored.version}")
+        else:
+            click.echo(f"unchanged: {survey.id} version {stored.version}")
+
+    @survey_group.command("list")
+    @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                  show_default=True)
+    @pass_cli
+    def list_surveys(obj: CliContext, fmt: str) -> None:
+        """Surveys with their latest version, waves, invitations and completions."""
+        from bot.storage import surveys as survey_store
+
+        async def work(bot: Any) -> list[dict[str, Any]]:
+            return await survey_store.summary(bot.db.conn)
+
+        rows = with_bot(obj, work)
+        if fmt == "json":
+            click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+            return
+        if not rows:
+            click.echo("no surveys yet: add one with `panelbot survey add FILE`")
+            return
+        _table(["ID", "VERSION", "WAVES", "OPEN", "INVITED", "COMPLETED", "TITLE"],
+               [[r["id"], r["version"], r["waves"], r["open_waves"], r["invited"],
+                 r["completed"], r["title"]] for r in rows])
+
+    @survey_group.command("launch")
+    @click.argument("survey_id")
+    @click.option("--sample", type=click.IntRange(min=1), help="Invite N panellists (default all).")
+    @click.option("--stratify-by", "stratify_by", metavar="F,...",
+                  help="Demographic fields a plugin's sampler balances (quotas plugin).")
+    @click.option("--at", "at", metavar="WHEN",
+                  help="Open later: ISO date-time (panel time zone) or a delay such as 2h.")
+    @click.option("--close-after", metavar="DURATION",
+                  help="How long the wave stays open, e.g. 14d (default: bot.close_after).")
+    @click.option("--include-new", is_flag=True,
+                  help="Also invite people who join while the wave is open.")
+    @pass_cli
+    def launch(obj: CliContext, survey_id: str, sample: int | None, stratify_by: str | None,
+               at: str | None, close_after: str | None, include_new: bool) -> None:
+        """Open a wave of SURVEY_ID and queue the invitations (a running bot sends them)."""
+        from bot.engine.waves import WaveError, launch as launch_wave
+
+        when = _parse_when(at, obj.settings.bot.timezone) if at else None
+        length = _duration(close_after)
+
+        async def work(bot: Any) -> int:
+            if stratify_by:
+                bot.state["stratify_by"] = [f.strip() for f in stratify_by.split(",") if f.strip()]
+            try:
+                return await launch_wave(bot, survey_id, sample=sample, at=when,
+                                         close_after=length, include_new=include_new)
+            except WaveError as exc:
+                raise UserError(str(exc)) from None
+
+        wave_id = with_bot(obj, work)
+        state = "scheduled for " + when.isoformat(timespec="minutes") if when else "open"
+        click.echo(f"wave {wave_id} of {survey_id}: {state}")
+
+    @survey_group.command("results")
+    @click.argument("survey_id")
+    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
+                  default="table", show_default=True)
+    @pass_cli
+    def results(obj: CliContext, survey_id: str, fmt: str) -> None:
+        """Invited, started, completed, response rate, counts per option and free text."""
+        from bot.results import ResultsError, survey_results
+
+        async def work(bot: Any) -> dict[str, Any]:
+            try:
+                return await survey_results(bot, survey_id)
+            except ResultsError as exc:
+                raise UserError(str(exc)) from None
+
+        data = with_bot(obj, work)
+        if fmt == "json":
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        elif fmt == "csv":
+            click.echo(_results_csv(data), nl=False)
+        else:
+            _results_table(data)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> None:
+    cells = [header, *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _results_csv(data: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["question", "type", "option", "count", "percent", "answered"])
+    for q in data["questions"]:
+        for o in q.get("options", []):
+            writer.writerow([q["id"], q["type"], o["id"], o["count"], o["percent"], q["answered"]])
+        if "mean" in q and "options" not in q:
+            writer.writerow([q["id"], q["type"], "mean", q["mean"], "", q["answered"]])
+        for text in q.get("responses", []):
+            writer.writerow([q["id"], q["type"], text, "", "", q["answered"]])
+    return out.getvalue()
+
+
+def _results_table(data: dict[str, Any]) -> None:
+    click.echo(f"{data['title']} ({data['survey']} v{data['version']})")
+    click.echo(f"invited {data['invited']}, started {data['started']}, "
+               f"completed {data['completed']}, response rate {data['response_rate']}%")
+    for q in data["questions"]:
+        click.echo("")
+        click.echo(f"{q['id']}: {q['text']}  [{q['type']}, {q['answered']} answered]")
+        for o in q.get("options", []):
+            bar = "#" * int(o["percent"] / 5)
+            click.echo(f"  {o['text'][:40]:<40} {o['count']:>5} {o['percent']:>6.1f}%  {bar}")
+        if "mean" in q:
+            click.echo(f"  mean {q['mean']}, median {q['median']}")
+        for text in q.get("responses", []):
+            click.echo(f"  - {text}")
+    sys.stdout.flush()

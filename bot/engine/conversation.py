@@ -1,0 +1,266 @@
+"""The conversation engine: one inbound message in, state changes and replies out.
+
+Everything one inbound message causes (the inbound row, answers, new state, the replies in
+the outbox) is written in one transaction, so a crash between two messages loses nothing
+and a provider's retry of the same message is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from bot.engine import signup, survey_runner
+from bot.engine.keywords import Keyword, KeywordRouter
+from bot.models import (
+    Address,
+    InboundMessage,
+    MessageKind,
+    Panellist,
+    PanellistStatus,
+    utcnow,
+)
+from bot.storage import audit as audit_store
+from bot.storage import outbox as outbox_store
+from bot.storage import panellists as panellist_store
+from bot.storage import surveys as survey_store
+
+if TYPE_CHECKING:
+    from bot.app import Bot
+    from bot.surveys.model import Survey
+
+logger = logging.getLogger(__name__)
+
+# Longest inbound text kept. Longer messages (pasted essays, runaway concatenation) are cut
+# here rather than rejected: the person still gets an answer.
+MAX_INBOUND_CHARS = 2000
+
+
+@dataclass
+class Reply:
+    text: str
+    kind: MessageKind = MessageKind.REPLY
+    template: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Who receives it: the sender unless a survey hand-off addresses someone else.
+    address: Address | None = None
+
+
+@dataclass
+class Turn:
+    """The working state of one inbound message inside its transaction."""
+
+    conn: aiosqlite.Connection
+    message: InboundMessage
+    text: str
+    panellist: Panellist | None
+    inbound_id: int
+    replies: list[Reply] = field(default_factory=list)
+    completed: list[tuple[Panellist, Survey, dict[str, Any]]] = field(default_factory=list)
+
+    def reply(self, text: str, *, kind: MessageKind = MessageKind.REPLY, template: str | None = None,
+              extra: dict[str, Any] | None = None) -> None:
+        self.replies.append(Reply(text, kind, template, extra or {}))
+
+    @property
+    def locale(self) -> str:
+        return self.panellist.locale if self.panellist and self.panellist.locale else ""
+
+
+@dataclass
+class HandleResult:
+    duplicate: bool = False
+    outbox_ids: list[int] = field(default_factory=list)
+    panellist_id: int | None = None
+
+
+def clean_text(text: str) -> str:
+    """Trim, drop control characters (keeping newlines), and cap the length."""
+    text = text if isinstance(text, str) else ""
+    text = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
+    return text.strip()[:MAX_INBOUND_CHARS]
+
+
+class Engine:
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self.settings = bot.settings
+        self.catalog = bot.messages
+        self.keywords = KeywordRouter(self.catalog, self.settings.bot.locales)
+        self._surveys: dict[int, Survey] = {}
+
+    @property
+    def default_locale(self) -> str:
+        return self.settings.bot.default_locale
+
+    def words(self, locale: str) -> dict[str, Any]:
+        return self.catalog.words(locale or self.default_locale)
+
+    def render(self, name: str, locale: str, **context: Any) -> str:
+        return self.catalog.render(
+            name,
+            locale or self.default_locale,
+            panel_name=self.settings.bot.name,
+            contact=self.settings.bot.contact,
+            **context,
+        )
+
+    async def survey(self, conn: aiosqlite.Connection, row_id: int) -> Survey:
+        """A survey version's definition; versions never change, so they are cached."""
+        survey = self._surveys.get(row_id)
+        if survey is None:
+            stored = await survey_store.by_row_id(conn, row_id)
+            if stored is None:
+                raise LookupError(f"survey row {row_id} is missing")
+            survey = self._surveys[row_id] = stored.survey
+        return survey
+
+    async def handle(self, message: InboundMessage) -> HandleResult:
+        """Process one inbound message; a repeat of a provider message id does nothing."""
+        text = clean_text(message.text)
+        async with self.bot.db.transaction() as conn:
+            panellist = await panellist_store.find_by_address(conn, message.address)
+            inbound_id = await outbox_store.record_inbound(
+                conn,
+                channel=message.address.channel,
+                provider_message_id=message.provider_message_id,
+                panellist_id=panellist.id if panellist else None,
+                text=text,
+                received_at=message.received_at,
+            )
+            if inbound_id is None:
+                return HandleResult(duplicate=True, panellist_id=panellist.id if panellist else None)
+            turn = Turn(conn, message, text, panellist, inbound_id)
+            if panellist is not None:
+                await panellist_store.touch_address(conn, message.address)
+            await self._route(turn)
+            if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
+                await outbox_store.set_inbound_panellist(conn, inbound_id, turn.panellist.id)
+            ids = await self._queue_replies(turn)
+        self.bot.wake_dispatcher()
+        for who, survey, answers in turn.completed:
+            await self.bot.plugins.call_each(
+                "panelbot_survey_completed", bot=self.bot, panellist=who, survey=survey,
+                answers=answers,
+            )
+        return HandleResult(False, ids, turn.panellist.id if turn.panellist else None)
+
+    async def _queue_replies(self, turn: Turn) -> list[int]:
+        ids = []
+        for n, reply in enumerate(turn.replies):
+            address = reply.address or turn.message.address
+            row_id = await outbox_store.queue(
+                turn.conn,
+                key=f"in:{turn.message.address.channel}:{turn.inbound_id}:{n}",
+                panellist_id=turn.panellist.id if turn.panellist else None,
+                address=address,
+                text=reply.text,
+                kind=reply.kind,
+                template=reply.template,
+                extra=reply.extra,
+            )
+            if row_id:
+                ids.append(row_id)
+        return ids
+
+    async def _route(self, turn: Turn) -> None:
+        keyword = self.keywords.classify(turn.text)
+        p = turn.panellist
+        if p is None:
+            await signup.first_contact(self, turn, keyword)
+            return
+        if keyword == Keyword.STOP:
+            await self.opt_out(turn)
+            return
+        if p.status == PanellistStatus.OPTED_OUT:
+            yes = turn.text and self._is_yes(turn.text, p.locale)
+            if keyword == Keyword.START or yes:
+                await self.opt_in(turn)
+            # Otherwise silence: they asked us to stop.
+            return
+        if p.status == PanellistStatus.UNREACHABLE:
+            # They just wrote to us, so they are reachable again.
+            new = PanellistStatus.ACTIVE if p.consent_at else PanellistStatus.PENDING
+            await panellist_store.update(turn.conn, p.id, status=new)
+            p.status = new
+        if keyword == Keyword.HELP:
+            session = await survey_store.active_session(turn.conn, p.id)
+            turn.reply(
+                self.render(
+                    "help", p.locale, languages=len(self.settings.bot.locales) > 1,
+                    in_survey=session is not None or p.status == PanellistStatus.PENDING,
+                ),
+                template="help",
+            )
+            return
+        if keyword == Keyword.LANGUAGE and len(self.settings.bot.locales) > 1:
+            await signup.offer_language_change(self, turn)
+            return
+        if p.status == PanellistStatus.PENDING:
+            await signup.continue_signup(self, turn)
+            return
+        if keyword == Keyword.START:
+            turn.reply(self.render("opted_in", p.locale, already=True), template="opted_in")
+            return
+        if p.stage and p.stage.startswith("language"):
+            await signup.continue_signup(self, turn)
+            return
+        await survey_runner.handle_answer(self, turn)
+
+    def _is_yes(self, text: str, locale: str) -> bool:
+        from bot.engine.keywords import normalise
+
+        words = self.catalog.all_words("yes", {locale or self.default_locale, "en"})
+        return normalise(text) in words
+
+    async def opt_out(self, turn: Turn) -> None:
+        p = turn.panellist
+        assert p is not None
+        if p.status == PanellistStatus.OPTED_OUT:
+            return  # one confirmation, then silence
+        conn = turn.conn
+        if p.status == PanellistStatus.PENDING and p.consent_at is None:
+            # Never consented: keep nothing but the hashed address that stops us asking again.
+            turn.reply(self.render("opted_out", p.locale), kind=MessageKind.STOP_CONFIRMATION,
+                       template="opted_out")
+            await panellist_store.suppress(conn, self.bot.hash_key, turn.message.address, "opted_out")
+            await panellist_store.delete_unconsented(conn, p.id)
+            turn.panellist = None
+            return
+        now = utcnow()
+        await panellist_store.update(conn, p.id, status=PanellistStatus.OPTED_OUT, opted_out_at=now)
+        p.status = PanellistStatus.OPTED_OUT
+        session = await survey_store.active_session(conn, p.id)
+        if session:
+            await survey_store.finish_session(conn, session.id, "stopped")
+        await conn.execute(
+            "UPDATE invitations SET status = 'expired' WHERE panellist_id = ? AND status = 'waiting'",
+            (p.id,),
+        )
+        await outbox_store.cancel_for_panellist(conn, p.id)
+        await self.audit(conn, "opted_out", p.id, {"channel": turn.message.address.channel})
+        turn.reply(self.render("opted_out", p.locale), kind=MessageKind.STOP_CONFIRMATION,
+                   template="opted_out")
+
+    async def opt_in(self, turn: Turn) -> None:
+        p = turn.panellist
+        assert p is not None
+        new = PanellistStatus.ACTIVE if p.consent_at else PanellistStatus.PENDING
+        await panellist_store.update(turn.conn, p.id, status=new, opted_out_at=None)
+        p.status = new
+        await self.audit(turn.conn, "opted_in", p.id, {"channel": turn.message.address.channel})
+        turn.reply(self.render("opted_in", p.locale, already=False), template="opted_in")
+        if new == PanellistStatus.PENDING:
+            await signup.resend_stage(self, turn)
+
+    async def audit(
+        self, conn: aiosqlite.Connection, action: str, panellist_id: int | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        await audit_store.record(conn, action, panellist_id, detail)

@@ -1,0 +1,118 @@
+"""Turning questions, sign-up fields and menus into message text (and quick-reply options)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from babel import Locale, UnknownLocaleError
+
+from bot.messages import MessageCatalog
+from bot.surveys.model import Question, QuestionType, Survey, pick
+
+
+@dataclass(slots=True)
+class Rendered:
+    """A message's text plus the numbered options a channel may offer as buttons."""
+
+    text: str
+    template: str
+    options: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return {"options": self.options} if self.options else {}
+
+
+def language_name(code: str) -> str:
+    """A language in its own name ("Cymraeg", "Polski", "اردو"), via Babel's CLDR data."""
+    try:
+        locale = Locale.parse(code.replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return code
+    name = locale.get_display_name(locale) or code
+    return name[:1].upper() + name[1:]
+
+
+def option_labels(question: Question, catalog: MessageCatalog, locale: str, fallback: str) -> list[str]:
+    if question.type == QuestionType.YESNO:
+        words = catalog.words(locale)
+        return [words.get("yes_label", "Yes"), words.get("no_label", "No")]
+    return [pick(o.text, locale, fallback) for o in question.options]
+
+
+def question_message(
+    catalog: MessageCatalog,
+    survey: Survey,
+    question: Question,
+    locale: str,
+    *,
+    fallback: str = "en",
+    reask: bool = False,
+    skipped: bool = False,
+    valid_replies: str = "",
+) -> Rendered:
+    labels = option_labels(question, catalog, locale, fallback)
+    numbered = question.type in (QuestionType.CHOICE, QuestionType.MULTI, QuestionType.YESNO)
+    text = catalog.render(
+        "question",
+        locale,
+        number=survey.index_of(question.id) + 1,
+        total=len(survey.questions),
+        text=question.localized_text(locale, fallback),
+        type=question.type.value,
+        options=labels if numbered else [],
+        min=question.min,
+        max=question.max,
+        min_label=pick(question.min_label, locale, fallback) if question.min_label else "",
+        max_label=pick(question.max_label, locale, fallback) if question.max_label else "",
+        reask=reask,
+        skipped=skipped,
+        valid_replies=valid_replies,
+    )
+    options: list[dict[str, str]] = []
+    if numbered:
+        options = [{"reply": str(i), "label": label} for i, label in enumerate(labels, 1)]
+    elif question.type == QuestionType.SCALE and question.min is not None:
+        if question.max is not None and question.max - question.min <= 10:
+            options = [
+                {"reply": str(v), "label": str(v)}
+                for v in range(int(question.min), int(question.max) + 1)
+            ]
+    return Rendered(text, "question", options)
+
+
+def field_labels(field_config: Any, locale: str, fallback: str) -> list[str]:
+    labels = field_config.labels.get(locale) or field_config.labels.get(fallback)
+    if labels:
+        return list(labels)
+    return [_humanise(v) for v in field_config.values]
+
+
+def _humanise(value: str) -> str:
+    text = value.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def field_message(
+    catalog: MessageCatalog, field_config: Any, locale: str, *, fallback: str, reask: bool
+) -> Rendered:
+    labels = field_labels(field_config, locale, fallback)
+    text = field_config.text.get(locale) or field_config.text.get(fallback)
+    if not text:
+        text = catalog.render(
+            "field_default_text", locale, field_label=_humanise(field_config.name).lower()
+        )
+    body = catalog.render("field_question", locale, text=text, options=labels, reask=reask)
+    options = [{"reply": str(i), "label": label} for i, label in enumerate(labels, 1)]
+    return Rendered(body, "field_question", options)
+
+
+def language_menu(
+    catalog: MessageCatalog, locales: list[str], default_locale: str, *, welcome: str = ""
+) -> Rendered:
+    names = [language_name(code) for code in locales]
+    options = [f"{i} {name}" for i, name in enumerate(names, 1)]
+    text = catalog.render("language_menu", default_locale, options=options, welcome=welcome)
+    quick = [{"reply": str(i), "label": name} for i, name in enumerate(names, 1)]
+    return Rendered(text, "language_menu", quick)

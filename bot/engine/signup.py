@@ -1,0 +1,281 @@
+"""Sign-up: welcome, language, consent, demographic questions, then an active panellist.
+
+People must understand what they consent to, so with several languages the language comes
+first. Consent is an explicit yes (the English "yes" is always understood); anything else
+gets a polite close, and nothing is kept but a keyed hash that stops us asking again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.engine import render, waves
+from bot.engine.keywords import Keyword, normalise
+from bot.models import MessageKind, PanellistStatus, SignupDecision, utcnow
+from bot.storage import panellists as panellist_store
+from bot.storage import surveys as survey_store
+
+if TYPE_CHECKING:
+    from bot.engine.conversation import Engine, Turn
+
+LANGUAGE = "language"
+CONSENT = "consent"
+WAITLISTED = "waitlisted"
+FIELD_PREFIX = "field:"
+
+
+async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> None:
+    """A message from an address we do not know."""
+    conn, address = turn.conn, turn.message.address
+    key = engine.bot.hash_key
+    default = engine.default_locale
+    suppressed = await panellist_store.suppression(conn, key, address)
+    if keyword == Keyword.STOP:
+        if not suppressed or suppressed[0] != "opted_out":
+            await panellist_store.suppress(conn, key, address, "opted_out")
+            turn.reply(engine.render("opted_out", default), kind=MessageKind.STOP_CONFIRMATION,
+                       template="opted_out")
+        return
+    wants_in = keyword == Keyword.START or engine._is_yes(turn.text, default)
+    if suppressed and suppressed[0] in ("opted_out", "declined") and not wants_in:
+        return  # they said no; only an explicit START brings them back
+    if keyword == Keyword.HELP:
+        turn.reply(engine.render("help", default, languages=len(engine.settings.bot.locales) > 1,
+                                 in_survey=False), template="help")
+        return
+    locales = list(engine.settings.bot.locales)
+    guessed = await engine.bot.plugins.call_first(
+        "panelbot_resolve_locale", bot=engine.bot, panellist=None, text=turn.text
+    )
+    locale = guessed if guessed in locales else default
+    stage = LANGUAGE if len(locales) > 1 else CONSENT
+    pid = await panellist_store.create(
+        conn, status=PanellistStatus.PENDING, locale=locale, stage=stage
+    )
+    await panellist_store.add_address(conn, pid, address, inbound=True)
+    turn.panellist = await panellist_store.get(conn, pid)
+    welcome = engine.render("welcome", locale)
+    if stage == LANGUAGE:
+        menu = render.language_menu(engine.catalog, locales, locale, welcome=welcome)
+        turn.reply(menu.text, template=menu.template, extra=menu.extra)
+    else:
+        _send_consent(engine, turn, locale, welcome=welcome)
+
+
+def _send_consent(engine: Engine, turn: Turn, locale: str, *, welcome: str = "") -> None:
+    words = engine.words(locale)
+    yes_label = words.get("yes_label", "Yes")
+    turn.reply(
+        engine.render("consent", locale, welcome=welcome),
+        template="consent",
+        extra={"options": [{"reply": words.get("yes", ["yes"])[0].upper(), "label": yes_label}]},
+    )
+
+
+def parse_language(engine: Engine, text: str) -> str | None:
+    """A reply to the language menu: its number, the language's own name, or its code."""
+    locales = list(engine.settings.bot.locales)
+    reply = normalise(text)
+    digits = render_digits(reply)
+    if digits.isdigit() and 1 <= int(digits) <= len(locales):
+        return locales[int(digits) - 1]
+    for code in locales:
+        names = {code.casefold(), normalise(render.language_name(code))}
+        names.add(normalise(engine.catalog.words(code).get("language_name", code)))
+        if reply in names:
+            return code
+    return None
+
+
+def render_digits(text: str) -> str:
+    """Arabic-Indic and other Unicode digits as ASCII (phones in Urdu send ۱ and ١)."""
+    out = []
+    for ch in text:
+        if ch.isdigit():
+            import unicodedata
+
+            out.append(str(unicodedata.digit(ch, 0)))
+        else:
+            out.append(ch)
+    return "".join(out).strip()
+
+
+async def offer_language_change(engine: Engine, turn: Turn) -> None:
+    p = turn.panellist
+    assert p is not None
+    stage = LANGUAGE if p.status == PanellistStatus.PENDING and p.stage == LANGUAGE else (
+        f"{LANGUAGE}:{p.stage or ''}"
+    )
+    await panellist_store.update(turn.conn, p.id, stage=stage, stage_misses=0)
+    p.stage = stage
+    menu = render.language_menu(engine.catalog, list(engine.settings.bot.locales), turn.locale)
+    turn.reply(menu.text, template=menu.template, extra=menu.extra)
+
+
+async def continue_signup(engine: Engine, turn: Turn) -> None:
+    p = turn.panellist
+    assert p is not None
+    stage = p.stage or CONSENT
+    if stage.startswith(LANGUAGE):
+        await _language_reply(engine, turn, stage)
+    elif stage == CONSENT:
+        await _consent_reply(engine, turn)
+    elif stage.startswith(FIELD_PREFIX):
+        await _field_reply(engine, turn, stage.removeprefix(FIELD_PREFIX))
+    elif stage == WAITLISTED:
+        turn.reply(engine.render("signup_waitlisted", turn.locale), template="signup_waitlisted")
+
+
+async def resend_stage(engine: Engine, turn: Turn) -> None:
+    """Repeat the current sign-up question (after START, HELP or a language change)."""
+    p = turn.panellist
+    assert p is not None
+    stage = p.stage or CONSENT
+    if stage == LANGUAGE:
+        menu = render.language_menu(engine.catalog, list(engine.settings.bot.locales), turn.locale)
+        turn.reply(menu.text, template=menu.template, extra=menu.extra)
+    elif stage == CONSENT:
+        _send_consent(engine, turn, turn.locale)
+    elif stage.startswith(FIELD_PREFIX):
+        _ask_field(engine, turn, stage.removeprefix(FIELD_PREFIX), reask=False)
+
+
+async def _language_reply(engine: Engine, turn: Turn, stage: str) -> None:
+    p = turn.panellist
+    assert p is not None
+    conn = turn.conn
+    chosen = parse_language(engine, turn.text)
+    if chosen is None:
+        misses = await panellist_store.stage_misses(conn, p.id)
+        if misses == 0:
+            await panellist_store.update(conn, p.id, stage_misses=1)
+            menu = render.language_menu(engine.catalog, list(engine.settings.bot.locales),
+                                        turn.locale)
+            turn.reply(menu.text, template=menu.template, extra=menu.extra)
+            return
+        chosen = p.locale or engine.default_locale
+    resume = stage.partition(":")[2] if ":" in stage else None
+    next_stage = CONSENT if stage == LANGUAGE else (resume or None)
+    await panellist_store.update(conn, p.id, locale=chosen, stage=next_stage, stage_misses=0)
+    p.locale, p.stage = chosen, next_stage
+    await engine.audit(conn, "language_changed", p.id, {"locale": chosen})
+    if p.status == PanellistStatus.PENDING:
+        await resend_stage(engine, turn)
+        return
+    # An active panellist mid-survey: the next question comes in the new language.
+    from bot.engine import survey_runner
+
+    await survey_runner.resend_current(engine, turn)
+
+
+async def _consent_reply(engine: Engine, turn: Turn) -> None:
+    p = turn.panellist
+    assert p is not None
+    conn = turn.conn
+    if engine._is_yes(turn.text, p.locale):
+        await panellist_store.update(
+            conn, p.id, consent_at=utcnow(),
+            consent_method=f"{turn.message.address.channel} reply",
+        )
+        p.consent_at = utcnow()
+        await panellist_store.lift_suppression(conn, engine.bot.hash_key, turn.message.address)
+        await engine.audit(conn, "consented", p.id, {"channel": turn.message.address.channel})
+        await _next_field_or_finish(engine, turn, after=None)
+        return
+    turn.reply(engine.render("consent_declined", p.locale), template="consent_declined")
+    await panellist_store.suppress(conn, engine.bot.hash_key, turn.message.address, "declined")
+    await panellist_store.delete_unconsented(conn, p.id)
+    turn.panellist = None
+
+
+def _fields(engine: Engine) -> list:
+    return list(engine.settings.panel.fields)
+
+
+def _ask_field(engine: Engine, turn: Turn, name: str, *, reask: bool) -> None:
+    field = next(f for f in _fields(engine) if f.name == name)
+    msg = render.field_message(
+        engine.catalog, field, turn.locale, fallback=engine.default_locale, reask=reask
+    )
+    turn.reply(msg.text, template=msg.template, extra=msg.extra)
+
+
+def parse_field_value(engine: Engine, field, text: str, locale: str) -> str | None:
+    reply = normalise(text)
+    digits = render_digits(reply)
+    if digits.isdigit() and 1 <= int(digits) <= len(field.values):
+        return field.values[int(digits) - 1]
+    candidates = list(zip(field.values, field.values, strict=True))
+    for loc in (locale, engine.default_locale):
+        labels = render.field_labels(field, loc, engine.default_locale)
+        candidates += list(zip(labels, field.values, strict=True))
+    for label, value in candidates:
+        if normalise(label) == reply or normalise(label.replace("_", " ")) == reply:
+            return value
+    return None
+
+
+async def _field_reply(engine: Engine, turn: Turn, name: str) -> None:
+    p = turn.panellist
+    assert p is not None
+    conn = turn.conn
+    field = next((f for f in _fields(engine) if f.name == name), None)
+    if field is None:  # the config changed under a half-finished sign-up
+        await _next_field_or_finish(engine, turn, after=None)
+        return
+    value = parse_field_value(engine, field, turn.text, p.locale)
+    if value is None:
+        misses = await panellist_store.stage_misses(conn, p.id)
+        if misses == 0:
+            await panellist_store.update(conn, p.id, stage_misses=1)
+            _ask_field(engine, turn, name, reask=True)
+            return
+    else:
+        p.demographics[name] = value
+        await panellist_store.update(conn, p.id, demographics=p.demographics)
+    await _next_field_or_finish(engine, turn, after=name)
+
+
+async def _next_field_or_finish(engine: Engine, turn: Turn, after: str | None) -> None:
+    p = turn.panellist
+    assert p is not None
+    fields = _fields(engine)
+    names = [f.name for f in fields]
+    start = names.index(after) + 1 if after in names else 0
+    for f in fields[start:]:
+        if f.name not in p.demographics:
+            stage = FIELD_PREFIX + f.name
+            await panellist_store.update(turn.conn, p.id, stage=stage, stage_misses=0)
+            p.stage = stage
+            _ask_field(engine, turn, f.name, reask=False)
+            return
+    await finish(engine, turn)
+
+
+async def finish(engine: Engine, turn: Turn) -> None:
+    """Screen the new panellist through the plugins, then welcome them (or not)."""
+    p = turn.panellist
+    assert p is not None
+    conn = turn.conn
+    answers = await engine.bot.plugins.call_each(
+        "panelbot_screen_signup", bot=engine.bot, panellist=p
+    )
+    decisions = {SignupDecision(d) for _, d in answers if d}
+    if SignupDecision.DECLINE in decisions:
+        turn.reply(engine.render("signup_declined", p.locale), template="signup_declined")
+        await engine.audit(conn, "signup_declined", None, {})
+        await panellist_store.delete_unconsented(conn, p.id)
+        turn.panellist = None
+        return
+    if SignupDecision.WAITLIST in decisions:
+        await panellist_store.update(conn, p.id, stage=WAITLISTED, stage_misses=0)
+        p.stage = WAITLISTED
+        turn.reply(engine.render("signup_waitlisted", p.locale), template="signup_waitlisted")
+        return
+    await panellist_store.update(conn, p.id, status=PanellistStatus.ACTIVE, stage=None,
+                                 stage_misses=0)
+    p.status, p.stage = PanellistStatus.ACTIVE, None
+    await engine.audit(conn, "joined", p.id, {})
+    turn.reply(engine.render("signup_complete", p.locale), template="signup_complete")
+    if await survey_store.active_session(conn, p.id) is None:
+        await waves.invite_new_joiner(engine, turn)

@@ -1,0 +1,235 @@
+"""Waves: launching a survey to a sample, invitations, reminders and closing.
+
+Each step is idempotent and recorded in the same transaction as the messages it queues
+(outbox idempotency keys ``wave:<id>:invite:<panellist>`` and ``wave:<id>:remind:<panellist>``),
+so the scheduler can run a step again after a restart without sending anything twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import aiosqlite
+
+from bot.engine import render
+from bot.models import Address, MessageKind, Panellist, utcnow
+from bot.storage import outbox as outbox_store
+from bot.storage import panellists as panellist_store
+from bot.storage import surveys as survey_store
+
+if TYPE_CHECKING:
+    from bot.app import Bot
+    from bot.engine.conversation import Engine, Turn
+
+logger = logging.getLogger(__name__)
+
+BATCH = 250
+
+
+class WaveError(Exception):
+    """A wave cannot be launched as asked (unknown survey, bad sample size...)."""
+
+
+async def begin_survey(
+    engine: Engine, conn: aiosqlite.Connection, panellist: Panellist, wave_id: int,
+    survey_row_id: int,
+) -> render.Rendered:
+    """Open a session on the first question and render the invitation that carries it."""
+    survey = await engine.survey(conn, survey_row_id)
+    first = survey.first_question({})
+    assert first is not None, "a stored survey always has a question"
+    await survey_store.start_session(
+        conn, wave_id=wave_id, survey_row_id=survey_row_id, panellist_id=panellist.id,
+        first_question=first.id,
+    )
+    await survey_store.set_invitation(conn, wave_id, panellist.id, "sent")
+    locale = panellist.locale or engine.default_locale
+    question = render.question_message(
+        engine.catalog, survey, first, locale, fallback=engine.default_locale
+    )
+    intro = survey.intro.get(locale) or survey.intro.get(engine.default_locale) or ""
+    text = engine.render("invitation", locale, intro=intro, question=question.text,
+                         title=survey.title.get(locale) or next(iter(survey.title.values())))
+    return render.Rendered(text, "invitation", question.options)
+
+
+async def start_next_waiting(engine: Engine, turn: Turn) -> None:
+    """After a survey ends, the oldest invitation that waited for it starts now."""
+    p = turn.panellist
+    assert p is not None
+    waiting = await survey_store.next_waiting_invitation(turn.conn, p.id)
+    if waiting is None:
+        return
+    wave_id, survey_row_id = waiting
+    msg = await begin_survey(engine, turn.conn, p, wave_id, survey_row_id)
+    turn.reply(msg.text, template=msg.template, extra=msg.extra)
+
+
+async def invite_new_joiner(engine: Engine, turn: Turn) -> None:
+    """Someone who just joined is invited to open waves that take new joiners."""
+    p = turn.panellist
+    assert p is not None
+    for wave in await survey_store.waves(turn.conn, status="open"):
+        if wave.include_new and wave.closes_at > utcnow():
+            if await survey_store.add_invitation(turn.conn, wave.id, p.id, "waiting"):
+                await start_next_waiting(engine, turn)
+                return
+
+
+async def launch(
+    bot: Bot,
+    survey_id: str,
+    *,
+    sample: int | None = None,
+    at: datetime | None = None,
+    close_after: timedelta | None = None,
+    include_new: bool = False,
+) -> int:
+    """Create a wave of the survey's latest version; open it now unless ``at`` is later."""
+    if sample is not None and sample < 1:
+        raise WaveError("--sample must be at least 1")
+    now = utcnow()
+    opens_at = at or now
+    close_after = close_after or bot.settings.bot.close_after
+    if close_after <= timedelta(0):
+        raise WaveError("--close-after must be positive")
+    closes_at = opens_at + close_after
+    reminder_after = bot.settings.bot.reminder_after
+    reminder_at = opens_at + reminder_after if reminder_after < close_after else None
+    async with bot.db.transaction() as conn:
+        stored = await survey_store.latest_version(conn, survey_id)
+        if stored is None:
+            raise WaveError(f"no survey {survey_id!r}; add it first with `panelbot survey add`")
+        wave_id = await survey_store.create_wave(
+            conn, survey_row_id=stored.row_id, opens_at=opens_at, closes_at=closes_at,
+            reminder_at=reminder_at, sample_size=sample, include_new=include_new,
+        )
+    if opens_at <= now:
+        await open_wave(bot, wave_id)
+    return wave_id
+
+
+async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) -> list[int]:
+    async with bot.db.transaction() as conn:
+        survey = await bot.engine.survey(conn, wave.survey_row_id)
+    chosen = await bot.plugins.call_first(
+        "panelbot_select_sample", bot=bot, survey=survey, wave=wave, eligible=eligible,
+        size=wave.sample_size,
+    )
+    if chosen is not None:
+        allowed = {p.id for p in eligible}
+        return [pid for pid in chosen if pid in allowed]
+    ids = [p.id for p in eligible]
+    if wave.sample_size is None or wave.sample_size >= len(ids):
+        return ids
+    return sorted(random.SystemRandom().sample(ids, wave.sample_size))
+
+
+async def open_wave(bot: Bot, wave_id: int) -> int:
+    """Choose the invitees and queue their invitations. Returns how many were invited."""
+    engine = bot.engine
+    async with bot.db.transaction() as conn:
+        wave = await survey_store.wave(conn, wave_id)
+        if wave is None or wave.status == "closed":
+            return 0
+        if wave.status == "open":
+            return 0  # already opened (a re-run after a restart)
+        eligible = await panellist_store.many(conn, await panellist_store.active_ids(conn))
+    invitees = await _select(bot, wave, eligible)
+    by_id = {p.id: p for p in eligible}
+    invited = 0
+    for start in range(0, len(invitees), BATCH):
+        async with bot.db.transaction() as conn:
+            for pid in invitees[start : start + BATCH]:
+                invited += await _invite(engine, conn, wave, by_id[pid])
+    async with bot.db.transaction() as conn:
+        await survey_store.set_wave(conn, wave_id, status="open", opened_at=utcnow())
+    bot.wake_dispatcher()
+    logger.info("wave %s opened: %s invited", wave_id, invited)
+    return invited
+
+
+async def _invite(
+    engine: Engine, conn: aiosqlite.Connection, wave: survey_store.Wave, p: Panellist
+) -> int:
+    busy = await survey_store.active_session(conn, p.id) is not None
+    if not await survey_store.add_invitation(conn, wave.id, p.id, "waiting"):
+        return 0
+    if busy or not p.addresses:
+        return 1  # waits until their open survey ends
+    msg = await begin_survey(engine, conn, p, wave.id, wave.survey_row_id)
+    await _queue_bulk(conn, p, p.addresses[0], f"wave:{wave.id}:invite:{p.id}", msg,
+                      MessageKind.INVITATION)
+    return 1
+
+
+async def _queue_bulk(
+    conn: aiosqlite.Connection, p: Panellist, address: Address, key: str,
+    msg: render.Rendered, kind: MessageKind,
+) -> None:
+    await outbox_store.queue(
+        conn, key=key, panellist_id=p.id, address=address, text=msg.text, kind=kind,
+        template=msg.template, extra=msg.extra,
+    )
+
+
+async def send_reminders(bot: Bot, wave_id: int) -> int:
+    """One reminder to everyone invited who has not finished. Runs at most once per wave."""
+    engine = bot.engine
+    async with bot.db.transaction() as conn:
+        wave = await survey_store.wave(conn, wave_id)
+        if wave is None or wave.status != "open" or wave.reminded_at is not None:
+            return 0
+        survey = await engine.survey(conn, wave.survey_row_id)
+        rows = await survey_store.unfinished_sessions(conn, wave_id)
+        people = {p.id: p for p in await panellist_store.many(conn, [r[1] for r in rows])}
+        sent = 0
+        for session_id, pid, question_id in rows:
+            p = people.get(pid)
+            if p is None or p.status.value != "active" or not p.addresses or not question_id:
+                continue
+            locale = p.locale or engine.default_locale
+            question = render.question_message(
+                engine.catalog, survey, survey.question(question_id), locale,
+                fallback=engine.default_locale,
+            )
+            title = survey.title.get(locale) or next(iter(survey.title.values()))
+            text = engine.render("reminder", locale, title=title, question=question.text)
+            await _queue_bulk(conn, p, p.addresses[0], f"wave:{wave_id}:remind:{pid}",
+                              render.Rendered(text, "reminder", question.options),
+                              MessageKind.REMINDER)
+            await survey_store.mark_reminded(conn, wave_id, pid)
+            sent += 1
+        await survey_store.set_wave(conn, wave_id, reminded_at=utcnow())
+    bot.wake_dispatcher()
+    logger.info("wave %s: %s reminders queued", wave_id, sent)
+    return sent
+
+
+async def close_wave(bot: Bot, wave_id: int) -> int:
+    """Close the wave: open sessions end, waiting invitations expire, queued ones move on."""
+    engine = bot.engine
+    async with bot.db.transaction() as conn:
+        wave = await survey_store.wave(conn, wave_id)
+        if wave is None or wave.status == "closed":
+            return 0
+        closed_people = await survey_store.close_sessions(conn, wave_id)
+        await conn.execute(
+            "UPDATE invitations SET status = 'expired' WHERE wave_id = ? AND status = 'waiting'",
+            (wave_id,),
+        )
+        await survey_store.set_wave(conn, wave_id, status="closed", closed_at=utcnow())
+        # People whose session just closed may have another invitation waiting.
+        for p in await panellist_store.many(conn, closed_people):
+            waiting = await survey_store.next_waiting_invitation(conn, p.id)
+            if waiting is None or p.status.value != "active" or not p.addresses:
+                continue
+            msg = await begin_survey(engine, conn, p, waiting[0], waiting[1])
+            await _queue_bulk(conn, p, p.addresses[0], f"wave:{waiting[0]}:invite:{p.id}", msg,
+                              MessageKind.INVITATION)
+    bot.wake_dispatcher()
+    logger.info("wave %s closed (%s sessions closed)", wave_id, len(closed_people))
+    return len(closed_people)

@@ -1,0 +1,212 @@
+"""Every plugin hook panelbot calls, typed and documented (``docs/plugins.md`` has examples).
+
+A plugin is a module (or object) whose functions carry ``@hookimpl`` and are named after
+a hook below; it may take fewer arguments than the hook offers. pluggy itself is
+synchronous: any implementation may be ``async def`` and the core awaits what it returns,
+except where a hook says it is sync-only. No hook is ``firstresult``: "first non-None
+wins" is done by ``bot.plugins.PanelPlugins.call_first`` after awaiting, because a
+coroutine object is never None. An exception in one plugin is logged and skipped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import click
+    from starlette.routing import BaseRoute
+
+    from bot.app import Bot
+    from bot.models import (
+        OutboundMessage,
+        Panellist,
+        SendError,
+        SendResult,
+        SignupDecision,
+    )
+
+__all__ = [
+    "hookimpl",
+    "hookspec",
+    "panelbot_after_send",
+    "panelbot_before_send",
+    "panelbot_decision_recorded",
+    "panelbot_message_dirs",
+    "panelbot_register_commands",
+    "panelbot_register_jobs",
+    "panelbot_register_routes",
+    "panelbot_resolve_locale",
+    "panelbot_results_weights",
+    "panelbot_screen_signup",
+    "panelbot_select_sample",
+    "panelbot_shutdown",
+    "panelbot_startup",
+    "panelbot_survey_completed",
+]
+
+PROJECT_NAME = "panelbot"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+# Survey and wave objects come from ``bot.surveys``; they are typed ``Any`` here until that
+# package settles, so that this module never imports half-written code.
+
+
+@hookspec
+def panelbot_startup(bot: Bot) -> None:
+    """The bot has started: storage open, scheduler running. May be async.
+
+    :param bot: the running bot; use it for ``bot.settings``, storage and ``bot.scheduler``.
+    """
+
+
+@hookspec
+def panelbot_shutdown(bot: Bot) -> None:
+    """The bot is stopping: close what ``panelbot_startup`` opened. May be async.
+
+    :param bot: the bot being stopped; storage is still open while this runs.
+    """
+
+
+@hookspec
+def panelbot_register_commands(cli: click.Group) -> None:
+    """Add a click group or command to the ``panelbot`` command line. Sync only.
+
+    A plugin may not replace a core command: a clash is logged and the core one is kept.
+
+    :param cli: the root ``panelbot`` click group; call ``cli.add_command(...)``.
+    """
+
+
+@hookspec
+def panelbot_register_routes(bot: Bot) -> list[BaseRoute] | None:
+    """Return Starlette routes (dashboard pages, APIs) to mount in the web app. May be async.
+
+    :param bot: the bot the web app serves.
+    :return: a list of ``starlette.routing.BaseRoute``, or None to add nothing.
+    """
+
+
+@hookspec
+def panelbot_register_jobs(bot: Bot) -> None:
+    """Add the scheduled jobs this plugin owns with ``bot.scheduler.add_job(...)``. May be async.
+
+    Use a stable ``id=`` and ``replace_existing=True`` so a restart does not duplicate jobs.
+
+    :param bot: the bot; ``bot.scheduler`` is its APScheduler 3 ``AsyncIOScheduler``.
+    """
+
+
+@hookspec
+def panelbot_message_dirs(bot: Bot) -> list[Path] | None:
+    """Return extra Jinja2 template folders, searched before the core's ``messages/``. Sync only.
+
+    Each folder holds one sub-folder per locale, e.g. ``<dir>/en/welcome.txt.j2``.
+
+    :param bot: the bot whose message renderer is being built.
+    :return: a list of folders, or None to add nothing.
+    """
+
+
+@hookspec
+def panelbot_resolve_locale(bot: Bot, panellist: Panellist, text: str) -> str | None:
+    """Choose the locale to answer an incoming message in; first non-None wins. May be async.
+
+    :param bot: the running bot.
+    :param panellist: who sent the message (``panellist.locale`` is their stored locale).
+    :param text: the text of the incoming message.
+    :return: a locale code such as ``"cy"``, or None for no opinion.
+    """
+
+
+@hookspec
+def panelbot_screen_signup(bot: Bot, panellist: Panellist) -> SignupDecision | None:
+    """Accept, waitlist or decline a person who has just completed sign-up. May be async.
+
+    The most restrictive answer wins (decline over waitlist over accept); when every
+    plugin answers None the person is accepted.
+
+    :param bot: the running bot.
+    :param panellist: the new panellist with consent and demographics filled in.
+    :return: a ``SignupDecision``, or None for no opinion.
+    """
+
+
+@hookspec
+def panelbot_select_sample(
+    bot: Bot, survey: Any, wave: Any, eligible: list[Panellist], size: int | None
+) -> list[int] | None:
+    """Choose who is invited to a survey wave; first non-None wins. May be async.
+
+    When every plugin answers None the core draws a simple random sample of ``size``.
+
+    :param bot: the running bot.
+    :param survey: the survey definition being launched.
+    :param wave: the wave being opened (its id, schedule and options such as stratify-by).
+    :param eligible: active, reachable panellists who may be invited.
+    :param size: how many to invite, or None to invite everyone eligible.
+    :return: the ids of the panellists to invite (a subset of ``eligible``), or None.
+    """
+
+
+@hookspec
+def panelbot_before_send(bot: Bot, message: OutboundMessage) -> OutboundMessage | None:
+    """Change a message just before a channel sends it, e.g. rewrite its text. May be async.
+
+    Implementations run in turn; each sees the message as changed by those before it.
+
+    :param bot: the running bot.
+    :param message: the outbox row about to be handed to its channel.
+    :return: the message to send instead, or None to leave it as it is.
+    """
+
+
+@hookspec
+def panelbot_after_send(bot: Bot, message: OutboundMessage, report: SendResult | SendError) -> None:
+    """A channel has tried to send a message; observe the outcome. May be async.
+
+    :param bot: the running bot.
+    :param message: the message as it was sent.
+    :param report: the ``SendResult`` on success, or the ``SendError`` (with its
+        ``error_class``) on failure.
+    """
+
+
+@hookspec
+def panelbot_survey_completed(
+    bot: Bot, panellist: Panellist, survey: Any, answers: dict[str, Any]
+) -> None:
+    """A panellist has answered the last question of a survey. May be async.
+
+    :param bot: the running bot.
+    :param panellist: who completed the survey.
+    :param survey: the survey definition.
+    :param answers: answers keyed by question id (skipped questions are absent).
+    """
+
+
+@hookspec
+def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
+    """A decision was added to the decision log (``panelbot decision add``). May be async.
+
+    :param bot: the running bot.
+    :param decision: the stored decision: its ``id``, ``title``, ``summary``, the
+        ``survey_ids`` that informed it and ``decided_at``.
+    """
+
+
+@hookspec
+def panelbot_results_weights(
+    bot: Bot, survey: Any, respondents: list[dict[str, Any]]
+) -> dict[int, float] | None:
+    """Weight respondents for weighted results; first non-None wins. May be async.
+
+    :param bot: the running bot.
+    :param survey: the survey whose results are being computed.
+    :param respondents: one dict per respondent: ``panellist_id`` and their demographics.
+    :return: a weight per panellist id (missing ids weigh 1.0), or None for no opinion.
+    """

@@ -1,0 +1,136 @@
+"""Message catalogs: every text a panellist sees is a Jinja2 template under ``<dir>/<locale>/``.
+
+Templates are plain text (no HTML autoescape) rendered with StrictUndefined, so a missing
+variable is an error in tests rather than a blank in someone's SMS. A locale without a
+template falls back along a chain (``pa-Arab`` → ``pa`` → the panel default → ``en``); each
+fallback is logged and counted so translators can see what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_SUFFIX = ".txt.j2"
+WORDS_FILE = "words.toml"
+
+
+class MissingMessage(LookupError):
+    """No catalog in the fallback chain has the template."""
+
+
+def fallback_chain(locale: str, default_locale: str = "en") -> list[str]:
+    """``pa-Arab`` → [``pa-Arab``, ``pa``, default, ``en``], without repeats."""
+    chain: list[str] = []
+    parts = locale.replace("_", "-").split("-") if locale else []
+    for i in range(len(parts), 0, -1):
+        chain.append("-".join(parts[:i]))
+    for extra in (default_locale, "en"):
+        chain.append(extra)
+    seen: set[str] = set()
+    return [c for c in chain if c and not (c in seen or seen.add(c))]
+
+
+class MessageCatalog:
+    """Renders named messages in a locale, searching ``dirs`` in order."""
+
+    def __init__(self, dirs: Sequence[Path], default_locale: str = "en") -> None:
+        self.dirs = [Path(d) for d in dirs]
+        self.default_locale = default_locale
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+        self.fallbacks: Counter[tuple[str, str, str]] = Counter()
+        self._resolved: dict[tuple[str, str], tuple[str, jinja2.Template]] = {}
+        self._words: dict[str, dict[str, Any]] = {}
+
+    def locales(self) -> list[str]:
+        """Every locale that has a folder in any catalog directory."""
+        found: set[str] = set()
+        for d in self.dirs:
+            if d.is_dir():
+                found.update(p.name for p in d.iterdir() if p.is_dir())
+        return sorted(found)
+
+    def names(self, locale: str) -> set[str]:
+        """The message names present for exactly this locale."""
+        names: set[str] = set()
+        for d in self.dirs:
+            folder = d / locale
+            if folder.is_dir():
+                names.update(
+                    p.name.removesuffix(TEMPLATE_SUFFIX)
+                    for p in folder.iterdir()
+                    if p.name.endswith(TEMPLATE_SUFFIX)
+                )
+        return names
+
+    def resolve(self, name: str, locale: str) -> tuple[str, jinja2.Template]:
+        """The locale actually used for ``name`` and its compiled template."""
+        key = (name, locale)
+        cached = self._resolved.get(key)
+        if cached is not None:
+            return cached
+        for candidate in fallback_chain(locale, self.default_locale):
+            try:
+                template = self.env.get_template(f"{candidate}/{name}{TEMPLATE_SUFFIX}")
+            except jinja2.TemplateNotFound:
+                continue
+            self._resolved[key] = (candidate, template)
+            return candidate, template
+        raise MissingMessage(f"no message {name!r} for locale {locale!r} or its fallbacks")
+
+    def render(self, name: str, locale: str, **context: Any) -> str:
+        """Render message ``name`` for ``locale``; surrounding whitespace is trimmed."""
+        used, template = self.resolve(name, locale)
+        if used != locale:
+            self.fallbacks[(name, locale, used)] += 1
+            logger.info("message %s: no %s text, fell back to %s", name, locale, used)
+        text = template.render(locale=used, **context)
+        # Templates are laid out for people to read; collapse runs of blank lines.
+        lines = [line.rstrip() for line in text.strip().splitlines()]
+        out: list[str] = []
+        for line in lines:
+            if line or (out and out[-1]):
+                out.append(line)
+        return "\n".join(out)
+
+    def words(self, locale: str) -> dict[str, Any]:
+        """Keyword and answer words for a locale (``words.toml``), merged over English."""
+        if locale in self._words:
+            return self._words[locale]
+        merged: dict[str, Any] = {}
+        for candidate in reversed(fallback_chain(locale, self.default_locale)):
+            for d in reversed(self.dirs):
+                merged.update(_read_words(d / candidate / WORDS_FILE))
+        self._words[locale] = merged
+        return merged
+
+    def all_words(self, key: str, locales: Iterable[str]) -> set[str]:
+        """The union of one word list over several locales (keywords work in any language)."""
+        found: set[str] = set()
+        for loc in locales:
+            found.update(w.casefold() for w in self.words(loc).get(key, []))
+        return found
+
+
+@lru_cache(maxsize=256)
+def _read_words(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    with path.open("rb") as fh:
+        return tomllib.load(fh)

@@ -1,0 +1,299 @@
+"""The dispatcher: sends due outbox rows through their channel, keeping every provider's rules.
+
+- Replies go before bulk (invitations, reminders, impact updates); quiet hours hold bulk only.
+- Each channel is paced by a token schedule at ``rate_per_second``; a message costs its
+  channel's units (SMS segments), and one address gets at most one message per
+  ``per_address_interval`` seconds (Telegram: one a second per chat).
+- Every failure is classified: retryable ones are retried with backoff until
+  ``max_attempts``; opted-out and unreachable mark the panellist and never retry.
+- A row is marked ``sending`` before the provider call; rows found in that state at start
+  (a crash) are reconciled through the channel, never blindly resent.
+- Nobody opted out, erased or unreachable is sent anything but the STOP confirmation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from bot.models import (
+    ErrorClass,
+    MessageKind,
+    OutboundMessage,
+    OutboxStatus,
+    PanellistStatus,
+    SendError,
+    SendResult,
+    utcnow,
+)
+from bot.storage import outbox as outbox_store
+from bot.storage import panellists as panellist_store
+
+if TYPE_CHECKING:
+    from bot.app import Bot
+    from bot.channels.base import Channel
+
+logger = logging.getLogger(__name__)
+
+BLOCKED_STATUSES = {
+    PanellistStatus.OPTED_OUT.value,
+    PanellistStatus.ERASED.value,
+    PanellistStatus.UNREACHABLE.value,
+}
+
+
+class Pacer:
+    """Spaces sends so a channel never exceeds ``rate`` units in any one-second window.
+
+    A strict schedule (each send reserves ``cost / rate`` seconds) rather than a bursty
+    bucket: providers count per second, and a burst at a window edge would break the limit.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, cost: float = 1.0) -> None:
+        if self.rate <= 0:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + cost / self.rate
+        delay = start - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def push_back(self, seconds: float) -> None:
+        """Hold the whole channel (a provider-wide rate-limit answer)."""
+        self._next = max(self._next, time.monotonic() + seconds)
+
+
+def in_quiet_hours(bot: Bot, now: datetime) -> datetime | None:
+    """When the current quiet period ends (UTC), or None outside quiet hours."""
+    quiet = bot.settings.bot.quiet_hours
+    if quiet is None:
+        return None
+    tz = ZoneInfo(bot.settings.bot.timezone)
+    local = now.astimezone(tz)
+    if not quiet.contains(local.time().replace(tzinfo=None)):
+        return None
+    end = local.replace(hour=quiet.end.hour, minute=quiet.end.minute, second=0, microsecond=0)
+    if end <= local:
+        end = end + timedelta(days=1)
+    # Rebuild in the zone so a clock change between now and the end is honoured.
+    end = datetime.combine(end.date(), quiet.end, tzinfo=tz)
+    return end.astimezone(now.tzinfo)
+
+
+@dataclass
+class _ChannelState:
+    channel: Channel
+    pacer: Pacer
+    slots: asyncio.Semaphore
+    last_to_address: dict[str, float] = field(default_factory=dict)
+
+
+class Dispatcher:
+    """Runs as one task in the bot's event loop."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._states: dict[str, _ChannelState] = {}
+        for channel in bot.channels.values():
+            state = _ChannelState(
+                channel, Pacer(channel.rate_per_second), asyncio.Semaphore(channel.concurrency)
+            )
+            for name in channel.names:
+                self._states[name] = state
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        await self.reconcile()
+        self._task = asyncio.create_task(self._run(), name="panelbot-dispatcher")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming; let in-flight sends finish (or stay queued) within ``timeout``."""
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            await asyncio.wait([self._task], timeout=timeout)
+            if not self._task.done():
+                self._task.cancel()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=timeout)
+
+    async def reconcile(self) -> None:
+        """Settle rows left in ``sending`` by a crash: ask the channel, never resend blindly."""
+        async with self.bot.db.transaction() as conn:
+            stuck = await outbox_store.stuck_sending(conn)
+        for message in stuck:
+            state = self._states.get(message.address.channel)
+            if state is None:
+                continue
+            try:
+                result = await state.channel.reconcile(message)
+            except Exception as exc:
+                logger.warning("outbox %s: could not reconcile (%s); holding it", message.id, exc)
+                async with self.bot.db.transaction() as conn:
+                    await outbox_store.mark_final(
+                        conn, message.id, status=OutboxStatus.HELD, error=f"unreconciled: {exc}"
+                    )
+                continue
+            async with self.bot.db.transaction() as conn:
+                if result is None:
+                    await outbox_store.reschedule(
+                        conn, message.id, at=utcnow(), error="requeued after restart",
+                        count_attempt=False,
+                    )
+                else:
+                    await outbox_store.mark_sent(
+                        conn, message.id, provider_message_id=result.provider_message_id,
+                        status=result.status,
+                    )
+
+    async def _run(self) -> None:
+        poll = self.bot.settings.outbox.poll_interval
+        while not self._stopping:
+            try:
+                claimed = await self.dispatch_due()
+            except Exception:
+                logger.exception("dispatcher pass failed; retrying")
+                claimed = 0
+            if claimed == 0 and not self._stopping:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=poll)
+                except TimeoutError:
+                    pass
+
+    async def dispatch_due(self) -> int:
+        """Claim one batch of due rows and start sending them. Returns how many were claimed."""
+        now = utcnow()
+        channels = [name for name, s in self._states.items() if not s.slots.locked()]
+        if not channels:
+            await asyncio.sleep(0.01)
+            return 0
+        limit = self.bot.settings.outbox.batch_size
+        async with self.bot.db.transaction() as conn:
+            claimed = await outbox_store.claim_due(conn, now=now, limit=limit, channels=channels)
+            quiet_end = in_quiet_hours(self.bot, now)
+            ready = []
+            for message, status in claimed:
+                if status in BLOCKED_STATUSES and message.kind != MessageKind.STOP_CONFIRMATION:
+                    await outbox_store.mark_final(
+                        conn, message.id, status=OutboxStatus.CANCELLED,
+                        error=f"panellist is {status}",
+                    )
+                elif quiet_end and message.kind.is_bulk:
+                    await outbox_store.reschedule(
+                        conn, message.id, at=quiet_end, error="quiet hours", count_attempt=False
+                    )
+                else:
+                    ready.append(message)
+        for message in ready:
+            if self._stopping:
+                # Leave it queued for the next start rather than half-sending on the way out.
+                async with self.bot.db.transaction() as conn:
+                    await outbox_store.reschedule(
+                        conn, message.id, at=utcnow(), count_attempt=False
+                    )
+                continue
+            state = self._states[message.address.channel]
+            await state.slots.acquire()
+            task = asyncio.create_task(self._send(state, message))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return len(claimed)
+
+    async def _send(self, state: _ChannelState, message: OutboundMessage) -> None:
+        try:
+            changed = await self.bot.plugins.call_chain(
+                "panelbot_before_send", "message", bot=self.bot, message=message
+            )
+            if isinstance(changed, OutboundMessage):
+                message = changed
+            await state.pacer.acquire(state.channel.cost(message))
+            interval = state.channel.per_address_interval
+            if interval:
+                last = state.last_to_address.get(message.address.id, 0.0)
+                wait = last + interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                state.last_to_address[message.address.id] = time.monotonic()
+            try:
+                result: SendResult | SendError = await state.channel.send(message)
+            except SendError as exc:
+                result = exc
+            except Exception as exc:  # a bug or an unexpected transport error: retry it
+                logger.exception("outbox %s: unexpected send failure", message.id)
+                result = SendError(ErrorClass.RETRYABLE, f"{type(exc).__name__}: {exc}")
+            await self._record(state, message, result)
+            await self.bot.plugins.call_each(
+                "panelbot_after_send", bot=self.bot, message=message, report=result
+            )
+        finally:
+            state.slots.release()
+            self._wake.set()
+
+    async def _record(
+        self, state: _ChannelState, message: OutboundMessage, result: SendResult | SendError
+    ) -> None:
+        settings = self.bot.settings.outbox
+        async with self.bot.db.transaction() as conn:
+            if isinstance(result, SendResult):
+                self.sent += 1
+                await outbox_store.mark_sent(
+                    conn, message.id, provider_message_id=result.provider_message_id,
+                    status=result.status,
+                )
+                return
+            error = result
+            if error.error_class == ErrorClass.RETRYABLE:
+                if error.retry_after:
+                    # The provider told us how long to wait: same message, no attempt used.
+                    state.pacer.push_back(error.retry_after)
+                    await outbox_store.reschedule(
+                        conn, message.id, at=utcnow() + timedelta(seconds=error.retry_after),
+                        error=error.detail, error_code=error.code, count_attempt=False,
+                    )
+                    return
+                if message.attempts < settings.max_attempts:
+                    backoff = settings.retry_backoff
+                    delay = backoff[min(message.attempts - 1, len(backoff) - 1)]
+                    await outbox_store.reschedule(
+                        conn, message.id, at=utcnow() + delay, error=error.detail,
+                        error_code=error.code,
+                    )
+                    return
+            await outbox_store.mark_final(
+                conn, message.id, status=OutboxStatus.FAILED, error=error.detail,
+                error_code=error.code, error_class=error.error_class.value,
+            )
+            if message.panellist_id and error.error_class in (
+                ErrorClass.OPTED_OUT, ErrorClass.UNREACHABLE,
+            ):
+                new_status = (
+                    PanellistStatus.OPTED_OUT
+                    if error.error_class == ErrorClass.OPTED_OUT
+                    else PanellistStatus.UNREACHABLE
+                )
+                await panellist_store.update(conn, message.panellist_id, status=new_status)
+                await outbox_store.cancel_for_panellist(conn, message.panellist_id)
+            logger.warning(
+                "outbox %s failed (%s, code %s): %s",
+                message.id, error.error_class.value, error.code, error.detail,
+            )

@@ -1,0 +1,85 @@
+"""APScheduler 3 in the bot's event loop, with wave jobs rebuilt from the database.
+
+The database is the truth: jobs live in memory and a sync job re-reads the waves table
+every few seconds (and at start), so a wave launched by the CLI while the bot runs is picked
+up, and a restart neither loses a due reminder nor repeats one (each step records that it
+ran in the same transaction as the messages it queues).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.engine import waves
+from bot.models import utcnow
+from bot.storage import surveys as survey_store
+
+if TYPE_CHECKING:
+    from bot.app import Bot
+
+logger = logging.getLogger(__name__)
+
+SYNC_SECONDS = 3.0
+
+
+class Scheduler:
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self.aps = AsyncIOScheduler(
+            timezone=bot.settings.bot.timezone,
+            # A job that is late (the bot was down) still runs, once.
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+
+    def add_job(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - APScheduler's own API
+        """Plugins add their jobs here (``panelbot_register_jobs``)."""
+        return self.aps.add_job(*args, **kwargs)
+
+    async def start(self) -> None:
+        await self.sync()
+        self.aps.add_job(self.sync, "interval", seconds=SYNC_SECONDS, id="panelbot:sync",
+                         replace_existing=True)
+        self.aps.start()
+
+    async def stop(self) -> None:
+        if self.aps.running:
+            self.aps.shutdown(wait=False)
+
+    def _schedule(self, job_id: str, when, func, *args) -> None:  # noqa: ANN001
+        if self.aps.get_job(job_id) is None:
+            self.aps.add_job(func, "date", run_date=when, args=args, id=job_id)
+
+    async def sync(self) -> None:
+        """Make sure every pending wave step has a job (due ones run at once)."""
+        try:
+            async with self.bot.db.transaction() as conn:
+                pending = await survey_store.waves(conn, status="scheduled")
+                opened = await survey_store.waves(conn, status="open")
+        except Exception:
+            logger.exception("scheduler sync failed")
+            return
+        now = utcnow()
+        for wave in pending:
+            self._schedule(f"wave:{wave.id}:open", max(wave.opens_at, now), self._run,
+                           "open", wave.id)
+        for wave in opened:
+            if wave.reminder_at and wave.reminded_at is None:
+                self._schedule(f"wave:{wave.id}:remind", max(wave.reminder_at, now), self._run,
+                               "remind", wave.id)
+            self._schedule(f"wave:{wave.id}:close", max(wave.closes_at, now), self._run,
+                           "close", wave.id)
+
+    async def _run(self, step: str, wave_id: int) -> None:
+        try:
+            if step == "open":
+                await waves.open_wave(self.bot, wave_id)
+                await self.sync()
+            elif step == "remind":
+                await waves.send_reminders(self.bot, wave_id)
+            elif step == "close":
+                await waves.close_wave(self.bot, wave_id)
+        except Exception:
+            logger.exception("wave %s: %s failed", wave_id, step)

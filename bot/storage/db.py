@@ -1,0 +1,189 @@
+"""The SQLite database: one aiosqlite connection, WAL, numbered migrations, serialised writes.
+
+SQLite allows one writer at a time. Coroutines sharing a connection could interleave inside a
+transaction, so every write goes through :meth:`Database.transaction`, which holds an
+application-level lock and opens the transaction with ``BEGIN IMMEDIATE`` (a deferred
+transaction that reads and then writes fails at once with SQLITE_BUSY when another process,
+such as a CLI command, is writing). ``busy_timeout`` makes the two processes wait for each
+other instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+logger = logging.getLogger(__name__)
+
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+)
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class DatabaseError(Exception):
+    """A database problem the user can act on (too new, unreadable, not a database)."""
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The shipped migrations as (version, file name, SQL), in order."""
+    found = []
+    for entry in resources.files("bot.storage").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    for expected, (version, name, _) in enumerate(found, start=1):
+        if version != expected:
+            raise RuntimeError(f"migration {name} is out of sequence (expected {expected:04d})")
+    return found
+
+
+def latest_version() -> int:
+    return len(migrations())
+
+
+class Database:
+    """One SQLite file. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
+        """Open (creating if needed) and bring the schema up to date.
+
+        A database written by a newer panelbot is refused rather than guessed at.
+        """
+        path = Path(path)
+        if path.parent and not path.parent.exists():
+            raise DatabaseError(f"{path}: the folder {path.parent} does not exist")
+        try:
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"{path}: cannot open the database ({exc})") from None
+        conn.row_factory = sqlite3.Row
+        db = cls(path, conn)
+        try:
+            for pragma in PRAGMAS:
+                await conn.execute(pragma)
+            if migrate:
+                await db.upgrade()
+            else:
+                await db.check_version()
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            raise DatabaseError(f"{path}: not a panelbot database ({exc})") from None
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self.conn.close()
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("PRAGMA user_version")
+        return int(row[0])
+
+    async def check_version(self) -> int:
+        version = await self.schema_version()
+        latest = latest_version()
+        if version > latest:
+            raise DatabaseError(
+                f"{self.path}: the database is at schema version {version}, but this panelbot "
+                f"only knows up to {latest}; upgrade panelbot (never run an older version on "
+                "a newer database)"
+            )
+        return version
+
+    async def upgrade(self) -> list[str]:
+        """Apply pending migrations, each in its own transaction. Returns the names applied."""
+        applied = []
+        async with self._write_lock:
+            current = await self.check_version()
+            for version, name, sql in migrations():
+                if version <= current:
+                    continue
+                # executescript runs outside our transaction helper, so the script carries
+                # its own BEGIN IMMEDIATE/COMMIT and the version bump inside it.
+                script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
+                try:
+                    await self.conn.executescript(script)
+                except BaseException:
+                    if self.conn.in_transaction:
+                        await self.conn.execute("ROLLBACK")
+                    raise
+                logger.info("applied migration %s", name)
+                applied.append(name)
+        return applied
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction: serialised in this process, BEGIN IMMEDIATE across processes."""
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            else:
+                await self.conn.execute("COMMIT")
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        async with self.conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self.conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """A single-statement write in its own transaction; returns lastrowid."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.lastrowid or 0
+
+    async def executemany_write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as conn:
+            await conn.executemany(sql, rows)
+
+    async def backup(self, target: Path) -> None:
+        """An online copy through SQLite's backup API, consistent while the bot writes."""
+        target = Path(target)
+        if target.exists():
+            raise DatabaseError(f"{target} already exists; choose a new file")
+        async with aiosqlite.connect(str(target)) as dest:
+            await self.conn.backup(dest)
+
+
+async def fetch_one(
+    conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+) -> sqlite3.Row | None:
+    """One row from a query on a connection (inside or outside a transaction)."""
+    async with conn.execute(sql, params) as cursor:
+        return await cursor.fetchone()
+
+
+async def fetch_all(
+    conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+) -> list[sqlite3.Row]:
+    async with conn.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())

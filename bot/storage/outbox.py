@@ -1,0 +1,274 @@
+"""The outbox (durable outbound messages) and the inbound message log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from bot.models import (
+    Address,
+    DeliveryReport,
+    MessageKind,
+    OutboundMessage,
+    OutboxStatus,
+    iso,
+    utcnow,
+)
+from bot.storage.db import fetch_all, fetch_one
+
+# Statuses only move forward: a late "sent" never overwrites "delivered".
+STATUS_RANK = {
+    OutboxStatus.QUEUED: 0,
+    OutboxStatus.HELD: 0,
+    OutboxStatus.SENDING: 1,
+    OutboxStatus.SENT: 2,
+    OutboxStatus.DELIVERED: 3,
+    OutboxStatus.FAILED: 3,
+    OutboxStatus.CANCELLED: 3,
+}
+
+
+async def record_inbound(
+    conn: aiosqlite.Connection,
+    *,
+    channel: str,
+    provider_message_id: str,
+    panellist_id: int | None,
+    text: str,
+    received_at: datetime,
+) -> int | None:
+    """Store an inbound message; None when this provider id was seen before (a retry)."""
+    cursor = await conn.execute(
+        "INSERT OR IGNORE INTO inbound_messages (channel, provider_message_id, panellist_id, "
+        "text, received_at) VALUES (?, ?, ?, ?, ?)",
+        (channel, provider_message_id, panellist_id, text, iso(received_at)),
+    )
+    return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
+
+
+async def set_inbound_panellist(
+    conn: aiosqlite.Connection, inbound_id: int, panellist_id: int | None
+) -> None:
+    await conn.execute(
+        "UPDATE inbound_messages SET panellist_id = ? WHERE id = ?", (panellist_id, inbound_id)
+    )
+
+
+async def queue(
+    conn: aiosqlite.Connection,
+    *,
+    key: str,
+    panellist_id: int | None,
+    address: Address,
+    text: str,
+    kind: MessageKind,
+    template: str | None = None,
+    extra: dict[str, Any] | None = None,
+    not_before: datetime | None = None,
+) -> int | None:
+    """Queue one message; None when a message with this idempotency key already exists."""
+    now = iso(utcnow())
+    cursor = await conn.execute(
+        "INSERT OR IGNORE INTO outbox (idempotency_key, panellist_id, channel, address, text, "
+        "kind, priority, template, extra, status, next_attempt_at, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+        (
+            key,
+            panellist_id,
+            address.channel,
+            address.id,
+            text,
+            kind.value,
+            kind.priority,
+            template,
+            json.dumps(extra or {}, ensure_ascii=False),
+            iso(not_before) if not_before else now,
+            now,
+            now,
+        ),
+    )
+    return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
+
+
+def to_message(row: sqlite3.Row) -> OutboundMessage:
+    return OutboundMessage(
+        id=row["id"],
+        address=Address(row["channel"], row["address"] or ""),
+        text=row["text"] or "",
+        kind=MessageKind(row["kind"]),
+        panellist_id=row["panellist_id"],
+        idempotency_key=row["idempotency_key"],
+        attempts=row["attempts"],
+        template=row["template"],
+        extra=json.loads(row["extra"] or "{}"),
+    )
+
+
+async def claim_due(
+    conn: aiosqlite.Connection, *, now: datetime, limit: int, channels: list[str]
+) -> list[tuple[OutboundMessage, str | None]]:
+    """Mark due rows as sending (replies first) and return them with the panellist's status.
+
+    Marking before the provider call is what keeps a crash from sending twice: a row found
+    in ``sending`` later is reconciled, never blindly resent.
+    """
+    if not channels:
+        return []
+    marks = ",".join("?" * len(channels))
+    rows = await fetch_all(
+        conn,
+        f"""
+        SELECT o.*, p.status AS panellist_status FROM outbox o
+        LEFT JOIN panellists p ON p.id = o.panellist_id
+        WHERE o.status = 'queued' AND o.next_attempt_at <= ? AND o.channel IN ({marks})
+        ORDER BY o.priority, o.next_attempt_at, o.id LIMIT ?
+        """,
+        (iso(now), *channels, limit),
+    )
+    if not rows:
+        return []
+    ids = [r["id"] for r in rows]
+    id_marks = ",".join("?" * len(ids))
+    await conn.execute(
+        f"UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = ? "
+        f"WHERE id IN ({id_marks})",
+        (iso(now), *ids),
+    )
+    out = []
+    for r in rows:
+        message = to_message(r)
+        message.attempts += 1
+        out.append((message, r["panellist_status"]))
+    return out
+
+
+async def mark_sent(
+    conn: aiosqlite.Connection,
+    message_id: int,
+    *,
+    provider_message_id: str | None,
+    status: OutboxStatus = OutboxStatus.SENT,
+) -> None:
+    now = iso(utcnow())
+    await conn.execute(
+        "UPDATE outbox SET status = ?, provider_message_id = COALESCE(?, provider_message_id), "
+        "sent_at = COALESCE(sent_at, ?), updated_at = ?, last_error = NULL WHERE id = ? "
+        "AND status IN ('sending', 'queued')",
+        (status.value, provider_message_id, now, now, message_id),
+    )
+
+
+async def reschedule(
+    conn: aiosqlite.Connection,
+    message_id: int,
+    *,
+    at: datetime,
+    error: str | None = None,
+    error_code: str | None = None,
+    count_attempt: bool = True,
+) -> None:
+    """Back to the queue for a later try (a retry, quiet hours, a rate-limit wait)."""
+    await conn.execute(
+        "UPDATE outbox SET status = 'queued', next_attempt_at = ?, last_error = ?, "
+        "error_code = COALESCE(?, error_code), attempts = attempts - ?, updated_at = ? "
+        "WHERE id = ?",
+        (iso(at), error, error_code, 0 if count_attempt else 1, iso(utcnow()), message_id),
+    )
+
+
+async def mark_final(
+    conn: aiosqlite.Connection,
+    message_id: int,
+    *,
+    status: OutboxStatus,
+    error: str | None = None,
+    error_code: str | None = None,
+    error_class: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE outbox SET status = ?, last_error = ?, error_code = ?, error_class = ?, "
+        "updated_at = ? WHERE id = ?",
+        (status.value, error, error_code, error_class, iso(utcnow()), message_id),
+    )
+
+
+async def cancel_for_panellist(conn: aiosqlite.Connection, panellist_id: int) -> int:
+    """Cancel everything still queued for someone who opted out or was erased."""
+    cursor = await conn.execute(
+        "UPDATE outbox SET status = 'cancelled', updated_at = ? WHERE panellist_id = ? "
+        "AND status IN ('queued', 'held') AND kind != 'stop_confirmation'",
+        (iso(utcnow()), panellist_id),
+    )
+    return cursor.rowcount
+
+
+async def apply_report(conn: aiosqlite.Connection, report: DeliveryReport) -> int | None:
+    """Apply a provider's status report, never moving a status backwards. Returns the row id."""
+    row = await fetch_one(
+        conn,
+        "SELECT id, status FROM outbox WHERE channel = ? AND provider_message_id = ?",
+        (report.channel, report.provider_message_id),
+    )
+    if row is None:
+        return None
+    current = OutboxStatus(row["status"])
+    if STATUS_RANK[report.status] <= STATUS_RANK[current] and current != OutboxStatus.SENDING:
+        return row["id"]
+    await conn.execute(
+        "UPDATE outbox SET status = ?, error_code = COALESCE(?, error_code), "
+        "error_class = COALESCE(?, error_class), updated_at = ? WHERE id = ?",
+        (
+            report.status.value,
+            report.error_code,
+            report.error_class.value if report.error_class else None,
+            iso(report.at),
+            row["id"],
+        ),
+    )
+    return row["id"]
+
+
+async def stuck_sending(conn: aiosqlite.Connection) -> list[OutboundMessage]:
+    rows = await fetch_all(conn, "SELECT * FROM outbox WHERE status = 'sending' ORDER BY id")
+    return [to_message(r) for r in rows]
+
+
+async def conversation(
+    conn: aiosqlite.Connection, address: Address, *, after_id: int = 0, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Messages in and out of one address, oldest first (the simulator's history)."""
+    rows = await fetch_all(
+        conn,
+        """
+        SELECT * FROM (
+          SELECT 'in' AS direction, i.text, i.received_at AS at, i.id AS id, NULL AS status,
+                 '{}' AS extra
+          FROM inbound_messages i JOIN addresses a ON a.panellist_id = i.panellist_id
+          WHERE a.channel = ? AND a.address = ? AND i.text IS NOT NULL
+          UNION ALL
+          SELECT 'out', o.text, COALESCE(o.sent_at, o.created_at), o.id, o.status, o.extra
+          FROM outbox o WHERE o.channel = ? AND o.address = ?
+            AND o.status IN ('sent', 'delivered')
+        ) ORDER BY at, direction DESC, id LIMIT ?
+        """,
+        (address.channel, address.id, address.channel, address.id, limit),
+    )
+    return [
+        {
+            "direction": r["direction"],
+            "text": r["text"],
+            "at": r["at"],
+            "id": r["id"],
+            "extra": json.loads(r["extra"] or "{}"),
+        }
+        for r in rows
+    ]
+
+
+async def counts_by_status(conn: aiosqlite.Connection) -> dict[str, int]:
+    rows = await fetch_all(conn, "SELECT status, COUNT(*) FROM outbox GROUP BY status")
+    return {r[0]: r[1] for r in rows}

@@ -1,0 +1,1 @@
+"""The Starlette app: health, webhooks, the simulator, and (later) the staff dashboard."""

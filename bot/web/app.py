@@ -1,0 +1,103 @@
+"""Build the one Starlette app the bot serves, and run it under uvicorn in the bot's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bot.web import simulator
+
+if TYPE_CHECKING:
+    from bot.app import Bot
+
+logger = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> Response:
+    bot: Bot = request.app.state.bot
+    try:
+        await bot.db.fetchone("SELECT 1")
+    except Exception:
+        logger.exception("health check: database unreachable")
+        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Whatever a client sent, they get an answer; the details go to the log only.
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+async def build_app(bot: Bot) -> Starlette:
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    for channel in set(bot.channels.values()):
+        routes.extend(channel.routes())
+    if "sim" in bot.channels:
+        routes.extend(simulator.routes())
+    for _, extra in await bot.plugins.call_each("panelbot_register_routes", bot=bot):
+        routes.extend(extra)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.bot = bot
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the bot owns SIGINT/SIGTERM and shuts down
+    the dispatcher, scheduler and database after the web server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:  # noqa: ANN001
+    """Run the web app, dispatcher and scheduler until SIGINT/SIGTERM, then stop cleanly."""
+    app = await build_app(bot)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                            access_log=False, timeout_graceful_shutdown=3)
+    server = _Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await bot.start()
+    web = asyncio.create_task(server.serve(), name="panelbot-web")
+    try:
+        while not server.started and not web.done():
+            await asyncio.sleep(0.02)
+        if web.done():
+            web.result()  # raises the bind error, if any
+        if on_ready:
+            on_ready(server)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([web, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(web, timeout=5)
+        await bot.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
