@@ -34,7 +34,6 @@ __all__ = [
     "hookspec",
     "panelbot_after_send",
     "panelbot_before_send",
-    "panelbot_decision_recorded",
     "panelbot_message_dirs",
     "panelbot_register_commands",
     "panelbot_register_jobs",
@@ -186,16 +185,6 @@ def panelbot_survey_completed(
     :param panellist: who completed the survey.
     :param survey: the survey definition.
     :param answers: answers keyed by question id (skipped questions are absent).
-    """
-
-
-@hookspec
-def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
-    """A decision was added to the decision log (``panelbot decision add``). May be async.
-
-    :param bot: the running bot.
-    :param decision: the stored decision: its ``id``, ``title``, ``summary``, the
-        ``survey_ids`` that informed it and ``decided_at``.
     """
 
 

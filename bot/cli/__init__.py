@@ -96,14 +96,19 @@ def _config_from_argv(argv: list[str]) -> str | None:
 def _register_commands(argv: list[str]) -> None:
     # Imported here so that `panelbot --help` stays quick and each area stays in its module.
     from bot.cli import commands
-    from bot.cli.plugins_cmd import load_for_cli, register_plugin_commands
+    from bot.cli.plugins_cmd import register_plugin_commands
+    from bot.plugins import PluginLoadError, load_plugins
 
     commands.register(cli)
     try:
-        plugins = load_for_cli(CliContext(_config_from_argv(argv)))
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        disabled = CliContext(_config_from_argv(argv)).settings.plugins.disabled
+    except click.ClickException:
+        disabled = []  # the command itself reports a broken config, once
+    try:
+        plugins = load_plugins(disabled)
+    except PluginLoadError as exc:
+        click.echo(f"panelbot: {exc}", err=True)
+        sys.exit(1)
     register_plugin_commands(cli, plugins)
 
 

@@ -145,16 +145,20 @@ def register(cli: click.Group) -> None:
 
     @survey_group.command("results")
     @click.argument("survey_id")
+    @click.option("--weighted", is_flag=True,
+                  help="Weight respondents to the population (needs a weights plugin: quotas).")
+    @click.option("--by", "by", metavar="FIELD", help="Break each question down by a panel field.")
     @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
                   default="table", show_default=True)
     @pass_cli
-    def results(obj: CliContext, survey_id: str, fmt: str) -> None:
+    def results(obj: CliContext, survey_id: str, weighted: bool, by: str | None,
+                fmt: str) -> None:
         """Invited, started, completed, response rate, counts per option and free text."""
         from bot.results import ResultsError, survey_results
 
         async def work(bot: Any) -> dict[str, Any]:
             try:
-                return await survey_results(bot, survey_id)
+                return await survey_results(bot, survey_id, weighted=weighted, by=by)
             except ResultsError as exc:
                 raise UserError(str(exc)) from None
 
@@ -177,19 +181,24 @@ def _table(header: list[str], rows: list[list[Any]]) -> None:
 def _results_csv(data: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["question", "type", "option", "count", "percent", "answered"])
+    writer.writerow(["question", "type", "group", "option", "count", "percent", "answered"])
     for q in data["questions"]:
-        for o in q.get("options", []):
-            writer.writerow([q["id"], q["type"], o["id"], o["count"], o["percent"], q["answered"]])
-        if "mean" in q and "options" not in q:
-            writer.writerow([q["id"], q["type"], "mean", q["mean"], "", q["answered"]])
-        for text in q.get("responses", []):
-            writer.writerow([q["id"], q["type"], text, "", "", q["answered"]])
+        parts = [("all", q), *sorted(q.get("by", {}).items())]
+        for group, part in parts:
+            for o in part.get("options", []):
+                writer.writerow([q["id"], q["type"], group, o["id"], o["count"], o["percent"],
+                                 part["answered"]])
+            if "mean" in part and "options" not in part:
+                writer.writerow([q["id"], q["type"], group, "mean", part["mean"], "",
+                                 part["answered"]])
+            for text in part.get("responses", []) if group == "all" else []:
+                writer.writerow([q["id"], q["type"], group, text, "", "", part["answered"]])
     return out.getvalue()
 
 
 def _results_table(data: dict[str, Any]) -> None:
-    click.echo(f"{data['title']} ({data['survey']} v{data['version']})")
+    weighted = " [weighted]" if data["weighted"] else ""
+    click.echo(f"{data['title']} ({data['survey']} v{data['version']}){weighted}")
     click.echo(f"invited {data['invited']}, started {data['started']}, "
                f"completed {data['completed']}, response rate {data['response_rate']}%")
     for q in data["questions"]:
@@ -202,4 +211,7 @@ def _results_table(data: dict[str, Any]) -> None:
             click.echo(f"  mean {q['mean']}, median {q['median']}")
         for text in q.get("responses", []):
             click.echo(f"  - {text}")
+        for group, part in sorted(q.get("by", {}).items()):
+            shares = ", ".join(f"{o['text'][:20]} {o['percent']}%" for o in part.get("options", []))
+            click.echo(f"    {data['by']}={group} ({part['answered']}): {shares}")
     sys.stdout.flush()

@@ -120,7 +120,7 @@ def valid_replies(question: Question, locale: str, fallback_locale: str = "en") 
     if low is not None:
         return [f"{low}+"]
     if high is not None:
-        return [f"≤{high}"]
+        return [f"<={high}"]  # not "≤": one such character makes a whole SMS cost double
     return []
 
 
@@ -132,17 +132,17 @@ def _text(question: Question, text: str) -> str:
     return value[: question.max_length]
 
 
-def _option_texts(option: Option, locale: str, fallback: str) -> set[str]:
-    texts = {pick(option.text, locale, fallback), pick(option.text, fallback, fallback)}
-    return {normalise_reply(text) for text in texts if text} | {option.id.casefold()}
-
-
 def _by_text(question: Question, locale: str, fallback: str) -> dict[str, Option]:
-    """Each normalised option text (both languages) and id, to its option; first wins."""
+    """Each normalised option text (the panellist's language, then the fallback), then each
+    option id (as a chat button may send it), to its option; texts win over ids."""
     found: dict[str, Option] = {}
+    for code in (locale, fallback):
+        for option in question.options:
+            text = normalise_reply(pick(option.text, code, fallback))
+            if text:
+                found.setdefault(text, option)
     for option in question.options:
-        for text in sorted(_option_texts(option, locale, fallback)):
-            found.setdefault(text, option)
+        found.setdefault(option.id.casefold(), option)
     return found
 
 
@@ -191,6 +191,9 @@ def _split_options(
     """Read the reply as option numbers and texts between separators ("1, 3", "1 and
     phone lines busy"), in the fewest pieces; None if it cannot be read so."""
     words = sorted({normalise_reply(word) for word in and_words if word.strip()}, key=len)
+    ends = reply.split()
+    if ends[0] in words or ends[-1] in words:
+        return None  # "1 and": cut off mid-list, perhaps; better to ask again than guess
     texts = sorted(by_text, key=len, reverse=True)
     end = len(reply)
 

@@ -184,11 +184,13 @@ class _Checker:
     def at(self, question_id: str | None, number: int | None) -> None:
         self.question_id, self.question_number = question_id, number
 
-    def unknown_keys(self, table: Mapping[str, Any], allowed: Sequence[str], prefix: str = ""):
+    def unknown_keys(
+        self, table: Mapping[Any, Any], allowed: Sequence[str], prefix: str = ""
+    ) -> None:
         for key in table:
             if key not in allowed:
                 hint = _suggest(key, allowed) or f"; expected one of: {', '.join(allowed)}"
-                self.add(prefix + key, f"unknown key{hint}")
+                self.add(f"{prefix}{key}", f"unknown key{hint}")
 
     def only(self, field: str, types: str, qtype: QuestionType) -> None:
         self.add(field, f"only {types} questions have {field}; this is a {qtype} question")
@@ -285,7 +287,7 @@ class _Checker:
             self.add("questions", "no questions; add at least one [[questions]] table")
             return ()
         if not isinstance(value, list):
-            self.add("questions", f"must be an array of tables, not {_kind(value)}")
+            self.add("questions", f"must be an array of [[questions]] tables, not {_kind(value)}")
             return ()
         # First pass: ids, so that a `when` naming a later question can be told apart from
         # one naming no question at all.
@@ -440,7 +442,9 @@ class _Checker:
                 self.only(name, "scale and number", qtype)
         return None, None
 
-    def label(self, raw: Mapping[str, Any], name: str, qtype: QuestionType | None):
+    def label(
+        self, raw: Mapping[str, Any], name: str, qtype: QuestionType | None
+    ) -> dict[str, str]:
         if name not in raw:
             return {}
         if qtype is not None and qtype is not QuestionType.SCALE:

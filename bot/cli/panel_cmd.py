@@ -1,0 +1,208 @@
+"""``panelbot panel ...``: import, export, show (subject access) and erase panellists.
+
+The work is done by ``bot.panel``; this module only parses options, opens the bot's
+database and prints. Plugins may add commands to this group (e.g. ``panel select``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bot.cli import CliContext, UserError, pass_cli, run
+
+if TYPE_CHECKING:
+    from bot.app import Bot
+
+
+@asynccontextmanager
+async def _opened(cli_ctx: CliContext) -> AsyncIterator[Bot]:
+    """The bot's database and hash key, without starting channels or the scheduler."""
+    # Imported here so that `panelbot --help` stays quick.
+    from bot.app import Bot
+    from bot.storage import DatabaseError
+
+    try:
+        bot = await Bot.create(cli_ctx.settings)
+    except DatabaseError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        yield bot
+    finally:
+        await bot.stop()
+
+
+@click.group("panel")
+def panel_group() -> None:
+    """Import, export, show and erase panellists."""
+
+
+@panel_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_cli
+def import_cmd(cli_ctx: CliContext, file: Path) -> None:
+    """Add or update panellists from a CSV file.
+
+    Header row: phone and/or telegram_chat_id, then optional locale and consent_at (an ISO
+    date or date-time; blank means no consent yet), then one column per panel field in the
+    config. People are matched on their phone number or Telegram chat id, so importing
+    again updates them. People with a consent date become active; the others wait at the
+    consent question and are not invited to surveys. Numbers on the suppression list
+    (erased or opted out) need a consent_at later than their removal. Each bad row is
+    reported on stderr with its line number and skipped.
+    """
+    from bot.panel import PanelFileError, import_parsed, read_panel_file
+
+    settings = cli_ctx.settings
+    try:
+        parsed = read_panel_file(file, settings)
+    except PanelFileError as exc:
+        raise UserError(f"{file}: {exc}") from None
+    if not parsed.rows and not parsed.problems:
+        raise UserError(f"{file}: no data rows below the header")
+
+    async def work() -> Any:
+        async with _opened(cli_ctx) as bot:
+            return await import_parsed(bot.db, bot.hash_key, settings, parsed)
+
+    report = run(work())
+    for line in report.warnings:
+        click.echo(line, err=True)
+    for problem in report.problems:
+        click.echo(str(problem), err=True)
+    click.echo(report.summary())
+    if report.added + report.updated == 0:
+        raise UserError(f"{file}: no rows imported")
+
+
+@panel_group.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    default="csv",
+    show_default=True,
+    help="csv can be imported again; json nests demographics and addresses.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (readable by its owner only) instead of standard output.",
+)
+@pass_cli
+def export_cmd(cli_ctx: CliContext, fmt: str, output: Path | None) -> None:
+    """Export the whole panel: ids, status, addresses, locale, consent and demographics.
+
+    Erased people appear with their id and status only.
+    """
+    from bot.panel import export_rows
+
+    settings = cli_ctx.settings
+
+    async def work() -> list[dict[str, Any]]:
+        async with _opened(cli_ctx) as bot:
+            return await export_rows(bot.db.conn, settings)
+
+    rows = run(work())
+    if output is None:
+        _write(rows, fmt, settings, sys.stdout)
+        return
+    try:
+        # The file holds personal data: create it for its owner only.
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="") as out:
+            _write(rows, fmt, settings, out)
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"{len(rows)} panellists written to {output}", err=True)
+
+
+def _write(rows: list[dict[str, Any]], fmt: str, settings: Any, out: Any) -> None:
+    from bot.panel import write_csv, write_json
+
+    if fmt == "csv":
+        write_csv(rows, settings, out)
+    else:
+        write_json(rows, out)
+
+
+@panel_group.command("show")
+@click.argument("who", metavar="ID_OR_PHONE")
+@pass_cli
+def show_cmd(cli_ctx: CliContext, who: str) -> None:
+    """Print everything held about one person as JSON (a subject access request).
+
+    ID_OR_PHONE is a panellist id, a phone number in any format, or channel:id
+    (e.g. sim:alice, telegram:123456).
+    """
+    import json
+
+    from bot.panel import subject_access
+
+    async def work() -> dict[str, Any] | None:
+        async with _opened(cli_ctx) as bot:
+            pid = await _resolve(bot, who)
+            return await subject_access(bot.db.conn, bot.hash_key, pid)
+
+    data = run(work())
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+async def _resolve(bot: Bot, who: str) -> int:
+    from bot.panel import SuppressedOnly, resolve_panellist
+
+    try:
+        pid = await resolve_panellist(bot.db.conn, bot.hash_key, who)
+    except SuppressedOnly as exc:
+        raise UserError(str(exc)) from None
+    if pid is None:
+        raise UserError(f"no panellist matches {who!r}")
+    return pid
+
+
+@panel_group.command("erase")
+@click.argument("who", metavar="ID_OR_PHONE")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_cli
+def erase_cmd(cli_ctx: CliContext, who: str, yes: bool) -> None:
+    """Erase one person's personal data, keeping a suppression entry.
+
+    In one transaction: their addresses are deleted; demographics, locale, consent and
+    the texts of their messages are cleared; queued messages are cancelled; the record
+    stays as an id with status "erased". Survey answers are kept for results, detached
+    from the person, and that includes free-text answers. Each address they had goes on
+    the suppression list as a keyed hash, so it is never messaged again and an import
+    needs a consent_at later than the erasure to bring it back.
+
+    ID_OR_PHONE is a panellist id, a phone number in any format, or channel:id.
+    Asks for confirmation unless --yes is given or standard input is not a terminal.
+    """
+    from bot.panel import erase_panellist
+
+    async def work() -> Any:
+        async with _opened(cli_ctx) as bot:
+            pid = await _resolve(bot, who)
+            if not yes and sys.stdin.isatty():
+                click.confirm(f"Erase panellist {pid}? This cannot be undone", abort=True)
+            return await erase_panellist(bot.db, bot.hash_key, pid)
+
+    report = run(work())
+    click.echo(report.summary())
+    if not report.scrubbed:
+        click.echo(
+            "panelbot: note: the bot is using the database, so old copies in freed space "
+            "are removed at its next checkpoint",
+            err=True,
+        )
+
+
+def register(cli: click.Group) -> None:
+    """Attach the ``panel`` group to the root command."""
+    cli.add_command(panel_group)

@@ -1,0 +1,340 @@
+"""SQL behind ``panelbot panel``: bulk look-ups for import, export, subject access, erasure.
+
+The row-at-a-time repository functions in ``bot.storage.panellists`` suit the engine, which
+handles one person per message. Importing thousands of rows needs set-based look-ups, and
+subject access and erasure need to see every table that can hold a person's data, so that
+SQL lives here, in one place that a new table's author can find.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.models import Address, iso, utcnow
+from bot.storage.db import Database, fetch_all, fetch_one
+from bot.storage.panellists import PHONE_CHANNELS
+
+# SQLite's limit on host parameters is 32766 on current builds; 500 keeps statements small.
+_CHUNK = 500
+
+
+@dataclass(slots=True)
+class Known:
+    """A panellist already holding an address, as import needs to see them."""
+
+    id: int
+    status: str
+    locale: str | None
+    demographics: dict[str, str]
+    consent_at: str | None
+    stage: str | None
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+async def panellists_by_address(
+    conn: aiosqlite.Connection, channel: str, ids: Iterable[str]
+) -> dict[str, Known]:
+    """Map each of ``ids`` on ``channel`` that belongs to someone to that panellist."""
+    wanted = sorted(set(ids))
+    found: dict[str, Known] = {}
+    for chunk in _chunks(wanted):
+        marks = ",".join("?" * len(chunk))
+        rows = await fetch_all(
+            conn,
+            "SELECT a.address, p.id, p.status, p.locale, p.demographics, p.consent_at, p.stage "
+            "FROM addresses a JOIN panellists p ON p.id = a.panellist_id "
+            f"WHERE a.channel = ? AND a.address IN ({marks})",
+            (channel, *chunk),
+        )
+        for r in rows:
+            found[r["address"]] = Known(
+                r["id"],
+                r["status"],
+                r["locale"],
+                json.loads(r["demographics"] or "{}"),
+                r["consent_at"],
+                r["stage"],
+            )
+    return found
+
+
+async def suppressions_by_hash(
+    conn: aiosqlite.Connection, hashes: Iterable[str]
+) -> dict[str, tuple[str, str]]:
+    """Map each suppressed hash among ``hashes`` to (reason, created_at)."""
+    wanted = sorted(set(hashes))
+    found: dict[str, tuple[str, str]] = {}
+    for chunk in _chunks(wanted):
+        marks = ",".join("?" * len(chunk))
+        rows = await fetch_all(
+            conn,
+            f"SELECT address_hash, reason, created_at FROM suppressions "
+            f"WHERE address_hash IN ({marks})",
+            chunk,
+        )
+        found.update({r[0]: (r[1], r[2]) for r in rows})
+    return found
+
+
+async def record_audit_many(
+    conn: aiosqlite.Connection,
+    entries: Sequence[tuple[str, int | None, dict[str, Any]]],
+    actor: str,
+) -> None:
+    """Audit rows (action, panellist id, detail) in one statement; details hold no personal data."""
+    now = iso(utcnow())
+    await conn.executemany(
+        "INSERT INTO audit_log (at, actor, action, panellist_id, detail) VALUES (?, ?, ?, ?, ?)",
+        [(now, actor, a, pid, json.dumps(d, ensure_ascii=False)) for a, pid, d in entries],
+    )
+
+
+async def panellist_exists(conn: aiosqlite.Connection, panellist_id: int) -> bool:
+    row = await fetch_one(conn, "SELECT 1 FROM panellists WHERE id = ?", (panellist_id,))
+    return row is not None
+
+
+async def owner_of_any(conn: aiosqlite.Connection, addresses: Iterable[Address]) -> int | None:
+    """The panellist holding the first of ``addresses`` that anyone holds."""
+    for address in addresses:
+        row = await fetch_one(
+            conn,
+            "SELECT panellist_id FROM addresses WHERE channel = ? AND address = ?",
+            (address.channel, address.id),
+        )
+        if row:
+            return int(row[0])
+    return None
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+async def all_panellists(conn: aiosqlite.Connection) -> list[sqlite3.Row]:
+    return await fetch_all(
+        conn,
+        "SELECT id, status, locale, demographics, consent_at, created_at FROM panellists "
+        "ORDER BY id",
+    )
+
+
+async def all_addresses(conn: aiosqlite.Connection) -> dict[int, list[Address]]:
+    """Every address by panellist id, in the order they were added."""
+    rows = await fetch_all(
+        conn, "SELECT panellist_id, channel, address FROM addresses ORDER BY panellist_id, id"
+    )
+    out: dict[int, list[Address]] = {}
+    for r in rows:
+        out.setdefault(r[0], []).append(Address(r[1], r[2]))
+    return out
+
+
+# -- subject access -----------------------------------------------------------------------
+
+
+def _dicts(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+    return [dict(r) for r in rows]
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dict[str, Any] | None:
+    """Every row that refers to one panellist, as plain data (a subject access request)."""
+    row = await fetch_one(conn, "SELECT * FROM panellists WHERE id = ?", (panellist_id,))
+    if row is None:
+        return None
+    person = dict(row)
+    person["demographics"] = _json_value(person["demographics"])
+    p = (panellist_id,)
+    addresses = await fetch_all(
+        conn,
+        "SELECT channel, address, created_at, last_inbound_at FROM addresses "
+        "WHERE panellist_id = ? ORDER BY id",
+        p,
+    )
+    invitations = await fetch_all(
+        conn,
+        "SELECT i.wave_id, s.survey_id, s.version, i.status, i.created_at, i.sent_at, "
+        "i.reminded_at FROM invitations i JOIN waves w ON w.id = i.wave_id "
+        "JOIN surveys s ON s.id = w.survey_row_id WHERE i.panellist_id = ? ORDER BY i.id",
+        p,
+    )
+    sessions = await fetch_all(
+        conn,
+        "SELECT ss.id, ss.wave_id, s.survey_id, s.version, ss.state, ss.started_at, "
+        "ss.finished_at FROM survey_sessions ss JOIN surveys s ON s.id = ss.survey_row_id "
+        "WHERE ss.panellist_id = ? ORDER BY ss.id",
+        p,
+    )
+    answers = await fetch_all(
+        conn,
+        "SELECT a.session_id, a.question_id, a.value, a.answered_at FROM answers a "
+        "JOIN survey_sessions ss ON ss.id = a.session_id WHERE ss.panellist_id = ? "
+        "ORDER BY a.id",
+        p,
+    )
+    by_session: dict[int, list[dict[str, Any]]] = {}
+    for a in answers:
+        by_session.setdefault(a["session_id"], []).append(
+            {
+                "question_id": a["question_id"],
+                "value": _json_value(a["value"]),
+                "answered_at": a["answered_at"],
+            }
+        )
+    inbound = await fetch_all(
+        conn,
+        "SELECT channel, text, received_at FROM inbound_messages WHERE panellist_id = ? "
+        "ORDER BY received_at, id",
+        p,
+    )
+    outbound = await fetch_all(
+        conn,
+        "SELECT channel, address, kind, text, status, created_at, sent_at, error_code "
+        "FROM outbox WHERE panellist_id = ? ORDER BY created_at, id",
+        p,
+    )
+    audit = await fetch_all(
+        conn,
+        "SELECT at, actor, action, detail FROM audit_log WHERE panellist_id = ? ORDER BY id",
+        p,
+    )
+    return {
+        "panellist": person,
+        "addresses": _dicts(addresses),
+        "demographics": person["demographics"],
+        "consent": {
+            "consent_at": person["consent_at"],
+            "consent_method": person["consent_method"],
+            "source": person["source"],
+        },
+        "invitations": _dicts(invitations),
+        "survey_sessions": [{**dict(s), "answers": by_session.get(s["id"], [])} for s in sessions],
+        "inbound_messages": _dicts(inbound),
+        "outbound_messages": _dicts(outbound),
+        "audit_log": [{**dict(a), "detail": _json_value(a["detail"])} for a in audit],
+    }
+
+
+# -- erasure ------------------------------------------------------------------------------
+
+
+async def addresses_of(conn: aiosqlite.Connection, panellist_id: int) -> list[Address]:
+    rows = await fetch_all(
+        conn, "SELECT channel, address FROM addresses WHERE panellist_id = ?", (panellist_id,)
+    )
+    return [Address(r[0], r[1]) for r in rows]
+
+
+def _address_pairs(addresses: Iterable[Address]) -> list[tuple[str, str]]:
+    """(channel, id) pairs to scrub; a phone number is scrubbed on SMS and WhatsApp alike."""
+    pairs: set[tuple[str, str]] = set()
+    for a in addresses:
+        channels = PHONE_CHANNELS if a.channel in PHONE_CHANNELS else (a.channel,)
+        pairs.update((channel, a.id) for channel in channels)
+    return sorted(pairs)
+
+
+async def erase_records(
+    conn: aiosqlite.Connection, panellist_id: int, addresses: list[Address]
+) -> dict[str, int]:
+    """Remove a person's data from every table, keeping answers detached from them.
+
+    Runs inside the caller's transaction. Returns how many rows each step touched.
+    """
+    now = iso(utcnow())
+    p = (panellist_id,)
+    counts: dict[str, int] = {}
+
+    async def run(name: str, sql: str, params: Sequence[Any]) -> None:
+        cursor = await conn.execute(sql, params)
+        counts[name] = counts.get(name, 0) + cursor.rowcount
+
+    # Outbox rows are matched by address as well as by id: a reply queued before the person
+    # had a record (or after a partial clean-up) carries their number but no panellist id.
+    pairs = _address_pairs(addresses)
+    match = " OR ".join(["panellist_id = ?"] + ["(channel = ? AND address = ?)"] * len(pairs))
+    match_params = [panellist_id, *(v for pair in pairs for v in pair)]
+    await run(
+        "outbox_cancelled",
+        f"UPDATE outbox SET status = 'cancelled', updated_at = ? "
+        f"WHERE ({match}) AND status IN ('queued', 'held')",
+        (now, *match_params),
+    )
+    await run(
+        "outbox_messages",
+        f"UPDATE outbox SET address = NULL, text = NULL, last_error = NULL, "
+        f"panellist_id = NULL, updated_at = ? WHERE {match}",
+        (now, *match_params),
+    )
+    await run(
+        "inbound_messages",
+        "UPDATE inbound_messages SET text = NULL, panellist_id = NULL WHERE panellist_id = ?",
+        p,
+    )
+    # An open survey ends here; its answers so far stay, like a stopped survey's.
+    await conn.execute(
+        "UPDATE survey_sessions SET state = 'stopped', current_question = NULL, "
+        "finished_at = ? WHERE panellist_id = ? AND state = 'active'",
+        (now, panellist_id),
+    )
+    await run(
+        "survey_sessions",
+        "UPDATE survey_sessions SET panellist_id = NULL WHERE panellist_id = ?",
+        p,
+    )
+    await conn.execute(
+        "UPDATE invitations SET status = 'expired' WHERE panellist_id = ? AND status = 'waiting'",
+        p,
+    )
+    await run("invitations", "UPDATE invitations SET panellist_id = NULL WHERE panellist_id = ?", p)
+    await run("addresses", "DELETE FROM addresses WHERE panellist_id = ?", p)
+    await conn.execute(
+        "UPDATE panellists SET status = 'erased', locale = NULL, demographics = '{}', "
+        "consent_at = NULL, consent_method = NULL, stage = NULL, stage_misses = 0, "
+        "link_code = NULL, opted_out_at = NULL, erased_at = ?, updated_at = ? WHERE id = ?",
+        (now, now, panellist_id),
+    )
+    return counts
+
+
+async def pragma(conn: aiosqlite.Connection, name: str) -> Any:
+    """The current value of a connection setting such as ``secure_delete``."""
+    if not name.isidentifier():
+        raise ValueError(f"not a pragma name: {name!r}")
+    row = await fetch_one(conn, f"PRAGMA {name}")
+    return row[0] if row else None
+
+
+async def scrub_free_space(db: Database) -> bool:
+    """Rewrite the file so no freed page keeps an old copy; empty the write-ahead log.
+
+    Pages freed before ``secure_delete`` was on (a page split, an earlier update) may still
+    hold old copies of a row, so erasure ends with a VACUUM. Returns False when another
+    connection (another process) got in the way; the next checkpoint finishes the job then.
+    """
+    # VACUUM cannot run inside a transaction, so Database.transaction() does not fit; the
+    # database's own write lock still keeps this process's other writers out meanwhile.
+    async with db._write_lock:
+        vacuumed = True
+        try:
+            await db.conn.execute("VACUUM")
+        except sqlite3.OperationalError:
+            vacuumed = False  # e.g. another process is writing; the checkpoint still helps
+        row = await fetch_one(db.conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+    return vacuumed and row is not None and row[0] == 0
