@@ -371,6 +371,13 @@ def test_when_comparing_a_choice_with_an_option_id_that_does_not_exist() -> None
     assert_problem(when("ease == 1"), "later_q", "when", "not one of its options")
 
 
+def test_when_ordering_options_or_searching_inside_a_choice() -> None:
+    assert_problem(when("ease < 'hard'"), "later_q", "when", "its answers have no order")
+    assert_problem(when("'hard' in ease"), "later_q", "when", "write ease == 'hard'")
+    data = when("why_hard == 3")
+    assert_problem(data, "later_q", "when", "its answers are text")
+
+
 def test_when_comparing_a_multi_answer_as_one_value() -> None:
     data = base_survey()
     data["questions"][0]["type"] = "multi"

@@ -15,6 +15,7 @@ _MODULES = (
     "bot.cli.panel_cmd",
     "bot.cli.db_cmd",
     "bot.cli.serve_cmd",
+    "bot.cli.demo_cmd",
 )
 
 

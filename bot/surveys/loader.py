@@ -30,16 +30,11 @@ SURVEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 QUESTION_ID_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")  # question ids are names in `when`
 OPTION_ID_RE = SURVEY_ID_RE
 MAX_ID_LENGTH = 64
+_SLUG_RULE = 'lowercase letters, digits, "-" and "_", not starting with "-" or "_"'
 _ID_RULES = {
-    "survey": (
-        SURVEY_ID_RE,
-        'lowercase letters, digits, "-" and "_", not starting with "-" or "_"',
-    ),
+    "survey": (SURVEY_ID_RE, _SLUG_RULE),
     "question": (QUESTION_ID_RE, 'lowercase letters, digits and "_", not starting with a digit'),
-    "option": (
-        OPTION_ID_RE,
-        'lowercase letters, digits, "-" and "_", not starting with "-" or "_"',
-    ),
+    "option": (OPTION_ID_RE, _SLUG_RULE),
 }
 
 SURVEY_KEYS = ("id", "title", "locales", "intro", "thanks", "decision", "questions")
@@ -401,8 +396,8 @@ class _Checker:
 
     def ambiguous_texts(self, raw_options: list[Any]) -> None:
         """Option texts a reply could not tell apart: the same text twice, or a bare number
-        (a reply "1" always means option 1, so a panellist who meant an option whose text
-        is "1" would be recorded as choosing option 1)."""
+        other than the option's own (a reply "1" always means option 1, so a panellist
+        choosing an option called "1" in another place would be recorded wrongly)."""
         seen: dict[tuple[str, str], int] = {}
         for number, raw in enumerate(raw_options, 1):
             texts = raw.get("text") if isinstance(raw, Mapping) else None
@@ -410,8 +405,9 @@ class _Checker:
                 if not isinstance(text, str) or not text.strip():
                     continue
                 field, key = f"options[{number}].text.{locale}", normalise_reply(text)
-                if key.isascii() and key.isdigit():
-                    self.add(field, f'"{text}" is a number: a reply "{key}" means option {key}')
+                if key.isascii() and key.isdigit() and int(key) != number:
+                    message = f'a reply "{key}" would mean option {key}, not this one'
+                    self.add(field, f'"{text}" is a number: {message}; write it in words')
                 elif (locale, key) in seen:
                     self.add(field, f"the same as option {seen[locale, key]}'s text")
                 else:

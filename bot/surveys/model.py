@@ -23,6 +23,8 @@ _ORDERING = ("<", "<=", ">", ">=")
 
 
 class QuestionType(StrEnum):
+    """What kind of answer a question takes, and so how a reply is read and stored."""
+
     CHOICE = "choice"  # one option
     MULTI = "multi"  # any number of options
     SCALE = "scale"  # a whole number from min to max
@@ -77,6 +79,7 @@ class Option:
         return pick(self.text, locale, fallback)
 
     def to_dict(self) -> dict[str, Any]:
+        """The option in the file's own shape: ``{"id": ..., "text": {locale: text}}``."""
         return {"id": self.id, "text": dict(self.text)}
 
 
@@ -117,6 +120,7 @@ class Question:
 
     @property
     def option_ids(self) -> tuple[str, ...]:
+        """The options' ids, in order (option 1 first)."""
         return tuple(option.id for option in self.options)
 
     def option(self, option_id: str) -> Option:
@@ -199,6 +203,7 @@ class Question:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Question:
+        """Rebuild a question from :meth:`to_dict` output (no checks: see Survey.from_dict)."""
         return cls(
             id=data["id"],
             type=QuestionType(data["type"]),
@@ -279,9 +284,11 @@ class Survey:
         return None
 
     def localized_title(self, locale: str, fallback: str = "en") -> str:
+        """The survey's title for ``locale`` (see :func:`pick`)."""
         return pick(self.title, locale, fallback)
 
     def localized_intro(self, locale: str, fallback: str = "en") -> str:
+        """The survey's introduction for ``locale`` (see :func:`pick`)."""
         return pick(self.intro, locale, fallback)
 
     def localized_thanks(self, locale: str, fallback: str = "en") -> str | None:
