@@ -240,7 +240,7 @@ async def verify_engine(bot: Bot, panellists: int) -> dict[str, int]:
         # One invitation each, then one reply per answer (next question, or the thanks).
         "outbox": panellists * (1 + QUESTIONS),
     }
-    wrong = [f"{k} = {found[k]}, expected {expected[k]}" for k in expected if found[k] != expected[k]]
+    wrong = [f"{k} {found[k]}, expected {expected[k]}" for k in expected if found[k] != expected[k]]
     if wrong:
         print("FAILED: the engine did not store what was sent: " + "; ".join(wrong), file=sys.stderr)
         raise SystemExit(1)
@@ -350,16 +350,9 @@ def peak_rss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-async def main_async(args: argparse.Namespace, workdir: Path) -> bool:
-    if args.db:
-        db_path = Path(args.db).resolve()
-        floor_path = db_path.with_name(f"{db_path.stem}-floor{db_path.suffix or '.db'}")
-        for path in (db_path, floor_path):
-            if path.exists():
-                raise SystemExit(f"error: {path} already exists; give a new file to --db")
-    else:
-        db_path = workdir / "engine.db"
-        floor_path = workdir / "floor.db"
+async def main_async(
+    args: argparse.Namespace, workdir: Path, db_path: Path, floor_path: Path
+) -> bool:
     n, c = args.panellists, args.concurrency
 
     print(
@@ -472,8 +465,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="panelbot-bench-"))
+    if args.db:
+        db_path = Path(args.db).resolve()
+        floor_path = db_path.with_name(f"{db_path.stem}-floor{db_path.suffix or '.db'}")
+        for path in (db_path, floor_path):
+            if path.exists():
+                shutil.rmtree(workdir, ignore_errors=True)
+                print(f"error: {path} already exists; give --db a new file", file=sys.stderr)
+                return 1
+    else:
+        db_path, floor_path = workdir / "engine.db", workdir / "floor.db"
     try:
-        passed = asyncio.run(main_async(args, workdir))
+        passed = asyncio.run(main_async(args, workdir, db_path, floor_path))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

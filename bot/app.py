@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.channels import build_channels
 from bot.engine.conversation import Engine, HandleResult
 from bot.messages import MessageCatalog
-from bot.models import InboundMessage
+from bot.models import (
+    Address,
+    DeliveryReport,
+    ErrorClass,
+    InboundMessage,
+    PanellistStatus,
+    parse_iso,
+)
 from bot.outbox import Dispatcher
 from bot.plugins import PanelPlugins, load_plugins
 from bot.resources import messages_dir
 from bot.scheduler import Scheduler
 from bot.storage import Database
+from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 
 if TYPE_CHECKING:
@@ -99,3 +108,37 @@ class Bot:
     async def handle(self, message: InboundMessage) -> HandleResult:
         """An inbound message from any channel, through the engine."""
         return await self.engine.handle(message)
+
+    async def apply_delivery_report(self, report: DeliveryReport) -> int | None:
+        """A provider's status report (e.g. a Twilio status callback), never moving backwards.
+
+        A final failure classified as opted-out or unreachable marks the panellist too.
+        Returns the outbox row id, or None for an unknown provider message id.
+        """
+        async with self.db.transaction() as conn:
+            row_id = await outbox_store.apply_report(conn, report)
+            if row_id is None or report.error_class not in (
+                ErrorClass.OPTED_OUT, ErrorClass.UNREACHABLE
+            ):
+                return row_id
+            row = await conn.execute_fetchall(
+                "SELECT panellist_id FROM outbox WHERE id = ?", (row_id,)
+            )
+            panellist_id = row[0][0] if row else None
+            if panellist_id:
+                status = (
+                    PanellistStatus.OPTED_OUT
+                    if report.error_class == ErrorClass.OPTED_OUT
+                    else PanellistStatus.UNREACHABLE
+                )
+                await panellist_store.update(conn, panellist_id, status=status)
+                await outbox_store.cancel_for_panellist(conn, panellist_id)
+        return row_id
+
+    async def last_inbound_at(self, address: Address) -> datetime | None:
+        """When this address last wrote to us (WhatsApp's 24-hour window is counted from it)."""
+        row = await self.db.fetchone(
+            "SELECT last_inbound_at FROM addresses WHERE channel = ? AND address = ?",
+            (address.channel, address.id),
+        )
+        return parse_iso(row[0]) if row and row[0] else None

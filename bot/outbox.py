@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -97,7 +98,19 @@ class _ChannelState:
     channel: Channel
     pacer: Pacer
     slots: asyncio.Semaphore
+    # Rows claimed (marked sending) but not yet settled. Claiming stops at about a
+    # second's worth, so few rows are ever "sending" and a crash leaves little to reconcile.
+    max_pending: int
+    pending: int = 0
     last_to_address: dict[str, float] = field(default_factory=dict)
+    # One lock per address keeps its messages in order and spaced by per_address_interval.
+    address_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock_for(self, address: str) -> asyncio.Lock:
+        lock = self.address_locks.get(address)
+        if lock is None:
+            lock = self.address_locks[address] = asyncio.Lock()
+        return lock
 
 
 class Dispatcher:
@@ -111,8 +124,13 @@ class Dispatcher:
         self._stopping = False
         self._states: dict[str, _ChannelState] = {}
         for channel in bot.channels.values():
+            if channel.names[0] in self._states:
+                continue  # one channel serving several address kinds (Twilio: sms, whatsapp)
             state = _ChannelState(
-                channel, Pacer(channel.rate_per_second), asyncio.Semaphore(channel.concurrency)
+                channel,
+                Pacer(channel.rate_per_second),
+                asyncio.Semaphore(channel.concurrency),
+                max_pending=max(channel.concurrency * 2, math.ceil(channel.rate_per_second)),
             )
             for name in channel.names:
                 self._states[name] = state
@@ -135,6 +153,10 @@ class Dispatcher:
                 self._task.cancel()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout)
+            for task in list(self._inflight):
+                # Still waiting on a provider: its row stays "sending" and is reconciled
+                # at the next start rather than guessed at now.
+                task.cancel()
 
     async def reconcile(self) -> None:
         """Settle rows left in ``sending`` by a crash: ask the channel, never resend blindly."""
@@ -181,72 +203,90 @@ class Dispatcher:
                     pass
 
     async def dispatch_due(self) -> int:
-        """Claim one batch of due rows and start sending them. Returns how many were claimed."""
+        """Claim due rows for every channel with room and start sending them.
+
+        Returns how many rows were claimed.
+        """
         now = utcnow()
-        channels = [name for name, s in self._states.items() if not s.slots.locked()]
-        if not channels:
-            await asyncio.sleep(0.01)
-            return 0
         limit = self.bot.settings.outbox.batch_size
+        quiet_end = in_quiet_hours(self.bot, now)
+        states = {id(s): s for s in self._states.values()}.values()
+        ready: list[tuple[_ChannelState, OutboundMessage]] = []
+        claimed_total = 0
         async with self.bot.db.transaction() as conn:
-            claimed = await outbox_store.claim_due(conn, now=now, limit=limit, channels=channels)
-            quiet_end = in_quiet_hours(self.bot, now)
-            ready = []
-            for message, status in claimed:
-                if status in BLOCKED_STATUSES and message.kind != MessageKind.STOP_CONFIRMATION:
-                    await outbox_store.mark_final(
-                        conn, message.id, status=OutboxStatus.CANCELLED,
-                        error=f"panellist is {status}",
-                    )
-                elif quiet_end and message.kind.is_bulk:
-                    await outbox_store.reschedule(
-                        conn, message.id, at=quiet_end, error="quiet hours", count_attempt=False
-                    )
-                else:
-                    ready.append(message)
-        for message in ready:
-            if self._stopping:
-                # Leave it queued for the next start rather than half-sending on the way out.
-                async with self.bot.db.transaction() as conn:
-                    await outbox_store.reschedule(
-                        conn, message.id, at=utcnow(), count_attempt=False
-                    )
-                continue
-            state = self._states[message.address.channel]
-            await state.slots.acquire()
+            for state in states:
+                room = min(limit, state.max_pending - state.pending)
+                if room <= 0:
+                    continue
+                claimed = await outbox_store.claim_due(
+                    conn, now=now, limit=room, channels=list(state.channel.names)
+                )
+                claimed_total += len(claimed)
+                for message, status in claimed:
+                    if status in BLOCKED_STATUSES and message.kind != MessageKind.STOP_CONFIRMATION:
+                        await outbox_store.mark_final(
+                            conn, message.id, status=OutboxStatus.CANCELLED,
+                            error=f"panellist is {status}",
+                        )
+                    elif quiet_end and message.kind.is_bulk:
+                        await outbox_store.reschedule(
+                            conn, message.id, at=quiet_end, error="quiet hours",
+                            count_attempt=False,
+                        )
+                    else:
+                        state.pending += 1
+                        ready.append((state, message))
+        for state, message in ready:
             task = asyncio.create_task(self._send(state, message))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
-        return len(claimed)
+        return claimed_total
 
     async def _send(self, state: _ChannelState, message: OutboundMessage) -> None:
+        lock = state.lock_for(message.address.id)
         try:
-            changed = await self.bot.plugins.call_chain(
-                "panelbot_before_send", "message", bot=self.bot, message=message
-            )
-            if isinstance(changed, OutboundMessage):
-                message = changed
-            await state.pacer.acquire(state.channel.cost(message))
-            interval = state.channel.per_address_interval
-            if interval:
-                last = state.last_to_address.get(message.address.id, 0.0)
-                wait = last + interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                state.last_to_address[message.address.id] = time.monotonic()
-            try:
-                result: SendResult | SendError = await state.channel.send(message)
-            except SendError as exc:
-                result = exc
-            except Exception as exc:  # a bug or an unexpected transport error: retry it
-                logger.exception("outbox %s: unexpected send failure", message.id)
-                result = SendError(ErrorClass.RETRYABLE, f"{type(exc).__name__}: {exc}")
-            await self._record(state, message, result)
+            async with lock:
+                if self._stopping:
+                    # Leave it queued for the next start rather than half-send on the way out.
+                    async with self.bot.db.transaction() as conn:
+                        await outbox_store.reschedule(
+                            conn, message.id, at=utcnow(), count_attempt=False
+                        )
+                    return
+                changed = await self.bot.plugins.call_chain(
+                    "panelbot_before_send", "message", bot=self.bot, message=message
+                )
+                if isinstance(changed, OutboundMessage):
+                    message = changed
+                interval = state.channel.per_address_interval
+                if interval:
+                    last = state.last_to_address.get(message.address.id)
+                    wait = last + interval - time.monotonic() if last is not None else 0
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                await state.pacer.acquire(state.channel.cost(message))
+                if self._stopping:
+                    async with self.bot.db.transaction() as conn:
+                        await outbox_store.reschedule(
+                            conn, message.id, at=utcnow(), count_attempt=False
+                        )
+                    return
+                async with state.slots:
+                    try:
+                        result: SendResult | SendError = await state.channel.send(message)
+                    except SendError as exc:
+                        result = exc
+                    except Exception as exc:  # a bug or an unexpected transport error: retry
+                        logger.exception("outbox %s: unexpected send failure", message.id)
+                        result = SendError(ErrorClass.RETRYABLE, f"{type(exc).__name__}: {exc}")
+                    if interval:
+                        state.last_to_address[message.address.id] = time.monotonic()
+                await self._record(state, message, result)
             await self.bot.plugins.call_each(
                 "panelbot_after_send", bot=self.bot, message=message, report=result
             )
         finally:
-            state.slots.release()
+            state.pending -= 1
             self._wake.set()
 
     async def _record(

@@ -142,10 +142,12 @@ async def _import_batch(
     suppressed = await panel_data.suppressions_by_hash(conn, hashes.values())
     audit: list[tuple[str, int | None, dict[str, Any]]] = []
     for row in rows:
+        # Who holds each address already. A phone also finds someone who joined on WhatsApp
+        # with it; they then get the SMS address added rather than a second record.
+        holders = {a: known[a.channel].get(a.id) for a in row.addresses}
         owners = {
-            a: known[a.channel].get(a.id)
-            or (known["whatsapp"].get(a.id) if a.channel == "sms" else None)
-            for a in row.addresses
+            a: holder or (known["whatsapp"].get(a.id) if a.channel == "sms" else None)
+            for a, holder in holders.items()
         }
         people = {p.id: p for p in owners.values() if p is not None}
         if len(people) > 1:
@@ -158,8 +160,11 @@ async def _import_batch(
         if person is not None and person.status == PanellistStatus.OPTED_OUT:
             report.problems.append(Problem(row.line, "opted out; not re-subscribed by import"))
             continue
-        new = [a for a, owner in owners.items() if owner is None]
-        refusal, lifts = _suppression_check(row, new, hashes, suppressed)
+        new = [a for a, holder in holders.items() if holder is None]
+        # A suppression only stands between us and addresses nobody on the panel holds: a
+        # person holding the address has been in touch since it was suppressed.
+        unheld = [a for a, owner in owners.items() if owner is None]
+        refusal, lifts = _suppression_check(row, unheld, hashes, suppressed)
         if refusal:
             report.problems.append(Problem(row.line, refusal))
             continue
@@ -380,14 +385,22 @@ class EraseReport:
     def summary(self) -> str:
         if self.already_erased:
             return f"panellist {self.panellist_id} was already erased; nothing to do"
-        c = self.counts
+        c = self.counts.get
         return (
-            f"erased panellist {self.panellist_id}: {c.get('addresses', 0)} addresses deleted, "
-            f"{c.get('inbound_messages', 0)} inbound and {c.get('outbox_messages', 0)} outbound "
-            f"messages cleared ({c.get('outbox_cancelled', 0)} queued ones cancelled), "
-            f"{c.get('survey_sessions', 0)} survey sessions and {c.get('invitations', 0)} "
-            f"invitations detached (answers kept), {self.suppressed} suppression entries added"
+            f"erased panellist {self.panellist_id}: {_n(c('addresses', 0), 'address')} "
+            f"deleted, {_n(c('inbound_messages', 0), 'inbound message')} and "
+            f"{_n(c('outbox_messages', 0), 'outbound message')} cleared "
+            f"({c('outbox_cancelled', 0)} queued cancelled), "
+            f"{_n(c('survey_sessions', 0), 'survey session')} and "
+            f"{_n(c('invitations', 0), 'invitation')} detached (answers kept), "
+            f"{_n(self.suppressed, 'suppression entry', 'suppression entries')} added"
         )
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    if count == 1:
+        return f"1 {one}"
+    return f"{count} {many or (one + 'es' if one.endswith('s') else one + 's')}"
 
 
 async def erase_panellist(

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -126,8 +126,8 @@ def parse_panel_csv(data: bytes, settings: Settings) -> ParsedFile:
         header = next(reader, None)
         if header is None:
             raise PanelFileError("the file is empty")
-        columns = _check_header(header, settings)
-        parsed = ParsedFile(warnings=columns.pop(""))
+        columns, warnings = _check_header(header, settings)
+        parsed = ParsedFile(warnings=warnings)
         last_line = reader.line_num
         for cells in reader:
             # A record may span several lines (a quoted newline): report where it starts.
@@ -141,12 +141,12 @@ def parse_panel_csv(data: bytes, settings: Settings) -> ParsedFile:
     return parsed
 
 
-def _check_header(header: list[str], settings: Settings) -> dict[str, Any]:
-    """Column name -> index; the key "" holds the warnings. Raises PanelFileError."""
+def _check_header(header: list[str], settings: Settings) -> tuple[dict[str, int], list[str]]:
+    """(column name -> index, warnings). Raises PanelFileError."""
     names = [h.strip().lower() for h in header]
     fields = [f.name for f in settings.panel.fields]
     known = {PHONE, TELEGRAM, LOCALE, CONSENT, *fields, *EXPORT_ONLY}
-    columns: dict[str, Any] = {}
+    columns: dict[str, int] = {}
     warnings = []
     for index, name in enumerate(names):
         if name in columns:
@@ -169,8 +169,7 @@ def _check_header(header: list[str], settings: Settings) -> dict[str, Any]:
             f"field{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
             f"(expected header: {expected})"
         )
-    columns[""] = warnings
-    return columns
+    return columns, warnings
 
 
 def _parse_row(

@@ -20,7 +20,7 @@ import pytest
 
 from bot.app import Bot
 from bot.config import Settings, dump_toml, settings_from_dict
-from bot.models import Address, InboundMessage, MessageKind, OutboxStatus, utcnow
+from bot.models import Address, InboundMessage, MessageKind, OutboxStatus, PanellistStatus, utcnow
 from bot.panel import (
     ImportReport,
     SuppressedOnly,
@@ -135,11 +135,16 @@ def test_cli_import_bom_crlf_reports_each_bad_row_by_line(
             "SELECT a.address, p.status, p.stage, p.locale, p.demographics FROM panellists p "
             "JOIN addresses a ON a.panellist_id = p.id ORDER BY p.id"
         ).fetchall()
-    assert [(*r[:4], json.loads(r[4])) for r in stored] == [
-        (PHONE, "active", None, "en", {"age_band": "25-34", "sex": "female", "locality": "north"}),
-        ("+447400100102", "pending", "consent", "cy", {"age_band": "35-44", "sex": "male", "locality": "south"}),
-        ("-100123", "active", None, "en", {"age_band": "65+"}),
-    ]  # fmt: skip
+    assert [r[:4] for r in stored] == [
+        (PHONE, "active", None, "en"),
+        ("+447400100102", "pending", "consent", "cy"),
+        ("-100123", "active", None, "en"),
+    ]
+    assert [json.loads(r[4]) for r in stored] == [
+        {"age_band": "25-34", "sex": "female", "locality": "north"},
+        {"age_band": "35-44", "sex": "male", "locality": "south"},  # case made as configured
+        {"age_band": "65+"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -250,6 +255,19 @@ async def test_two_thousand_rows_import(panel_settings: Settings) -> None:
     assert all("+44" not in r[0] for r in audit)
 
 
+async def test_phone_finds_a_whatsapp_member_and_adds_sms(panel_settings: Settings) -> None:
+    async with opened(panel_settings) as bot:
+        async with bot.db.transaction() as conn:
+            pid = await panellist_store.create(conn, status=PanellistStatus.ACTIVE, locale="en")
+            await panellist_store.add_address(conn, pid, Address("whatsapp", PHONE))
+        report = await load(bot, f"{HEADER}\n07400 100101,,,,45-54,,\n")
+        async with bot.db.transaction() as conn:
+            person = await panellist_store.get(conn, pid)
+    assert (report.added, report.updated) == (0, 1)
+    assert person is not None and person.demographics == {"age_band": "45-54"}
+    assert set(person.addresses) == {Address("whatsapp", PHONE), Address("sms", PHONE)}
+
+
 def test_mask_hides_the_middle_of_numbers() -> None:
     assert mask(PHONE) == "+44740****101"
     assert DIGITS not in mask(PHONE)
@@ -350,12 +368,12 @@ async def test_cli_erase_leaves_no_trace_and_keeps_answers(
 
     assert traces(db_path, needles) == []
     with sqlite3.connect(db_path) as db:
-        db.row_factory = sqlite3.Row
-        person = db.execute("SELECT * FROM panellists WHERE id = ?", (pid,)).fetchone()
+        cursor = db.execute("SELECT * FROM panellists WHERE id = ?", (pid,))
+        person = dict(zip([d[0] for d in cursor.description], cursor.fetchone(), strict=True))
         assert person["status"] == "erased" and person["erased_at"]
         assert person["demographics"] == "{}"
         assert person["locale"] is person["consent_at"] is person["link_code"] is None
-        assert [tuple(r) for r in db.execute("SELECT question_id, value FROM answers")] == [
+        assert db.execute("SELECT question_id, value FROM answers").fetchall() == [
             tuple(r) for r in answers_before
         ]
         assert db.execute("SELECT panellist_id, state FROM survey_sessions").fetchall() == [
@@ -404,7 +422,10 @@ async def test_cli_show_gives_everything_about_one_person(
         "ease": "very_hard", "why_hard": ["phone_busy"],
     }  # fmt: skip
     assert [m["text"] for m in data["inbound_messages"]] == ["Hello", "my number is 07400 100101"]
-    assert {"Hi, message 0", "Hi, message 1"} <= {m["text"] for m in data["outbound_messages"]}
+    # Including the reply queued before the record had an id.
+    assert {"Hi, message 0", "Hi, message 1", "Welcome"} <= {
+        m["text"] for m in data["outbound_messages"]
+    }
     assert all("status" in m and "created_at" in m for m in data["outbound_messages"])
     assert "imported" in [e["action"] for e in data["audit_log"]]
     assert json.loads(panelbot(cfg, "show", "sim:erase-me").stdout)["panellist"]["id"] == pid

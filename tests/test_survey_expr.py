@@ -163,6 +163,13 @@ def test_non_string_is_refused() -> None:
         compile_expression(3)  # type: ignore[arg-type]
 
 
+def test_parsing_leaks_no_python_warnings(recwarn: pytest.WarningsRecorder) -> None:
+    # Python warns about "1and" and "'\d'"; a survey author should see only our messages.
+    compile_expression("wait_days == 1and ease == 'a'")
+    compile_expression("ease == '\\d'")
+    assert not recwarn.list
+
+
 def test_line_breaks_from_a_toml_multiline_string_are_fine() -> None:
     expression = compile_expression("ease == 'very_hard'\n  and used_online == 'yes'")
     assert expression.evaluate(ANSWERS) is True

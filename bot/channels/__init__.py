@@ -13,4 +13,13 @@ def build_channels(settings) -> dict[str, Channel]:  # noqa: ANN001 - bot.config
 
         sim = SimulatorChannel(settings.channels.simulator.rate_per_second)
         channels["sim"] = sim
+    if settings.channels.twilio.enabled:
+        from bot.channels.twilio import TwilioChannel
+
+        twilio = TwilioChannel(settings)
+        channels["sms"] = channels["whatsapp"] = twilio
+    if settings.channels.telegram.enabled:
+        from bot.channels.telegram import TelegramChannel
+
+        channels["telegram"] = TelegramChannel(settings)
     return channels

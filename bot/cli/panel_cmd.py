@@ -55,7 +55,11 @@ def import_cmd(cli_ctx: CliContext, file: Path) -> None:
     again updates them. People with a consent date become active; the others wait at the
     consent question and are not invited to surveys. Numbers on the suppression list
     (erased or opted out) need a consent_at later than their removal. Each bad row is
-    reported on stderr with its line number and skipped.
+    reported on stderr with its line number and skipped; the good rows are stored.
+
+    A file from `panel export` can be imported again: its id, created_at and
+    other_addresses columns are read past, and its opted-out and erased rows are refused.
+    Exit code 1 if the file is unusable or no row could be imported.
     """
     from bot.panel import PanelFileError, import_parsed, read_panel_file
 

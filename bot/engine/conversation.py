@@ -169,7 +169,31 @@ class Engine:
                 ids.append(row_id)
         return ids
 
+    async def _link(self, turn: Turn, code: str) -> bool:
+        """Join this address (e.g. a new Telegram chat) to the record a join code names."""
+        owner = await panellist_store.find_by_link_code(turn.conn, code)
+        if owner is None:
+            return False
+        current = turn.panellist
+        if current is not None and current.id != owner.id:
+            if current.consent_at is not None:
+                return False  # the chat already belongs to a consented panellist: never merge
+            await panellist_store.delete_unconsented(turn.conn, current.id)
+        await panellist_store.add_address(turn.conn, owner.id, turn.message.address, inbound=True)
+        turn.panellist = owner
+        await self.audit(turn.conn, "address_linked", owner.id,
+                         {"channel": turn.message.address.channel})
+        turn.reply(self.render("linked", owner.locale), template="linked")
+        if owner.status == PanellistStatus.PENDING:
+            await signup.resend_stage(self, turn)
+        elif owner.status == PanellistStatus.ACTIVE:
+            await survey_runner.resend_current(self, turn, quiet=True)
+        return True
+
     async def _route(self, turn: Turn) -> None:
+        code = turn.message.extra.get("link_code")
+        if code and await self._link(turn, str(code)):
+            return
         keyword = self.keywords.classify(turn.text)
         p = turn.panellist
         if p is None:

@@ -89,13 +89,17 @@ async def _complete(engine: Engine, turn: Turn, session: survey_store.Session, s
     await waves.start_next_waiting(engine, turn)
 
 
-async def resend_current(engine: Engine, turn: Turn) -> None:
-    """Repeat the open question (after a language change), or say nothing is open."""
+async def resend_current(engine: Engine, turn: Turn, *, quiet: bool = False) -> None:
+    """Repeat the open question (after a language change or a new chat was linked).
+
+    With nothing open, say so, unless ``quiet``.
+    """
     p = turn.panellist
     assert p is not None
     session = await survey_store.active_session(turn.conn, p.id)
     if session is None or not session.current_question:
-        turn.reply(engine.render("signup_complete", p.locale), template="signup_complete")
+        if not quiet:
+            turn.reply(engine.render("language_changed", p.locale), template="language_changed")
         return
     survey = await engine.survey(turn.conn, session.survey_row_id)
     question = survey.question(session.current_question)

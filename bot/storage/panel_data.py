@@ -203,11 +203,14 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
         "ORDER BY received_at, id",
         p,
     )
+    # Also messages to their addresses that carry no panellist id (sent before they had one).
+    pairs = _address_pairs(Address(a["channel"], a["address"]) for a in addresses)
+    match = " OR ".join(["panellist_id = ?"] + ["(channel = ? AND address = ?)"] * len(pairs))
     outbound = await fetch_all(
         conn,
         "SELECT channel, address, kind, text, status, created_at, sent_at, error_code "
-        "FROM outbox WHERE panellist_id = ? ORDER BY created_at, id",
-        p,
+        f"FROM outbox WHERE {match} ORDER BY created_at, id",
+        (panellist_id, *(v for pair in pairs for v in pair)),
     )
     audit = await fetch_all(
         conn,

@@ -264,3 +264,15 @@ async def many(conn: aiosqlite.Connection, ids: Iterable[int]) -> list[Panellist
             by_id.setdefault(a["panellist_id"], []).append(Address(a["channel"], a["address"]))
         out.extend(_row_to_panellist(r, by_id.get(r["id"], [])) for r in rows)
     return out
+
+
+async def find_by_link_code(conn: aiosqlite.Connection, code: str) -> Panellist | None:
+    """The panellist a join code belongs to (people may type it in lower case)."""
+    row = await fetch_one(
+        conn,
+        _SELECT + " WHERE link_code = ? AND status IN ('active', 'pending', 'unreachable')",
+        (code.strip().upper(),),
+    )
+    if row is None:
+        return None
+    return _row_to_panellist(row, await addresses_of(conn, row["id"]))

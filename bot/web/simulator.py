@@ -103,7 +103,10 @@ async def get_messages(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
+    from bot.web import page
+
     return [
         Route("/simulator/api/messages", post_message, methods=["POST"]),
         Route("/simulator/api/messages", get_messages, methods=["GET"]),
+        *page.routes(),
     ]
