@@ -131,10 +131,16 @@ class Timing:
     count: int
     elapsed: float
     latencies: list[float]  # seconds, ascending
+    cpu: float  # process CPU seconds (every thread) during the timed part
 
     @property
     def rate(self) -> float:
         return self.count / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def cpu_share(self) -> float:
+        """CPU used while timed, as a share of one core (2.0 = both cores of this machine)."""
+        return self.cpu / self.elapsed if self.elapsed else 0.0
 
     def ms(self, p: float) -> float:
         return percentile(self.latencies, p) * 1000
@@ -146,7 +152,7 @@ class Timing:
 
 async def run_concurrently(
     jobs: int, concurrency: int, job: Callable[[int, list[float]], Awaitable[None]]
-) -> tuple[float, list[float]]:
+) -> tuple[float, float, list[float]]:
     """Run ``job(i, latencies)`` for i in range(jobs) on ``concurrency`` worker tasks."""
     latencies: list[float] = []
     next_job = iter(range(jobs))
@@ -155,13 +161,13 @@ async def run_concurrently(
         for i in next_job:  # a shared iterator: each job is taken by exactly one worker
             await job(i, latencies)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     async with asyncio.TaskGroup() as group:
         for _ in range(min(concurrency, jobs)):
             group.create_task(worker())
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     latencies.sort()
-    return elapsed, latencies
+    return elapsed, cpu, latencies
 
 
 def name_of(i: int) -> str:
@@ -183,8 +189,12 @@ async def setup_engine(db_path: Path, workdir: Path, panellists: int) -> tuple[B
         async with bot.db.transaction() as conn:
             for i in range(start, min(start + CREATE_BATCH, panellists)):
                 pid = await panellist_store.create(
-                    conn, status=PanellistStatus.ACTIVE, locale="en", consent_at=consent,
-                    consent_method="bench", source="bench",
+                    conn,
+                    status=PanellistStatus.ACTIVE,
+                    locale="en",
+                    consent_at=consent,
+                    consent_method="bench",
+                    source="bench",
                 )
                 await panellist_store.add_address(conn, pid, Address("sim", name_of(i)))
     survey_file = workdir / f"{SURVEY_ID}.toml"
@@ -214,10 +224,10 @@ async def run_engine(bot: Bot, panellists: int, concurrency: int) -> Timing:
             if result.duplicate or not result.outbox_ids:
                 empty_results += 1
 
-    elapsed, latencies = await run_concurrently(panellists, concurrency, answer_survey)
+    elapsed, cpu, latencies = await run_concurrently(panellists, concurrency, answer_survey)
     if empty_results:
         raise SystemExit(f"engine: {empty_results} messages queued no reply (or were duplicates)")
-    return Timing(len(latencies), elapsed, latencies)
+    return Timing(len(latencies), elapsed, latencies, cpu)
 
 
 async def verify_engine(bot: Bot, panellists: int) -> dict[str, int]:
@@ -227,9 +237,7 @@ async def verify_engine(bot: Bot, panellists: int) -> dict[str, int]:
 
     found = {
         "answers": await count("SELECT COUNT(*) FROM answers"),
-        "completed": await count(
-            "SELECT COUNT(*) FROM survey_sessions WHERE state = 'completed'"
-        ),
+        "completed": await count("SELECT COUNT(*) FROM survey_sessions WHERE state = 'completed'"),
         "inbound": await count("SELECT COUNT(*) FROM inbound_messages"),
         "outbox": await count("SELECT COUNT(*) FROM outbox"),
     }
@@ -242,7 +250,9 @@ async def verify_engine(bot: Bot, panellists: int) -> dict[str, int]:
     }
     wrong = [f"{k} {found[k]}, expected {expected[k]}" for k in expected if found[k] != expected[k]]
     if wrong:
-        print("FAILED: the engine did not store what was sent: " + "; ".join(wrong), file=sys.stderr)
+        print(
+            "FAILED: the engine did not store what was sent: " + "; ".join(wrong), file=sys.stderr
+        )
         raise SystemExit(1)
     return found
 
@@ -326,13 +336,13 @@ async def run_floor(path: Path, panellists: int, concurrency: int) -> Timing:
                     await conn.execute("COMMIT")
                 latencies.append(time.perf_counter() - t0)
 
-        elapsed, latencies = await run_concurrently(panellists, concurrency, answer_survey)
+        elapsed, cpu, latencies = await run_concurrently(panellists, concurrency, answer_survey)
         async with conn.execute("SELECT COUNT(*) FROM answers") as cursor:
             row = await cursor.fetchone()
         if row is None or row[0] != panellists * QUESTIONS:
             print(f"FAILED: floor stored {row[0] if row else 0} answers", file=sys.stderr)
             raise SystemExit(1)
-        return Timing(len(latencies), elapsed, latencies)
+        return Timing(len(latencies), elapsed, latencies, cpu)
     finally:
         await conn.close()
 
@@ -355,10 +365,7 @@ async def main_async(
 ) -> bool:
     n, c = args.panellists, args.concurrency
 
-    print(
-        f"panelbot inbound benchmark: {n} panellists x {QUESTIONS} answers, "
-        f"concurrency {c}"
-    )
+    print(f"panelbot inbound benchmark: {n} panellists x {QUESTIONS} answers, concurrency {c}")
     print(
         f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, "
         f"aiosqlite {aiosqlite.__version__}, {platform.system()} {platform.machine()}, "
@@ -392,7 +399,8 @@ async def main_async(
     print(f"  replies queued     {found['outbox'] - n} (+{n} invitations)")
     print(f"  elapsed            {engine.elapsed:.2f} s")
     print(f"  answers/s          {engine.rate:,.0f}")
-    print(f"  per message        {engine.elapsed / engine.count * 1000:.3f} ms of wall time")
+    print(f"  wall per message   {engine.elapsed / engine.count * 1000:.3f} ms")
+    print(f"  cpu                {engine.cpu:.2f} s ({engine.cpu_share:.0%} of one core)")
     print(
         f"  latency            p50 {engine.ms(50):.2f} ms   p99 {engine.ms(99):.2f} ms   "
         f"max {engine.max_ms:.2f} ms"
@@ -402,6 +410,7 @@ async def main_async(
     print(f"  transactions       {floor.count}")
     print(f"  elapsed            {floor.elapsed:.2f} s")
     print(f"  transactions/s     {floor.rate:,.0f}")
+    print(f"  cpu                {floor.cpu:.2f} s ({floor.cpu_share:.0%} of one core)")
     print(
         f"  latency            p50 {floor.ms(50):.2f} ms   p99 {floor.ms(99):.2f} ms   "
         f"max {floor.max_ms:.2f} ms"
@@ -439,20 +448,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Inbound messages per second through the engine, against a bare-SQLite "
         "floor measured in the same run.",
     )
-    parser.add_argument("--panellists", type=int, default=2000, metavar="N",
-                        help="simulated panellists, each answering 6 questions (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=50, metavar="C",
-                        help="panellists answering at the same time (default 50)")
-    parser.add_argument("--db", metavar="PATH",
-                        help="engine database file (must not exist; kept); the floor's file "
-                        "goes beside it as <name>-floor.db")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary folder with both databases")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a target is missed (default: always exit 0)")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="write cProfile stats of the timed engine run to FILE "
-                        "(read with python -m pstats FILE); slows the run down")
+    parser.add_argument(
+        "--panellists",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="simulated panellists, each answering 6 questions (default 2000)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=50,
+        metavar="C",
+        help="panellists answering at the same time (default 50)",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help="engine database file (must not exist; kept); the floor's file "
+        "goes beside it as <name>-floor.db",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder with both databases"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a target is missed (default: always exit 0)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="write cProfile stats of the timed engine run to FILE "
+        "(read with python -m pstats FILE); slows the run down",
+    )
     args = parser.parse_args(argv)
     if args.panellists < 1:
         parser.error("--panellists must be at least 1")

@@ -8,19 +8,16 @@ masked with :func:`mask`, and audit details hold only ids, counts and line numbe
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from bot.models import Address, PanellistStatus, iso, parse_iso
 from bot.panel_csv import (
-    CONSENT,
-    LOCALE,
     PHONE,
     TELEGRAM,
     PanelFileError,
@@ -28,10 +25,13 @@ from bot.panel_csv import (
     ParsedFile,
     Problem,
     expected_header,
+    export_columns,
     mask,
     normalise_phone,
     parse_panel_csv,
     read_panel_file,
+    write_csv,
+    write_json,
 )
 from bot.storage import panel_data
 from bot.storage import panellists as panellist_store
@@ -258,22 +258,6 @@ async def _update(
 # -- export -------------------------------------------------------------------------------
 
 
-def export_columns(settings: Settings) -> list[str]:
-    """The export header: import's columns plus id, status, created_at and other addresses."""
-    fields = [f.name for f in settings.panel.fields]
-    return [
-        "id",
-        "status",
-        PHONE,
-        TELEGRAM,
-        LOCALE,
-        CONSENT,
-        "created_at",
-        "other_addresses",
-        *fields,
-    ]
-
-
 async def export_rows(conn: aiosqlite.Connection, settings: Settings) -> list[dict[str, Any]]:
     """The whole panel, one dict per person; erased people carry only their id and status."""
     by_id = await panel_data.all_addresses(conn)
@@ -297,22 +281,6 @@ async def export_rows(conn: aiosqlite.Connection, settings: Settings) -> list[di
             )
         out.append(row)
     return out
-
-
-def write_csv(rows: list[dict[str, Any]], settings: Settings, out: TextIO) -> None:
-    """Rows from :func:`export_rows` as CSV that ``panel import`` reads back."""
-    columns = export_columns(settings)
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        flat = {**row, **row.get("demographics", {})}
-        flat["other_addresses"] = " ".join(row.get("other_addresses", []))
-        writer.writerow(["" if flat.get(c) is None else flat.get(c) for c in columns])
-
-
-def write_json(rows: list[dict[str, Any]], out: TextIO) -> None:
-    json.dump(rows, out, ensure_ascii=False, indent=2)
-    out.write("\n")
 
 
 # -- finding one person, subject access, erasure ------------------------------------------

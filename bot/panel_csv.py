@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -245,3 +246,29 @@ def parse_consent(text: str, tz: ZoneInfo, now: datetime | None = None) -> datet
     if value > (now or datetime.now(UTC)) + CONSENT_CLOCK_SKEW:
         raise ValueError("is in the future")
     return value.astimezone(UTC)
+
+
+# -- writing (``panel export``) -----------------------------------------------------------
+
+
+def export_columns(settings: Settings) -> list[str]:
+    """The export header: import's columns plus id, status, created_at and other addresses."""
+    first = ["id", "status", PHONE, TELEGRAM, LOCALE, CONSENT, "created_at", "other_addresses"]
+    return [*first, *(f.name for f in settings.panel.fields)]
+
+
+def write_csv(rows: list[dict[str, Any]], settings: Settings, out: TextIO) -> None:
+    """Rows from ``bot.panel.export_rows`` as CSV that ``panel import`` reads back."""
+    columns = export_columns(settings)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        flat = {**row, **row.get("demographics", {})}
+        flat["other_addresses"] = " ".join(row.get("other_addresses", []))
+        writer.writerow(["" if flat.get(c) is None else flat[c] for c in columns])
+
+
+def write_json(rows: list[dict[str, Any]], out: TextIO) -> None:
+    """Rows from ``bot.panel.export_rows`` as a JSON list."""
+    json.dump(rows, out, ensure_ascii=False, indent=2)
+    out.write("\n")

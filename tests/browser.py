@@ -64,7 +64,9 @@ def launch_chromium() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("the playwright package is missing; install the dev extra: pip install -e '.[dev]'")
+        _missing(
+            "the playwright package is missing; install the dev extra: pip install -e '.[dev]'"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(path), args=CHROMIUM_ARGS, headless=True
@@ -142,7 +144,16 @@ class PanelServer:
         """Start serving and wait until ``GET /healthz`` answers 200."""
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "-c", str(self.config), "serve", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "bot",
+                "-c",
+                str(self.config),
+                "serve",
+                "--port",
+                str(self.port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -152,7 +163,9 @@ class PanelServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"panelbot serve exited {self.process.returncode}:\n{self.log()}")
+                raise AssertionError(
+                    f"panelbot serve exited {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
                     return
