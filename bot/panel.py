@@ -307,7 +307,9 @@ async def resolve_panellist(conn: aiosqlite.Connection, hash_key: bytes, text: s
     answered truthfully ("we hold only a keyed hash of this number").
     """
     text = text.strip()
-    if text.isascii() and text.isdigit() and await panel_data.panellist_exists(conn, int(text)):
+    # Ids are short; a long run of digits is a phone number written without spaces.
+    is_id = text.isascii() and text.isdigit() and len(text) <= 9
+    if is_id and await panel_data.panellist_exists(conn, int(text)):
         return int(text)
     try:
         addresses = _candidates(text)

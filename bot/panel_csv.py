@@ -106,7 +106,7 @@ def read_panel_file(path: Path, settings: Settings) -> ParsedFile:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise PanelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise PanelFileError(f"cannot read the file: {exc.strerror or exc}") from None
     return parse_panel_csv(data, settings)
 
 
@@ -116,9 +116,11 @@ def parse_panel_csv(data: bytes, settings: Settings) -> ParsedFile:
         # utf-8-sig: spreadsheet programs often start "CSV UTF-8" files with a BOM.
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        # exc.object is what the codec saw: the data after any BOM.
+        seen = bytes(exc.object)
+        line = seen[: exc.start].count(b"\n") + 1
         raise PanelFileError(
-            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            f"the file is not UTF-8 text (byte 0x{seen[exc.start]:02x} on line {line}); "
             'save it as "CSV UTF-8"'
         ) from None
     # newline="" keeps quoted line breaks inside fields and accepts \n, \r\n and \r alike.

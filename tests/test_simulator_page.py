@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from browser import REPO, PanelServer, free_port, launch_chromium, panelbot, write_config
 
 from bot.models import Address, PanellistStatus, utcnow
 from bot.storage import Database
 from bot.storage import panellists as panellist_store
+from tests.browser import REPO, PanelServer, free_port, launch_chromium, panelbot, write_config
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
