@@ -1,4 +1,4 @@
-"""SMS length, encoding and cost: pure functions run on every outbound SMS and by ``messages check``.
+"""SMS encoding, length and cost: pure functions run on every outbound SMS and ``messages check``.
 
 One segment carries 160 GSM-7 septets (153 when the message is split) or 70 UCS-2 units (67
 when split). A single character outside the GSM 03.38 alphabet turns the whole message into
@@ -15,6 +15,7 @@ division suggests.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ def encode_info(text: str) -> SmsInfo:
             characters,
             GSM7_SINGLE,
             GSM7_MULTI,
-            lambda: (2 if char in GSM7_EXTENSION else 1 for char in text),
+            (2 if char in GSM7_EXTENSION else 1 for char in text),
         )
         return SmsInfo("GSM-7", units, segments, characters, (), segments > MAX_SEGMENTS)
     units = _utf16_units(text)
@@ -129,7 +130,7 @@ def encode_info(text: str) -> SmsInfo:
         characters,
         UCS2_SINGLE,
         UCS2_MULTI,
-        lambda: (2 if ord(char) > 0xFFFF else 1 for char in text),
+        (2 if ord(char) > 0xFFFF else 1 for char in text),
     )
     return SmsInfo("UCS-2", units, segments, characters, _non_gsm(text), segments > MAX_SEGMENTS)
 
@@ -143,19 +144,14 @@ def _non_gsm(text: str) -> tuple[str, ...]:
     return tuple(sorted(set(text) - _GSM7_ALL))
 
 
-def _segments(
-    units: int, characters: int, single: int, multi: int, sizes: _SizesFactory
-) -> int:
+def _segments(units: int, characters: int, single: int, multi: int, sizes: Iterable[int]) -> int:
+    """Segments for ``units`` units; ``sizes`` (units per character) is read only when needed."""
     if units == 0:
         return 0
     if units <= single:
         return 1
     if units == characters:  # every character is one unit: nothing can straddle a boundary
         return math.ceil(units / multi)
-    return _pack(sizes(), multi)
-
-
-def _pack(sizes: Iterable[int], multi: int) -> int:
     # A two-unit character that does not fit in what is left of a segment starts the next one.
     segments, used = 1, 0
     for size in sizes:
@@ -166,7 +162,145 @@ def _pack(sizes: Iterable[int], multi: int) -> int:
     return segments
 
 
-type_sizes_doc = None  # placeholder removed below
+# sanitise: only characters whose GSM-7 replacement means exactly the same thing.
+_REPLACEMENTS: dict[str, str] = {
+    # quotation marks, apostrophes and primes
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u00b4", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),
+    "\u2039": "<",
+    "\u203a": ">",
+    # hyphens, dashes, minus sign, bullet
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022", "-"),
+    "\u2026": "...",
+    # every Unicode space separator (category Zs) but U+0020 itself, and tab
+    **dict.fromkeys("\t\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006", " "),
+    **dict.fromkeys("\u2007\u2008\u2009\u200a\u202f\u205f\u3000", " "),
+    # line and paragraph separators
+    "\u2028": "\n",
+    "\u2029": "\n",
+    # invisible: zero-width space, word joiner, soft hyphen, byte order mark
+    **dict.fromkeys("\u200b\u2060\u00ad\ufeff", ""),
+}
+_TRANSLATION = str.maketrans(_REPLACEMENTS)
+# Zero-width joiner and non-joiner are dropped only when stray: between two non-GSM characters
+# they build emoji (👨‍👩‍👧) or shape Urdu, Persian and Indic script, and the message is UCS-2
+# anyway, so removing them would save nothing and damage the text.
+_JOINER_RUN = re.compile("[\u200c\u200d]+")
 
 
-_SizesFactory = "Callable[[], Iterable[int]]"
+def sanitise(text: str) -> str:
+    """``text`` with typographic characters replaced by their GSM-7 equivalents.
+
+    NFC-normalises, then turns curly quotes into straight ones, dashes into ``-``, ``…`` into
+    ``...``, Unicode spaces into spaces, and removes zero-width characters, so that one stray
+    curly quote does not make a message UCS-2 (halving what fits in a segment). Letters of any
+    script and emoji are left alone. Idempotent.
+    """
+    while not is_gsm7(text):
+        cleaned = _sanitise_once(text)
+        if cleaned == text:
+            break
+        # Removing a character can bring a combining mark next to its base letter, so go
+        # round again until NFC and the joiner rule are both stable.
+        text = cleaned
+    return text
+
+
+def _sanitise_once(text: str) -> str:
+    text = unicodedata.normalize("NFC", text).translate(_TRANSLATION)
+    text = _JOINER_RUN.sub(_keep_joiners_between_non_gsm, text)
+    return unicodedata.normalize("NFC", text)
+
+
+def _keep_joiners_between_non_gsm(match: re.Match[str]) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    before = text[start - 1] if start else "a"
+    after = text[end] if end < len(text) else "a"
+    return match.group() if before not in _GSM7_ALL and after not in _GSM7_ALL else ""
+
+
+def truncate_to_cap(text: str) -> str:
+    """``text`` cut to fit :data:`MAX_SEGMENTS` segments, ending in ``...``; unchanged if it fits.
+
+    Keeps the longest prefix (trailing spaces dropped) that fits with ``...`` in whichever
+    encoding that prefix needs, cut between user-perceived characters where possible (never
+    inside an emoji sequence, a flag or a letter with combining marks), else between code
+    points. A Python string never holds half a surrogate pair, so that cannot be cut.
+    """
+    return _truncate(text)[0]
+
+
+def prepare(text: str, *, sanitise_text: bool = True) -> tuple[str, SmsInfo]:
+    """The text to send and its :class:`SmsInfo`: sanitised (unless told not to), then capped.
+
+    What the Twilio channel calls before sending; the info is that of the returned text, so
+    ``info.segments`` never exceeds :data:`MAX_SEGMENTS`.
+    """
+    return _truncate(sanitise(text) if sanitise_text else text)
+
+
+def _truncate(text: str) -> tuple[str, SmsInfo]:
+    info = encode_info(text)
+    if not info.over_cap:
+        return text, info
+    # Each character is at least one unit, so no prefix longer than this can fit.
+    limit = min(len(text), MAX_GSM7_CHARS)
+    cut = _longest_fitting(text, _grapheme_cuts(text, limit))
+    if cut == 0:  # one enormous grapheme (a letter with hundreds of marks): cut inside it
+        cut = _longest_fitting(text, range(limit + 1))
+    capped = text[:cut].rstrip() + ELLIPSIS
+    return capped, encode_info(capped)
+
+
+def _longest_fitting(text: str, cuts: list[int] | range) -> int:
+    """The largest cut in ``cuts`` (ascending, starting at 0) whose prefix fits with "...".
+
+    Binary search is sound because a longer prefix never needs fewer segments, even when it
+    switches from GSM-7 to UCS-2 (a UCS-2 segment holds fewer characters than a GSM-7 one).
+    """
+    low, high = 0, len(cuts) - 1  # cuts[low] always fits: "..." alone is one segment
+    while low < high:
+        middle = (low + high + 1) // 2
+        if encode_info(text[: cuts[middle]].rstrip() + ELLIPSIS).segments <= MAX_SEGMENTS:
+            low = middle
+        else:
+            high = middle - 1
+    return cuts[low]
+
+
+_ZWJ = "\u200d"
+
+
+def _grapheme_cuts(text: str, limit: int) -> list[int]:
+    """Indices up to ``limit`` where ``text`` can be cut keeping user-perceived characters whole.
+
+    A stdlib approximation of Unicode grapheme cluster boundaries (UAX #29) covering what
+    panel messages contain: combining marks, emoji modifiers, variation selectors, ZWJ
+    sequences, tag sequences (subdivision flags), regional-indicator pairs (flags) and CRLF.
+    """
+    cuts = [0]
+    regional_run = 0  # regional indicators in a row just before index
+    for index in range(1, limit + 1):
+        previous = text[index - 1]
+        regional_run = regional_run + 1 if _is_regional_indicator(previous) else 0
+        if index == len(text):
+            cuts.append(index)
+            break
+        char = text[index]
+        code = ord(char)
+        if (
+            (previous == "\r" and char == "\n")
+            or _ZWJ in (char, previous)
+            or unicodedata.category(char) in ("Mn", "Mc", "Me")  # includes variation selectors
+            or 0x1F3FB <= code <= 0x1F3FF  # skin tones
+            or 0xE0020 <= code <= 0xE007F  # tags
+            # flags are pairs: cut only after an even number of regional indicators in a row
+            or (_is_regional_indicator(char) and regional_run % 2 == 1)
+        ):
+            continue
+        cuts.append(index)
+    return cuts
+
+
+def _is_regional_indicator(char: str) -> bool:
+    return 0x1F1E6 <= ord(char) <= 0x1F1FF

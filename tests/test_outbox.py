@@ -216,6 +216,7 @@ async def test_per_address_interval_spaces_one_address_only(make_bot: BotFactory
     assert [c.message.id for c in alice] == to_alice  # in the order queued
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(alice)]
     assert all(gap >= 0.3 - CLOCK_SLACK for gap in gaps), gaps
+    print("GAPS", gaps, [(c.address, c.at) for c in channel.calls])
     # Bob and Carol are not held behind Alice's interval.
     others_at = [c.at for c in channel.calls if c.address in ("bob", "carol")]
     assert len(others_at) == 2

@@ -1,0 +1,102 @@
+"""`panelbot demo` (twice, without duplicating) and `panelbot chat` in a terminal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.test_serve import free_port
+
+
+def start_demo(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "demo", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read())
+    process.kill()
+    raise AssertionError("demo did not start")
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    return out
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", "-c", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_demo_serves_the_example_panel_and_a_second_run_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "demo"
+    port = free_port()
+    process = start_demo(data, port)
+    reply = httpx.post(f"http://127.0.0.1:{port}/simulator/api/messages",
+                       json={"from": "sim:visitor", "text": "hello"}).json()
+    assert "Reply YES to join" in reply["replies"][0]
+    out = stop(process)
+    assert f"http://127.0.0.1:{port}/simulator" in out
+    assert "240 added" in out
+
+    config = data / "panelbot.toml"
+    assert config.is_file()
+    first = json.loads(cli(config, "survey", "list", "--format", "json").stdout)
+
+    process = start_demo(data, port)
+    out = stop(process)
+    assert "0 added, 240 updated" in out
+    second = json.loads(cli(config, "survey", "list", "--format", "json").stdout)
+    assert first == second  # same versions, one wave, same invitations
+    assert {s["id"]: s["waves"] for s in second} == {
+        "digital-access-2026": 0, "gp-access-2026": 1,
+    }
+    exported = cli(config, "panel", "export", "--format", "json")
+    assert len(json.loads(exported.stdout)) == 240 + 1  # the panel and the visitor
+
+
+def test_chat_in_the_terminal_talks_to_the_bot(tmp_path: Path) -> None:
+    config = tmp_path / "panelbot.toml"
+    config.write_text(
+        '[bot]\nname = "Chat Panel"\ndatabase = "panel.db"\nquiet_hours = false\n'
+        '[[panel.fields]]\nname = "sex"\nvalues = ["female", "male"]\n'
+        'text.en = "What is your sex?"\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "-c", str(config), "chat", "--as", "sim:terminal"],
+        input="hello\nyes\n1\n", capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Reply YES to join" in result.stdout
+    assert "What is your sex?" in result.stdout
+    assert "you have joined Chat Panel" in result.stdout
+
+
+def test_chat_refuses_an_address_that_is_not_the_simulator(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "chat", "--as", "sms:+447400100101"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "panelbot: --as must be a simulator address such as sim:alice"
+    )
