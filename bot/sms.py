@@ -18,7 +18,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
@@ -88,12 +88,12 @@ class SmsInfo:
     units: int
     segments: int
     characters: int
-    non_gsm: tuple[str, ...] = field(default=())
-    over_cap: bool = False
+    non_gsm: tuple[str, ...]
+    over_cap: bool
 
     def cost(self, price_per_segment: float) -> float:
         """The price of sending this message once, at ``price_per_segment``."""
-        return self.segments * price_per_segment
+        return float(self.segments * price_per_segment)
 
 
 def is_gsm7(text: str) -> bool:

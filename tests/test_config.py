@@ -473,8 +473,7 @@ def test_dump_toml_refuses_what_toml_cannot_hold() -> None:
 # --- the example config ----------------------------------------------------------------------
 
 
-def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PANELBOT_SECRET_KEY", "example")
+def test_example_config_loads() -> None:
     settings = load_settings(EXAMPLE)
     assert [f.name for f in settings.panel.fields] == [
         "age_band",
