@@ -252,6 +252,19 @@ class SimulatorSettings:
     rate_per_second: float = field(default=50.0, metadata=_meta(_positive))
 
 
+def _check_whatsapp_templates(table: dict[str, str]) -> dict[str, str]:
+    """Keys are bulk message kinds; values look like Twilio Content SIDs."""
+    from bot.models import MessageKind  # a leaf module; imported here to keep this one light
+
+    kinds = sorted(kind.value for kind in MessageKind if kind.is_bulk)
+    for kind, sid in table.items():
+        if kind not in kinds:
+            raise ValueError(f'unknown message kind "{kind}" (use {", ".join(kinds)})')
+        if not sid.startswith("HX"):
+            raise ValueError(f'{kind}: "{sid}" is not a Content SID (they start with "HX")')
+    return table
+
+
 @dataclass(frozen=True, slots=True)
 class TwilioSettings:
     enabled: bool = False
@@ -263,6 +276,15 @@ class TwilioSettings:
     rate_per_second: float = field(default=10.0, metadata=_meta(_positive))
     sms_price_per_segment: float = 0.0463  # GBP
     sanitize: bool = True
+    # The WhatsApp sender (E.164, without "whatsapp:"); None means from_number.
+    whatsapp_from: str | None = None
+    # Approved WhatsApp templates (Content SIDs, "HX...") by bulk message kind, sent to
+    # someone whose 24-hour window is closed; without one such a message is held.
+    whatsapp_templates: dict[str, str] = field(
+        default_factory=dict, metadata=_meta(_check_whatsapp_templates)
+    )
+    # Seconds to wait for Twilio's API before a send counts as a (retryable) timeout.
+    request_timeout: float = field(default=10.0, metadata=_meta(_positive))
 
     def problems(self) -> list[tuple[str, str]]:
         if not self.enabled:
@@ -282,6 +304,8 @@ class TelegramSettings:
     secret_token: str | None = field(default=None, metadata=_meta(secret=True))
     api_base_url: str = field(default="https://api.telegram.org/bot", metadata=_meta(_check_url))
     rate_per_second: float = field(default=30.0, metadata=_meta(_positive))
+    # Seconds between two messages to one chat (Telegram allows about one a second).
+    per_chat_interval: float = field(default=1.0, metadata=_meta(_positive))
 
     def problems(self) -> list[tuple[str, str]]:
         if not self.enabled:

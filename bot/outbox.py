@@ -51,8 +51,10 @@ BLOCKED_STATUSES = {
 class Pacer:
     """Spaces sends so a channel never exceeds ``rate`` units in any one-second window.
 
-    A strict schedule (each send reserves ``cost / rate`` seconds) rather than a bursty
-    bucket: providers count per second, and a burst at a window edge would break the limit.
+    A strict schedule (each send holds the channel for ``cost / rate`` seconds) rather than a
+    bursty bucket: providers count per second, and a burst at a window edge would break the
+    limit. The next slot is counted from when a send actually goes, not from when it was due:
+    a late wake-up followed by a punctual one would otherwise put two sends too close.
     """
 
     def __init__(self, rate: float) -> None:
@@ -64,12 +66,10 @@ class Pacer:
         if self.rate <= 0:
             return
         async with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + cost / self.rate
-        delay = start - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+            # Checked again after each sleep: a push_back may have come in meanwhile.
+            while (delay := self._next - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            self._next = time.monotonic() + cost / self.rate
 
     def push_back(self, seconds: float) -> None:
         """Hold the whole channel (a provider-wide rate-limit answer)."""
@@ -90,6 +90,9 @@ def in_quiet_hours(bot: Bot, now: datetime) -> datetime | None:
         end = end + timedelta(days=1)
     # Rebuild in the zone so a clock change between now and the end is honoured.
     end = datetime.combine(end.date(), quiet.end, tzinfo=tz)
+    if end <= now:
+        # An end in the hour repeated when clocks go back, whose first showing has passed.
+        end = end.replace(fold=1)
     return end.astimezone(now.tzinfo)
 
 
@@ -265,13 +268,17 @@ class Dispatcher:
                     if wait > 0:
                         await asyncio.sleep(wait)
                 await state.pacer.acquire(state.channel.cost(message))
-                if self._stopping:
-                    async with self.bot.db.transaction() as conn:
-                        await outbox_store.reschedule(
-                            conn, message.id, at=utcnow(), count_attempt=False
-                        )
-                    return
                 async with state.slots:
+                    # Checked once a slot is free, just before the provider call: a stop or
+                    # an opt-out may have come while this message waited for its turn.
+                    if self._stopping:
+                        async with self.bot.db.transaction() as conn:
+                            await outbox_store.reschedule(
+                                conn, message.id, at=utcnow(), count_attempt=False
+                            )
+                        return
+                    if await self._now_blocked(message):
+                        return
                     try:
                         result: SendResult | SendError = await state.channel.send(message)
                     except SendError as exc:
@@ -288,6 +295,21 @@ class Dispatcher:
         finally:
             state.pending -= 1
             self._wake.set()
+
+    async def _now_blocked(self, message: OutboundMessage) -> bool:
+        """Cancel a claimed message whose recipient opted out, was erased or became
+        unreachable while it waited for its turn (a STOP must be honoured at once)."""
+        if message.panellist_id is None or message.kind == MessageKind.STOP_CONFIRMATION:
+            return False
+        panellist = await panellist_store.get(self.bot.db.conn, message.panellist_id)
+        status = panellist.status.value if panellist else PanellistStatus.ERASED.value
+        if status not in BLOCKED_STATUSES:
+            return False
+        async with self.bot.db.transaction() as conn:
+            await outbox_store.mark_final(
+                conn, message.id, status=OutboxStatus.CANCELLED, error=f"panellist is {status}"
+            )
+        return True
 
     async def _record(
         self, state: _ChannelState, message: OutboundMessage, result: SendResult | SendError

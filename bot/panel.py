@@ -384,31 +384,26 @@ async def erase_panellist(
     Raises LookupError for an unknown id.
     """
     report = EraseReport(panellist_id)
-    # secure_delete zeroes what a delete or update frees, instead of leaving it in the page.
-    previous = await panel_data.pragma(db.conn, "secure_delete")
-    await db.conn.execute("PRAGMA secure_delete = ON")
-    try:
-        async with db.transaction() as conn:
-            person = await panellist_store.get(conn, panellist_id)
-            if person is None:
-                raise LookupError(f"no panellist has the id {panellist_id}")
-            if person.status == PanellistStatus.ERASED:
-                report.already_erased = True
-                return report
-            addresses = await panel_data.addresses_of(conn, panellist_id)
-            report.counts = await panel_data.erase_records(conn, panellist_id, addresses)
-            hashes = set()
-            for a in addresses:
-                await panellist_store.suppress(conn, hash_key, a, "erased")
-                hashes.add(panellist_store.address_hash(hash_key, a))
-            report.suppressed = len(hashes)
-            await panel_data.record_audit_many(
-                conn,
-                [("erased", panellist_id, {**report.counts, "suppressed": len(hashes)})],
-                actor,
-            )
-        report.scrubbed = await panel_data.scrub_free_space(db)
-    finally:
-        await db.conn.execute(f"PRAGMA secure_delete = {int(previous)}")
+    # The database runs with secure_delete on, so what a delete or update frees is zeroed.
+    async with db.transaction() as conn:
+        person = await panellist_store.get(conn, panellist_id)
+        if person is None:
+            raise LookupError(f"no panellist has the id {panellist_id}")
+        if person.status == PanellistStatus.ERASED:
+            report.already_erased = True
+            return report
+        addresses = await panel_data.addresses_of(conn, panellist_id)
+        report.counts = await panel_data.erase_records(conn, panellist_id, addresses)
+        hashes = set()
+        for a in addresses:
+            await panellist_store.suppress(conn, hash_key, a, "erased")
+            hashes.add(panellist_store.address_hash(hash_key, a))
+        report.suppressed = len(hashes)
+        await panel_data.record_audit_many(
+            conn,
+            [("erased", panellist_id, {**report.counts, "suppressed": len(hashes)})],
+            actor,
+        )
+    report.scrubbed = await panel_data.scrub_free_space(db)
     logger.info("erased panellist %d", panellist_id)
     return report

@@ -62,6 +62,7 @@ class SharedPanel:
     listed: int  # active, 45-54 female Northgate, invited to a wave
     linked: int  # active, invited: linked to the simulator by a test
     taken: int  # active, but sim:panellist-<id> is taken by someone else
+    chosen: int  # active, invited: chosen on the page by the browser test
     pending: int  # imported without consent: not offered
     erased: int
     fillers: int  # how many more active panellists, to pass the listing's cap
@@ -103,6 +104,7 @@ async def _import_panellists(db_path: Path, fillers: int) -> dict[str, int]:
                 ),
                 "linked": await person(PanellistStatus.ACTIVE, "+447700900002", age_band="16-24"),
                 "taken": await person(PanellistStatus.ACTIVE, "+447700900003"),
+                "chosen": await person(PanellistStatus.ACTIVE, "+447700900005", sex="male"),
                 "pending": await person(PanellistStatus.PENDING, "+447700900004"),
                 "erased": await person(PanellistStatus.ERASED, None),
             }
@@ -370,7 +372,7 @@ def phone(tmp_path: Path) -> Iterator[Phone]:
 
             # Best effort: a crashed page has nothing to show, and must not hide the failure.
             with contextlib.suppress(PlaywrightError):
-                page.screenshot(path=str(tmp_path / "simulator.png"), full_page=True)
+                page.screenshot(path=str(tmp_path / "simulator.png"))
             context.close()
 
 
@@ -444,6 +446,7 @@ def test_whole_panel_in_the_browser(tmp_path: Path, phone: Phone) -> None:
         assert all(url.startswith(server.base_url) for url in requests), requests
         assert phone.problems == []
 
+        page.screenshot(path=str(tmp_path / "simulator-finished.png"))
         exit_code = server.terminate(timeout=10)
         assert exit_code == 0, server.log()
     finally:
@@ -510,4 +513,34 @@ def test_bubbles_lay_out_right_to_left_for_urdu(shared: SharedPanel, phone: Phon
     button = page.locator("#quick-replies button").first
     assert button.inner_text() == "1 شمالی دروازہ"
     assert button.evaluate("el => el.matches(':dir(rtl)')")
+    assert phone.problems == []
+
+
+def test_choosing_an_imported_panellist_carries_on_their_survey(
+    shared: SharedPanel, phone: Phone
+) -> None:
+    page = phone.page
+    page.goto(shared.url + "/simulator")
+    label = f"Panellist {shared.chosen} (male)"
+    page.get_by_label("Or carry on as someone already on the panel").select_option(label=label)
+    page.get_by_role("button", name="Carry on").click()
+    phone.bot_says("Question 1 of 6: How easy was it?")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#who-name")).to_have_text(label)
+    phone.tap("1 Easy")
+    phone.bot_says("Question 3 of 6: How would you rate it?")
+
+    # The page remembers who you are across a reload.
+    page.reload()
+    expect(page.locator("#who-name")).to_have_text(label)
+    phone.bot_says("Question 3 of 6: How would you rate it?")
+    assert phone.quick_replies() == ["1", "2", "3", "4", "5"]
+
+    # Changing person: they are now on the simulator, no longer among the imported.
+    page.get_by_role("button", name="Change person").click()
+    expect(page.get_by_label("Your name")).to_be_visible()
+    choices = page.locator("#existing optgroup[label='On the simulator'] option")
+    expect(choices.filter(has_text=f"panellist-{shared.chosen}")).to_have_count(1)
+    assert page.locator("#existing option", has_text=label).count() == 0
     assert phone.problems == []

@@ -29,6 +29,8 @@ PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
     "PRAGMA busy_timeout = 10000",
     "PRAGMA foreign_keys = ON",
+    # Freed space is zeroed, so deleted personal data does not linger in the file.
+    "PRAGMA secure_delete = ON",
 )
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -146,6 +148,12 @@ class Database:
                 raise
             else:
                 await self.conn.execute("COMMIT")
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[aiosqlite.Connection]:
+        """This process's write lock without a transaction, for VACUUM and checkpoints."""
+        async with self._write_lock:
+            yield self.conn
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         async with self.conn.execute(sql, params) as cursor:

@@ -333,7 +333,7 @@ async def scrub_free_space(db: Database) -> bool:
     """
     # VACUUM cannot run inside a transaction, so Database.transaction() does not fit; the
     # database's own write lock still keeps this process's other writers out meanwhile.
-    async with db._write_lock:
+    async with db.exclusive():
         vacuumed = True
         try:
             await db.conn.execute("VACUUM")

@@ -1,0 +1,403 @@
+"""The Telegram channel: a python-telegram-bot ``Application`` embedded in the bot's event loop.
+
+Updates arrive either on our own webhook route (``POST /webhooks/telegram``, checked against
+the secret token Telegram sends in ``X-Telegram-Bot-Api-Secret-Token``) or, in polling mode,
+through PTB's ``Updater``. Both paths end in :meth:`TelegramChannel.handle_update`, which turns
+an update into an :class:`InboundMessage` for the engine. PTB never owns the loop: no
+``run_polling``/``run_webhook``.
+
+panelbot does not register the webhook with Telegram (``setWebhook``): that needs the public
+URL and the secret and is done once by the operator (a future CLI command may do it). In
+polling mode PTB removes any webhook itself, as Telegram serves only one of the two.
+
+Only private chats are served: a panel question in a group would show one person's answers
+to everyone in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import warnings
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatType
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    PTBDeprecationWarning,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import Application, ContextTypes, TypeHandler
+
+from bot.models import (
+    Address,
+    ErrorClass,
+    InboundMessage,
+    OutboundMessage,
+    SendError,
+    SendResult,
+)
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from bot.app import Bot
+    from bot.config import Settings
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# Telegram's updates are a few kilobytes; anything far larger is not from Telegram.
+MAX_UPDATE_BYTES = 1_000_000
+# Telegram's limit on callback_data.
+MAX_CALLBACK_BYTES = 64
+# Telegram allows up to 8 buttons a row; 6 keeps a 0-10 scale in two readable rows.
+SHORT_LABEL_CHARS = 3
+SHORT_PER_ROW = 6
+MEDIUM_LABEL_CHARS = 14
+MAX_BUTTON_LABEL = 60
+# The update types we act on; the webhook, when an operator registers it, should ask for the
+# same (``allowed_updates``).
+ALLOWED_UPDATES = ["message", "callback_query"]
+
+# Bot commands and the text the engine understands for them.
+COMMAND_TEXT = {
+    "start": "hello",  # a first contact (or, for someone known, a nudge to resend)
+    "stop": "STOP",
+    "help": "HELP",
+    "language": "LANGUAGE",
+}
+
+
+def inline_keyboard(options: list[dict[str, str]]) -> InlineKeyboardMarkup | None:
+    """Buttons for a numbered question: tapping one sends its ``reply`` as if typed.
+
+    Short labels (a 1-5 scale) share rows; longer ones get a row each so they are not cut
+    off on small phones. Returns None when an option cannot be a button (its reply is over
+    Telegram's 64-byte callback limit): the text alone still works, typed.
+    """
+    if not options:
+        return None
+    buttons: list[InlineKeyboardButton] = []
+    for option in options:
+        reply = str(option.get("reply", "")).strip()
+        label = str(option.get("label", "")).strip()
+        if not reply or len(reply.encode()) > MAX_CALLBACK_BYTES:
+            return None
+        # "1 Very easy" keeps the number people may also type; a label equal to its reply
+        # (a scale point, "YES"/"Yes") is shown once.
+        text = label if label.casefold() == reply.casefold() or not label else f"{reply} {label}"
+        buttons.append(InlineKeyboardButton(text[:MAX_BUTTON_LABEL], callback_data=reply))
+    longest = max(len(b.text) for b in buttons)
+    if longest <= SHORT_LABEL_CHARS:
+        rows = math.ceil(len(buttons) / SHORT_PER_ROW)
+        per_row = math.ceil(len(buttons) / rows)
+    elif longest <= MEDIUM_LABEL_CHARS:
+        per_row = 2
+    else:
+        per_row = 1
+    layout = [buttons[i : i + per_row] for i in range(0, len(buttons), per_row)]
+    return InlineKeyboardMarkup(layout)
+
+
+def command_of(text: str) -> tuple[str, str] | None:
+    """``("start", "CODE")`` for ``/start CODE`` (or ``/start@PanelBot CODE``); None otherwise."""
+    if not text.startswith("/"):
+        return None
+    head, _, rest = text[1:].partition(" ")
+    name = head.split("@", 1)[0].casefold()
+    if not name:
+        return None
+    return name, rest.strip()
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """``RetryAfter.retry_after`` in seconds: PTB 22 gives an int or a timedelta."""
+    with warnings.catch_warnings():
+        # PTB warns that the int form is going away; either form is handled here.
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value: Any = exc.retry_after
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def classify(exc: TelegramError) -> SendError:
+    """A PTB error as the dispatcher's SendError (after RapidPro's courier)."""
+    detail = f"{type(exc).__name__}: {exc.message}"
+    lowered = exc.message.casefold()
+    if isinstance(exc, RetryAfter):
+        # The same message goes again after the wait, without using up an attempt.
+        return SendError(
+            ErrorClass.RETRYABLE, detail, code="429", retry_after=retry_after_seconds(exc)
+        )
+    if isinstance(exc, Forbidden):
+        # Blocked the bot, deleted their account, or never started a chat: nothing will
+        # reach them until they write to us again.
+        return SendError(ErrorClass.UNREACHABLE, detail, code="403")
+    if isinstance(exc, ChatMigrated):
+        return SendError(ErrorClass.PERMANENT, detail, code="400")
+    if isinstance(exc, BadRequest):
+        if "chat not found" in lowered or "user not found" in lowered or "peer_id_invalid" in (
+            lowered
+        ):
+            return SendError(ErrorClass.UNREACHABLE, detail, code="400")
+        return SendError(ErrorClass.PERMANENT, detail, code="400")
+    if isinstance(exc, InvalidToken):
+        # Our configuration, not the panellist: keep the message for when the token is fixed.
+        logger.error("telegram refused the bot token; check [channels.telegram] token")
+        return SendError(ErrorClass.RETRYABLE, detail, code="401")
+    if isinstance(exc, NetworkError):  # includes TimedOut and 5xx answers
+        return SendError(ErrorClass.RETRYABLE, detail)
+    return SendError(ErrorClass.RETRYABLE, detail)
+
+
+class TelegramChannel:
+    """Telegram private chats, addressed ``telegram:<chat id>``."""
+
+    names = ("telegram",)
+    # How many sendMessage calls may be in flight at once.
+    concurrency = 8
+
+    def __init__(self, settings: Settings) -> None:
+        config = settings.channels.telegram
+        self.token = config.token or ""
+        self.mode = config.mode
+        self.secret_token = config.secret_token
+        self.api_base_url = config.api_base_url
+        self.rate_per_second = config.rate_per_second
+        # Telegram allows about one message a second to one chat.
+        self.per_address_interval = config.per_chat_interval
+        self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self._bot: Bot | None = None
+        # Updates being handled now, by update_id: a repeat that arrives meanwhile waits for
+        # the first and shares its outcome, so it neither runs twice nor is acknowledged
+        # before the first is safely stored.
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, bot: Bot) -> None:
+        """Build and start the PTB Application inside the running loop (getMe checks the token)."""
+        builder = (
+            Application.builder()
+            .token(self.token)
+            .base_url(self.api_base_url)
+            # Our scheduler owns timed jobs; PTB's would start a second APScheduler.
+            .job_queue(None)
+        )
+        if self.mode != "polling":
+            builder = builder.updater(None)
+        app = builder.build()
+        if self.mode == "polling":
+            app.add_handler(TypeHandler(Update, self._on_polled_update))
+        try:
+            await app.initialize()
+        except InvalidToken:
+            raise RuntimeError(
+                "telegram: the bot token was refused; check [channels.telegram] token"
+            ) from None
+        await app.start()
+        self._bot = bot
+        self.app = app
+        if self.mode == "polling" and app.updater is not None:
+            await app.updater.start_polling(
+                allowed_updates=ALLOWED_UPDATES,
+                drop_pending_updates=False,  # answers sent while we were down still count
+                error_callback=self._polling_error,
+            )
+
+    async def stop(self) -> None:
+        """Stop polling, let queued updates finish, and close PTB's HTTP clients."""
+        app, self.app = self.app, None
+        if app is None:
+            return
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=5)
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+
+    def _polling_error(self, exc: TelegramError) -> None:
+        # PTB retries by itself; the URL (with the token) is never logged here.
+        logger.warning("telegram polling failed (%s); retrying", type(exc).__name__)
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        """The webhook route, in webhook mode only: polling needs no door left open."""
+        if self.mode != "webhook":
+            return []
+        return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
+
+    async def _webhook(self, request: Request) -> Response:
+        expected = self.secret_token
+        given = request.headers.get(SECRET_HEADER)
+        # Constant time, on bytes (compare_digest refuses non-ASCII str).
+        if not expected or given is None or not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
+        ):
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        app = self.app
+        if app is None:
+            # Not started yet (or stopping): Telegram will try again.
+            return JSONResponse({"error": "not ready"}, status_code=503)
+        body = await request.body()
+        if len(body) > MAX_UPDATE_BYTES:
+            return JSONResponse({"error": "update too large"}, status_code=413)
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return JSONResponse({"error": "malformed JSON"}, status_code=400)
+        update_id = data.get("update_id") if isinstance(data, dict) else None
+        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+        try:
+            update = Update.de_json(data, app.bot)
+        except Exception:
+            return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+        try:
+            await self.handle_update(update)
+        except Exception:
+            logger.exception("telegram update %s could not be handled", update_id)
+            # Telegram repeats the update until it gets a 2xx: nothing is lost.
+            return JSONResponse({"error": "try again"}, status_code=503)
+        return Response(status_code=200)
+
+    async def _on_polled_update(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not isinstance(update, Update):
+            return
+        try:
+            await self.handle_update(update)
+        except Exception:
+            # The updater has already confirmed this update to Telegram; say which was lost.
+            logger.exception("telegram update %s could not be handled", update.update_id)
+
+    async def handle_update(self, update: Update) -> None:
+        """Hand one update to the engine, once, however often Telegram repeats it."""
+        running = self._inflight.get(update.update_id)
+        if running is None:
+            running = asyncio.create_task(self._process(update))
+            self._inflight[update.update_id] = running
+            running.add_done_callback(lambda _: self._inflight.pop(update.update_id, None))
+        # Shielded: a webhook call Telegram gives up on must not cut the engine's
+        # transaction short; the work finishes and the repeat finds it done.
+        await asyncio.shield(running)
+
+    async def _process(self, update: Update) -> None:
+        bot = self._bot
+        if bot is None:
+            raise RuntimeError("telegram channel is not started")
+        inbound = self.to_inbound(update)
+        if inbound is None:
+            return  # an update type we do not act on: acknowledged, ignored
+        result = await bot.handle(inbound)
+        query = update.callback_query
+        if query is not None and not result.duplicate:
+            await self._answer(query)
+
+    async def _answer(self, query: CallbackQuery) -> None:
+        # Stops the spinner on the button. Best effort: the answer is already stored.
+        try:
+            await query.get_bot().answer_callback_query(query.id)
+        except TelegramError as exc:
+            logger.info("telegram: could not answer a callback query (%s)", type(exc).__name__)
+
+    def to_inbound(self, update: Update) -> InboundMessage | None:
+        """The engine's view of an update, or None for one we ignore."""
+        query = update.callback_query
+        if query is not None:
+            chat = query.message.chat if query.message is not None else None
+            if chat is not None and chat.type != ChatType.PRIVATE:
+                return None
+            # In a private chat the chat id is the user's id.
+            chat_id = chat.id if chat is not None else query.from_user.id
+            return InboundMessage(
+                Address("telegram", str(chat_id)),
+                # Tapping "2 Neither easy nor hard" is the same as typing "2".
+                query.data or "",
+                f"callback:{query.id}",
+                extra={"callback_query_id": query.id, "update_id": update.update_id},
+            )
+        message = update.message
+        if message is None or message.chat.type != ChatType.PRIVATE:
+            return None
+        return self._message_inbound(update.update_id, message)
+
+    def _message_inbound(self, update_id: int, message: Message) -> InboundMessage:
+        text = message.text or message.caption or ""
+        extra: dict[str, Any] = {"update_id": update_id}
+        command = command_of(text)
+        if command is not None:
+            name, argument = command
+            if name == "start" and argument:
+                # A deep link t.me/<bot>?start=CODE: join this chat to the record the code
+                # names. A wrong code falls back to a plain /start.
+                extra["link_code"] = argument
+            text = COMMAND_TEXT.get(name, text)
+        # update_id is what Telegram repeats until it gets a 2xx; the engine's unique inbound
+        # index on it drops repeats, even across restarts. (After a week with no updates
+        # Telegram restarts the sequence at a random number, so a clash with a stored id
+        # is possible in principle but vanishingly unlikely.)
+        return InboundMessage(
+            Address("telegram", str(message.chat.id)),
+            text,
+            f"update:{update_id}",
+            received_at=message.date,
+            extra=extra,
+        )
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    def cost(self, message: OutboundMessage) -> float:
+        return 1.0
+
+    def can_send_free_text(self, address: Address) -> bool:
+        return True
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """sendMessage, with the question's options as inline buttons."""
+        app = self.app
+        if app is None:
+            raise SendError(ErrorClass.RETRYABLE, "telegram channel is not started")
+        chat_id: int | str = message.address.id
+        if message.address.id.lstrip("-").isdigit():
+            chat_id = int(message.address.id)
+        markup = inline_keyboard(message.extra.get("options") or [])
+        try:
+            sent = await app.bot.send_message(chat_id=chat_id, text=message.text, reply_markup=markup)
+        except TelegramError as exc:
+            raise classify(exc) from exc
+        return SendResult(provider_message_id=str(sent.message_id))
+
+    async def reconcile(self, message: OutboundMessage) -> SendResult | None:
+        """Telegram cannot tell whether a message reached a chat, so it is sent again.
+
+        The Bot API has no idempotency key and no way to look a sent message up. A row left
+        in ``sending`` by a crash between the API call and the database update may
+        therefore repeat one message to one chat, at worst; the alternative, holding it,
+        would silently drop a question the panellist is waiting for.
+        """
+        return None

@@ -1,0 +1,628 @@
+"""Twilio: SMS and WhatsApp through one account, with the official SDK's async client.
+
+Inbound (``POST /webhooks/twilio/messages``) and status callbacks (``POST
+/webhooks/twilio/status``) are form-encoded and signed: the ``X-Twilio-Signature`` is checked
+over ``[bot] public_base_url`` + the request path, never over the URL this process saw (a TLS
+proxy in front changes scheme, host and port). A refused request stores nothing.
+
+Outbound messages go through ``client.messages.create_async``; every failure becomes a
+:class:`~bot.models.SendError` whose class tells the dispatcher what to do next. WhatsApp only
+allows free text within 24 hours of the person's last message; outside it a bulk message is
+sent as the approved template configured for its kind, or held.
+
+This module is the only one that imports the Twilio SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from contextvars import ContextVar
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+from starlette.datastructures import MultiDict
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from twilio.base import values as twilio_values
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from bot import sms
+from bot.models import (
+    Address,
+    DeliveryReport,
+    ErrorClass,
+    InboundMessage,
+    OutboundMessage,
+    OutboxStatus,
+    SendError,
+    SendResult,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from twilio.http.response import Response as TwilioResponse
+
+    from bot.app import Bot
+    from bot.config import Settings
+
+logger = logging.getLogger(__name__)
+# The SDK logs query strings (recipients' numbers) at INFO: keep it to warnings and above.
+_sdk_logger = logging.getLogger(f"{__name__}.sdk")
+_sdk_logger.setLevel(logging.WARNING)
+
+MESSAGES_PATH = "/webhooks/twilio/messages"
+STATUS_PATH = "/webhooks/twilio/status"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+# Twilio's own bodies are a few kilobytes at most; anything far bigger is not from Twilio.
+MAX_WEBHOOK_BYTES = 256 * 1024
+# WhatsApp's customer-service window, less a margin for the time a message spends queued.
+WHATSAPP_WINDOW = timedelta(hours=24) - timedelta(minutes=5)
+# How far back reconciliation looks for a message that may already have gone.
+RECONCILE_WINDOW = timedelta(hours=24)
+RECONCILE_LIMIT = 50
+# An engine failure is answered 503 with this Retry-After (seconds); see _inbound.
+RETRY_AFTER_ON_FAILURE = 5
+
+# Twilio error codes (https://www.twilio.com/docs/api/errors).
+OPTED_OUT_CODES = {21610}  # the recipient replied STOP
+UNREACHABLE_CODES = {21211, 21614}  # invalid "To" number; not a mobile number
+# Delivery failures (status callbacks) that mean the number itself is dead. 30003
+# ("handset switched off or out of coverage") is deliberately NOT here: it is usually
+# temporary, and marking someone unreachable for it would quietly drop people with poor
+# signal from the panel. It fails that one message (permanent) instead.
+UNDELIVERABLE_CODES = {21211, 21614, 30005, 30006}
+RATE_LIMIT_CODES = {20429}
+AUTH_CODES = {20003}
+
+# Twilio message statuses as outbox statuses. Early ones map to SENDING, which ranks below
+# SENT, so a late "queued" can never pull a sent or delivered row back into the queue.
+STATUS_MAP = {
+    "accepted": OutboxStatus.SENDING,
+    "scheduled": OutboxStatus.SENDING,
+    "queued": OutboxStatus.SENDING,
+    "sending": OutboxStatus.SENDING,
+    "sent": OutboxStatus.SENT,
+    "delivered": OutboxStatus.DELIVERED,
+    "read": OutboxStatus.DELIVERED,
+    "undelivered": OutboxStatus.FAILED,
+    "failed": OutboxStatus.FAILED,
+    "canceled": OutboxStatus.FAILED,
+}
+
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_LONG_NUMBER = re.compile(r"\+?\d{8,15}")
+
+
+def mask(number: str) -> str:
+    """A number fit for a log: ``+447400100101`` → ``+44740****101``.
+
+    Enough to tell two numbers apart while debugging, not enough to call anyone.
+    """
+    prefix, _, rest = number.rpartition(":")
+    prefix = f"{prefix}:" if prefix else ""
+    if len(rest) <= 7:
+        return f"{prefix}****"
+    return f"{prefix}{rest[:6]}****{rest[-3:]}"
+
+
+def scrub(text: str) -> str:
+    """Mask every phone number in a free text (Twilio's error messages quote the number)."""
+    return _LONG_NUMBER.sub(lambda m: mask(m.group()), text)
+
+
+def address_from(sender: str) -> Address | None:
+    """``+447...`` → ``sms:+447...``; ``whatsapp:+447...`` → ``whatsapp:+447...``.
+
+    None for senders panelbot does not talk to (short codes, other Twilio channels).
+    """
+    channel, ident = "sms", sender.strip()
+    if ident.lower().startswith("whatsapp:"):
+        channel, ident = "whatsapp", ident[len("whatsapp:") :]
+    return Address(channel, ident) if _E164.fullmatch(ident) else None
+
+
+def classify(status: int, code: int | None, detail: str,
+             retry_after: float | None = None) -> SendError:
+    """What the dispatcher should do about a Twilio API error."""
+    code_text = str(code) if code is not None else None
+    detail = scrub(detail)
+    if code in OPTED_OUT_CODES:
+        return SendError(ErrorClass.OPTED_OUT, detail, code=code_text)
+    if code in UNREACHABLE_CODES:
+        return SendError(ErrorClass.UNREACHABLE, detail, code=code_text)
+    if status == 429 or code in RATE_LIMIT_CODES:
+        return SendError(ErrorClass.RETRYABLE, detail, code=code_text, retry_after=retry_after)
+    if status >= 500:
+        return SendError(ErrorClass.RETRYABLE, detail, code=code_text)
+    if status == 401 or code in AUTH_CODES:
+        # Wrong credentials fail every message alike: retrying (with the usual backoff)
+        # gives staff time to fix the config before anything is marked failed.
+        logger.error("Twilio refused our credentials (HTTP %s): check account_sid/auth_token",
+                     status)
+        return SendError(ErrorClass.RETRYABLE, detail, code=code_text)
+    # Everything else, 30007 (filtered as spam) included, will not work as it is.
+    return SendError(ErrorClass.PERMANENT, detail, code=code_text)
+
+
+def delivery_error_class(code: int | None) -> ErrorClass:
+    """The class of a failed or undelivered status callback's ErrorCode."""
+    if code in OPTED_OUT_CODES:
+        return ErrorClass.OPTED_OUT
+    if code in UNDELIVERABLE_CODES:
+        return ErrorClass.UNREACHABLE
+    return ErrorClass.PERMANENT
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date), capped at an hour."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - utcnow()).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), 3600.0)
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+# The headers of the last Twilio response in this task. Each send runs in its own task, so
+# this is safe with concurrent sends; the SDK's exceptions do not carry headers.
+_last_headers: ContextVar[Any] = ContextVar("twilio_last_headers", default=None)
+
+
+class _HttpClient(AsyncTwilioHttpClient):
+    """The SDK's aiohttp client with a default timeout (it has none) and response headers
+    kept for Retry-After."""
+
+    async def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        response = await super().request(
+            method, url, params=params, data=data, headers=headers, auth=auth,
+            timeout=timeout if timeout is not None else self.timeout,
+            allow_redirects=allow_redirects,
+        )
+        _last_headers.set(response.headers)
+        return response
+
+
+class _Reject(Exception):
+    """A webhook request refused with ``status`` and a reason for the caller."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class TwilioChannel:
+    """SMS and WhatsApp through Twilio: webhooks in, the REST API out."""
+
+    names = ("sms", "whatsapp")
+    per_address_interval = 0.0
+    concurrency = 8
+
+    def __init__(self, settings: Settings) -> None:
+        self.config = settings.channels.twilio
+        self.panel_name = settings.bot.name
+        self.public_base_url = settings.bot.public_base_url
+        self.rate_per_second = self.config.rate_per_second
+        token = self.config.auth_token
+        # No token, no way to tell Twilio from anyone else: every webhook is refused.
+        self._validator = RequestValidator(token) if token else None
+        self.bot: Bot | None = None
+        self._http: _HttpClient | None = None
+        self._client: Client | None = None
+        # Inbound SIDs being handled now (later copies wait for the first) and handled lately
+        # (answered at once); the database's unique key is the lasting guard.
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        self._handled: OrderedDict[str, None] = OrderedDict()
+        # SIDs we created lately: a status callback may overtake the dispatcher's record.
+        self._created: OrderedDict[str, float] = OrderedDict()
+        # When each WhatsApp address last wrote, as seen by this process.
+        self._last_inbound: dict[str, datetime] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, bot: Bot) -> None:
+        """Open the SDK's aiohttp session (it must be created inside the running loop)."""
+        self.bot = bot
+        self._http = _HttpClient(timeout=self.config.request_timeout, logger=_sdk_logger)
+        self._client = Client(self.config.account_sid, self.config.auth_token,
+                              http_client=self._http)
+        # Every Messages call goes through the "api" domain; pointing it elsewhere is how
+        # tests reach a fake Twilio on 127.0.0.1.
+        self._client.api.base_url = self.config.api_base_url
+        if not self.public_base_url:
+            logger.warning("[bot] public_base_url is not set: Twilio webhooks will be refused "
+                           "and no delivery reports requested")
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        self._http = self._client = None
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(MESSAGES_PATH, self._inbound, methods=["POST"]),
+            Route(STATUS_PATH, self._status, methods=["POST"]),
+        ]
+
+    # --- pacing and the WhatsApp window ----------------------------------------------------
+
+    def cost(self, message: OutboundMessage) -> float:
+        """SMS segments of the text as it will be sent; a WhatsApp message counts 1."""
+        if message.address.channel != "sms":
+            return 1.0
+        _, info = sms.prepare(message.text, sanitise_text=self.config.sanitize)
+        return float(max(info.segments, 1))
+
+    def can_send_free_text(self, address: Address) -> bool:
+        """A quick answer from what this process has seen; :meth:`send` asks the database."""
+        if address.channel != "whatsapp":
+            return True
+        last = self._last_inbound.get(address.id)
+        return last is not None and utcnow() - last < WHATSAPP_WINDOW
+
+    async def _window_open(self, address: Address) -> bool:
+        assert self.bot is not None
+        last = await self.bot.last_inbound_at(address)
+        return last is not None and utcnow() - last < WHATSAPP_WINDOW
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _sender(self, channel: str) -> dict[str, str]:
+        if channel == "whatsapp":
+            number = self.config.whatsapp_from or self.config.from_number
+            if number:
+                return {"from_": f"whatsapp:{number}"}
+        elif self.config.from_number:
+            return {"from_": self.config.from_number}
+        # Config guarantees one of the two; the service picks its sender for the channel.
+        return {"messaging_service_sid": self.config.messaging_service_sid or ""}
+
+    async def _request(self, message: OutboundMessage) -> tuple[dict[str, Any], int] | None:
+        """The create() arguments and cost units, or None when it must be held."""
+        address = message.address
+        args: dict[str, Any] = self._sender(address.channel)
+        if self.public_base_url:
+            args["status_callback"] = self.public_base_url + STATUS_PATH
+        if address.channel == "sms":
+            text, info = sms.prepare(message.text, sanitise_text=self.config.sanitize)
+            return {**args, "to": address.id, "body": text}, max(info.segments, 1)
+        args["to"] = f"whatsapp:{address.id}"
+        if not message.kind.is_bulk or await self._window_open(address):
+            return {**args, "body": message.text}, 1
+        content_sid = self.config.whatsapp_templates.get(message.kind.value)
+        if content_sid is None:
+            return None
+        first_line = message.text.strip().split("\n", 1)[0]
+        variables = {"1": self.panel_name, "2": first_line}
+        return {**args, "content_sid": content_sid,
+                "content_variables": json.dumps(variables, ensure_ascii=False)}, 1
+
+    def _require_client(self) -> Client:
+        if self._client is None:
+            raise SendError(ErrorClass.RETRYABLE, "the Twilio channel is not started")
+        return self._client
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Hand one message to Twilio; raises SendError classified for the dispatcher."""
+        client = self._require_client()
+        if message.attempts > 1:
+            # A retry after a timeout or 5xx: Twilio may have created the message anyway,
+            # and sending again would text the person twice.
+            try:
+                earlier = await self._find_existing(message)
+            except Exception as exc:
+                raise self._transport_error(exc, "looking for an earlier attempt") from None
+            if earlier is not None:
+                logger.info("outbox %s: an earlier attempt reached Twilio (%s)",
+                            message.id, earlier.provider_message_id)
+                return earlier
+        request = await self._request(message)
+        if request is None:
+            logger.warning(
+                "outbox %s: no approved WhatsApp template for %s and the 24-hour window is "
+                "closed; held, not sent as free text", message.id, message.kind.value,
+            )
+            return SendResult(provider_message_id=None, status=OutboxStatus.HELD, cost_units=0)
+        args, units = request
+        _last_headers.set(None)
+        try:
+            created = await client.messages.create_async(**args)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise self._api_error(exc) from None
+        except Exception as exc:
+            raise self._transport_error(exc, "sending") from None
+        self._remember_created(created.sid)
+        return SendResult(provider_message_id=created.sid, status=OutboxStatus.SENT,
+                          cost_units=units)
+
+    def _api_error(self, exc: TwilioRestException | TwilioServiceException) -> SendError:
+        if isinstance(exc, TwilioRestException):
+            detail = exc.msg or f"HTTP {exc.status}"
+        else:
+            detail = exc.detail or exc.title
+        headers = _last_headers.get()
+        retry_after = parse_retry_after(headers.get("Retry-After")) if headers else None
+        return classify(int(exc.status), _int_or_none(exc.code), f"Twilio: {detail}",
+                        retry_after)
+
+    @staticmethod
+    def _transport_error(exc: Exception, doing: str) -> SendError:
+        """Timeouts, refused connections and garbled answers: all worth another try."""
+        if isinstance(exc, SendError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            what = "timed out"
+        elif isinstance(exc, aiohttp.ClientError):
+            what = f"unreachable ({type(exc).__name__})"
+        elif isinstance(exc, TwilioException | ValueError):
+            what = f"gave an unexpected answer ({type(exc).__name__})"
+        else:
+            logger.exception("Twilio: unexpected error while %s", doing)
+            what = f"failed ({type(exc).__name__})"
+        return SendError(ErrorClass.RETRYABLE, f"Twilio {what} while {doing}")
+
+    def _remember_created(self, sid: str) -> None:
+        self._created[sid] = time.monotonic()
+        while len(self._created) > 10_000:
+            self._created.popitem(last=False)
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    async def reconcile(self, message: OutboundMessage) -> SendResult | None:
+        """A row found in ``sending`` after a crash: did Twilio get it?
+
+        Twilio is asked for the recent messages to that number from our sender and the one
+        with our text is taken. None means Twilio never got it (safe to send again); errors
+        propagate, and the dispatcher holds the row rather than risk a second text.
+        """
+        self._require_client()
+        found = await self._find_existing(message)
+        if found is None and message.address.channel == "whatsapp" and message.kind.is_bulk \
+                and not await self._window_open(message.address):
+            # It would have gone as a template, whose text Twilio renders: there is no body
+            # to match, so a person decides rather than risk a second invitation.
+            raise LookupError("a WhatsApp template message cannot be matched by its text")
+        return found
+
+    async def _find_existing(self, message: OutboundMessage) -> SendResult | None:
+        """The Twilio record of this message, if an earlier attempt created one."""
+        client = self._require_client()
+        assert self.bot is not None
+        address = message.address
+        sender = self._sender(address.channel)
+        if address.channel == "sms":
+            to, body = address.id, sms.prepare(message.text, sanitise_text=self.config.sanitize)[0]
+        else:
+            to, body = f"whatsapp:{address.id}", message.text
+        candidates = await client.messages.list_async(
+            to=to, from_=sender.get("from_", twilio_values.unset),
+            limit=RECONCILE_LIMIT, page_size=RECONCILE_LIMIT,
+        )
+        # DateSent filters would miss a message still queued at Twilio (no date_sent yet),
+        # so the list is the newest messages to the number, filtered here.
+        since = utcnow() - RECONCILE_WINDOW
+        service = sender.get("messaging_service_sid")
+        matches = [
+            m for m in candidates
+            if m.sid and (m.body or "").strip() == body.strip()
+            and str(m.direction or "outbound").startswith("outbound")
+            and (m.date_created is None or m.date_created >= since)
+            and (service is None or m.messaging_service_sid == service)
+        ]
+        if not matches:
+            return None
+        # A message with the same text may have gone to them before, as another outbox
+        # row: one whose SID is already recorded is not this one.
+        sids = [m.sid for m in matches]
+        marks = ",".join("?" * len(sids))
+        known = {
+            row[0]
+            for row in await self.bot.db.fetchall(
+                f"SELECT provider_message_id FROM outbox WHERE channel = ? "
+                f"AND provider_message_id IN ({marks})",
+                (address.channel, *sids),
+            )
+        }
+        for m in sorted(matches, key=lambda m: m.date_created or since):
+            if m.sid not in known:
+                status = STATUS_MAP.get(str(m.status), OutboxStatus.SENT)
+                if status == OutboxStatus.SENDING:
+                    status = OutboxStatus.SENT  # handed over: Twilio is sending it
+                return SendResult(provider_message_id=m.sid, status=status)
+        return None
+
+    # --- webhooks --------------------------------------------------------------------------
+
+    async def _read_form(self, request: Request) -> MultiDict:
+        """The form parameters, all of them (unknown ones count for the signature)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise _Reject(400, "expected a form-encoded body (application/x-www-form-urlencoded)")
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_WEBHOOK_BYTES:
+                    raise _Reject(413, "the body is too large")
+        except ClientDisconnect:
+            raise _Reject(400, "the client went away mid-body") from None
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                              strict_parsing=True, errors="strict", max_num_fields=500)
+        except (UnicodeDecodeError, ValueError):
+            raise _Reject(400, "the body is not valid form data") from None
+        return MultiDict(pairs)
+
+    def _public_url(self, request: Request) -> str:
+        """The URL Twilio signed: the configured public base URL + the path (+ query)."""
+        assert self.public_base_url is not None
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        url = self.public_base_url + raw_path.decode("latin-1")
+        query = request.scope.get("query_string") or b""
+        return f"{url}?{query.decode('latin-1')}" if query else url
+
+    def _check_signature(self, request: Request, params: MultiDict) -> None:
+        signature = request.headers.get("x-twilio-signature")
+        if not signature:
+            raise _Reject(403, "missing X-Twilio-Signature")
+        if self._validator is None or not self.public_base_url:
+            raise _Reject(403, "signatures cannot be checked: public_base_url or auth_token "
+                               "is not configured")
+        if not self._validator.validate(self._public_url(request), params, signature):
+            raise _Reject(403, "invalid X-Twilio-Signature")
+
+    async def _verified_form(self, request: Request) -> MultiDict:
+        params = await self._read_form(request)
+        self._check_signature(request, params)
+        return params
+
+    @staticmethod
+    def _refuse(exc: _Reject, request: Request) -> Response:
+        logger.info("twilio webhook %s refused (%s): %s", request.url.path, exc.status,
+                    exc.reason)
+        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+    @staticmethod
+    def _twiml() -> Response:
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    @staticmethod
+    def _unavailable() -> Response:
+        return JSONResponse({"error": "temporarily unavailable; nothing was stored"},
+                            status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_ON_FAILURE)})
+
+    async def _inbound(self, request: Request) -> Response:
+        """An inbound SMS or WhatsApp message."""
+        try:
+            params = await self._verified_form(request)
+            sid = params.get("MessageSid") or params.get("SmsMessageSid")
+            sender = params.get("From")
+            if not sid:
+                raise _Reject(400, "MessageSid is missing")
+            if not sender:
+                raise _Reject(400, "From is missing")
+        except _Reject as exc:
+            return self._refuse(exc, request)
+        # Dedupe on the SID before anything else: Twilio repeats a slow webhook.
+        if sid in self._handled:
+            return self._twiml()
+        pending = self._inflight.get(sid)
+        if pending is not None:
+            # A copy of a message being handled now: answer as the first one is answered.
+            return self._twiml() if await asyncio.shield(pending) else self._unavailable()
+        address = address_from(sender)
+        if address is None:
+            logger.info("twilio: ignored message %s from an unsupported sender %s", sid,
+                        mask(sender))
+            return self._twiml()
+        text = params.get("Body") or params.get("ButtonText") or ""
+        extra: dict[str, Any] = {}
+        if num_media := _int_or_none(params.get("NumMedia")):
+            extra["num_media"] = num_media
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._inflight[sid] = done
+        assert self.bot is not None
+        try:
+            result = await self.bot.handle(
+                InboundMessage(address, text, sid, received_at=utcnow(), extra=extra)
+            )
+        except Exception:
+            # Everything one message causes is written in one transaction, so a failure here
+            # stored nothing. 503 + Retry-After (never 500) says "not taken, try again": with
+            # retries switched on for the webhook (Twilio's "#rc=" connection override) the
+            # message arrives again; without them Twilio logs the failure in its console,
+            # which is still better than a 200 claiming a message nobody will answer.
+            logger.exception("twilio: inbound %s from %s could not be handled", sid,
+                             mask(sender))
+            return self._unavailable()
+        else:
+            done.set_result(True)
+        finally:
+            self._inflight.pop(sid, None)
+            if not done.done():
+                done.set_result(False)  # failed or cancelled: copies must not wait forever
+        self._handled[sid] = None
+        while len(self._handled) > 10_000:
+            self._handled.popitem(last=False)
+        if address.channel == "whatsapp":
+            self._last_inbound[address.id] = utcnow()
+        logger.debug("twilio: inbound %s from %s%s", sid, mask(address.id),
+                     " (a repeat)" if result.duplicate else "")
+        return self._twiml()
+
+    async def _status(self, request: Request) -> Response:
+        """A delivery status callback for a message we sent."""
+        try:
+            params = await self._verified_form(request)
+            sid = params.get("MessageSid") or params.get("SmsSid")
+            twilio_status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+            if not sid:
+                raise _Reject(400, "MessageSid is missing")
+            if not twilio_status:
+                raise _Reject(400, "MessageStatus is missing")
+        except _Reject as exc:
+            return self._refuse(exc, request)
+        status = STATUS_MAP.get(twilio_status)
+        if status is None:
+            logger.debug("twilio: status %r for %s ignored", twilio_status, sid)
+            return self._twiml()
+        peer = params.get("To") or params.get("From") or ""
+        channel = "whatsapp" if peer.lower().startswith("whatsapp:") else "sms"
+        code = _int_or_none(params.get("ErrorCode"))
+        report = DeliveryReport(
+            channel=channel,
+            provider_message_id=sid,
+            status=status,
+            error_code=str(code) if code is not None else None,
+            error_class=delivery_error_class(code) if status == OutboxStatus.FAILED else None,
+        )
+        assert self.bot is not None
+        try:
+            row_id = await self.bot.apply_delivery_report(report)
+            created = self._created.get(sid)
+            # A fast callback can overtake the dispatcher's own record of the SID: wait a
+            # moment for it rather than lose a "failed" or "delivered".
+            deadline = time.monotonic() + 3.0
+            while row_id is None and created is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                row_id = await self.bot.apply_delivery_report(report)
+        except Exception:
+            logger.exception("twilio: status %s for %s could not be applied", twilio_status, sid)
+            return self._unavailable()
+        if row_id is None:
+            logger.debug("twilio: status for an unknown message %s", sid)
+        return self._twiml()
