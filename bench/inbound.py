@@ -30,6 +30,7 @@ import asyncio
 import cProfile
 import logging
 import math
+import os
 import platform
 import pstats
 import resource
@@ -132,6 +133,7 @@ class Timing:
     elapsed: float
     latencies: list[float]  # seconds, ascending
     cpu: float  # process CPU seconds (every thread) during the timed part
+    round_trips: str = "n/a"  # hops to aiosqlite's thread per message, when countable
 
     @property
     def rate(self) -> float:
@@ -168,6 +170,32 @@ async def run_concurrently(
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     latencies.sort()
     return elapsed, cpu, latencies
+
+
+class RoundTrips:
+    """Counts calls into aiosqlite's worker thread on one connection.
+
+    Each ``await`` on an aiosqlite connection or cursor is one hop to the thread that owns the
+    SQLite handle and back; on a small machine that hop, not SQLite, is most of the cost. The
+    count uses aiosqlite's private ``Connection._execute``; if that ever goes away the figure
+    is simply not shown.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.count = 0
+        inner = getattr(conn, "_execute", None)
+        self.supported = callable(inner)
+        if not self.supported:
+            return
+
+        async def counting(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+            self.count += 1
+            return await inner(fn, *args, **kwargs)
+
+        conn._execute = counting  # type: ignore[method-assign]
+
+    def per(self, messages: int) -> str:
+        return f"{self.count / messages:.2f}" if self.supported and messages else "n/a"
 
 
 def name_of(i: int) -> str:
@@ -224,10 +252,11 @@ async def run_engine(bot: Bot, panellists: int, concurrency: int) -> Timing:
             if result.duplicate or not result.outbox_ids:
                 empty_results += 1
 
+    trips = RoundTrips(bot.db.conn)
     elapsed, cpu, latencies = await run_concurrently(panellists, concurrency, answer_survey)
     if empty_results:
         raise SystemExit(f"engine: {empty_results} messages queued no reply (or were duplicates)")
-    return Timing(len(latencies), elapsed, latencies, cpu)
+    return Timing(len(latencies), elapsed, latencies, cpu, trips.per(len(latencies)))
 
 
 async def verify_engine(bot: Bot, panellists: int) -> dict[str, int]:
@@ -300,6 +329,7 @@ async def run_floor(path: Path, panellists: int, concurrency: int) -> Timing:
         )
         await conn.execute("COMMIT")
         lock = asyncio.Lock()
+        trips = RoundTrips(conn)
 
         async def answer_survey(i: int, latencies: list[float]) -> None:
             session = i + 1
@@ -337,12 +367,13 @@ async def run_floor(path: Path, panellists: int, concurrency: int) -> Timing:
                 latencies.append(time.perf_counter() - t0)
 
         elapsed, cpu, latencies = await run_concurrently(panellists, concurrency, answer_survey)
+        round_trips = trips.per(len(latencies))
         async with conn.execute("SELECT COUNT(*) FROM answers") as cursor:
             row = await cursor.fetchone()
         if row is None or row[0] != panellists * QUESTIONS:
             print(f"FAILED: floor stored {row[0] if row else 0} answers", file=sys.stderr)
             raise SystemExit(1)
-        return Timing(len(latencies), elapsed, latencies, cpu)
+        return Timing(len(latencies), elapsed, latencies, cpu, round_trips)
     finally:
         await conn.close()
 
@@ -372,6 +403,7 @@ async def main_async(
         f"{_cpus()} CPUs"
     )
     print(f"pragmas: {'; '.join(p.removeprefix('PRAGMA ') for p in PRAGMAS)}")
+    print(f"load average before: {_load()} (other work on the machine skews every figure)")
 
     bot, setup_seconds = await setup_engine(db_path, workdir, n)
     print(f"setup (not timed): {n} panellists, survey added, wave launched in {setup_seconds:.2f}s")
@@ -401,6 +433,7 @@ async def main_async(
     print(f"  answers/s          {engine.rate:,.0f}")
     print(f"  wall per message   {engine.elapsed / engine.count * 1000:.3f} ms")
     print(f"  cpu                {engine.cpu:.2f} s ({engine.cpu_share:.0%} of one core)")
+    print(f"  sqlite round trips {engine.round_trips} per message")
     print(
         f"  latency            p50 {engine.ms(50):.2f} ms   p99 {engine.ms(99):.2f} ms   "
         f"max {engine.max_ms:.2f} ms"
@@ -411,6 +444,7 @@ async def main_async(
     print(f"  elapsed            {floor.elapsed:.2f} s")
     print(f"  transactions/s     {floor.rate:,.0f}")
     print(f"  cpu                {floor.cpu:.2f} s ({floor.cpu_share:.0%} of one core)")
+    print(f"  sqlite round trips {floor.round_trips} per transaction")
     print(
         f"  latency            p50 {floor.ms(50):.2f} ms   p99 {floor.ms(99):.2f} ms   "
         f"max {floor.max_ms:.2f} ms"
@@ -418,6 +452,7 @@ async def main_async(
     print()
     print(f"ratio engine/floor   {ratio:.2f}")
     print(f"peak RSS             {peak_rss_mib():.0f} MiB")
+    print(f"load average after   {_load()}")
     print()
     print("targets")
     print(
@@ -433,9 +468,14 @@ async def main_async(
     return rate_ok and ratio_ok
 
 
-def _cpus() -> int:
-    import os
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
+
+def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:

@@ -178,8 +178,13 @@ class Database:
         target = Path(target)
         if target.exists():
             raise DatabaseError(f"{target} already exists; choose a new file")
-        async with aiosqlite.connect(str(target)) as dest:
-            await self.conn.backup(dest)
+        if not target.parent.is_dir():
+            raise DatabaseError(f"{target}: the folder {target.parent} does not exist")
+        try:
+            async with aiosqlite.connect(str(target)) as dest:
+                await self.conn.backup(dest)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"{target}: the backup failed ({exc})") from None
 
 
 async def fetch_one(

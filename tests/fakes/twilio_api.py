@@ -226,15 +226,13 @@ class FakeTwilio:
         if not form.get("From") and not form.get("MessagingServiceSid"):
             return self._error(400, 21603, "A 'From' or 'MessagingServiceSid' is required.")
         resource = self._store(form, status="queued")
-        answer = web.json_response(resource, status=201)
-        # Twilio hands it on at once: later list calls see it sent.
-        resource_copy = dict(resource)
-        self._mark_sent(resource["sid"])
+        answer = dict(resource)  # the create answer says "queued"...
+        self._mark_sent(resource["sid"])  # ...and Twilio hands it on at once
         if script is not None:
             await asyncio.sleep(script.delay)
             if script.status >= 400:
                 return self._error(script.status, script.code, script.message, script.headers)
-        return web.json_response(resource_copy, status=201) if answer else answer
+        return web.json_response(answer, status=201)
 
     def _store(self, form: Mapping[str, str], *, status: str,
                created: datetime | None = None) -> dict[str, Any]:
