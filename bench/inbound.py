@@ -133,6 +133,7 @@ class Timing:
     elapsed: float
     latencies: list[float]  # seconds, ascending
     cpu: float  # process CPU seconds (every thread) during the timed part
+    loop_cpu: float  # of which the event loop's thread (the rest is mostly aiosqlite's thread)
     round_trips: str = "n/a"  # hops to aiosqlite's thread per message, when countable
 
     @property
@@ -144,6 +145,14 @@ class Timing:
         """CPU used while timed, as a share of one core (2.0 = both cores of this machine)."""
         return self.cpu / self.elapsed if self.elapsed else 0.0
 
+    def cpu_line(self) -> str:
+        per = 1000 / self.count if self.count else 0.0
+        return (
+            f"{self.cpu * per:.3f} ms per message: event loop {self.loop_cpu * per:.3f}, "
+            f"sqlite thread {(self.cpu - self.loop_cpu) * per:.3f} "
+            f"({self.cpu_share:.0%} of one core)"
+        )
+
     def ms(self, p: float) -> float:
         return percentile(self.latencies, p) * 1000
 
@@ -154,7 +163,7 @@ class Timing:
 
 async def run_concurrently(
     jobs: int, concurrency: int, job: Callable[[int, list[float]], Awaitable[None]]
-) -> tuple[float, float, list[float]]:
+) -> tuple[float, float, float, list[float]]:
     """Run ``job(i, latencies)`` for i in range(jobs) on ``concurrency`` worker tasks."""
     latencies: list[float] = []
     next_job = iter(range(jobs))
@@ -163,13 +172,18 @@ async def run_concurrently(
         for i in next_job:  # a shared iterator: each job is taken by exactly one worker
             await job(i, latencies)
 
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started, cpu_started, loop_started = (
+        time.perf_counter(),
+        time.process_time(),
+        time.thread_time(),
+    )
     async with asyncio.TaskGroup() as group:
         for _ in range(min(concurrency, jobs)):
             group.create_task(worker())
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    elapsed = time.perf_counter() - started
+    cpu, loop_cpu = time.process_time() - cpu_started, time.thread_time() - loop_started
     latencies.sort()
-    return elapsed, cpu, latencies
+    return elapsed, cpu, loop_cpu, latencies
 
 
 class RoundTrips:
@@ -253,10 +267,12 @@ async def run_engine(bot: Bot, panellists: int, concurrency: int) -> Timing:
                 empty_results += 1
 
     trips = RoundTrips(bot.db.conn)
-    elapsed, cpu, latencies = await run_concurrently(panellists, concurrency, answer_survey)
+    elapsed, cpu, loop_cpu, latencies = await run_concurrently(
+        panellists, concurrency, answer_survey
+    )
     if empty_results:
         raise SystemExit(f"engine: {empty_results} messages queued no reply (or were duplicates)")
-    return Timing(len(latencies), elapsed, latencies, cpu, trips.per(len(latencies)))
+    return Timing(len(latencies), elapsed, latencies, cpu, loop_cpu, trips.per(len(latencies)))
 
 
 async def verify_engine(bot: Bot, panellists: int) -> dict[str, int]:
@@ -366,14 +382,16 @@ async def run_floor(path: Path, panellists: int, concurrency: int) -> Timing:
                     await conn.execute("COMMIT")
                 latencies.append(time.perf_counter() - t0)
 
-        elapsed, cpu, latencies = await run_concurrently(panellists, concurrency, answer_survey)
+        elapsed, cpu, loop_cpu, latencies = await run_concurrently(
+            panellists, concurrency, answer_survey
+        )
         round_trips = trips.per(len(latencies))
         async with conn.execute("SELECT COUNT(*) FROM answers") as cursor:
             row = await cursor.fetchone()
         if row is None or row[0] != panellists * QUESTIONS:
             print(f"FAILED: floor stored {row[0] if row else 0} answers", file=sys.stderr)
             raise SystemExit(1)
-        return Timing(len(latencies), elapsed, latencies, cpu, round_trips)
+        return Timing(len(latencies), elapsed, latencies, cpu, loop_cpu, round_trips)
     finally:
         await conn.close()
 
@@ -432,7 +450,7 @@ async def main_async(
     print(f"  elapsed            {engine.elapsed:.2f} s")
     print(f"  answers/s          {engine.rate:,.0f}")
     print(f"  wall per message   {engine.elapsed / engine.count * 1000:.3f} ms")
-    print(f"  cpu                {engine.cpu:.2f} s ({engine.cpu_share:.0%} of one core)")
+    print(f"  cpu                {engine.cpu_line()}")
     print(f"  sqlite round trips {engine.round_trips} per message")
     print(
         f"  latency            p50 {engine.ms(50):.2f} ms   p99 {engine.ms(99):.2f} ms   "
@@ -443,7 +461,7 @@ async def main_async(
     print(f"  transactions       {floor.count}")
     print(f"  elapsed            {floor.elapsed:.2f} s")
     print(f"  transactions/s     {floor.rate:,.0f}")
-    print(f"  cpu                {floor.cpu:.2f} s ({floor.cpu_share:.0%} of one core)")
+    print(f"  cpu                {floor.cpu_line()}")
     print(f"  sqlite round trips {floor.round_trips} per transaction")
     print(
         f"  latency            p50 {floor.ms(50):.2f} ms   p99 {floor.ms(99):.2f} ms   "

@@ -118,13 +118,11 @@ class Bot:
         async with self.db.transaction() as conn:
             row_id = await outbox_store.apply_report(conn, report)
             if row_id is None or report.error_class not in (
-                ErrorClass.OPTED_OUT, ErrorClass.UNREACHABLE
+                ErrorClass.OPTED_OUT,
+                ErrorClass.UNREACHABLE,
             ):
                 return row_id
-            row = await conn.execute_fetchall(
-                "SELECT panellist_id FROM outbox WHERE id = ?", (row_id,)
-            )
-            panellist_id = row[0][0] if row else None
+            panellist_id = await outbox_store.panellist_of(conn, row_id)
             if panellist_id:
                 status = (
                     PanellistStatus.OPTED_OUT

@@ -39,8 +39,14 @@ _FIELDS: list[dict[str, Any]] = [
         "values": ["white", "mixed", "asian", "black", "other", "prefer_not_to_say"],
         "text": {"en": "What is your ethnic group?"},
         "labels": {
-            "en": ["White", "Mixed or multiple", "Asian or Asian British",
-                   "Black, Black British, Caribbean or African", "Other", "Prefer not to say"]
+            "en": [
+                "White",
+                "Mixed or multiple",
+                "Asian or Asian British",
+                "Black, Black British, Caribbean or African",
+                "Other",
+                "Prefer not to say",
+            ]
         },
     },
     {
@@ -52,8 +58,9 @@ _FIELDS: list[dict[str, Any]] = [
         "name": "locality",
         "values": ["northvale_city", "eastmoor", "riverside", "high_fells", "southport_bay"],
         "text": {"en": "Which part of Northvale do you live in?"},
-        "labels": {"en": ["Northvale City", "Eastmoor", "Riverside", "High Fells",
-                          "Southport Bay"]},
+        "labels": {
+            "en": ["Northvale City", "Eastmoor", "Riverside", "High Fells", "Southport Bay"]
+        },
     },
 ]
 

@@ -66,9 +66,11 @@ class Pacer:
         if self.rate <= 0:
             return
         async with self._lock:
-            # Checked again after each sleep: a push_back may have come in meanwhile.
-            while (delay := self._next - time.monotonic()) > 0:
+            delay = self._next - time.monotonic()
+            while delay > 0:
                 await asyncio.sleep(delay)
+                # Checked again: a push_back may have come in meanwhile.
+                delay = self._next - time.monotonic()
             self._next = time.monotonic() + cost / self.rate
 
     def push_back(self, seconds: float) -> None:

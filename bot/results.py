@@ -51,13 +51,20 @@ def _tally(q: Question, answers: list[tuple[Any, float]], locale: str) -> dict[s
             for v in value if isinstance(value, list) else [value]:
                 counts[str(v)] += weight
         entry["options"] = [
-            {"id": oid, "text": text, "count": _num(counts[oid]), "percent": _pct(counts[oid], total)}
+            {
+                "id": oid,
+                "text": text,
+                "count": _num(counts[oid]),
+                "percent": _pct(counts[oid], total),
+            }
             for oid, text in _options(q, locale)
         ]
     if q.type in (QuestionType.SCALE, QuestionType.NUMBER):
         numbers = [(v, w) for v, w in answers if isinstance(v, int | float)]
         weight_sum = sum(w for _, w in numbers)
-        entry["mean"] = round(sum(v * w for v, w in numbers) / weight_sum, 2) if weight_sum else None
+        entry["mean"] = (
+            round(sum(v * w for v, w in numbers) / weight_sum, 2) if weight_sum else None
+        )
         entry["median"] = statistics.median(v for v, _ in numbers) if numbers else None
         if q.type == QuestionType.NUMBER:
             entry["min"] = min((v for v, _ in numbers), default=None)
@@ -78,11 +85,15 @@ async def survey_results(
     survey = stored.survey
     fields = [f.name for f in bot.settings.panel.fields]
     if by is not None and by not in fields:
-        raise ResultsError(f"--by {by!r}: not a panel field (fields: {', '.join(fields) or 'none'})")
+        raise ResultsError(
+            f"--by {by!r}: not a panel field (fields: {', '.join(fields) or 'none'})"
+        )
     counts = await survey_store.response_counts(conn, survey_id)
     waves = await survey_store.waves_of_survey(conn, survey_id)
     answers = await survey_store.answers_of_survey(conn, survey_id)
-    people = {p.id: p for p in await panellist_store.many(conn, {pid for _, pid, _, _ in answers if pid})}
+    people = {
+        p.id: p for p in await panellist_store.many(conn, {pid for _, pid, _, _ in answers if pid})
+    }
 
     weights: dict[int, float] = {}
     if weighted:
@@ -109,7 +120,11 @@ async def survey_results(
     questions = []
     for q in survey.questions:
         rows = by_question.get(q.id, [])
-        entry: dict[str, Any] = {"id": q.id, "type": q.type.value, "text": q.localized_text(locale, "en")}
+        entry: dict[str, Any] = {
+            "id": q.id,
+            "type": q.type.value,
+            "text": q.localized_text(locale, "en"),
+        }
         entry.update(_tally(q, [(v, w) for v, w, _ in rows], locale))
         if by:
             groups: dict[str, list[tuple[Any, float]]] = defaultdict(list)
@@ -124,8 +139,12 @@ async def survey_results(
         "weighted": weighted,
         "by": by,
         "waves": [
-            {"id": w.id, "status": w.status, "opens_at": w.opens_at.isoformat(),
-             "closes_at": w.closes_at.isoformat()}
+            {
+                "id": w.id,
+                "status": w.status,
+                "opens_at": w.opens_at.isoformat(),
+                "closes_at": w.closes_at.isoformat(),
+            }
             for w in waves
         ],
         **counts,

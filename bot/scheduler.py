@@ -34,21 +34,22 @@ class Scheduler:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
 
-    def add_job(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - APScheduler's own API
+    def add_job(self, *args, **kwargs):
         """Plugins add their jobs here (``panelbot_register_jobs``)."""
         return self.aps.add_job(*args, **kwargs)
 
     async def start(self) -> None:
         await self.sync()
-        self.aps.add_job(self.sync, "interval", seconds=SYNC_SECONDS, id="panelbot:sync",
-                         replace_existing=True)
+        self.aps.add_job(
+            self.sync, "interval", seconds=SYNC_SECONDS, id="panelbot:sync", replace_existing=True
+        )
         self.aps.start()
 
     async def stop(self) -> None:
         if self.aps.running:
             self.aps.shutdown(wait=False)
 
-    def _schedule(self, job_id: str, when, func, *args) -> None:  # noqa: ANN001
+    def _schedule(self, job_id: str, when, func, *args) -> None:
         if self.aps.get_job(job_id) is None:
             self.aps.add_job(func, "date", run_date=when, args=args, id=job_id)
 
@@ -63,14 +64,21 @@ class Scheduler:
             return
         now = utcnow()
         for wave in pending:
-            self._schedule(f"wave:{wave.id}:open", max(wave.opens_at, now), self._run,
-                           "open", wave.id)
+            self._schedule(
+                f"wave:{wave.id}:open", max(wave.opens_at, now), self._run, "open", wave.id
+            )
         for wave in opened:
             if wave.reminder_at and wave.reminded_at is None:
-                self._schedule(f"wave:{wave.id}:remind", max(wave.reminder_at, now), self._run,
-                               "remind", wave.id)
-            self._schedule(f"wave:{wave.id}:close", max(wave.closes_at, now), self._run,
-                           "close", wave.id)
+                self._schedule(
+                    f"wave:{wave.id}:remind",
+                    max(wave.reminder_at, now),
+                    self._run,
+                    "remind",
+                    wave.id,
+                )
+            self._schedule(
+                f"wave:{wave.id}:close", max(wave.closes_at, now), self._run, "close", wave.id
+            )
 
     async def _run(self, step: str, wave_id: int) -> None:
         try:

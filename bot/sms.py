@@ -106,16 +106,23 @@ def gsm7_length(text: str) -> int:
 
     Raises :class:`ValueError` if ``text`` has a character GSM-7 cannot carry.
     """
-    if not is_gsm7(text):
-        raise ValueError(f"not GSM-7: {''.join(_non_gsm(text))!r}")
-    return len(text) + sum(text.count(char) for char in GSM7_EXTENSION)
+    characters = set(text)
+    if not characters <= _GSM7_ALL:
+        raise ValueError(f"not GSM-7: {''.join(sorted(characters - _GSM7_ALL))!r}")
+    return _septets(text, characters)
+
+
+def _septets(text: str, characters: set[str]) -> int:
+    # Counting only the extension characters present keeps the usual case to one set() pass.
+    return len(text) + sum(text.count(char) for char in characters & GSM7_EXTENSION)
 
 
 def encode_info(text: str) -> SmsInfo:
     """Encoding, size, segments and cap status of ``text`` sent as one SMS."""
     characters = len(text)
-    if is_gsm7(text):
-        units = gsm7_length(text)
+    distinct = set(text)
+    if distinct <= _GSM7_ALL:
+        units = _septets(text, distinct)
         segments = _segments(
             units,
             characters,
@@ -132,16 +139,13 @@ def encode_info(text: str) -> SmsInfo:
         UCS2_MULTI,
         (2 if ord(char) > 0xFFFF else 1 for char in text),
     )
-    return SmsInfo("UCS-2", units, segments, characters, _non_gsm(text), segments > MAX_SEGMENTS)
+    non_gsm = tuple(sorted(distinct - _GSM7_ALL))
+    return SmsInfo("UCS-2", units, segments, characters, non_gsm, segments > MAX_SEGMENTS)
 
 
 def _utf16_units(text: str) -> int:
     # surrogatepass: a lone surrogate (from a badly decoded file) still counts as one unit
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _non_gsm(text: str) -> tuple[str, ...]:
-    return tuple(sorted(set(text) - _GSM7_ALL))
 
 
 def _segments(units: int, characters: int, single: int, multi: int, sizes: Iterable[int]) -> int:
@@ -225,7 +229,7 @@ def truncate_to_cap(text: str) -> str:
     Keeps the longest prefix (trailing spaces dropped) that fits with ``...`` in whichever
     encoding that prefix needs, cut between user-perceived characters where possible (never
     inside an emoji sequence, a flag or a letter with combining marks), else between code
-    points. A Python string never holds half a surrogate pair, so that cannot be cut.
+    points. An emoji outside the BMP is one Python character, so its surrogate pair stays whole.
     """
     return _truncate(text)[0]
 

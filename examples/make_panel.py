@@ -19,8 +19,13 @@ SEED = 2026
 AGE = {"16-24": 13, "25-34": 17, "35-44": 16, "45-54": 17, "55-64": 15, "65-74": 12, "75+": 10}
 SEX = {"female": 50, "male": 48, "other": 1, "prefer_not_to_say": 1}
 ETHNICITY = {"white": 81, "asian": 10, "black": 4, "mixed": 3, "other": 2}
-LOCALITY = {"northvale_city": 34, "eastmoor": 20, "riverside": 18, "high_fells": 12,
-            "southport_bay": 16}
+LOCALITY = {
+    "northvale_city": 34,
+    "eastmoor": 20,
+    "riverside": 18,
+    "high_fells": 12,
+    "southport_bay": 16,
+}
 LOCALE = {"en": 100}
 
 
@@ -31,23 +36,36 @@ def draw(rng: random.Random, shares: dict[str, int]) -> str:
 def main() -> None:
     rng = random.Random(SEED)
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["phone", "telegram_chat_id", "locale", "consent_at", "age_band", "sex",
-                     "ethnicity", "imd_quintile", "locality"])
+    writer.writerow(
+        [
+            "phone",
+            "telegram_chat_id",
+            "locale",
+            "consent_at",
+            "age_band",
+            "sex",
+            "ethnicity",
+            "imd_quintile",
+            "locality",
+        ]
+    )
     for i in range(SIZE):
         phone = f"+4474001{i + 100:05d}"
         day = rng.randint(1, 28)
         month = rng.randint(1, 10)
-        writer.writerow([
-            phone,
-            "",
-            draw(rng, LOCALE),
-            f"2026-{month:02d}-{day:02d}",
-            draw(rng, AGE),
-            draw(rng, SEX),
-            draw(rng, ETHNICITY),
-            str(i % 5 + 1),
-            draw(rng, LOCALITY),
-        ])
+        writer.writerow(
+            [
+                phone,
+                "",
+                draw(rng, LOCALE),
+                f"2026-{month:02d}-{day:02d}",
+                draw(rng, AGE),
+                draw(rng, SEX),
+                draw(rng, ETHNICITY),
+                str(i % 5 + 1),
+                draw(rng, LOCALITY),
+            ]
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 import pytest
@@ -43,7 +43,7 @@ CHROMIUM_ARGS = [
 INSTALL_HINT = "apt-get update && apt-get install -y --no-install-recommends chromium"
 
 
-def _missing(message: str) -> None:
+def _missing(message: str) -> NoReturn:
     """Fail under CI, where the browser tests must run; skip on a developer's machine."""
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)

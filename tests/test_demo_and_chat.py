@@ -17,7 +17,9 @@ from tests.test_serve import free_port
 def start_demo(data_dir: Path, port: int) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "demo", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -40,8 +42,12 @@ def stop(process: subprocess.Popen[str]) -> str:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot", "-c", str(config), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_demo_serves_the_example_panel_and_a_second_run_duplicates_nothing(
@@ -50,8 +56,10 @@ def test_demo_serves_the_example_panel_and_a_second_run_duplicates_nothing(
     data = tmp_path / "demo"
     port = free_port()
     process = start_demo(data, port)
-    reply = httpx.post(f"http://127.0.0.1:{port}/simulator/api/messages",
-                       json={"from": "sim:visitor", "text": "hello"}).json()
+    reply = httpx.post(
+        f"http://127.0.0.1:{port}/simulator/api/messages",
+        json={"from": "sim:visitor", "text": "hello"},
+    ).json()
     assert "Reply YES to join" in reply["replies"][0]
     out = stop(process)
     assert f"http://127.0.0.1:{port}/simulator" in out
@@ -67,7 +75,8 @@ def test_demo_serves_the_example_panel_and_a_second_run_duplicates_nothing(
     second = json.loads(cli(config, "survey", "list", "--format", "json").stdout)
     assert first == second  # same versions, one wave, same invitations
     assert {s["id"]: s["waves"] for s in second} == {
-        "digital-access-2026": 0, "gp-access-2026": 1,
+        "digital-access-2026": 0,
+        "gp-access-2026": 1,
     }
     exported = cli(config, "panel", "export", "--format", "json")
     assert len(json.loads(exported.stdout)) == 240 + 1  # the panel and the visitor
@@ -83,7 +92,10 @@ def test_chat_in_the_terminal_talks_to_the_bot(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "bot", "-c", str(config), "chat", "--as", "sim:terminal"],
-        input="hello\nyes\n1\n", capture_output=True, text=True, timeout=60,
+        input="hello\nyes\n1\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "Reply YES to join" in result.stdout
@@ -94,9 +106,10 @@ def test_chat_in_the_terminal_talks_to_the_bot(tmp_path: Path) -> None:
 def test_chat_refuses_an_address_that_is_not_the_simulator(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bot", "chat", "--as", "sms:+447400100101"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == (
-        "panelbot: --as must be a simulator address such as sim:alice"
-    )
+    assert result.stderr.strip() == ("panelbot: --as must be a simulator address such as sim:alice")

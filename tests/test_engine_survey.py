@@ -8,7 +8,7 @@ import pytest
 
 from bot.app import Bot
 from bot.engine.waves import launch
-from tests.conftest import Chat, REPO, add_survey
+from tests.conftest import REPO, Chat, add_survey
 
 SURVEY = REPO / "tests" / "data" / "every-type.toml"
 
@@ -127,7 +127,9 @@ async def test_free_text_keeps_emoji_and_right_to_left_text(bot: Bot, invited: C
 @pytest.mark.parametrize("word", ["STOP", "stop", " Stop ", "unsubscribe", "QUIT.", "optout"])
 async def test_opt_out_words_work_mid_survey(bot: Bot, invited: Chat, word: str) -> None:
     replies = await invited.say("sim:alice", word)
-    assert replies == ["You have left Test Panel and will get no more messages. Reply START to rejoin."]
+    assert replies == [
+        "You have left Test Panel and will get no more messages. Reply START to rejoin."
+    ]
     row = await bot.db.fetchone("SELECT status, opted_out_at FROM panellists")
     assert row["status"] == "opted_out" and row["opted_out_at"]
     session = await bot.db.fetchone("SELECT state FROM survey_sessions")

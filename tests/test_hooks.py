@@ -88,8 +88,9 @@ async def test_hook_register_jobs(settings: Settings) -> None:
             async def job() -> None:
                 ran.append("ran")
 
-            bot.scheduler.add_job(job, "interval", seconds=0.1, id="probe:job",
-                                  replace_existing=True)
+            bot.scheduler.add_job(
+                job, "interval", seconds=0.1, id="probe:job", replace_existing=True
+            )
 
     import asyncio
 
@@ -185,8 +186,9 @@ async def test_hook_screen_signup(settings: Settings) -> None:
 async def test_hook_select_sample(settings: Settings) -> None:
     class Plugin:
         @hookimpl
-        def panelbot_select_sample(self, bot: Bot, survey: Any, wave: Any, eligible: list,
-                                   size: int | None) -> list[int]:
+        def panelbot_select_sample(
+            self, bot: Bot, survey: Any, wave: Any, eligible: list, size: int | None
+        ) -> list[int]:
             # Only women, and an id that is not eligible (which the core must drop).
             return [p.id for p in eligible if p.demographics.get("sex") == "female"] + [999]
 
@@ -199,7 +201,8 @@ async def test_hook_select_sample(settings: Settings) -> None:
         await add_survey(bot, SURVEY)
         await launch(bot, "every-type", sample=1)
         rows = await bot.db.fetchall(
-            "SELECT a.address FROM invitations i JOIN addresses a ON a.panellist_id = i.panellist_id"
+            "SELECT a.address FROM invitations i "
+            "JOIN addresses a ON a.panellist_id = i.panellist_id"
         )
         assert sorted(r["address"] for r in rows) == ["a", "c"]
     finally:
@@ -209,8 +212,9 @@ async def test_hook_select_sample(settings: Settings) -> None:
 async def test_hook_survey_completed(settings: Settings) -> None:
     class Plugin(Recorder):
         @hookimpl
-        async def panelbot_survey_completed(self, bot: Bot, panellist: Any, survey: Any,
-                                            answers: dict) -> None:
+        async def panelbot_survey_completed(
+            self, bot: Bot, panellist: Any, survey: Any, answers: dict
+        ) -> None:
             self.calls.append((survey.id, answers))
 
     plugin = Plugin()
@@ -223,8 +227,10 @@ async def test_hook_survey_completed(settings: Settings) -> None:
         for reply in ("1", "5", "yes", "2", "all good"):
             await chat.say("sim:a", reply)
         assert plugin.calls == [
-            ("every-type", {"ease": "easy", "score": 5, "online": "yes", "days": 2,
-                            "comment": "all good"})
+            (
+                "every-type",
+                {"ease": "easy", "score": 5, "online": "yes", "days": 2, "comment": "all good"},
+            )
         ]
     finally:
         await bot.stop()
@@ -233,8 +239,9 @@ async def test_hook_survey_completed(settings: Settings) -> None:
 async def test_hook_results_weights(settings: Settings) -> None:
     class Plugin:
         @hookimpl
-        def panelbot_results_weights(self, bot: Bot, survey: Any,
-                                     respondents: list[dict]) -> dict[int, float]:
+        def panelbot_results_weights(
+            self, bot: Bot, survey: Any, respondents: list[dict]
+        ) -> dict[int, float]:
             # Count women three times as much as men.
             return {
                 r["panellist_id"]: 3.0 if r["demographics"].get("sex") == "female" else 1.0

@@ -141,7 +141,9 @@ async def wait_rows(
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
-        while not await check():
+        while True:
+            if await check():
+                return
             await asyncio.sleep(0.02)
 
 
@@ -154,8 +156,10 @@ def most_in_any_window(times: list[float], seconds: float = 1.0) -> int:
     """The most sends that fall inside any one window of ``seconds`` (start included)."""
     ordered = sorted(times)
     return max(
-        (sum(1 for t in ordered[i:] if t < start + seconds - CLOCK_SLACK)
-         for i, start in enumerate(ordered)),
+        (
+            sum(1 for t in ordered[i:] if t < start + seconds - CLOCK_SLACK)
+            for i, start in enumerate(ordered)
+        ),
         default=0,
     )
 
@@ -306,7 +310,10 @@ async def test_opted_out_or_unreachable_marks_the_panellist(
     bob = await add_panellist(bot, "bob")
     first = await queue(bot, "alice", kind=MessageKind.INVITATION, panellist_id=alice)
     later = await queue(
-        bot, "alice", kind=MessageKind.REMINDER, panellist_id=alice,
+        bot,
+        "alice",
+        kind=MessageKind.REMINDER,
+        panellist_id=alice,
         not_before=utcnow() + timedelta(hours=1),
     )
     to_bob = await queue(bot, "bob", kind=MessageKind.INVITATION, panellist_id=bob)
@@ -333,7 +340,10 @@ async def test_permanent_error_fails_and_leaves_the_panellist(make_bot: BotFacto
     alice = await add_panellist(bot, "alice")
     first = await queue(bot, "alice", kind=MessageKind.INVITATION, panellist_id=alice)
     later = await queue(
-        bot, "alice", kind=MessageKind.REMINDER, panellist_id=alice,
+        bot,
+        "alice",
+        kind=MessageKind.REMINDER,
+        panellist_id=alice,
         not_before=utcnow() + timedelta(hours=1),
     )
 
@@ -362,7 +372,10 @@ async def test_blocked_panellist_gets_only_the_stop_confirmation(
     reply = await queue(bot, "alice", kind=MessageKind.REPLY, panellist_id=alice)
     bulk = await queue(bot, "alice", kind=MessageKind.INVITATION, panellist_id=alice)
     confirmation = await queue(
-        bot, "alice", kind=MessageKind.STOP_CONFIRMATION, panellist_id=alice,
+        bot,
+        "alice",
+        kind=MessageKind.STOP_CONFIRMATION,
+        panellist_id=alice,
         text="You will get no more messages.",
     )
 
@@ -383,8 +396,7 @@ async def test_stop_while_messages_wait_for_the_rate_cancels_the_rest(
     bot = await make_bot(channel)
     alice = await add_panellist(bot, "alice")
     ids = [
-        await queue(bot, "alice", kind=MessageKind.BROADCAST, panellist_id=alice)
-        for _ in range(4)
+        await queue(bot, "alice", kind=MessageKind.BROADCAST, panellist_id=alice) for _ in range(4)
     ]
 
     await bot.start(scheduler=False)
@@ -539,13 +551,21 @@ async def test_same_idempotency_key_is_stored_once(tmp_path: Path) -> None:
         address = Address("sim", "alice")
         async with db.transaction() as conn:
             first = await outbox_store.queue(
-                conn, key="wave:3:panellist:42", panellist_id=None, address=address,
-                text="first", kind=MessageKind.INVITATION,
+                conn,
+                key="wave:3:panellist:42",
+                panellist_id=None,
+                address=address,
+                text="first",
+                kind=MessageKind.INVITATION,
             )
         async with db.transaction() as conn:
             again = await outbox_store.queue(
-                conn, key="wave:3:panellist:42", panellist_id=None, address=address,
-                text="second", kind=MessageKind.INVITATION,
+                conn,
+                key="wave:3:panellist:42",
+                panellist_id=None,
+                address=address,
+                text="second",
+                kind=MessageKind.INVITATION,
             )
         rows = await db.fetchall("SELECT id, text FROM outbox")
     finally:

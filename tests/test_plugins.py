@@ -115,7 +115,9 @@ def test_describe_names_the_source_of_each_plugin() -> None:
     assert plugins.hook_names()[0] == "panelbot_startup"
     import bot.hookspecs as specs
 
-    assert sorted(plugins.hook_names()) == sorted(n for n in specs.__all__ if n.startswith("panelbot_"))
+    assert sorted(plugins.hook_names()) == sorted(
+        n for n in specs.__all__ if n.startswith("panelbot_")
+    )
 
 
 def test_a_misspelt_hook_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:

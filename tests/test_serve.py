@@ -53,7 +53,9 @@ poll_interval = 0.2
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot", "-c", str(config), *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -63,7 +65,9 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "-c", str(config), "serve"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -141,7 +145,8 @@ def test_a_bad_simulator_request_is_a_400_with_a_reason(
     server: Server, body: bytes, reason: str
 ) -> None:
     response = httpx.post(
-        f"{server.base}/simulator/api/messages", content=body,
+        f"{server.base}/simulator/api/messages",
+        content=body,
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 400

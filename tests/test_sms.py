@@ -309,8 +309,12 @@ def _reference_segments(text: str) -> int:
     if not text:
         return 0
     gsm = is_gsm7(text)
-    units = [(2 if c in GSM7_EXTENSION else 1) if gsm else len(c.encode("utf-16-le", "surrogatepass")) // 2
-             for c in text]  # fmt: skip
+    units = [
+        (2 if c in GSM7_EXTENSION else 1)
+        if gsm
+        else len(c.encode("utf-16-le", "surrogatepass")) // 2
+        for c in text
+    ]
     if sum(units) <= (GSM7_SINGLE if gsm else UCS2_SINGLE):
         return 1
     capacity = GSM7_MULTI if gsm else UCS2_MULTI

@@ -30,14 +30,25 @@ def write_config(tmp_path: Path, database: str = "panel.db") -> Path:
 def panelbot(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot", "-c", str(config), *args],
-        capture_output=True, text=True, cwd=config.parent, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+        timeout=60,
+        check=False,
     )
 
 
 async def panelbot_process(config: Path, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "-c", str(config), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=config.parent,
+        sys.executable,
+        "-m",
+        "bot",
+        "-c",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=config.parent,
     )
 
 
@@ -98,9 +109,7 @@ async def test_new_database_gets_every_migration_and_reopening_changes_nothing(
 
 
 @pytest.mark.parametrize("migrate", [True, False])
-async def test_database_newer_than_this_panelbot_is_refused(
-    tmp_path: Path, migrate: bool
-) -> None:
+async def test_database_newer_than_this_panelbot_is_refused(tmp_path: Path, migrate: bool) -> None:
     path = tmp_path / "panel.db"
     await new_database(path)
     newer = latest_version() + 1
@@ -244,7 +253,9 @@ async def test_a_cli_command_waits_while_the_bot_holds_the_write_lock(tmp_path: 
             await conn.execute("INSERT INTO meta (key, value) VALUES ('bot', 'was here')")
             cli = await panelbot_process(config, "survey", "add", str(EVERY_TYPE))
             async with asyncio.timeout(30):
-                while not has_open(cli.pid, path) and cli.returncode is None:
+                while True:
+                    if has_open(cli.pid, path) or cli.returncode is not None:
+                        break
                     await asyncio.sleep(0.01)
             # The CLI has the file open and needs to write: it must wait, not fail.
             await asyncio.sleep(0.5)

@@ -5,7 +5,7 @@ from bot.channels.base import Channel
 __all__ = ["Channel"]
 
 
-def build_channels(settings) -> dict[str, Channel]:  # noqa: ANN001 - bot.config.Settings
+def build_channels(settings) -> dict[str, Channel]:
     """The enabled channels, keyed by every address channel each one serves."""
     channels: dict[str, Channel] = {}
     if settings.channels.simulator.enabled:

@@ -55,7 +55,9 @@ class SimulatorChannel:
         condition = self._conditions[key]
         async with condition:
             condition.notify_all()
-        return SendResult(provider_message_id=f"sim-{next(self._ids)}", status=OutboxStatus.DELIVERED)
+        return SendResult(
+            provider_message_id=f"sim-{next(self._ids)}", status=OutboxStatus.DELIVERED
+        )
 
     async def reconcile(self, message: OutboundMessage) -> SendResult | None:
         # Nothing left the process: sending again is safe and what the person expects.

@@ -42,11 +42,11 @@ from telegram.error import (
     Forbidden,
     InvalidToken,
     NetworkError,
-    PTBDeprecationWarning,
     RetryAfter,
     TelegramError,
 )
 from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.models import (
     Address,
@@ -79,6 +79,9 @@ MAX_BUTTON_LABEL = 60
 # The update types we act on; the webhook, when an operator registers it, should ask for the
 # same (``allowed_updates``).
 ALLOWED_UPDATES = ["message", "callback_query"]
+
+# BadRequest descriptions that mean the chat is gone or never was (lower case).
+UNREACHABLE_PHRASES = ("chat not found", "user not found", "peer_id_invalid")
 
 # Bot commands and the text the engine understands for them.
 COMMAND_TEXT = {
@@ -158,9 +161,7 @@ def classify(exc: TelegramError) -> SendError:
     if isinstance(exc, ChatMigrated):
         return SendError(ErrorClass.PERMANENT, detail, code="400")
     if isinstance(exc, BadRequest):
-        if "chat not found" in lowered or "user not found" in lowered or "peer_id_invalid" in (
-            lowered
-        ):
+        if any(phrase in lowered for phrase in UNREACHABLE_PHRASES):
             return SendError(ErrorClass.UNREACHABLE, detail, code="400")
         return SendError(ErrorClass.PERMANENT, detail, code="400")
     if isinstance(exc, InvalidToken):
@@ -253,12 +254,7 @@ class TelegramChannel:
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
 
     async def _webhook(self, request: Request) -> Response:
-        expected = self.secret_token
-        given = request.headers.get(SECRET_HEADER)
-        # Constant time, on bytes (compare_digest refuses non-ASCII str).
-        if not expected or given is None or not hmac.compare_digest(
-            given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
-        ):
+        if not self._secret_ok(request.headers.get(SECRET_HEADER)):
             return JSONResponse({"error": "forbidden"}, status_code=403)
         app = self.app
         if app is None:
@@ -285,6 +281,15 @@ class TelegramChannel:
             # Telegram repeats the update until it gets a 2xx: nothing is lost.
             return JSONResponse({"error": "try again"}, status_code=503)
         return Response(status_code=200)
+
+    def _secret_ok(self, given: str | None) -> bool:
+        expected = self.secret_token
+        if not expected or given is None:
+            return False
+        # Constant time, on bytes: compare_digest refuses str that is not ASCII.
+        return hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
+        )
 
     async def _on_polled_update(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not isinstance(update, Update):
@@ -387,7 +392,9 @@ class TelegramChannel:
             chat_id = int(message.address.id)
         markup = inline_keyboard(message.extra.get("options") or [])
         try:
-            sent = await app.bot.send_message(chat_id=chat_id, text=message.text, reply_markup=markup)
+            sent = await app.bot.send_message(
+                chat_id=chat_id, text=message.text, reply_markup=markup
+            )
         except TelegramError as exc:
             raise classify(exc) from exc
         return SendResult(provider_message_id=str(sent.message_id))

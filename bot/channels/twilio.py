@@ -16,6 +16,7 @@ This module is the only one that imports the Twilio SDK.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -86,13 +87,13 @@ UNDELIVERABLE_CODES = {21211, 21614, 30005, 30006}
 RATE_LIMIT_CODES = {20429}
 AUTH_CODES = {20003}
 
-# Twilio message statuses as outbox statuses. Early ones map to SENDING, which ranks below
-# SENT, so a late "queued" can never pull a sent or delivered row back into the queue.
+# Twilio message statuses as outbox statuses. A message Twilio has accepted is "sent" as far
+# as the outbox goes; statuses never move backwards, so a late "queued" changes nothing.
 STATUS_MAP = {
-    "accepted": OutboxStatus.SENDING,
-    "scheduled": OutboxStatus.SENDING,
-    "queued": OutboxStatus.SENDING,
-    "sending": OutboxStatus.SENDING,
+    "accepted": OutboxStatus.SENT,
+    "scheduled": OutboxStatus.SENT,
+    "queued": OutboxStatus.SENT,
+    "sending": OutboxStatus.SENT,
     "sent": OutboxStatus.SENT,
     "delivered": OutboxStatus.DELIVERED,
     "read": OutboxStatus.DELIVERED,
@@ -133,8 +134,9 @@ def address_from(sender: str) -> Address | None:
     return Address(channel, ident) if _E164.fullmatch(ident) else None
 
 
-def classify(status: int, code: int | None, detail: str,
-             retry_after: float | None = None) -> SendError:
+def classify(
+    status: int, code: int | None, detail: str, retry_after: float | None = None
+) -> SendError:
     """What the dispatcher should do about a Twilio API error."""
     code_text = str(code) if code is not None else None
     detail = scrub(detail)
@@ -149,8 +151,9 @@ def classify(status: int, code: int | None, detail: str,
     if status == 401 or code in AUTH_CODES:
         # Wrong credentials fail every message alike: retrying (with the usual backoff)
         # gives staff time to fix the config before anything is marked failed.
-        logger.error("Twilio refused our credentials (HTTP %s): check account_sid/auth_token",
-                     status)
+        logger.error(
+            "Twilio refused our credentials (HTTP %s): check account_sid/auth_token", status
+        )
         return SendError(ErrorClass.RETRYABLE, detail, code=code_text)
     # Everything else, 30007 (filtered as spam) included, will not work as it is.
     return SendError(ErrorClass.PERMANENT, detail, code=code_text)
@@ -177,6 +180,25 @@ def parse_retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
     return min(max(seconds, 0.0), 3600.0)
+
+
+def describe(exc: BaseException) -> str:
+    """A short description of a failed call to Twilio, with any phone number masked."""
+    if isinstance(exc, TwilioRestException):
+        text = f"HTTP {exc.status}, code {exc.code}: {exc.msg}"
+    elif isinstance(exc, TwilioServiceException):
+        text = f"HTTP {exc.status}, code {exc.code}: {exc.detail or exc.title}"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    elif isinstance(exc, aiohttp.ClientError):
+        text = f"unreachable ({type(exc).__name__})"
+    elif isinstance(exc, TwilioException) and exc.args:
+        # e.g. ("Unable to fetch page", <the response>) from a failed list call
+        status = getattr(exc.args[-1], "status_code", None)
+        text = f"{exc.args[0]} (HTTP {status})" if status else str(exc.args[0])
+    else:
+        text = f"an unexpected answer ({type(exc).__name__})"
+    return scrub(text)
 
 
 def _int_or_none(value: object) -> int | None:
@@ -206,8 +228,17 @@ class _HttpClient(AsyncTwilioHttpClient):
         timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> TwilioResponse:
+        if auth is not None:
+            # As a header: aiohttp deprecates its BasicAuth helper, which the SDK still uses.
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            headers = {**(headers or {}), "Authorization": f"Basic {token}"}
         response = await super().request(
-            method, url, params=params, data=data, headers=headers, auth=auth,
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=None,
             timeout=timeout if timeout is not None else self.timeout,
             allow_redirects=allow_redirects,
         )
@@ -257,14 +288,17 @@ class TwilioChannel:
         """Open the SDK's aiohttp session (it must be created inside the running loop)."""
         self.bot = bot
         self._http = _HttpClient(timeout=self.config.request_timeout, logger=_sdk_logger)
-        self._client = Client(self.config.account_sid, self.config.auth_token,
-                              http_client=self._http)
+        self._client = Client(
+            self.config.account_sid, self.config.auth_token, http_client=self._http
+        )
         # Every Messages call goes through the "api" domain; pointing it elsewhere is how
         # tests reach a fake Twilio on 127.0.0.1.
         self._client.api.base_url = self.config.api_base_url
         if not self.public_base_url:
-            logger.warning("[bot] public_base_url is not set: Twilio webhooks will be refused "
-                           "and no delivery reports requested")
+            logger.warning(
+                "[bot] public_base_url is not set: Twilio webhooks will be refused "
+                "and no delivery reports requested"
+            )
 
     async def stop(self) -> None:
         if self._http is not None:
@@ -327,8 +361,11 @@ class TwilioChannel:
             return None
         first_line = message.text.strip().split("\n", 1)[0]
         variables = {"1": self.panel_name, "2": first_line}
-        return {**args, "content_sid": content_sid,
-                "content_variables": json.dumps(variables, ensure_ascii=False)}, 1
+        return {
+            **args,
+            "content_sid": content_sid,
+            "content_variables": json.dumps(variables, ensure_ascii=False),
+        }, 1
 
     def _require_client(self) -> Client:
         if self._client is None:
@@ -344,16 +381,24 @@ class TwilioChannel:
             try:
                 earlier = await self._find_existing(message)
             except Exception as exc:
-                raise self._transport_error(exc, "looking for an earlier attempt") from None
+                raise SendError(
+                    ErrorClass.RETRYABLE,
+                    f"Twilio {describe(exc)} while looking for an earlier attempt",
+                ) from None
             if earlier is not None:
-                logger.info("outbox %s: an earlier attempt reached Twilio (%s)",
-                            message.id, earlier.provider_message_id)
+                logger.info(
+                    "outbox %s: an earlier attempt reached Twilio (%s)",
+                    message.id,
+                    earlier.provider_message_id,
+                )
                 return earlier
         request = await self._request(message)
         if request is None:
             logger.warning(
                 "outbox %s: no approved WhatsApp template for %s and the 24-hour window is "
-                "closed; held, not sent as free text", message.id, message.kind.value,
+                "closed; held, not sent as free text",
+                message.id,
+                message.kind.value,
             )
             return SendResult(provider_message_id=None, status=OutboxStatus.HELD, cost_units=0)
         args, units = request
@@ -363,10 +408,13 @@ class TwilioChannel:
         except (TwilioRestException, TwilioServiceException) as exc:
             raise self._api_error(exc) from None
         except Exception as exc:
-            raise self._transport_error(exc, "sending") from None
+            # Timeouts, refused connections, garbled answers: all worth another try (and the
+            # retry first looks for what this attempt may have created).
+            raise SendError(ErrorClass.RETRYABLE, f"Twilio {describe(exc)}") from None
         self._remember_created(created.sid)
-        return SendResult(provider_message_id=created.sid, status=OutboxStatus.SENT,
-                          cost_units=units)
+        return SendResult(
+            provider_message_id=created.sid, status=OutboxStatus.SENT, cost_units=units
+        )
 
     def _api_error(self, exc: TwilioRestException | TwilioServiceException) -> SendError:
         if isinstance(exc, TwilioRestException):
@@ -375,24 +423,7 @@ class TwilioChannel:
             detail = exc.detail or exc.title
         headers = _last_headers.get()
         retry_after = parse_retry_after(headers.get("Retry-After")) if headers else None
-        return classify(int(exc.status), _int_or_none(exc.code), f"Twilio: {detail}",
-                        retry_after)
-
-    @staticmethod
-    def _transport_error(exc: Exception, doing: str) -> SendError:
-        """Timeouts, refused connections and garbled answers: all worth another try."""
-        if isinstance(exc, SendError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            what = "timed out"
-        elif isinstance(exc, aiohttp.ClientError):
-            what = f"unreachable ({type(exc).__name__})"
-        elif isinstance(exc, TwilioException | ValueError):
-            what = f"gave an unexpected answer ({type(exc).__name__})"
-        else:
-            logger.exception("Twilio: unexpected error while %s", doing)
-            what = f"failed ({type(exc).__name__})"
-        return SendError(ErrorClass.RETRYABLE, f"Twilio {what} while {doing}")
+        return classify(int(exc.status), _int_or_none(exc.code), f"Twilio: {detail}", retry_after)
 
     def _remember_created(self, sid: str) -> None:
         self._created[sid] = time.monotonic()
@@ -409,9 +440,16 @@ class TwilioChannel:
         propagate, and the dispatcher holds the row rather than risk a second text.
         """
         self._require_client()
-        found = await self._find_existing(message)
-        if found is None and message.address.channel == "whatsapp" and message.kind.is_bulk \
-                and not await self._window_open(message.address):
+        try:
+            found = await self._find_existing(message)
+        except Exception as exc:
+            raise RuntimeError(f"Twilio could not be asked: {describe(exc)}") from None
+        if (
+            found is None
+            and message.address.channel == "whatsapp"
+            and message.kind.is_bulk
+            and not await self._window_open(message.address)
+        ):
             # It would have gone as a template, whose text Twilio renders: there is no body
             # to match, so a person decides rather than risk a second invitation.
             raise LookupError("a WhatsApp template message cannot be matched by its text")
@@ -428,16 +466,20 @@ class TwilioChannel:
         else:
             to, body = f"whatsapp:{address.id}", message.text
         candidates = await client.messages.list_async(
-            to=to, from_=sender.get("from_", twilio_values.unset),
-            limit=RECONCILE_LIMIT, page_size=RECONCILE_LIMIT,
+            to=to,
+            from_=sender.get("from_", twilio_values.unset),
+            limit=RECONCILE_LIMIT,
+            page_size=RECONCILE_LIMIT,
         )
         # DateSent filters would miss a message still queued at Twilio (no date_sent yet),
         # so the list is the newest messages to the number, filtered here.
         since = utcnow() - RECONCILE_WINDOW
         service = sender.get("messaging_service_sid")
         matches = [
-            m for m in candidates
-            if m.sid and (m.body or "").strip() == body.strip()
+            m
+            for m in candidates
+            if m.sid
+            and (m.body or "").strip() == body.strip()
             and str(m.direction or "outbound").startswith("outbound")
             and (m.date_created is None or m.date_created >= since)
             and (service is None or m.messaging_service_sid == service)
@@ -459,8 +501,6 @@ class TwilioChannel:
         for m in sorted(matches, key=lambda m: m.date_created or since):
             if m.sid not in known:
                 status = STATUS_MAP.get(str(m.status), OutboxStatus.SENT)
-                if status == OutboxStatus.SENDING:
-                    status = OutboxStatus.SENT  # handed over: Twilio is sending it
                 return SendResult(provider_message_id=m.sid, status=status)
         return None
 
@@ -480,8 +520,13 @@ class TwilioChannel:
         except ClientDisconnect:
             raise _Reject(400, "the client went away mid-body") from None
         try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                              strict_parsing=True, errors="strict", max_num_fields=500)
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                errors="strict",
+                max_num_fields=500,
+            )
         except (UnicodeDecodeError, ValueError):
             raise _Reject(400, "the body is not valid form data") from None
         return MultiDict(pairs)
@@ -499,8 +544,9 @@ class TwilioChannel:
         if not signature:
             raise _Reject(403, "missing X-Twilio-Signature")
         if self._validator is None or not self.public_base_url:
-            raise _Reject(403, "signatures cannot be checked: public_base_url or auth_token "
-                               "is not configured")
+            raise _Reject(
+                403, "signatures cannot be checked: public_base_url or auth_token is not configured"
+            )
         if not self._validator.validate(self._public_url(request), params, signature):
             raise _Reject(403, "invalid X-Twilio-Signature")
 
@@ -511,8 +557,7 @@ class TwilioChannel:
 
     @staticmethod
     def _refuse(exc: _Reject, request: Request) -> Response:
-        logger.info("twilio webhook %s refused (%s): %s", request.url.path, exc.status,
-                    exc.reason)
+        logger.info("twilio webhook %s refused (%s): %s", request.url.path, exc.status, exc.reason)
         return JSONResponse({"error": exc.reason}, status_code=exc.status)
 
     @staticmethod
@@ -521,9 +566,11 @@ class TwilioChannel:
 
     @staticmethod
     def _unavailable() -> Response:
-        return JSONResponse({"error": "temporarily unavailable; nothing was stored"},
-                            status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_ON_FAILURE)})
+        return JSONResponse(
+            {"error": "temporarily unavailable; nothing was stored"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_ON_FAILURE)},
+        )
 
     async def _inbound(self, request: Request) -> Response:
         """An inbound SMS or WhatsApp message."""
@@ -546,8 +593,9 @@ class TwilioChannel:
             return self._twiml() if await asyncio.shield(pending) else self._unavailable()
         address = address_from(sender)
         if address is None:
-            logger.info("twilio: ignored message %s from an unsupported sender %s", sid,
-                        mask(sender))
+            logger.info(
+                "twilio: ignored message %s from an unsupported sender %s", sid, mask(sender)
+            )
             return self._twiml()
         text = params.get("Body") or params.get("ButtonText") or ""
         extra: dict[str, Any] = {}
@@ -566,8 +614,7 @@ class TwilioChannel:
             # retries switched on for the webhook (Twilio's "#rc=" connection override) the
             # message arrives again; without them Twilio logs the failure in its console,
             # which is still better than a 200 claiming a message nobody will answer.
-            logger.exception("twilio: inbound %s from %s could not be handled", sid,
-                             mask(sender))
+            logger.exception("twilio: inbound %s from %s could not be handled", sid, mask(sender))
             return self._unavailable()
         else:
             done.set_result(True)
@@ -580,8 +627,12 @@ class TwilioChannel:
             self._handled.popitem(last=False)
         if address.channel == "whatsapp":
             self._last_inbound[address.id] = utcnow()
-        logger.debug("twilio: inbound %s from %s%s", sid, mask(address.id),
-                     " (a repeat)" if result.duplicate else "")
+        logger.debug(
+            "twilio: inbound %s from %s%s",
+            sid,
+            mask(address.id),
+            " (a repeat)" if result.duplicate else "",
+        )
         return self._twiml()
 
     async def _status(self, request: Request) -> Response:

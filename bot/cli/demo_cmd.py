@@ -17,8 +17,13 @@ from bot.cli import CliContext, UserError, pass_cli, run
 def register(cli: click.Group) -> None:
     @cli.command("demo")
     @click.option("--port", type=int, default=8080, show_default=True, help="Web port.")
-    @click.option("--data-dir", type=click.Path(file_okay=False), default="demo-data",
-                  show_default=True, help="Where the demo keeps its config and database.")
+    @click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default="demo-data",
+        show_default=True,
+        help="Where the demo keeps its config and database.",
+    )
     @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
     def demo(port: int, data_dir: str, verbose: bool) -> None:
         """Run the whole bot on the simulator with an example panel and surveys.
@@ -41,7 +46,9 @@ def register(cli: click.Group) -> None:
         except ConfigError as exc:
             raise UserError(str(exc)) from None
         if settings.web.port != port:
-            settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, port=port))
+            settings = dataclasses.replace(
+                settings, web=dataclasses.replace(settings.web, port=port)
+            )
         host = settings.web.host
 
         async def go() -> None:
@@ -77,8 +84,9 @@ def register(cli: click.Group) -> None:
         run(go())
 
     @cli.command("chat")
-    @click.option("--as", "address", required=True, metavar="sim:NAME",
-                  help="Who you are, e.g. sim:alice.")
+    @click.option(
+        "--as", "address", required=True, metavar="sim:NAME", help="Who you are, e.g. sim:alice."
+    )
     @pass_cli
     def chat(obj: CliContext, address: str) -> None:
         """Talk to the bot as a panellist in the terminal (the simulator channel).
@@ -111,8 +119,11 @@ async def _chat(settings: Any, who: Any) -> None:
         raise UserError(str(exc)) from None
     # Our own dispatcher delivers to the simulator; the scheduler stays with `panelbot serve`.
     await bot.start(scheduler=False)
-    seen = {m["id"] for m in await outbox_store.conversation(bot.db.conn, who)
-            if m["direction"] == "out"}
+    seen = {
+        m["id"]
+        for m in await outbox_store.conversation(bot.db.conn, who)
+        if m["direction"] == "out"
+    }
 
     async def show_new(wait: float) -> None:
         deadline = asyncio.get_running_loop().time() + wait

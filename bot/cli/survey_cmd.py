@@ -67,8 +67,10 @@ def register(cli: click.Group) -> None:
     def validate(file: str) -> None:
         """Check a survey file; problems name the question id and the field."""
         survey = _load(file)
-        click.echo(f"OK: {survey.id} ({len(survey.questions)} questions, "
-                   f"locales {', '.join(survey.locales)})")
+        click.echo(
+            f"OK: {survey.id} ({len(survey.questions)} questions, "
+            f"locales {', '.join(survey.locales)})"
+        )
 
     @survey_group.command("add")
     @click.argument("file", type=click.Path(dir_okay=False))
@@ -89,8 +91,9 @@ def register(cli: click.Group) -> None:
             click.echo(f"unchanged: {survey.id} version {stored.version}")
 
     @survey_group.command("list")
-    @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-                  show_default=True)
+    @click.option(
+        "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+    )
     @pass_cli
     def list_surveys(obj: CliContext, fmt: str) -> None:
         """Surveys with their latest version, waves, invitations and completions."""
@@ -106,26 +109,58 @@ def register(cli: click.Group) -> None:
         if not rows:
             click.echo("no surveys yet: add one with `panelbot survey add FILE`")
             return
-        _table(["ID", "VERSION", "WAVES", "OPEN", "INVITED", "COMPLETED", "TITLE"],
-               [[r["id"], r["version"], r["waves"], r["open_waves"], r["invited"],
-                 r["completed"], r["title"]] for r in rows])
+        _table(
+            ["ID", "VERSION", "WAVES", "OPEN", "INVITED", "COMPLETED", "TITLE"],
+            [
+                [
+                    r["id"],
+                    r["version"],
+                    r["waves"],
+                    r["open_waves"],
+                    r["invited"],
+                    r["completed"],
+                    r["title"],
+                ]
+                for r in rows
+            ],
+        )
 
     @survey_group.command("launch")
     @click.argument("survey_id")
     @click.option("--sample", type=click.IntRange(min=1), help="Invite N panellists (default all).")
-    @click.option("--stratify-by", "stratify_by", metavar="F,...",
-                  help="Demographic fields a plugin's sampler balances (quotas plugin).")
-    @click.option("--at", "at", metavar="WHEN",
-                  help="Open later: ISO date-time (panel time zone) or a delay such as 2h.")
-    @click.option("--close-after", metavar="DURATION",
-                  help="How long the wave stays open, e.g. 14d (default: bot.close_after).")
-    @click.option("--include-new", is_flag=True,
-                  help="Also invite people who join while the wave is open.")
+    @click.option(
+        "--stratify-by",
+        "stratify_by",
+        metavar="F,...",
+        help="Demographic fields a plugin's sampler balances (quotas plugin).",
+    )
+    @click.option(
+        "--at",
+        "at",
+        metavar="WHEN",
+        help="Open later: ISO date-time (panel time zone) or a delay such as 2h.",
+    )
+    @click.option(
+        "--close-after",
+        metavar="DURATION",
+        help="How long the wave stays open, e.g. 14d (default: bot.close_after).",
+    )
+    @click.option(
+        "--include-new", is_flag=True, help="Also invite people who join while the wave is open."
+    )
     @pass_cli
-    def launch(obj: CliContext, survey_id: str, sample: int | None, stratify_by: str | None,
-               at: str | None, close_after: str | None, include_new: bool) -> None:
+    def launch(
+        obj: CliContext,
+        survey_id: str,
+        sample: int | None,
+        stratify_by: str | None,
+        at: str | None,
+        close_after: str | None,
+        include_new: bool,
+    ) -> None:
         """Open a wave of SURVEY_ID and queue the invitations (a running bot sends them)."""
-        from bot.engine.waves import WaveError, launch as launch_wave
+        from bot.engine.waves import WaveError
+        from bot.engine.waves import launch as launch_wave
 
         when = _parse_when(at, obj.settings.bot.timezone) if at else None
         length = _duration(close_after)
@@ -134,8 +169,14 @@ def register(cli: click.Group) -> None:
             if stratify_by:
                 bot.state["stratify_by"] = [f.strip() for f in stratify_by.split(",") if f.strip()]
             try:
-                return await launch_wave(bot, survey_id, sample=sample, at=when,
-                                         close_after=length, include_new=include_new)
+                return await launch_wave(
+                    bot,
+                    survey_id,
+                    sample=sample,
+                    at=when,
+                    close_after=length,
+                    include_new=include_new,
+                )
             except WaveError as exc:
                 raise UserError(str(exc)) from None
 
@@ -145,14 +186,21 @@ def register(cli: click.Group) -> None:
 
     @survey_group.command("results")
     @click.argument("survey_id")
-    @click.option("--weighted", is_flag=True,
-                  help="Weight respondents to the population (needs a weights plugin: quotas).")
+    @click.option(
+        "--weighted",
+        is_flag=True,
+        help="Weight respondents to the population (needs a weights plugin: quotas).",
+    )
     @click.option("--by", "by", metavar="FIELD", help="Break each question down by a panel field.")
-    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
-                  default="table", show_default=True)
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "csv", "json"]),
+        default="table",
+        show_default=True,
+    )
     @pass_cli
-    def results(obj: CliContext, survey_id: str, weighted: bool, by: str | None,
-                fmt: str) -> None:
+    def results(obj: CliContext, survey_id: str, weighted: bool, by: str | None, fmt: str) -> None:
         """Invited, started, completed, response rate, counts per option and free text."""
         from bot.results import ResultsError, survey_results
 
@@ -186,11 +234,13 @@ def _results_csv(data: dict[str, Any]) -> str:
         parts = [("all", q), *sorted(q.get("by", {}).items())]
         for group, part in parts:
             for o in part.get("options", []):
-                writer.writerow([q["id"], q["type"], group, o["id"], o["count"], o["percent"],
-                                 part["answered"]])
+                writer.writerow(
+                    [q["id"], q["type"], group, o["id"], o["count"], o["percent"], part["answered"]]
+                )
             if "mean" in part and "options" not in part:
-                writer.writerow([q["id"], q["type"], group, "mean", part["mean"], "",
-                                 part["answered"]])
+                writer.writerow(
+                    [q["id"], q["type"], group, "mean", part["mean"], "", part["answered"]]
+                )
             for text in part.get("responses", []) if group == "all" else []:
                 writer.writerow([q["id"], q["type"], group, text, "", "", part["answered"]])
     return out.getvalue()
@@ -199,8 +249,10 @@ def _results_csv(data: dict[str, Any]) -> str:
 def _results_table(data: dict[str, Any]) -> None:
     weighted = " [weighted]" if data["weighted"] else ""
     click.echo(f"{data['title']} ({data['survey']} v{data['version']}){weighted}")
-    click.echo(f"invited {data['invited']}, started {data['started']}, "
-               f"completed {data['completed']}, response rate {data['response_rate']}%")
+    click.echo(
+        f"invited {data['invited']}, started {data['started']}, "
+        f"completed {data['completed']}, response rate {data['response_rate']}%"
+    )
     for q in data["questions"]:
         click.echo("")
         click.echo(f"{q['id']}: {q['text']}  [{q['type']}, {q['answered']} answered]")

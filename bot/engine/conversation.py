@@ -62,8 +62,14 @@ class Turn:
     replies: list[Reply] = field(default_factory=list)
     completed: list[tuple[Panellist, Survey, dict[str, Any]]] = field(default_factory=list)
 
-    def reply(self, text: str, *, kind: MessageKind = MessageKind.REPLY, template: str | None = None,
-              extra: dict[str, Any] | None = None) -> None:
+    def reply(
+        self,
+        text: str,
+        *,
+        kind: MessageKind = MessageKind.REPLY,
+        template: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.replies.append(Reply(text, kind, template, extra or {}))
 
     @property
@@ -135,7 +141,9 @@ class Engine:
                 received_at=message.received_at,
             )
             if inbound_id is None:
-                return HandleResult(duplicate=True, panellist_id=panellist.id if panellist else None)
+                return HandleResult(
+                    duplicate=True, panellist_id=panellist.id if panellist else None
+                )
             turn = Turn(conn, message, text, panellist, inbound_id)
             if panellist is not None:
                 await panellist_store.touch_address(conn, message.address)
@@ -146,7 +154,10 @@ class Engine:
         self.bot.wake_dispatcher()
         for who, survey, answers in turn.completed:
             await self.bot.plugins.call_each(
-                "panelbot_survey_completed", bot=self.bot, panellist=who, survey=survey,
+                "panelbot_survey_completed",
+                bot=self.bot,
+                panellist=who,
+                survey=survey,
                 answers=answers,
             )
         return HandleResult(False, ids, turn.panellist.id if turn.panellist else None)
@@ -181,8 +192,9 @@ class Engine:
             await panellist_store.delete_unconsented(turn.conn, current.id)
         await panellist_store.add_address(turn.conn, owner.id, turn.message.address, inbound=True)
         turn.panellist = owner
-        await self.audit(turn.conn, "address_linked", owner.id,
-                         {"channel": turn.message.address.channel})
+        await self.audit(
+            turn.conn, "address_linked", owner.id, {"channel": turn.message.address.channel}
+        )
         turn.reply(self.render("linked", owner.locale), template="linked")
         if owner.status == PanellistStatus.PENDING:
             await signup.resend_stage(self, turn)
@@ -217,7 +229,9 @@ class Engine:
             session = await survey_store.active_session(turn.conn, p.id)
             turn.reply(
                 self.render(
-                    "help", p.locale, languages=len(self.settings.bot.locales) > 1,
+                    "help",
+                    p.locale,
+                    languages=len(self.settings.bot.locales) > 1,
                     in_survey=session is not None or p.status == PanellistStatus.PENDING,
                 ),
                 template="help",
@@ -251,9 +265,14 @@ class Engine:
         conn = turn.conn
         if p.status == PanellistStatus.PENDING and p.consent_at is None:
             # Never consented: keep nothing but the hashed address that stops us asking again.
-            turn.reply(self.render("opted_out", p.locale), kind=MessageKind.STOP_CONFIRMATION,
-                       template="opted_out")
-            await panellist_store.suppress(conn, self.bot.hash_key, turn.message.address, "opted_out")
+            turn.reply(
+                self.render("opted_out", p.locale),
+                kind=MessageKind.STOP_CONFIRMATION,
+                template="opted_out",
+            )
+            await panellist_store.suppress(
+                conn, self.bot.hash_key, turn.message.address, "opted_out"
+            )
             await panellist_store.delete_unconsented(conn, p.id)
             turn.panellist = None
             return
@@ -263,14 +282,14 @@ class Engine:
         session = await survey_store.active_session(conn, p.id)
         if session:
             await survey_store.finish_session(conn, session.id, "stopped")
-        await conn.execute(
-            "UPDATE invitations SET status = 'expired' WHERE panellist_id = ? AND status = 'waiting'",
-            (p.id,),
-        )
+        await survey_store.expire_waiting(conn, panellist_id=p.id)
         await outbox_store.cancel_for_panellist(conn, p.id)
         await self.audit(conn, "opted_out", p.id, {"channel": turn.message.address.channel})
-        turn.reply(self.render("opted_out", p.locale), kind=MessageKind.STOP_CONFIRMATION,
-                   template="opted_out")
+        turn.reply(
+            self.render("opted_out", p.locale),
+            kind=MessageKind.STOP_CONFIRMATION,
+            template="opted_out",
+        )
 
     async def opt_in(self, turn: Turn) -> None:
         p = turn.panellist
@@ -284,7 +303,10 @@ class Engine:
             await signup.resend_stage(self, turn)
 
     async def audit(
-        self, conn: aiosqlite.Connection, action: str, panellist_id: int | None,
+        self,
+        conn: aiosqlite.Connection,
+        action: str,
+        panellist_id: int | None,
         detail: dict[str, Any] | None = None,
     ) -> None:
         await audit_store.record(conn, action, panellist_id, detail)

@@ -34,7 +34,9 @@ def language_name(code: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def option_labels(question: Question, catalog: MessageCatalog, locale: str, fallback: str) -> list[str]:
+def option_labels(
+    question: Question, catalog: MessageCatalog, locale: str, fallback: str
+) -> list[str]:
     if question.type == QuestionType.YESNO:
         words = catalog.words(locale)
         return [words.get("yes_label", "Yes"), words.get("no_label", "No")]

@@ -33,15 +33,22 @@ async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> 
     if keyword == Keyword.STOP:
         if not suppressed or suppressed[0] != "opted_out":
             await panellist_store.suppress(conn, key, address, "opted_out")
-            turn.reply(engine.render("opted_out", default), kind=MessageKind.STOP_CONFIRMATION,
-                       template="opted_out")
+            turn.reply(
+                engine.render("opted_out", default),
+                kind=MessageKind.STOP_CONFIRMATION,
+                template="opted_out",
+            )
         return
     wants_in = keyword == Keyword.START or engine._is_yes(turn.text, default)
     if suppressed and suppressed[0] in ("opted_out", "declined") and not wants_in:
         return  # they said no; only an explicit START brings them back
     if keyword == Keyword.HELP:
-        turn.reply(engine.render("help", default, languages=len(engine.settings.bot.locales) > 1,
-                                 in_survey=False), template="help")
+        turn.reply(
+            engine.render(
+                "help", default, languages=len(engine.settings.bot.locales) > 1, in_survey=False
+            ),
+            template="help",
+        )
         return
     locales = list(engine.settings.bot.locales)
     guessed = await engine.bot.plugins.call_first(
@@ -103,8 +110,10 @@ def render_digits(text: str) -> str:
 async def offer_language_change(engine: Engine, turn: Turn) -> None:
     p = turn.panellist
     assert p is not None
-    stage = LANGUAGE if p.status == PanellistStatus.PENDING and p.stage == LANGUAGE else (
-        f"{LANGUAGE}:{p.stage or ''}"
+    stage = (
+        LANGUAGE
+        if p.status == PanellistStatus.PENDING and p.stage == LANGUAGE
+        else (f"{LANGUAGE}:{p.stage or ''}")
     )
     await panellist_store.update(turn.conn, p.id, stage=stage, stage_misses=0)
     p.stage = stage
@@ -149,8 +158,9 @@ async def _language_reply(engine: Engine, turn: Turn, stage: str) -> None:
         misses = await panellist_store.stage_misses(conn, p.id)
         if misses == 0:
             await panellist_store.update(conn, p.id, stage_misses=1)
-            menu = render.language_menu(engine.catalog, list(engine.settings.bot.locales),
-                                        turn.locale)
+            menu = render.language_menu(
+                engine.catalog, list(engine.settings.bot.locales), turn.locale
+            )
             turn.reply(menu.text, template=menu.template, extra=menu.extra)
             return
         chosen = p.locale or engine.default_locale
@@ -174,7 +184,9 @@ async def _consent_reply(engine: Engine, turn: Turn) -> None:
     conn = turn.conn
     if engine._is_yes(turn.text, p.locale):
         await panellist_store.update(
-            conn, p.id, consent_at=utcnow(),
+            conn,
+            p.id,
+            consent_at=utcnow(),
             consent_method=f"{turn.message.address.channel} reply",
         )
         p.consent_at = utcnow()
@@ -272,8 +284,9 @@ async def finish(engine: Engine, turn: Turn) -> None:
         p.stage = WAITLISTED
         turn.reply(engine.render("signup_waitlisted", p.locale), template="signup_waitlisted")
         return
-    await panellist_store.update(conn, p.id, status=PanellistStatus.ACTIVE, stage=None,
-                                 stage_misses=0)
+    await panellist_store.update(
+        conn, p.id, status=PanellistStatus.ACTIVE, stage=None, stage_misses=0
+    )
     p.status, p.stage = PanellistStatus.ACTIVE, None
     await engine.audit(conn, "joined", p.id, {})
     turn.reply(engine.render("signup_complete", p.locale), template="signup_complete")

@@ -52,8 +52,13 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
             await survey_store.count_miss(conn, session.id)
             hint = ", ".join(valid_replies(question, locale, engine.default_locale))
             msg = render.question_message(
-                engine.catalog, survey, question, locale, fallback=engine.default_locale,
-                reask=True, valid_replies=hint,
+                engine.catalog,
+                survey,
+                question,
+                locale,
+                fallback=engine.default_locale,
+                reask=True,
+                valid_replies=hint,
             )
             turn.reply(msg.text, template=msg.template, extra=msg.extra)
             return
@@ -69,21 +74,28 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
         return
     await survey_store.advance_session(conn, session.id, question=following.id, answered=answered)
     msg = render.question_message(
-        engine.catalog, survey, following, locale, fallback=engine.default_locale,
+        engine.catalog,
+        survey,
+        following,
+        locale,
+        fallback=engine.default_locale,
         skipped=not answered,
     )
     turn.reply(msg.text, template=msg.template, extra=msg.extra)
 
 
-async def _complete(engine: Engine, turn: Turn, session: survey_store.Session, survey: Survey) -> None:
+async def _complete(
+    engine: Engine, turn: Turn, session: survey_store.Session, survey: Survey
+) -> None:
     p = turn.panellist
     assert p is not None
     conn = turn.conn
     await survey_store.finish_session(conn, session.id, "completed")
     await survey_store.set_invitation(conn, session.wave_id, p.id, "completed")
     thanks = survey.thanks.get(p.locale) or survey.thanks.get(engine.default_locale) or ""
-    turn.reply(engine.render("survey_complete", p.locale, thanks=thanks),
-               template="survey_complete")
+    turn.reply(
+        engine.render("survey_complete", p.locale, thanks=thanks), template="survey_complete"
+    )
     answers = await survey_store.session_answers(conn, session.id)
     turn.completed.append((p, survey, answers))
     await waves.start_next_waiting(engine, turn)

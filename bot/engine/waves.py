@@ -34,7 +34,10 @@ class WaveError(Exception):
 
 
 async def begin_survey(
-    engine: Engine, conn: aiosqlite.Connection, panellist: Panellist, wave_id: int,
+    engine: Engine,
+    conn: aiosqlite.Connection,
+    panellist: Panellist,
+    wave_id: int,
     survey_row_id: int,
 ) -> render.Rendered:
     """Open a session on the first question and render the invitation that carries it."""
@@ -42,7 +45,10 @@ async def begin_survey(
     first = survey.first_question({})
     assert first is not None, "a stored survey always has a question"
     await survey_store.start_session(
-        conn, wave_id=wave_id, survey_row_id=survey_row_id, panellist_id=panellist.id,
+        conn,
+        wave_id=wave_id,
+        survey_row_id=survey_row_id,
+        panellist_id=panellist.id,
         first_question=first.id,
     )
     await survey_store.set_invitation(conn, wave_id, panellist.id, "sent")
@@ -51,8 +57,13 @@ async def begin_survey(
         engine.catalog, survey, first, locale, fallback=engine.default_locale
     )
     intro = survey.intro.get(locale) or survey.intro.get(engine.default_locale) or ""
-    text = engine.render("invitation", locale, intro=intro, question=question.text,
-                         title=survey.title.get(locale) or next(iter(survey.title.values())))
+    text = engine.render(
+        "invitation",
+        locale,
+        intro=intro,
+        question=question.text,
+        title=survey.title.get(locale) or next(iter(survey.title.values())),
+    )
     return render.Rendered(text, "invitation", question.options)
 
 
@@ -104,8 +115,13 @@ async def launch(
         if stored is None:
             raise WaveError(f"no survey {survey_id!r}; add it first with `panelbot survey add`")
         wave_id = await survey_store.create_wave(
-            conn, survey_row_id=stored.row_id, opens_at=opens_at, closes_at=closes_at,
-            reminder_at=reminder_at, sample_size=sample, include_new=include_new,
+            conn,
+            survey_row_id=stored.row_id,
+            opens_at=opens_at,
+            closes_at=closes_at,
+            reminder_at=reminder_at,
+            sample_size=sample,
+            include_new=include_new,
         )
     if opens_at <= now:
         await open_wave(bot, wave_id)
@@ -116,7 +132,11 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
     async with bot.db.transaction() as conn:
         survey = await bot.engine.survey(conn, wave.survey_row_id)
     chosen = await bot.plugins.call_first(
-        "panelbot_select_sample", bot=bot, survey=survey, wave=wave, eligible=eligible,
+        "panelbot_select_sample",
+        bot=bot,
+        survey=survey,
+        wave=wave,
+        eligible=eligible,
         size=wave.sample_size,
     )
     if chosen is not None:
@@ -161,18 +181,29 @@ async def _invite(
     if busy or not p.addresses:
         return 1  # waits until their open survey ends
     msg = await begin_survey(engine, conn, p, wave.id, wave.survey_row_id)
-    await _queue_bulk(conn, p, p.addresses[0], f"wave:{wave.id}:invite:{p.id}", msg,
-                      MessageKind.INVITATION)
+    await _queue_bulk(
+        conn, p, p.addresses[0], f"wave:{wave.id}:invite:{p.id}", msg, MessageKind.INVITATION
+    )
     return 1
 
 
 async def _queue_bulk(
-    conn: aiosqlite.Connection, p: Panellist, address: Address, key: str,
-    msg: render.Rendered, kind: MessageKind,
+    conn: aiosqlite.Connection,
+    p: Panellist,
+    address: Address,
+    key: str,
+    msg: render.Rendered,
+    kind: MessageKind,
 ) -> None:
     await outbox_store.queue(
-        conn, key=key, panellist_id=p.id, address=address, text=msg.text, kind=kind,
-        template=msg.template, extra=msg.extra,
+        conn,
+        key=key,
+        panellist_id=p.id,
+        address=address,
+        text=msg.text,
+        kind=kind,
+        template=msg.template,
+        extra=msg.extra,
     )
 
 
@@ -187,20 +218,28 @@ async def send_reminders(bot: Bot, wave_id: int) -> int:
         rows = await survey_store.unfinished_sessions(conn, wave_id)
         people = {p.id: p for p in await panellist_store.many(conn, [r[1] for r in rows])}
         sent = 0
-        for session_id, pid, question_id in rows:
+        for _session_id, pid, question_id in rows:
             p = people.get(pid)
             if p is None or p.status.value != "active" or not p.addresses or not question_id:
                 continue
             locale = p.locale or engine.default_locale
             question = render.question_message(
-                engine.catalog, survey, survey.question(question_id), locale,
+                engine.catalog,
+                survey,
+                survey.question(question_id),
+                locale,
                 fallback=engine.default_locale,
             )
             title = survey.title.get(locale) or next(iter(survey.title.values()))
             text = engine.render("reminder", locale, title=title, question=question.text)
-            await _queue_bulk(conn, p, p.addresses[0], f"wave:{wave_id}:remind:{pid}",
-                              render.Rendered(text, "reminder", question.options),
-                              MessageKind.REMINDER)
+            await _queue_bulk(
+                conn,
+                p,
+                p.addresses[0],
+                f"wave:{wave_id}:remind:{pid}",
+                render.Rendered(text, "reminder", question.options),
+                MessageKind.REMINDER,
+            )
             await survey_store.mark_reminded(conn, wave_id, pid)
             sent += 1
         await survey_store.set_wave(conn, wave_id, reminded_at=utcnow())
@@ -217,10 +256,7 @@ async def close_wave(bot: Bot, wave_id: int) -> int:
         if wave is None or wave.status == "closed":
             return 0
         closed_people = await survey_store.close_sessions(conn, wave_id)
-        await conn.execute(
-            "UPDATE invitations SET status = 'expired' WHERE wave_id = ? AND status = 'waiting'",
-            (wave_id,),
-        )
+        await survey_store.expire_waiting(conn, wave_id=wave_id)
         await survey_store.set_wave(conn, wave_id, status="closed", closed_at=utcnow())
         # People whose session just closed may have another invitation waiting.
         for p in await panellist_store.many(conn, closed_people):
@@ -228,8 +264,14 @@ async def close_wave(bot: Bot, wave_id: int) -> int:
             if waiting is None or p.status.value != "active" or not p.addresses:
                 continue
             msg = await begin_survey(engine, conn, p, waiting[0], waiting[1])
-            await _queue_bulk(conn, p, p.addresses[0], f"wave:{waiting[0]}:invite:{p.id}", msg,
-                              MessageKind.INVITATION)
+            await _queue_bulk(
+                conn,
+                p,
+                p.addresses[0],
+                f"wave:{waiting[0]}:invite:{p.id}",
+                msg,
+                MessageKind.INVITATION,
+            )
     bot.wake_dispatcher()
     logger.info("wave %s closed (%s sessions closed)", wave_id, len(closed_people))
     return len(closed_people)

@@ -427,3 +427,20 @@ async def answers_of_survey(
         (survey_id,),
     )
     return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+
+async def expire_waiting(
+    conn: aiosqlite.Connection, *, panellist_id: int | None = None, wave_id: int | None = None
+) -> None:
+    """Waiting invitations that will never start: the person left, or the wave closed."""
+    if panellist_id is not None:
+        await conn.execute(
+            "UPDATE invitations SET status = 'expired' WHERE panellist_id = ? "
+            "AND status = 'waiting'",
+            (panellist_id,),
+        )
+    if wave_id is not None:
+        await conn.execute(
+            "UPDATE invitations SET status = 'expired' WHERE wave_id = ? AND status = 'waiting'",
+            (wave_id,),
+        )

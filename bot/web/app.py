@@ -70,11 +70,18 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:  # noqa: ANN001
+async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
     """Run the web app, dispatcher and scheduler until SIGINT/SIGTERM, then stop cleanly."""
     app = await build_app(bot)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                            access_log=False, timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
     server = _Server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,7 +91,7 @@ async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:  # no
     await bot.start()
     web = asyncio.create_task(server.serve(), name="panelbot-web")
     try:
-        while not server.started and not web.done():
+        while not server.started and not web.done():  # noqa: ASYNC110 - uvicorn sets a flag
             await asyncio.sleep(0.02)
         if web.done():
             web.result()  # raises the bind error, if any

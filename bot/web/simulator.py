@@ -44,7 +44,7 @@ async def post_message(request: Request) -> Response:
     try:
         body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _bad("the body must be JSON: {\"from\": \"sim:NAME\", \"text\": \"...\"}")
+        return _bad('the body must be JSON: {"from": "sim:NAME", "text": "..."}')
     if not isinstance(body, dict):
         return _bad("the body must be a JSON object with 'from' and 'text'")
     if "from" not in body or "text" not in body:
@@ -94,8 +94,12 @@ async def get_messages(request: Request) -> Response:
     return JSONResponse(
         {
             "messages": [
-                {"direction": m["direction"], "text": m["text"], "at": m["at"],
-                 "options": m["extra"].get("options", [])}
+                {
+                    "direction": m["direction"],
+                    "text": m["text"],
+                    "at": m["at"],
+                    "options": m["extra"].get("options", []),
+                }
                 for m in history
             ]
         }

@@ -99,7 +99,7 @@ class FakeTwilio:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
-        self.created = asyncio.Event()  # set whenever a message is created
+        self._seen = asyncio.Event()  # set whenever a request is recorded
 
     # --- running -----------------------------------------------------------------------
 
@@ -143,12 +143,16 @@ class FakeTwilio:
             self._scripts.append(Script(status=201, delay=seconds, create=create))
 
     def add_message(
-        self, *, to: str, from_: str, body: str, status: str = "sent",
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        status: str = "sent",
         created: datetime | None = None,
     ) -> dict[str, Any]:
         """Put a message in the account as if an earlier (crashed) run had sent it."""
-        return self._store({"To": to, "From": from_, "Body": body}, status=status,
-                           created=created)
+        return self._store({"To": to, "From": from_, "Body": body}, status=status, created=created)
 
     # --- what was seen -------------------------------------------------------------------
 
@@ -166,15 +170,22 @@ class FakeTwilio:
         """Wait until at least ``count`` create calls arrived; fail the test after ``timeout``."""
         async with asyncio.timeout(timeout):
             while len(self.posts()) < count:
-                await asyncio.sleep(0.01)
+                self._seen.clear()
+                await self._seen.wait()
         return self.posts()
 
     # --- handlers ------------------------------------------------------------------------
 
-    def _error(self, status: int, code: int | None, message: str | None = None,
-               headers: Mapping[str, str] | None = None, **fmt: str) -> web.Response:
+    def _error(
+        self,
+        status: int,
+        code: int | None,
+        message: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **fmt: str,
+    ) -> web.Response:
         code = code or status
-        text = message or ERROR_MESSAGES.get(code, "Error").format(**fmt)
+        text = message or ERROR_MESSAGES.get(code, "Error").replace("{to}", fmt.get("to", ""))
         body = {
             "code": code,
             "message": text,
@@ -193,10 +204,16 @@ class FakeTwilio:
             except ValueError:
                 auth = None
         recorded = RecordedRequest(
-            request.method, request.path, form, dict(request.query), auth,
-            datetime.now(UTC), time.monotonic(),
+            request.method,
+            request.path,
+            form,
+            dict(request.query),
+            auth,
+            datetime.now(UTC),
+            time.monotonic(),
         )
         self.requests.append(recorded)
+        self._seen.set()
         if auth != (self.account_sid, self.auth_token):
             return recorded, self._error(401, 20003)
         if request.match_info["account"] != self.account_sid:
@@ -217,8 +234,9 @@ class FakeTwilio:
         script = self._next_script("POST")
         if script is not None and not script.create:
             await asyncio.sleep(script.delay)
-            return self._error(script.status, script.code, script.message, script.headers,
-                               to=form.get("To", ""))
+            return self._error(
+                script.status, script.code, script.message, script.headers, to=form.get("To", "")
+            )
         if "To" not in form:
             return self._error(400, 21604, "A 'To' phone number is required.")
         if not form.get("Body") and not form.get("ContentSid"):
@@ -234,8 +252,9 @@ class FakeTwilio:
                 return self._error(script.status, script.code, script.message, script.headers)
         return web.json_response(answer, status=201)
 
-    def _store(self, form: Mapping[str, str], *, status: str,
-               created: datetime | None = None) -> dict[str, Any]:
+    def _store(
+        self, form: Mapping[str, str], *, status: str, created: datetime | None = None
+    ) -> dict[str, Any]:
         now = created or datetime.now(UTC)
         sid = f"SM{next(self._ids):08d}{secrets.token_hex(12)}"
         body = form.get("Body") or ""
@@ -265,7 +284,6 @@ class FakeTwilio:
             "uri": f"{uri}.json",
         }
         self.messages.append(resource)
-        self.created.set()
         return resource
 
     def _mark_sent(self, sid: str) -> None:
@@ -300,24 +318,28 @@ class FakeTwilio:
                 if resource["date_sent"] is None:
                     continue  # a message not sent yet has no DateSent to filter on
                 sent = datetime.strptime(resource["date_sent"], "%a, %d %b %Y %H:%M:%S %z")
-                if (after and sent < after) or (before and sent > before) or (
-                    on and sent.date() != on
+                if (
+                    (after and sent < after)
+                    or (before and sent > before)
+                    or (on and sent.date() != on)
                 ):
                     continue
             found.append(resource)
         page = found[:page_size]
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
-        return web.json_response({
-            "messages": page,
-            "end": max(len(page) - 1, 0),
-            "first_page_uri": f"{uri}?{urlencode({**query, 'Page': 0})}",
-            "next_page_uri": None,
-            "page": 0,
-            "page_size": page_size,
-            "previous_page_uri": None,
-            "start": 0,
-            "uri": f"{uri}?{urlencode(query)}",
-        })
+        return web.json_response(
+            {
+                "messages": page,
+                "end": max(len(page) - 1, 0),
+                "first_page_uri": f"{uri}?{urlencode({**query, 'Page': 0})}",
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": page_size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": f"{uri}?{urlencode(query)}",
+            }
+        )
 
 
 # --- webhooks signed like Twilio's ---------------------------------------------------------
@@ -394,8 +416,10 @@ async def post_signed(
     what is signed, to test refusals.
     """
     url = signed_url if signed_url is not None else public_base_url + path
-    header = signature if signature is not None else sign(
-        auth_token, url, sign_params if sign_params is not None else params
+    header = (
+        signature
+        if signature is not None
+        else sign(auth_token, url, sign_params if sign_params is not None else params)
     )
     return await client.post(
         path,

@@ -387,6 +387,8 @@
     state.sendSeq++;
     setQuickBusy(true);
     const item = messageItem({ direction: "in", text: text, at: null }, true);
+    // Screen readers hear the message once, when the panel has it, not twice.
+    item.setAttribute("aria-hidden", "true");
     el.messages.appendChild(item);
     scrollToBottom();
     el.status.textContent = "";
