@@ -250,6 +250,9 @@ class PanelSettings:
 class SimulatorSettings:
     enabled: bool = True
     rate_per_second: float = field(default=50.0, metadata=_meta(_positive))
+    # Lets the simulator page list imported panellists and speak as them: right for a demo
+    # or a test panel, wrong for a live one (no login guards the simulator).
+    allow_panellists: bool = False
 
 
 def _check_whatsapp_templates(table: dict[str, str]) -> dict[str, str]:

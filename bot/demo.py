@@ -79,7 +79,8 @@ def demo_config(port: int) -> dict[str, Any]:
         },
         "web": {"host": "127.0.0.1", "port": port},
         "panel": {"fields": _FIELDS},
-        "channels": {"simulator": {"enabled": True}},
+        # A demo panel is synthetic: the page may speak as any of its members.
+        "channels": {"simulator": {"enabled": True, "allow_panellists": True}},
     }
 
 

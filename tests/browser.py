@@ -84,8 +84,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(directory: Path, port: int, fields: list[dict[str, Any]]) -> Path:
-    """A panel config in ``directory``: its own SQLite file, no quiet hours, these fields."""
+def write_config(
+    directory: Path, port: int, fields: list[dict[str, Any]], *, allow_panellists: bool = True
+) -> Path:
+    """A panel config in ``directory``: its own SQLite file, no quiet hours, these fields,
+    and (as in the demo) the simulator allowed to speak as imported panellists."""
     lines = [
         "[bot]",
         'name = "Test Panel"',
@@ -95,6 +98,9 @@ def write_config(directory: Path, port: int, fields: list[dict[str, Any]]) -> Pa
         "[web]",
         'host = "127.0.0.1"',
         f"port = {port}",
+        "",
+        "[channels.simulator]",
+        f"allow_panellists = {'true' if allow_panellists else 'false'}",
     ]
     for field in fields:
         lines += ["", "[[panel.fields]]"]

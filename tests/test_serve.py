@@ -182,3 +182,32 @@ def test_sigterm_stops_cleanly_within_seconds(server: Server) -> None:
     assert code == 0
     stderr = server.process.stderr.read()
     assert "Traceback" not in stderr
+
+
+def test_a_live_panel_does_not_let_the_simulator_speak_as_panellists(server: Server) -> None:
+    import asyncio
+
+    from bot.config import load_settings
+    from bot.models import PanellistStatus
+    from bot.storage import Database
+    from bot.storage import panellists as panellist_store
+
+    async def add_one() -> int:
+        db = await Database.open(load_settings(server.config).bot.database)
+        try:
+            async with db.transaction() as conn:
+                return await panellist_store.create(
+                    conn, status=PanellistStatus.ACTIVE, locale="en", demographics={"sex": "male"}
+                )
+        finally:
+            await db.close()
+
+    panellist_id = asyncio.run(add_one())
+    server.say("sim:visitor", "hi")
+    listed = httpx.get(f"{server.base}/simulator/api/identities").json()["identities"]
+    assert listed == [{"address": "sim:visitor", "label": "visitor"}]
+    linked = httpx.post(
+        f"{server.base}/simulator/api/identities", json={"panellist_id": panellist_id}
+    )
+    assert linked.status_code == 403
+    assert "allow_panellists" in linked.json()["error"]

@@ -41,7 +41,6 @@ from telegram.error import (
     ChatMigrated,
     Forbidden,
     InvalidToken,
-    NetworkError,
     RetryAfter,
     TelegramError,
 )
@@ -147,7 +146,9 @@ def retry_after_seconds(exc: RetryAfter) -> float:
 
 def classify(exc: TelegramError) -> SendError:
     """A PTB error as the dispatcher's SendError (after RapidPro's courier)."""
-    detail = f"{type(exc).__name__}: {exc.message}"
+    # Telegram's own description ("Forbidden: bot was blocked by the user"); PTB's class
+    # name where there is none (a timeout).
+    detail = exc.message or type(exc).__name__
     lowered = exc.message.casefold()
     if isinstance(exc, RetryAfter):
         # The same message goes again after the wait, without using up an attempt.
@@ -168,8 +169,8 @@ def classify(exc: TelegramError) -> SendError:
         # Our configuration, not the panellist: keep the message for when the token is fixed.
         logger.error("telegram refused the bot token; check [channels.telegram] token")
         return SendError(ErrorClass.RETRYABLE, detail, code="401")
-    if isinstance(exc, NetworkError):  # includes TimedOut and 5xx answers
-        return SendError(ErrorClass.RETRYABLE, detail)
+    # NetworkError (timeouts, 5xx answers) and anything new: worth another try. A timeout
+    # may hide a message that did go; Telegram offers no way to tell.
     return SendError(ErrorClass.RETRYABLE, detail)
 
 
@@ -316,10 +317,14 @@ class TelegramChannel:
         if bot is None:
             raise RuntimeError("telegram channel is not started")
         inbound = self.to_inbound(update)
-        if inbound is None:
-            return  # an update type we do not act on: acknowledged, ignored
-        result = await bot.handle(inbound)
         query = update.callback_query
+        if inbound is None:
+            # An update we do not act on: acknowledged and ignored (a tap still gets its
+            # spinner stopped).
+            if query is not None:
+                await self._answer(query)
+            return
+        result = await bot.handle(inbound)
         if query is not None and not result.duplicate:
             await self._answer(query)
 
@@ -335,16 +340,22 @@ class TelegramChannel:
         query = update.callback_query
         if query is not None:
             chat = query.message.chat if query.message is not None else None
-            if chat is not None and chat.type != ChatType.PRIVATE:
+            if query.data is None or (chat is not None and chat.type != ChatType.PRIVATE):
                 return None
             # In a private chat the chat id is the user's id.
             chat_id = chat.id if chat is not None else query.from_user.id
             return InboundMessage(
                 Address("telegram", str(chat_id)),
                 # Tapping "2 Neither easy nor hard" is the same as typing "2".
-                query.data or "",
+                query.data,
                 f"callback:{query.id}",
-                extra={"callback_query_id": query.id, "update_id": update.update_id},
+                extra={
+                    "callback_query_id": query.id,
+                    "update_id": update.update_id,
+                    # Which of our messages carried the button: a tap on an old question's
+                    # keyboard arrives like an answer to the current one.
+                    "button_message_id": query.message.message_id if query.message else None,
+                },
             )
         message = update.message
         if message is None or message.chat.type != ChatType.PRIVATE:

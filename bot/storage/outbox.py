@@ -248,7 +248,8 @@ async def conversation(
           SELECT 'in' AS direction, i.text, i.received_at AS at, i.id AS id, NULL AS status,
                  '{}' AS extra
           FROM inbound_messages i JOIN addresses a ON a.panellist_id = i.panellist_id
-          WHERE a.channel = ? AND a.address = ? AND i.text IS NOT NULL
+          WHERE a.channel = ? AND a.address = ? AND i.channel = a.channel
+            AND i.text IS NOT NULL
           UNION ALL
           SELECT 'out', o.text, COALESCE(o.sent_at, o.created_at), o.id, o.status, o.extra
           FROM outbox o WHERE o.channel = ? AND o.address = ?

@@ -86,7 +86,7 @@ async def list_identities(request: Request) -> Response:
     ]
     field_names = [f.name for f in bot.settings.panel.fields]
     remaining = MAX_IDENTITIES - len(identities)
-    if remaining > 0:
+    if remaining > 0 and bot.settings.channels.simulator.allow_panellists:
         for panellist_id, demographics in await _unlinked_panellists(conn, remaining):
             identities.append(
                 {
@@ -104,6 +104,11 @@ async def link_identity(request: Request) -> Response:
     survey, sends their current question to the new address so they can carry on.
     """
     bot: Bot = request.app.state.bot
+    if not bot.settings.channels.simulator.allow_panellists:
+        return _bad(
+            "speaking as imported panellists is off ([channels.simulator] allow_panellists)",
+            status_code=403,
+        )
     try:
         body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError):
