@@ -61,7 +61,9 @@ class Bot:
         extra_dirs: list[Path] = []
         for _, dirs in bot.plugins.call_each_sync("panelbot_message_dirs", bot=bot):
             extra_dirs.extend(Path(d) for d in dirs)
-        bot.messages = MessageCatalog([*extra_dirs, messages_dir()], settings.bot.default_locale)
+        bot.messages = MessageCatalog(
+            [*extra_dirs, messages_dir()], settings.bot.default_locale, settings.bot.timezone
+        )
         if settings.bot.secret_key:
             bot.hash_key = settings.bot.secret_key.encode()
         else:

@@ -12,11 +12,16 @@ import logging
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_decimal
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +48,12 @@ def fallback_chain(locale: str, default_locale: str = "en") -> list[str]:
 class MessageCatalog:
     """Renders named messages in a locale, searching ``dirs`` in order."""
 
-    def __init__(self, dirs: Sequence[Path], default_locale: str = "en") -> None:
+    def __init__(
+        self, dirs: Sequence[Path], default_locale: str = "en", timezone: str = "Europe/London"
+    ) -> None:
         self.dirs = [Path(d) for d in dirs]
         self.default_locale = default_locale
+        self.timezone = timezone
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
             undefined=jinja2.StrictUndefined,
@@ -53,6 +61,9 @@ class MessageCatalog:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+        )
+        self.env.filters.update(
+            plural=_plural, date=self._date, datetime=self._datetime, number=_number
         )
         self.fallbacks: Counter[tuple[str, str, str]] = Counter()
         self._resolved: dict[tuple[str, str], tuple[str, jinja2.Template]] = {}
@@ -109,6 +120,17 @@ class MessageCatalog:
                 out.append(line)
         return "\n".join(out)
 
+    @jinja2.pass_context
+    def _date(self, context: Any, value: datetime, format: str = "EEEE d MMMM") -> str:
+        """A date in the message's language and the panel's time zone ("Friday 5 December")."""
+        local = value.astimezone(ZoneInfo(self.timezone))
+        return format_date(local.date(), format, locale=_babel_locale(context["locale"]))
+
+    @jinja2.pass_context
+    def _datetime(self, context: Any, value: datetime, format: str = "EEEE d MMMM, HH:mm") -> str:
+        local = value.astimezone(ZoneInfo(self.timezone))
+        return format_datetime(local, format, locale=_babel_locale(context["locale"]))
+
     def words(self, locale: str) -> dict[str, Any]:
         """Keyword and answer words for a locale (``words.toml``), merged over English."""
         if locale in self._words:
@@ -126,6 +148,31 @@ class MessageCatalog:
         for loc in locales:
             found.update(w.casefold() for w in self.words(loc).get(key, []))
         return found
+
+
+@lru_cache(maxsize=64)
+def _babel_locale(code: str) -> Locale:
+    try:
+        return Locale.parse(code.replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return Locale.parse("en")
+
+
+@jinja2.pass_context
+def _plural(context: Any, n: int, **forms: str) -> str:
+    """The CLDR plural form of ``n`` for the message's language, ``#`` standing for ``n``.
+
+    ``{{ count|plural(one="# question", few="# pytania", many="# pytań", other="# ...") }}``:
+    Polish says "3 pytania" but "5 pytań"; Welsh has six forms. ``other`` is required.
+    """
+    locale = _babel_locale(context["locale"])
+    form = forms.get(locale.plural_form(n)) or forms["other"]
+    return form.replace("#", format_decimal(n, locale=locale))
+
+
+@jinja2.pass_context
+def _number(context: Any, n: float) -> str:
+    return format_decimal(n, locale=_babel_locale(context["locale"]))
 
 
 @lru_cache(maxsize=256)

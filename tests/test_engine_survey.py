@@ -208,3 +208,33 @@ async def test_with_no_survey_open_a_message_gets_a_polite_answer(bot: Bot, chat
     await chat.join("sim:bob")
     replies = await chat.say("sim:bob", "hello?")
     assert "no survey open for you" in replies[0]
+
+
+async def test_invitation_says_how_many_questions_and_when_it_closes(
+    bot: Bot, invited: Chat
+) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from babel.dates import format_date
+
+    row = await bot.db.fetchone("SELECT closes_at FROM waves")
+    closes = datetime.fromisoformat(row["closes_at"]).astimezone(ZoneInfo("Europe/London"))
+    expected = format_date(closes.date(), "EEEE d MMMM", locale="en")
+    assert f"6 questions, closes on {expected}." in await invitation_text(bot)
+
+
+async def test_message_filters_follow_each_language_plural_rules(bot: Bot) -> None:
+    from datetime import UTC, datetime
+
+    template = bot.messages.env.from_string(
+        '{{ n|plural(one="# pytanie", few="# pytania", many="# pytań", other="# pytania") }}'
+        " / {{ when|date }}"
+    )
+    when = datetime(2026, 12, 4, 23, 30, tzinfo=UTC)  # Friday evening in London (GMT)
+    assert template.render(locale="pl", n=3, when=when) == "3 pytania / piątek 4 grudnia"
+    assert template.render(locale="pl", n=5, when=when).startswith("5 pytań")
+    welsh = bot.messages.env.from_string("{{ when|date }}")
+    assert welsh.render(locale="cy", when=datetime(2026, 12, 5, 12, tzinfo=UTC)) == (
+        "Dydd Sadwrn 5 Rhagfyr"
+    )

@@ -359,8 +359,10 @@ async def test_commands_map_to_the_engine_keywords(
         assert help_text.text.startswith("Test Panel is run by")
         bye = await pat.type("/stop")
         assert bye.text.startswith("You have left Test Panel")
-    kinds = await bot.db.fetchall("SELECT kind FROM outbox ORDER BY id")
-    assert kinds[-1]["kind"] == "stop_confirmation"
+        back = await pat.type("/start")  # Telegram's Start button after leaving
+        assert back.text.startswith("Welcome back to Test Panel.")
+    status = await bot.db.fetchone("SELECT status FROM panellists")
+    assert status[0] != "opted_out"
 
 
 # --- polling ----------------------------------------------------------------------------------

@@ -82,9 +82,12 @@ ALLOWED_UPDATES = ["message", "callback_query"]
 # BadRequest descriptions that mean the chat is gone or never was (lower case).
 UNREACHABLE_PHRASES = ("chat not found", "user not found", "peer_id_invalid")
 
-# Bot commands and the text the engine understands for them.
+# Bot commands and the text the engine understands for them. Telegram sends /start when
+# someone first opens the bot or taps Start/Restart after clearing or unblocking the chat:
+# an explicit "I want in", like the SMS opt-in keyword. For a stranger it is a first
+# contact (welcome and consent), for someone who left it rejoins them.
 COMMAND_TEXT = {
-    "start": "hello",  # a first contact (or, for someone known, a nudge to resend)
+    "start": "START",
     "stop": "STOP",
     "help": "HELP",
     "language": "LANGUAGE",

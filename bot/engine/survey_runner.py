@@ -92,7 +92,7 @@ async def _complete(
     conn = turn.conn
     await survey_store.finish_session(conn, session.id, "completed")
     await survey_store.set_invitation(conn, session.wave_id, p.id, "completed")
-    thanks = survey.thanks.get(p.locale) or survey.thanks.get(engine.default_locale) or ""
+    thanks = survey.localized_thanks(p.locale, engine.default_locale)
     turn.reply(
         engine.render("survey_complete", p.locale, thanks=thanks), template="survey_complete"
     )

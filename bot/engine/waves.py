@@ -52,17 +52,19 @@ async def begin_survey(
         first_question=first.id,
     )
     await survey_store.set_invitation(conn, wave_id, panellist.id, "sent")
+    wave = await survey_store.wave(conn, wave_id)
+    assert wave is not None
     locale = panellist.locale or engine.default_locale
-    question = render.question_message(
-        engine.catalog, survey, first, locale, fallback=engine.default_locale
-    )
-    intro = survey.intro.get(locale) or survey.intro.get(engine.default_locale) or ""
+    fallback = engine.default_locale
+    question = render.question_message(engine.catalog, survey, first, locale, fallback=fallback)
     text = engine.render(
         "invitation",
         locale,
-        intro=intro,
+        intro=survey.localized_intro(locale, fallback),
         question=question.text,
-        title=survey.title.get(locale) or next(iter(survey.title.values())),
+        title=survey.localized_title(locale, fallback),
+        questions=len(survey.questions),
+        closes_at=wave.closes_at,
     )
     return render.Rendered(text, "invitation", question.options)
 
@@ -230,8 +232,10 @@ async def send_reminders(bot: Bot, wave_id: int) -> int:
                 locale,
                 fallback=engine.default_locale,
             )
-            title = survey.title.get(locale) or next(iter(survey.title.values()))
-            text = engine.render("reminder", locale, title=title, question=question.text)
+            title = survey.localized_title(locale, engine.default_locale)
+            text = engine.render(
+                "reminder", locale, title=title, question=question.text, closes_at=wave.closes_at
+            )
             await _queue_bulk(
                 conn,
                 p,
