@@ -14,7 +14,9 @@ for the application's write lock.
 Floor (same run, same pragmas, a new file): a bare aiosqlite connection doing the same number
 of write transactions, each the minimum the engine must write per answer (an inbound row, an
 answer row, a session update and an outbox row inside BEGIN IMMEDIATE ... COMMIT), with the
-same concurrency through one shared connection and an asyncio.Lock, as the app does.
+same concurrency through one shared connection and an asyncio.Lock, as the app does. Half of
+the floor's transactions run before the engine and half after, so a change in the load on
+the machine during the run weighs on both sides of the ratio.
 
     .venv/bin/python bench/inbound.py [--panellists N] [--concurrency C] [--db PATH]
                                       [--keep] [--check] [--profile FILE]
@@ -129,29 +131,41 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 @dataclass
 class Timing:
-    count: int
-    elapsed: float
+    count: int  # messages (engine) or transactions (floor)
+    elapsed: float  # seconds of wall time
     latencies: list[float]  # seconds, ascending
-    cpu: float  # process CPU seconds (every thread) during the timed part
+    cpu: float  # process CPU seconds, every thread
     loop_cpu: float  # of which the event loop's thread (the rest is mostly aiosqlite's thread)
-    round_trips: str = "n/a"  # hops to aiosqlite's thread per message, when countable
+    round_trips: int | None = None  # awaits on the aiosqlite connection, when countable
+
+    def __add__(self, other: Timing) -> Timing:
+        return Timing(
+            self.count + other.count,
+            self.elapsed + other.elapsed,
+            sorted(self.latencies + other.latencies),
+            self.cpu + other.cpu,
+            self.loop_cpu + other.loop_cpu,
+            None
+            if self.round_trips is None or other.round_trips is None
+            else self.round_trips + other.round_trips,
+        )
 
     @property
     def rate(self) -> float:
         return self.count / self.elapsed if self.elapsed else 0.0
 
-    @property
-    def cpu_share(self) -> float:
-        """CPU used while timed, as a share of one core (2.0 = both cores of this machine)."""
-        return self.cpu / self.elapsed if self.elapsed else 0.0
-
-    def cpu_line(self) -> str:
+    def cpu_line(self, unit: str) -> str:
         per = 1000 / self.count if self.count else 0.0
+        share = self.cpu / self.elapsed if self.elapsed else 0.0
         return (
-            f"{self.cpu * per:.3f} ms per message: event loop {self.loop_cpu * per:.3f}, "
-            f"sqlite thread {(self.cpu - self.loop_cpu) * per:.3f} "
-            f"({self.cpu_share:.0%} of one core)"
+            f"{self.cpu * per:.3f} ms per {unit}: event loop {self.loop_cpu * per:.3f}, "
+            f"sqlite thread {(self.cpu - self.loop_cpu) * per:.3f} ({share:.0%} of one core)"
         )
+
+    def trips_per(self) -> str:
+        if self.round_trips is None or not self.count:
+            return "n/a"
+        return f"{self.round_trips / self.count:.2f}"
 
     def ms(self, p: float) -> float:
         return percentile(self.latencies, p) * 1000
@@ -161,38 +175,12 @@ class Timing:
         return self.latencies[-1] * 1000 if self.latencies else 0.0
 
 
-async def run_concurrently(
-    jobs: int, concurrency: int, job: Callable[[int, list[float]], Awaitable[None]]
-) -> tuple[float, float, float, list[float]]:
-    """Run ``job(i, latencies)`` for i in range(jobs) on ``concurrency`` worker tasks."""
-    latencies: list[float] = []
-    next_job = iter(range(jobs))
-
-    async def worker() -> None:
-        for i in next_job:  # a shared iterator: each job is taken by exactly one worker
-            await job(i, latencies)
-
-    started, cpu_started, loop_started = (
-        time.perf_counter(),
-        time.process_time(),
-        time.thread_time(),
-    )
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, jobs)):
-            group.create_task(worker())
-    elapsed = time.perf_counter() - started
-    cpu, loop_cpu = time.process_time() - cpu_started, time.thread_time() - loop_started
-    latencies.sort()
-    return elapsed, cpu, loop_cpu, latencies
-
-
 class RoundTrips:
-    """Counts calls into aiosqlite's worker thread on one connection.
+    """Counts awaits on one aiosqlite connection (its cursors included).
 
-    Each ``await`` on an aiosqlite connection or cursor is one hop to the thread that owns the
-    SQLite handle and back; on a small machine that hop, not SQLite, is most of the cost. The
-    count uses aiosqlite's private ``Connection._execute``; if that ever goes away the figure
-    is simply not shown.
+    Each is a hop to the thread that owns the SQLite handle and back; on a small machine that
+    hop, not SQLite, is most of the cost of a short statement. The count wraps aiosqlite's
+    private ``Connection._execute``; if that ever goes away the figure shows as n/a.
     """
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
@@ -208,8 +196,35 @@ class RoundTrips:
 
         conn._execute = counting  # type: ignore[method-assign]
 
-    def per(self, messages: int) -> str:
-        return f"{self.count / messages:.2f}" if self.supported and messages else "n/a"
+
+async def run_concurrently(
+    jobs: range,
+    concurrency: int,
+    job: Callable[[int, list[float]], Awaitable[None]],
+    trips: RoundTrips,
+) -> Timing:
+    """Run ``job(i, latencies)`` for each i in ``jobs`` on ``concurrency`` worker tasks."""
+    latencies: list[float] = []
+    next_job = iter(jobs)
+
+    async def worker() -> None:
+        for i in next_job:  # a shared iterator: each job is taken by exactly one worker
+            await job(i, latencies)
+
+    trips_before = trips.count
+    started, cpu_started, loop_started = (
+        time.perf_counter(),
+        time.process_time(),
+        time.thread_time(),
+    )
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, len(jobs))):
+            group.create_task(worker())
+    elapsed = time.perf_counter() - started
+    cpu, loop_cpu = time.process_time() - cpu_started, time.thread_time() - loop_started
+    latencies.sort()
+    round_trips = trips.count - trips_before if trips.supported else None
+    return Timing(len(latencies), elapsed, latencies, cpu, loop_cpu, round_trips)
 
 
 def name_of(i: int) -> str:
@@ -266,13 +281,12 @@ async def run_engine(bot: Bot, panellists: int, concurrency: int) -> Timing:
             if result.duplicate or not result.outbox_ids:
                 empty_results += 1
 
-    trips = RoundTrips(bot.db.conn)
-    elapsed, cpu, loop_cpu, latencies = await run_concurrently(
-        panellists, concurrency, answer_survey
+    timing = await run_concurrently(
+        range(panellists), concurrency, answer_survey, RoundTrips(bot.db.conn)
     )
     if empty_results:
         raise SystemExit(f"engine: {empty_results} messages queued no reply (or were duplicates)")
-    return Timing(len(latencies), elapsed, latencies, cpu, loop_cpu, trips.per(len(latencies)))
+    return timing
 
 
 async def verify_engine(bot: Bot, panellists: int) -> dict[str, int]:
@@ -332,20 +346,43 @@ FLOOR_REPLY = (
 )
 
 
-async def run_floor(path: Path, panellists: int, concurrency: int) -> Timing:
-    conn = await aiosqlite.connect(str(path), isolation_level=None)
-    try:
-        for pragma in PRAGMAS:
-            await conn.execute(pragma)
-        await conn.executescript(FLOOR_SCHEMA)
-        await conn.execute("BEGIN IMMEDIATE")
-        await conn.executemany(
-            "INSERT INTO sessions (id, current_question) VALUES (?, 'ease')",
-            [(i + 1,) for i in range(panellists)],
-        )
-        await conn.execute("COMMIT")
-        lock = asyncio.Lock()
-        trips = RoundTrips(conn)
+class Floor:
+    """The bare-aiosqlite baseline: one shared connection, an asyncio.Lock, the app's pragmas."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self.lock = asyncio.Lock()
+        self.trips = RoundTrips(conn)
+
+    @classmethod
+    async def open(cls, path: Path, panellists: int) -> Floor:
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            for pragma in PRAGMAS:
+                await conn.execute(pragma)
+            await conn.executescript(FLOOR_SCHEMA)
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(
+                "INSERT INTO sessions (id, current_question) VALUES (?, 'ease')",
+                [(i + 1,) for i in range(panellists)],
+            )
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def answers(self) -> int:
+        async with self.conn.execute("SELECT COUNT(*) FROM answers") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def run(self, panellists: range, concurrency: int) -> Timing:
+        """Six write transactions for each panellist in the range, as the engine would do."""
+        conn, lock = self.conn, self.lock
 
         async def answer_survey(i: int, latencies: list[float]) -> None:
             session = i + 1
@@ -382,18 +419,7 @@ async def run_floor(path: Path, panellists: int, concurrency: int) -> Timing:
                     await conn.execute("COMMIT")
                 latencies.append(time.perf_counter() - t0)
 
-        elapsed, cpu, loop_cpu, latencies = await run_concurrently(
-            panellists, concurrency, answer_survey
-        )
-        round_trips = trips.per(len(latencies))
-        async with conn.execute("SELECT COUNT(*) FROM answers") as cursor:
-            row = await cursor.fetchone()
-        if row is None or row[0] != panellists * QUESTIONS:
-            print(f"FAILED: floor stored {row[0] if row else 0} answers", file=sys.stderr)
-            raise SystemExit(1)
-        return Timing(len(latencies), elapsed, latencies, cpu, loop_cpu, round_trips)
-    finally:
-        await conn.close()
+        return await run_concurrently(panellists, concurrency, answer_survey, self.trips)
 
 
 # -- the report --------------------------------------------------------------------------
@@ -425,18 +451,29 @@ async def main_async(
 
     bot, setup_seconds = await setup_engine(db_path, workdir, n)
     print(f"setup (not timed): {n} panellists, survey added, wave launched in {setup_seconds:.2f}s")
+    floor_db = await Floor.open(floor_path, n)
     try:
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler:
-            profiler.enable()
-        engine = await run_engine(bot, n, c)
-        if profiler:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
-        found = await verify_engine(bot, n)
+        # The floor runs in two halves that bracket the engine run, so a change in the load
+        # on the machine during the run weighs on both sides of the ratio.
+        floor = await floor_db.run(range(n // 2), c)
+        try:
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler:
+                profiler.enable()
+            engine = await run_engine(bot, n, c)
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            found = await verify_engine(bot, n)
+        finally:
+            await bot.stop()
+        floor += await floor_db.run(range(n // 2, n), c)
+        floor_answers = await floor_db.answers()
     finally:
-        await bot.stop()
-    floor = await run_floor(floor_path, n, c)
+        await floor_db.close()
+    if floor_answers != n * QUESTIONS:
+        print(f"FAILED: the floor stored {floor_answers} answers", file=sys.stderr)
+        raise SystemExit(1)
 
     ratio = engine.rate / floor.rate if floor.rate else 0.0
     rate_ok = engine.rate >= TARGET_ANSWERS_PER_SECOND
@@ -450,19 +487,20 @@ async def main_async(
     print(f"  elapsed            {engine.elapsed:.2f} s")
     print(f"  answers/s          {engine.rate:,.0f}")
     print(f"  wall per message   {engine.elapsed / engine.count * 1000:.3f} ms")
-    print(f"  cpu                {engine.cpu_line()}")
-    print(f"  sqlite round trips {engine.round_trips} per message")
+    print(f"  cpu                {engine.cpu_line('message')}")
+    print(f"  sqlite round trips {engine.trips_per()} per message")
     print(
         f"  latency            p50 {engine.ms(50):.2f} ms   p99 {engine.ms(99):.2f} ms   "
         f"max {engine.max_ms:.2f} ms"
     )
     print()
-    print("floor (bare aiosqlite: BEGIN IMMEDIATE; 3 INSERT + 1 UPDATE; COMMIT)")
+    print("floor (bare aiosqlite: BEGIN IMMEDIATE; 3 INSERT + 1 UPDATE; COMMIT; half before")
+    print("       and half after the engine run)")
     print(f"  transactions       {floor.count}")
     print(f"  elapsed            {floor.elapsed:.2f} s")
     print(f"  transactions/s     {floor.rate:,.0f}")
-    print(f"  cpu                {floor.cpu_line()}")
-    print(f"  sqlite round trips {floor.round_trips} per transaction")
+    print(f"  cpu                {floor.cpu_line('transaction')}")
+    print(f"  sqlite round trips {floor.trips_per()} per transaction")
     print(
         f"  latency            p50 {floor.ms(50):.2f} ms   p99 {floor.ms(99):.2f} ms   "
         f"max {floor.max_ms:.2f} ms"

@@ -183,12 +183,17 @@ class Dispatcher:
             async with self.bot.db.transaction() as conn:
                 if result is None:
                     await outbox_store.reschedule(
-                        conn, message.id, at=utcnow(), error="requeued after restart",
+                        conn,
+                        message.id,
+                        at=utcnow(),
+                        error="requeued after restart",
                         count_attempt=False,
                     )
                 else:
                     await outbox_store.mark_sent(
-                        conn, message.id, provider_message_id=result.provider_message_id,
+                        conn,
+                        message.id,
+                        provider_message_id=result.provider_message_id,
                         status=result.status,
                     )
 
@@ -230,12 +235,17 @@ class Dispatcher:
                 for message, status in claimed:
                     if status in BLOCKED_STATUSES and message.kind != MessageKind.STOP_CONFIRMATION:
                         await outbox_store.mark_final(
-                            conn, message.id, status=OutboxStatus.CANCELLED,
+                            conn,
+                            message.id,
+                            status=OutboxStatus.CANCELLED,
                             error=f"panellist is {status}",
                         )
                     elif quiet_end and message.kind.is_bulk:
                         await outbox_store.reschedule(
-                            conn, message.id, at=quiet_end, error="quiet hours",
+                            conn,
+                            message.id,
+                            at=quiet_end,
+                            error="quiet hours",
                             count_attempt=False,
                         )
                     else:
@@ -321,7 +331,9 @@ class Dispatcher:
             if isinstance(result, SendResult):
                 self.sent += 1
                 await outbox_store.mark_sent(
-                    conn, message.id, provider_message_id=result.provider_message_id,
+                    conn,
+                    message.id,
+                    provider_message_id=result.provider_message_id,
                     status=result.status,
                 )
                 return
@@ -331,24 +343,36 @@ class Dispatcher:
                     # The provider told us how long to wait: same message, no attempt used.
                     state.pacer.push_back(error.retry_after)
                     await outbox_store.reschedule(
-                        conn, message.id, at=utcnow() + timedelta(seconds=error.retry_after),
-                        error=error.detail, error_code=error.code, count_attempt=False,
+                        conn,
+                        message.id,
+                        at=utcnow() + timedelta(seconds=error.retry_after),
+                        error=error.detail,
+                        error_code=error.code,
+                        count_attempt=False,
                     )
                     return
                 if message.attempts < settings.max_attempts:
                     backoff = settings.retry_backoff
                     delay = backoff[min(message.attempts - 1, len(backoff) - 1)]
                     await outbox_store.reschedule(
-                        conn, message.id, at=utcnow() + delay, error=error.detail,
+                        conn,
+                        message.id,
+                        at=utcnow() + delay,
+                        error=error.detail,
                         error_code=error.code,
                     )
                     return
             await outbox_store.mark_final(
-                conn, message.id, status=OutboxStatus.FAILED, error=error.detail,
-                error_code=error.code, error_class=error.error_class.value,
+                conn,
+                message.id,
+                status=OutboxStatus.FAILED,
+                error=error.detail,
+                error_code=error.code,
+                error_class=error.error_class.value,
             )
             if message.panellist_id and error.error_class in (
-                ErrorClass.OPTED_OUT, ErrorClass.UNREACHABLE,
+                ErrorClass.OPTED_OUT,
+                ErrorClass.UNREACHABLE,
             ):
                 new_status = (
                     PanellistStatus.OPTED_OUT
@@ -359,5 +383,8 @@ class Dispatcher:
                 await outbox_store.cancel_for_panellist(conn, message.panellist_id)
             logger.warning(
                 "outbox %s failed (%s, code %s): %s",
-                message.id, error.error_class.value, error.code, error.detail,
+                message.id,
+                error.error_class.value,
+                error.code,
+                error.detail,
             )

@@ -127,3 +127,14 @@ async def test_a_retried_provider_message_is_handled_once(bot: Bot) -> None:
     assert second.duplicate and second.outbox_ids == []
     count = await bot.db.fetchone("SELECT COUNT(*) FROM outbox")
     assert count[0] == 1
+
+
+async def test_stop_before_consent_cancels_what_was_still_queued(bot: Bot, chat: Chat) -> None:
+    await chat.say("sim:hal", "hi")  # the welcome is queued (no dispatcher runs here)
+    await chat.say("sim:hal", "STOP")
+    rows = await bot.db.fetchall("SELECT kind, status, address FROM outbox ORDER BY id")
+    assert [(r["kind"], r["status"]) for r in rows] == [
+        ("reply", "cancelled"),
+        ("stop_confirmation", "queued"),
+    ]
+    assert rows[0]["address"] is None  # nothing personal kept on the cancelled row

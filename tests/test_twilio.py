@@ -272,6 +272,18 @@ async def test_signatures_are_checked_over_the_configured_public_url(
         assert await h.value("SELECT COUNT(*) FROM inbound_messages") == 2
 
 
+async def test_a_messaging_service_sends_without_a_from_number(
+    tmp_path: Path, fake: FakeTwilio
+) -> None:
+    service = "MG" + "cd" * 16
+    settings = twilio_settings(tmp_path, fake, from_number=False, messaging_service_sid=service)
+    async with running(settings, fake) as h:
+        assert (await h.say(ALICE, "Hello")).status_code == 200
+        (post,) = await fake.wait_for_posts(1)
+        assert post.form["MessagingServiceSid"] == service
+        assert "From" not in post.form
+
+
 # --- dedupe --------------------------------------------------------------------------------
 
 
@@ -549,6 +561,10 @@ async def test_whatsapp_replies_in_the_window_are_free_text(
         # An invitation is bulk, but the window is open: free text too.
         assert "Question 1 of 6" in invitation.form["Body"]
         assert "ContentSid" not in invitation.form
+        # WhatsApp's "read" counts as delivered, matched on the whatsapp channel.
+        sid = fake.messages[-1]["sid"]
+        assert (await h.report(sid, "read", to=f"whatsapp:{ALICE}")).status_code == 200
+        assert await h.value("SELECT status FROM outbox WHERE id = ?", row["id"]) == "delivered"
 
 
 async def test_whatsapp_bulk_outside_the_window_uses_the_approved_template(

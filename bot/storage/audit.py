@@ -32,6 +32,11 @@ async def for_panellist(conn: aiosqlite.Connection, panellist_id: int) -> list[d
         (panellist_id,),
     )
     return [
-        {"at": r["at"], "actor": r["actor"], "action": r["action"], "detail": json.loads(r["detail"])}
+        {
+            "at": r["at"],
+            "actor": r["actor"],
+            "action": r["action"],
+            "detail": json.loads(r["detail"]),
+        }
         for r in rows
     ]

@@ -140,14 +140,28 @@ class Database:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction: serialised in this process, BEGIN IMMEDIATE across processes."""
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                # Cancelled while waiting for a busy database: the BEGIN may still complete
+                # in aiosqlite's thread, so undo it rather than leave the connection inside
+                # a transaction that every later BEGIN would trip over.
+                await self._rollback()
+                raise
             try:
                 yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            else:
                 await self.conn.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+
+    async def _rollback(self) -> None:
+        # aiosqlite runs requests in order, so this ROLLBACK follows any BEGIN still queued;
+        # shielded so that a cancellation cannot skip it.
+        try:
+            await asyncio.shield(self.conn.execute("ROLLBACK"))
+        except sqlite3.OperationalError:
+            pass  # no transaction was open
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[aiosqlite.Connection]:

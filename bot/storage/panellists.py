@@ -170,6 +170,11 @@ async def delete_unconsented(conn: aiosqlite.Connection, panellist_id: int) -> N
         (panellist_id,),
     )
     await conn.execute(
+        "UPDATE outbox SET status = 'cancelled' WHERE panellist_id = ? "
+        "AND status IN ('queued', 'held') AND kind != 'stop_confirmation'",
+        (panellist_id,),
+    )
+    await conn.execute(
         "UPDATE outbox SET address = NULL, text = NULL, panellist_id = NULL "
         "WHERE panellist_id = ? AND status NOT IN ('queued', 'sending')",
         (panellist_id,),
@@ -195,9 +200,7 @@ def address_hash(key: bytes, address: Address) -> str:
     return hmac.new(key, suppression_key_material(address).encode(), hashlib.sha256).hexdigest()
 
 
-async def suppress(
-    conn: aiosqlite.Connection, key: bytes, address: Address, reason: str
-) -> None:
+async def suppress(conn: aiosqlite.Connection, key: bytes, address: Address, reason: str) -> None:
     await conn.execute(
         "INSERT INTO suppressions (address_hash, reason, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT (address_hash) DO UPDATE SET reason = excluded.reason, "

@@ -271,9 +271,7 @@ async def advance_session(
 
 
 async def count_miss(conn: aiosqlite.Connection, session_id: int) -> None:
-    await conn.execute(
-        "UPDATE survey_sessions SET misses = misses + 1 WHERE id = ?", (session_id,)
-    )
+    await conn.execute("UPDATE survey_sessions SET misses = misses + 1 WHERE id = ?", (session_id,))
 
 
 async def finish_session(conn: aiosqlite.Connection, session_id: int, state: str) -> None:
@@ -284,7 +282,9 @@ async def finish_session(conn: aiosqlite.Connection, session_id: int, state: str
     )
 
 
-async def record_answer(conn: aiosqlite.Connection, session: Session, question_id: str, value: Any) -> None:
+async def record_answer(
+    conn: aiosqlite.Connection, session: Session, question_id: str, value: Any
+) -> None:
     await conn.execute(
         "INSERT INTO answers (session_id, wave_id, survey_row_id, question_id, value, answered_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, question_id) DO UPDATE SET "
