@@ -33,6 +33,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def resolve_locales(settings: Settings, plugins: PanelPlugins) -> list[str]:
+    """The languages the panel speaks: what a plugin (translations) allows, else the default.
+
+    Without a translations plugin the core speaks only the default locale, whatever
+    ``bot.locales`` lists.
+    """
+    default = settings.bot.default_locale
+    for name, found in plugins.call_each_sync("panelbot_locales", bot=None, settings=settings):
+        locales = [loc for loc in found if loc in settings.bot.locales]
+        if locales:
+            logger.debug("locales from plugin %s: %s", name, locales)
+            return [default, *[loc for loc in locales if loc != default]]
+    if len(settings.bot.locales) > 1:
+        logger.warning(
+            "bot.locales lists %s but no plugin provides translations; speaking %s only",
+            ", ".join(settings.bot.locales), default,
+        )
+    return [default]
+
+
 class Bot:
     """One running panel. Create with :meth:`create`; :meth:`start` runs the background parts."""
 
@@ -45,6 +65,7 @@ class Bot:
     dispatcher: Dispatcher
     scheduler: Scheduler
     hash_key: bytes
+    locales: list[str]
 
     def __init__(self) -> None:
         self.started = False
@@ -61,6 +82,7 @@ class Bot:
         extra_dirs: list[Path] = []
         for _, dirs in bot.plugins.call_each_sync("panelbot_message_dirs", bot=bot):
             extra_dirs.extend(Path(d) for d in dirs)
+        bot.locales = resolve_locales(settings, bot.plugins)
         bot.messages = MessageCatalog(
             [*extra_dirs, messages_dir()], settings.bot.default_locale, settings.bot.timezone
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from bot.config import Settings
     from pathlib import Path
 
     import click
@@ -34,6 +35,7 @@ __all__ = [
     "hookspec",
     "panelbot_after_send",
     "panelbot_before_send",
+    "panelbot_locales",
     "panelbot_message_dirs",
     "panelbot_register_commands",
     "panelbot_register_jobs",
@@ -97,6 +99,20 @@ def panelbot_register_jobs(bot: Bot) -> None:
     Use a stable ``id=`` and ``replace_existing=True`` so a restart does not duplicate jobs.
 
     :param bot: the bot; ``bot.scheduler`` is its APScheduler 3 ``AsyncIOScheduler``.
+    """
+
+
+@hookspec
+def panelbot_locales(bot: Bot | None, settings: Settings) -> list[str] | None:
+    """The languages the panel may speak, out of ``settings.bot.locales``. **Sync only.**
+
+    Called once while the bot is built (``bot`` is None then: the bot does not exist yet).
+    Without any plugin answering, the core speaks only ``bot.default_locale``; the
+    translations plugin answers with the configured locales that have a catalog. The first
+    non-empty answer wins; the default locale always comes first.
+
+    :param bot: None (reserved; the bot is being built).
+    :param settings: the loaded settings.
     """
 
 

@@ -272,3 +272,32 @@ async def test_hook_results_weights(settings: Settings) -> None:
     groups = by_sex["questions"][0]["by"]
     assert groups["female"]["options"][0]["percent"] == 100.0
     assert groups["male"]["options"][2]["percent"] == 100.0
+
+
+async def test_hook_locales(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, bot={"locales": ["en", "cy", "pl"]})
+
+    class OnlyWelsh:
+        @hookimpl
+        def panelbot_locales(self, bot: Any, settings: Settings) -> list[str]:
+            return ["cy", "fr"]  # French is not configured: dropped
+
+    plugins = load_plugins(disabled=["translations"])
+    plugins.register(OnlyWelsh(), name="welsh_only")
+    bot = await Bot.create(settings, plugins=plugins)
+    try:
+        assert bot.locales == ["en", "cy"]
+        menu = await Chat(bot).say("sim:alice", "hello")
+        assert "1 English" in menu[0] and "2 Cymraeg" in menu[0] and "Polski" not in menu[0]
+    finally:
+        await bot.stop()
+    # With no translations plugin at all, the panel is English only.
+    bare = await Bot.create(settings, plugins=load_plugins(disabled=["translations"]))
+    try:
+        assert bare.locales == ["en"]
+        first = await Chat(bare).say("sim:bob", "hello")
+        assert "Reply YES to join" in first[0]
+    finally:
+        await bare.stop()

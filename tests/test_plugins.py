@@ -81,7 +81,7 @@ def test_builtin_plugins_load_from_the_source_tree_and_are_described() -> None:
     for name, info in infos.items():
         assert info.source == SOURCE_BUILTIN_TREE
         assert info.module == f"plugins.{name}"
-        assert info.hooks == ["panelbot_startup"]
+        assert "panelbot_startup" in info.hooks
         assert info.enabled
 
 

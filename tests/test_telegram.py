@@ -114,7 +114,7 @@ async def count(bot: Bot, sql: str, *args: Any) -> int:
     return int(found[0])
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while True:
             if await check():
@@ -157,7 +157,7 @@ async def outbox_row(bot: Bot, row_id: int) -> dict[str, Any]:
     return dict(found)
 
 
-async def wait_final(bot: Bot, row_id: int, timeout: float = 3.0) -> dict[str, Any]:
+async def wait_final(bot: Bot, row_id: int, timeout: float = 5.0) -> dict[str, Any]:
     async def final() -> bool:
         return (await outbox_row(bot, row_id))["status"] in ("sent", "failed", "cancelled")
 
@@ -475,7 +475,7 @@ async def test_a_429_waits_retry_after_then_sends_the_same_message_without_using
     fake.script("sendMessage", flood(1), OK)
     await bot.start()
     row_id = await queue(bot, 6006, "Your survey is ready")
-    row = await wait_final(bot, row_id, timeout=4)
+    row = await wait_final(bot, row_id)
     first, second = fake.attempts(6006)
     assert (first.status, second.status) == (429, 200)
     assert second.at - first.at >= 1.0 - CLOCK_SLACK
@@ -490,7 +490,7 @@ async def test_a_server_error_is_retried_after_the_backoff(
     fake.script("sendMessage", server_error(), OK)
     await bot.start()
     row_id = await queue(bot, 7007, "Question 2 of 3")
-    row = await wait_final(bot, row_id, timeout=4)
+    row = await wait_final(bot, row_id)
     first, second = fake.attempts(7007)
     assert (first.status, second.status) == (500, 200)
     assert second.at - first.at >= 1.0 - CLOCK_SLACK  # retry_backoff = ["1s"]
@@ -505,7 +505,7 @@ async def test_one_chat_gets_at_most_one_message_a_second_while_others_are_not_h
     ids = [await queue(bot, 8008, f"Message {n}") for n in range(3)]
     other = await queue(bot, 8009, "To someone else")
     for row_id in [*ids, other]:
-        await wait_final(bot, row_id, timeout=4)
+        await wait_final(bot, row_id)
     times = [c.at for c in fake.sent(8008)]
     assert [c.text for c in fake.sent(8008)] == ["Message 0", "Message 1", "Message 2"]
     gaps = [b - a for a, b in itertools.pairwise(times)]

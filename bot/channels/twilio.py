@@ -410,6 +410,8 @@ class TwilioChannel:
         except Exception as exc:
             # Timeouts, refused connections, garbled answers: all worth another try (and the
             # retry first looks for what this attempt may have created).
+            if not isinstance(exc, TimeoutError | aiohttp.ClientError | TwilioException):
+                logger.exception("outbox %s: unexpected error from the Twilio SDK", message.id)
             raise SendError(ErrorClass.RETRYABLE, f"Twilio {describe(exc)}") from None
         self._remember_created(created.sid)
         return SendResult(

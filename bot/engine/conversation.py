@@ -98,7 +98,8 @@ class Engine:
         self.bot = bot
         self.settings = bot.settings
         self.catalog = bot.messages
-        self.keywords = KeywordRouter(self.catalog, self.settings.bot.locales)
+        # Keywords of every shipped catalog work, whatever language a panellist chose.
+        self.keywords = KeywordRouter(self.catalog, [*self.bot.locales, *self.catalog.locales()])
         self._surveys: dict[int, Survey] = {}
 
     @property
@@ -174,7 +175,7 @@ class Engine:
                 text=reply.text,
                 kind=reply.kind,
                 template=reply.template,
-                extra=reply.extra,
+                extra={**reply.extra, "locale": turn.locale or self.default_locale},
             )
             if row_id:
                 ids.append(row_id)
@@ -231,13 +232,13 @@ class Engine:
                 self.render(
                     "help",
                     p.locale,
-                    languages=len(self.settings.bot.locales) > 1,
+                    languages=len(self.bot.locales) > 1,
                     in_survey=session is not None or p.status == PanellistStatus.PENDING,
                 ),
                 template="help",
             )
             return
-        if keyword == Keyword.LANGUAGE and len(self.settings.bot.locales) > 1:
+        if keyword == Keyword.LANGUAGE and len(self.bot.locales) > 1:
             await signup.offer_language_change(self, turn)
             return
         if p.status == PanellistStatus.PENDING:

@@ -45,12 +45,12 @@ async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> 
     if keyword == Keyword.HELP:
         turn.reply(
             engine.render(
-                "help", default, languages=len(engine.settings.bot.locales) > 1, in_survey=False
+                "help", default, languages=len(engine.bot.locales) > 1, in_survey=False
             ),
             template="help",
         )
         return
-    locales = list(engine.settings.bot.locales)
+    locales = list(engine.bot.locales)
     guessed = await engine.bot.plugins.call_first(
         "panelbot_resolve_locale", bot=engine.bot, panellist=None, text=turn.text
     )
@@ -81,7 +81,7 @@ def _send_consent(engine: Engine, turn: Turn, locale: str, *, welcome: str = "")
 
 def parse_language(engine: Engine, text: str) -> str | None:
     """A reply to the language menu: its number, the language's own name, or its code."""
-    locales = list(engine.settings.bot.locales)
+    locales = list(engine.bot.locales)
     reply = normalise(text)
     digits = render_digits(reply)
     if digits.isdigit() and 1 <= int(digits) <= len(locales):
@@ -117,7 +117,7 @@ async def offer_language_change(engine: Engine, turn: Turn) -> None:
     )
     await panellist_store.update(turn.conn, p.id, stage=stage, stage_misses=0)
     p.stage = stage
-    menu = render.language_menu(engine.catalog, list(engine.settings.bot.locales), turn.locale)
+    menu = render.language_menu(engine.catalog, list(engine.bot.locales), turn.locale)
     turn.reply(menu.text, template=menu.template, extra=menu.extra)
 
 
@@ -141,7 +141,7 @@ async def resend_stage(engine: Engine, turn: Turn) -> None:
     assert p is not None
     stage = p.stage or CONSENT
     if stage == LANGUAGE:
-        menu = render.language_menu(engine.catalog, list(engine.settings.bot.locales), turn.locale)
+        menu = render.language_menu(engine.catalog, list(engine.bot.locales), turn.locale)
         turn.reply(menu.text, template=menu.template, extra=menu.extra)
     elif stage == CONSENT:
         _send_consent(engine, turn, turn.locale)
@@ -159,7 +159,7 @@ async def _language_reply(engine: Engine, turn: Turn, stage: str) -> None:
         if misses == 0:
             await panellist_store.update(conn, p.id, stage_misses=1)
             menu = render.language_menu(
-                engine.catalog, list(engine.settings.bot.locales), turn.locale
+                engine.catalog, list(engine.bot.locales), turn.locale
             )
             turn.reply(menu.text, template=menu.template, extra=menu.extra)
             return

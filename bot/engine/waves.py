@@ -205,7 +205,7 @@ async def _queue_bulk(
         text=msg.text,
         kind=kind,
         template=msg.template,
-        extra=msg.extra,
+        extra={**msg.extra, "locale": p.locale},
     )
 
 

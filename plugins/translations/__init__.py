@@ -15,8 +15,15 @@ from bot.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from bot.app import Bot
+    from bot.config import Settings
 
 logger = logging.getLogger(__name__)
+
+
+@hookimpl
+def panelbot_locales(bot: Bot | None, settings: Settings) -> list[str]:
+    """Every configured locale: this plugin is what lets the panel speak more than one."""
+    return list(settings.bot.locales)
 
 
 @hookimpl

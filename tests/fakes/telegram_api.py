@@ -254,7 +254,7 @@ class FakeTelegram:
         """Every sendMessage call, whatever it was answered."""
         return [c for c in self.calls_to("sendMessage") if chat_id is None or c.chat_id == chat_id]
 
-    async def wait_for(self, ready: Callable[[], bool], timeout: float = 3.0) -> None:
+    async def wait_for(self, ready: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``ready()`` holds after some call; raises TimeoutError otherwise."""
         condition = self._condition()
         async with asyncio.timeout(timeout):
@@ -262,7 +262,7 @@ class FakeTelegram:
                 await condition.wait_for(ready)
 
     async def wait_for_sends(
-        self, count: int, chat_id: int | None = None, timeout: float = 3.0
+        self, count: int, chat_id: int | None = None, timeout: float = 5.0
     ) -> list[ApiCall]:
         """Wait for at least ``count`` successful sendMessage calls (to the chat)."""
         await self.wait_for(lambda: len(self.sent(chat_id)) >= count, timeout)
