@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from bot.config import Settings
     from pathlib import Path
 
     import click
     from starlette.routing import BaseRoute
 
     from bot.app import Bot
+    from bot.config import Settings
     from bot.models import (
         OutboundMessage,
         Panellist,
