@@ -270,9 +270,32 @@ def settings_from_dict(
     pending: list[tuple[str, str]] = []
     settings = walker.dataclass(Settings, dict(data), "", pending)
     problems = walker.problems + [f"{path}: {message}" for path, message in pending]
+    if not problems and settings is not _INVALID:
+        problems = _cross_section_problems(settings)
     if problems or settings is _INVALID:
         raise ConfigError(problems, source)
     return dataclasses.replace(settings, source=source)
+
+
+def _cross_section_problems(settings: Settings) -> list[str]:
+    """Checks that span sections (each section checks its own keys)."""
+    problems = []
+    channels = settings.channels
+    if channels.twilio.enabled and not settings.bot.public_base_url:
+        problems.append(
+            "bot.public_base_url: required when channels.twilio.enabled is true "
+            "(Twilio signs its webhooks over the public URL)"
+        )
+    if (
+        channels.telegram.enabled
+        and channels.telegram.mode == "webhook"
+        and not settings.bot.public_base_url
+    ):
+        problems.append(
+            'bot.public_base_url: required when channels.telegram.mode is "webhook" '
+            "(Telegram must be told where to send updates)"
+        )
+    return problems
 
 
 def load_settings(path: Path | None) -> Settings:

@@ -140,6 +140,8 @@ class SendResult:
     provider_message_id: str | None = None
     status: OutboxStatus = OutboxStatus.SENT
     cost_units: int = 1  # e.g. SMS segments
+    # Why, when the status is HELD (e.g. no approved WhatsApp template outside 24 hours).
+    detail: str | None = None
 
 
 class SendError(Exception):

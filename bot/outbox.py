@@ -328,6 +328,14 @@ class Dispatcher:
     ) -> None:
         settings = self.bot.settings.outbox
         async with self.bot.db.transaction() as conn:
+            if isinstance(result, SendResult) and result.status == OutboxStatus.HELD:
+                await outbox_store.mark_final(
+                    conn,
+                    message.id,
+                    status=OutboxStatus.HELD,
+                    error=result.detail or "held by the channel",
+                )
+                return
             if isinstance(result, SendResult):
                 self.sent += 1
                 await outbox_store.mark_sent(

@@ -210,6 +210,9 @@ def test_public_base_url_needs_a_scheme_and_loses_its_trailing_slash(tmp_path: P
 # --- secrets from the environment ------------------------------------------------------------
 
 TWILIO_ENABLED = """
+[bot]
+public_base_url = "https://panel.example.org"
+
 [channels.twilio]
 enabled = true
 account_sid = { env = "TWILIO_ACCOUNT_SID" }
@@ -269,6 +272,21 @@ def test_enabled_twilio_needs_exactly_one_sender(
     assert problems_of(tmp_path, both) == expected
     neither = TWILIO_ENABLED.replace('from_number = "+447400100000"', "")
     assert problems_of(tmp_path, neither) == expected
+
+
+def test_provider_webhooks_need_the_public_base_url(tmp_path: Path) -> None:
+    data = {
+        "channels": {
+            "twilio": {"enabled": True, "account_sid": "AC1", "auth_token": "t",
+                       "from_number": "+447400100000"},
+            "telegram": {"enabled": True, "token": "1:a", "secret_token": "s"},
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(data, tmp_path)
+    assert [p.split(":")[0] for p in info.value.problems] == ["bot.public_base_url"] * 2
+    data["bot"] = {"public_base_url": "https://panel.example.org"}
+    assert settings_from_dict(data, tmp_path).channels.twilio.enabled
 
 
 def test_enabled_telegram_needs_token_and_webhook_secret(tmp_path: Path) -> None:

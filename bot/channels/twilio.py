@@ -51,6 +51,7 @@ from bot.models import (
     SendResult,
     utcnow,
 )
+from bot.storage import outbox as outbox_store
 
 if TYPE_CHECKING:
     from twilio.http.response import Response as TwilioResponse
@@ -400,7 +401,13 @@ class TwilioChannel:
                 message.id,
                 message.kind.value,
             )
-            return SendResult(provider_message_id=None, status=OutboxStatus.HELD, cost_units=0)
+            return SendResult(
+                provider_message_id=None,
+                status=OutboxStatus.HELD,
+                cost_units=0,
+                detail=f"no approved WhatsApp template for {message.kind.value} outside the "
+                "24-hour window",
+            )
         args, units = request
         _last_headers.set(None)
         try:
@@ -490,16 +497,9 @@ class TwilioChannel:
             return None
         # A message with the same text may have gone to them before, as another outbox
         # row: one whose SID is already recorded is not this one.
-        sids = [m.sid for m in matches]
-        marks = ",".join("?" * len(sids))
-        known = {
-            row[0]
-            for row in await self.bot.db.fetchall(
-                f"SELECT provider_message_id FROM outbox WHERE channel = ? "
-                f"AND provider_message_id IN ({marks})",
-                (address.channel, *sids),
-            )
-        }
+        known = await outbox_store.known_provider_ids(
+            self.bot.db.conn, address.channel, [m.sid for m in matches]
+        )
         for m in sorted(matches, key=lambda m: m.date_created or since):
             if m.sid not in known:
                 status = STATUS_MAP.get(str(m.status), OutboxStatus.SENT)

@@ -278,3 +278,17 @@ async def counts_by_status(conn: aiosqlite.Connection) -> dict[str, int]:
 async def panellist_of(conn: aiosqlite.Connection, row_id: int) -> int | None:
     row = await fetch_one(conn, "SELECT panellist_id FROM outbox WHERE id = ?", (row_id,))
     return row[0] if row else None
+
+
+async def known_provider_ids(conn: aiosqlite.Connection, channel: str, ids: list[str]) -> set[str]:
+    """Which of these provider message ids an outbox row already records."""
+    if not ids:
+        return set()
+    marks = ",".join("?" * len(ids))
+    rows = await fetch_all(
+        conn,
+        f"SELECT provider_message_id FROM outbox WHERE channel = ? "
+        f"AND provider_message_id IN ({marks})",
+        (channel, *ids),
+    )
+    return {r[0] for r in rows}
