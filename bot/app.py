@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class StartupError(Exception):
+    """The bot cannot start as configured (a channel refused its credentials...)."""
+
+
 def resolve_locales(settings: Settings, plugins: PanelPlugins) -> list[str]:
     """The languages the panel speaks: what a plugin (translations) allows, else the default.
 
@@ -102,7 +106,11 @@ class Bot:
 
     async def start(self, *, dispatcher: bool = True, scheduler: bool = True) -> None:
         for channel in set(self.channels.values()):
-            await channel.start(self)
+            try:
+                await channel.start(self)
+            except Exception as exc:
+                # e.g. a refused Telegram token: a one-line reason for the operator.
+                raise StartupError(f"channel {'/'.join(channel.names)}: {exc}") from exc
         if dispatcher:
             await self.dispatcher.start()
         if scheduler:

@@ -293,7 +293,7 @@ def _cross_section_problems(settings: Settings) -> list[str]:
     ):
         problems.append(
             'bot.public_base_url: required when channels.telegram.mode is "webhook" '
-            "(Telegram must be told where to send updates)"
+            "(updates arrive at public_base_url + /webhooks/telegram)"
         )
     return problems
 

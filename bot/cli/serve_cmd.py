@@ -21,7 +21,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 async def run_bot(settings: Any, *, host: str, port: int, banner: Any = None) -> None:
-    from bot.app import Bot
+    from bot.app import Bot, StartupError
     from bot.storage import DatabaseError
     from bot.web.app import serve
 
@@ -31,6 +31,8 @@ async def run_bot(settings: Any, *, host: str, port: int, banner: Any = None) ->
         raise UserError(str(exc)) from None
     try:
         await serve(bot, host, port, on_ready=banner)
+    except StartupError as exc:
+        raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

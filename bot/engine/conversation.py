@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 # Longest inbound text kept. Longer messages (pasted essays, runaway concatenation) are cut
 # here rather than rejected: the person still gets an answer.
 MAX_INBOUND_CHARS = 2000
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Turn:
     inbound_id: int
     replies: list[Reply] = field(default_factory=list)
     completed: list[tuple[Panellist, Survey, dict[str, Any]]] = field(default_factory=list)
+    # The open survey session read with the panellist, valid until this turn changes it.
+    session: Any = None
 
     def reply(
         self,
@@ -101,6 +105,7 @@ class Engine:
         # Keywords of every shipped catalog work, whatever language a panellist chose.
         self.keywords = KeywordRouter(self.catalog, [*self.bot.locales, *self.catalog.locales()])
         self._surveys: dict[int, Survey] = {}
+        self._conditional_after: dict[int, dict[str, bool]] = {}
 
     @property
     def default_locale(self) -> str:
@@ -128,11 +133,25 @@ class Engine:
             survey = self._surveys[row_id] = stored.survey
         return survey
 
+    def needs_answers_after(self, row_id: int, question_id: str) -> bool:
+        """Whether a question after this one has skip logic (so earlier answers are needed)."""
+        table = self._conditional_after.get(row_id)
+        if table is None:
+            survey = self._surveys[row_id]
+            table, later = {}, False
+            for q in reversed(survey.questions):
+                table[q.id] = later
+                later = later or q.condition is not None
+            self._conditional_after[row_id] = table
+        return table.get(question_id, True)
+
     async def handle(self, message: InboundMessage) -> HandleResult:
         """Process one inbound message; a repeat of a provider message id does nothing."""
         text = clean_text(message.text)
         async with self.bot.db.transaction() as conn:
-            panellist = await panellist_store.find_by_address(conn, message.address)
+            panellist, session, last_inbound = await survey_store.find_with_session(
+                conn, message.address
+            )
             inbound_id = await outbox_store.record_inbound(
                 conn,
                 channel=message.address.channel,
@@ -145,8 +164,12 @@ class Engine:
                 return HandleResult(
                     duplicate=True, panellist_id=panellist.id if panellist else None
                 )
-            turn = Turn(conn, message, text, panellist, inbound_id)
-            if panellist is not None:
+            turn = Turn(conn, message, text, panellist, inbound_id, session=session)
+            if panellist is not None and (
+                last_inbound is None or message.received_at - last_inbound > TOUCH_EVERY
+            ):
+                # Kept to the minute: it only has to show WhatsApp's 24-hour window, and
+                # skipping the write saves a database round trip on most messages.
                 await panellist_store.touch_address(conn, message.address)
             await self._route(turn)
             if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
@@ -241,7 +264,12 @@ class Engine:
         if keyword == Keyword.LANGUAGE and len(self.bot.locales) > 1:
             await signup.offer_language_change(self, turn)
             return
+        if await self._stale_button(turn):
+            return
         if p.status == PanellistStatus.PENDING:
+            if keyword == Keyword.START:  # e.g. Telegram's /start again: carry on, not "no"
+                await signup.resend_stage(self, turn)
+                return
             await signup.continue_signup(self, turn)
             return
         if keyword == Keyword.START:
@@ -251,6 +279,26 @@ class Engine:
             await signup.continue_signup(self, turn)
             return
         await survey_runner.handle_answer(self, turn)
+
+    async def _stale_button(self, turn: Turn) -> bool:
+        """A tap on a button of an earlier question is not an answer to the current one.
+
+        Channels with buttons (Telegram) say which message the tapped button belonged to;
+        when it is not the latest message with buttons, the current question is asked again.
+        """
+        tapped = turn.message.extra.get("button_message_id")
+        if tapped is None:
+            return False
+        latest = await outbox_store.latest_with_options(turn.conn, turn.message.address)
+        if latest is None or latest == str(tapped):
+            return False
+        p = turn.panellist
+        assert p is not None
+        if p.status == PanellistStatus.PENDING:
+            await signup.resend_stage(self, turn)
+        else:
+            await survey_runner.resend_current(self, turn, quiet=True)
+        return True
 
     def _is_yes(self, text: str, locale: str) -> bool:
         from bot.engine.keywords import normalise
@@ -295,7 +343,10 @@ class Engine:
     async def opt_in(self, turn: Turn) -> None:
         p = turn.panellist
         assert p is not None
-        new = PanellistStatus.ACTIVE if p.consent_at else PanellistStatus.PENDING
+        # Active only once sign-up was finished; otherwise carry on where they stopped.
+        stage = p.stage or ""
+        finished = p.consent_at is not None and (not stage or stage == "language:")
+        new = PanellistStatus.ACTIVE if finished else PanellistStatus.PENDING
         await panellist_store.update(turn.conn, p.id, status=new, opted_out_at=None)
         p.status = new
         await self.audit(turn.conn, "opted_in", p.id, {"channel": turn.message.address.channel})

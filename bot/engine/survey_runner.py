@@ -15,15 +15,11 @@ if TYPE_CHECKING:
 _NO_ANSWER = object()
 
 
-def _needs_answers(survey: Survey) -> bool:
-    return any(q.condition is not None for q in survey.questions)
-
-
 async def handle_answer(engine: Engine, turn: Turn) -> None:
     p = turn.panellist
     assert p is not None
     conn = turn.conn
-    session = await survey_store.active_session(conn, p.id)
+    session = turn.session
     if session is None:
         last = await survey_store.latest_session(conn, p.id)
         name = "survey_closed" if last and last.state == "closed" else "no_survey"
@@ -66,7 +62,9 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
     answered = value is not _NO_ANSWER
     if answered:
         await survey_store.record_answer(conn, session, question.id, value)
-    answers = await survey_store.session_answers(conn, session.id) if _needs_answers(survey) else {}
+    answers: dict[str, Any] = {}
+    if engine.needs_answers_after(session.survey_row_id, question.id):
+        answers = await survey_store.session_answers(conn, session.id)
     following = survey.next_question(question.id, answers)
     if following is None:
         await survey_store.advance_session(conn, session.id, question=None, answered=answered)

@@ -9,6 +9,7 @@ import aiosqlite
 
 from bot.models import iso, utcnow
 from bot.storage.db import fetch_all
+from bot.storage.tx import write_later
 
 
 async def record(
@@ -19,7 +20,8 @@ async def record(
     *,
     actor: str = "engine",
 ) -> None:
-    await conn.execute(
+    await write_later(
+        conn,
         "INSERT INTO audit_log (at, actor, action, panellist_id, detail) VALUES (?, ?, ?, ?, ?)",
         (iso(utcnow()), actor, action, panellist_id, json.dumps(detail or {}, ensure_ascii=False)),
     )

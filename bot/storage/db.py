@@ -14,13 +14,17 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+
+from bot.storage.tx import Tx
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -137,23 +141,34 @@ class Database:
         return applied
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: serialised in this process, BEGIN IMMEDIATE across processes."""
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A write transaction: serialised in this process, BEGIN IMMEDIATE across processes.
+
+        The :class:`~bot.storage.tx.Tx` it yields holds writes nobody reads and sends them
+        with the next statement that returns something (fewer round trips to SQLite).
+        """
         async with self._write_lock:
+            tx = Tx(self)
             try:
-                await self.conn.execute("BEGIN IMMEDIATE")
+                yield tx
+                await tx.commit()
             except BaseException:
-                # Cancelled while waiting for a busy database: the BEGIN may still complete
-                # in aiosqlite's thread, so undo it rather than leave the connection inside
-                # a transaction that every later BEGIN would trip over.
-                await self._rollback()
+                tx.discard()
+                if tx.begun:
+                    # Also when cancelled while waiting for a busy database: the BEGIN may
+                    # still complete in aiosqlite's thread, so undo it rather than leave the
+                    # connection inside a transaction every later BEGIN would trip over.
+                    await self._rollback()
                 raise
-            try:
-                yield self.conn
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(sqlite3_connection)`` on aiosqlite's thread in one hop.
+
+        aiosqlite has no public call for this; ``_execute`` is the method its own public
+        calls use. tests/test_storage.py fails if an upgrade of aiosqlite removes it.
+        """
+        conn = self.conn
+        return await conn._execute(fn, conn._conn)
 
     async def _rollback(self) -> None:
         # aiosqlite runs requests in order, so this ROLLBACK follows any BEGIN still queued;
@@ -170,12 +185,10 @@ class Database:
             yield self.conn
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        return await fetch_one(self.conn, sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self.conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return await fetch_all(self.conn, sql, params)
 
     async def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """A single-statement write in its own transaction; returns lastrowid."""
@@ -201,16 +214,19 @@ class Database:
             raise DatabaseError(f"{target}: the backup failed ({exc})") from None
 
 
+# Each await on aiosqlite is a hop to its thread and back, the main cost of a small query;
+# execute_fetchall runs the query and reads its rows in one hop (a cursor takes three).
+
+
 async def fetch_one(
     conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
 ) -> sqlite3.Row | None:
-    """One row from a query on a connection (inside or outside a transaction)."""
-    async with conn.execute(sql, params) as cursor:
-        return await cursor.fetchone()
+    """The first row of a query on a connection (inside or outside a transaction)."""
+    rows = await conn.execute_fetchall(sql, params)
+    return next(iter(rows), None)
 
 
 async def fetch_all(
     conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
 ) -> list[sqlite3.Row]:
-    async with conn.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+    return list(await conn.execute_fetchall(sql, params))

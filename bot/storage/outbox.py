@@ -19,6 +19,7 @@ from bot.models import (
     utcnow,
 )
 from bot.storage.db import fetch_all, fetch_one
+from bot.storage.tx import write_later
 
 # Statuses only move forward: a late "sent" never overwrites "delivered".
 STATUS_RANK = {
@@ -53,8 +54,10 @@ async def record_inbound(
 async def set_inbound_panellist(
     conn: aiosqlite.Connection, inbound_id: int, panellist_id: int | None
 ) -> None:
-    await conn.execute(
-        "UPDATE inbound_messages SET panellist_id = ? WHERE id = ?", (panellist_id, inbound_id)
+    await write_later(
+        conn,
+        "UPDATE inbound_messages SET panellist_id = ? WHERE id = ?",
+        (panellist_id, inbound_id),
     )
 
 
@@ -292,3 +295,15 @@ async def known_provider_ids(conn: aiosqlite.Connection, channel: str, ids: list
         (channel, *ids),
     )
     return {r[0] for r in rows}
+
+
+async def latest_with_options(conn: aiosqlite.Connection, address: Address) -> str | None:
+    """The provider id of the last message with buttons sent to this address."""
+    row = await fetch_one(
+        conn,
+        "SELECT provider_message_id FROM outbox WHERE channel = ? AND address = ? "
+        "AND status IN ('sent', 'delivered') AND json_array_length(extra, '$.options') > 0 "
+        "ORDER BY id DESC LIMIT 1",
+        (address.channel, address.id),
+    )
+    return row[0] if row else None

@@ -15,6 +15,7 @@ import aiosqlite
 
 from bot.models import Address, Panellist, PanellistStatus, iso, parse_iso, utcnow
 from bot.storage.db import fetch_all, fetch_one
+from bot.storage.tx import write_later
 
 _SELECT = """
 SELECT id, status, locale, demographics, consent_at, stage, created_at
@@ -24,7 +25,7 @@ FROM panellists
 PHONE_CHANNELS = ("sms", "whatsapp")
 
 
-def _row_to_panellist(row: sqlite3.Row, addresses: list[Address]) -> Panellist:
+def panellist_row(row: sqlite3.Row, addresses: list[Address]) -> Panellist:
     return Panellist(
         id=row["id"],
         status=PanellistStatus(row["status"]),
@@ -52,7 +53,7 @@ async def get(conn: aiosqlite.Connection, panellist_id: int) -> Panellist | None
     row = await fetch_one(conn, _SELECT + " WHERE id = ?", (panellist_id,))
     if row is None:
         return None
-    return _row_to_panellist(row, await addresses_of(conn, panellist_id))
+    return panellist_row(row, await addresses_of(conn, panellist_id))
 
 
 async def find_by_address(conn: aiosqlite.Connection, address: Address) -> Panellist | None:
@@ -65,7 +66,7 @@ async def find_by_address(conn: aiosqlite.Connection, address: Address) -> Panel
     )
     if row is None:
         return None
-    return _row_to_panellist(row, [address])
+    return panellist_row(row, [address])
 
 
 async def stage_misses(conn: aiosqlite.Connection, panellist_id: int) -> int:
@@ -123,7 +124,8 @@ async def add_address(
 
 
 async def touch_address(conn: aiosqlite.Connection, address: Address) -> None:
-    await conn.execute(
+    await write_later(
+        conn,
         "UPDATE addresses SET last_inbound_at = ? WHERE channel = ? AND address = ?",
         (iso(utcnow()), address.channel, address.id),
     )
@@ -158,8 +160,8 @@ async def update(conn: aiosqlite.Connection, panellist_id: int, **fields: Any) -
         values.append(value)
     columns.append("updated_at = ?")
     values.append(iso(utcnow()))
-    await conn.execute(
-        f"UPDATE panellists SET {', '.join(columns)} WHERE id = ?", (*values, panellist_id)
+    await write_later(
+        conn, f"UPDATE panellists SET {', '.join(columns)} WHERE id = ?", (*values, panellist_id)
     )
 
 
@@ -265,7 +267,7 @@ async def many(conn: aiosqlite.Connection, ids: Iterable[int]) -> list[Panellist
         by_id: dict[int, list[Address]] = {}
         for a in addr_rows:
             by_id.setdefault(a["panellist_id"], []).append(Address(a["channel"], a["address"]))
-        out.extend(_row_to_panellist(r, by_id.get(r["id"], [])) for r in rows)
+        out.extend(panellist_row(r, by_id.get(r["id"], [])) for r in rows)
     return out
 
 
@@ -278,4 +280,4 @@ async def find_by_link_code(conn: aiosqlite.Connection, code: str) -> Panellist 
     )
     if row is None:
         return None
-    return _row_to_panellist(row, await addresses_of(conn, row["id"]))
+    return panellist_row(row, await addresses_of(conn, row["id"]))

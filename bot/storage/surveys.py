@@ -10,8 +10,10 @@ from typing import Any
 
 import aiosqlite
 
-from bot.models import iso, parse_iso, utcnow
+from bot.models import Address, Panellist, iso, parse_iso, utcnow
 from bot.storage.db import fetch_all, fetch_one
+from bot.storage.panellists import panellist_row
+from bot.storage.tx import write_later
 from bot.surveys.model import Survey
 
 
@@ -207,7 +209,7 @@ async def set_wave(conn: aiosqlite.Connection, wave_id: int, **fields: Any) -> N
         raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
     sets = ", ".join(f"{k} = ?" for k in fields)
     values = [iso(v) if isinstance(v, datetime) else v for v in fields.values()]
-    await conn.execute(f"UPDATE waves SET {sets} WHERE id = ?", (*values, wave_id))
+    await write_later(conn, f"UPDATE waves SET {sets} WHERE id = ?", (*values, wave_id))
 
 
 # -- sessions and answers ---------------------------------------------------------------
@@ -224,6 +226,42 @@ def _session(row: sqlite3.Row) -> Session:
         misses=row["misses"],
         answered=row["answered"],
     )
+
+
+async def find_with_session(
+    conn: aiosqlite.Connection, address: Address
+) -> tuple[Panellist | None, Session | None, datetime | None]:
+    """The panellist at an address, their open survey session and when they last wrote.
+
+    One query for what every inbound message needs first (each query is a thread hop).
+    """
+    row = await fetch_one(
+        conn,
+        "SELECT p.id, p.status, p.locale, p.demographics, p.consent_at, p.stage, p.created_at,"
+        " a.last_inbound_at, s.id AS s_id, s.wave_id, s.survey_row_id, s.state,"
+        " s.current_question, s.misses, s.answered "
+        "FROM addresses a JOIN panellists p ON p.id = a.panellist_id "
+        "LEFT JOIN survey_sessions s ON s.panellist_id = p.id AND s.state = 'active' "
+        "WHERE a.channel = ? AND a.address = ?",
+        (address.channel, address.id),
+    )
+    if row is None:
+        return None, None, None
+    panellist = panellist_row(row, [address])
+    session = None
+    if row["s_id"] is not None:
+        session = Session(
+            id=row["s_id"],
+            wave_id=row["wave_id"],
+            survey_row_id=row["survey_row_id"],
+            panellist_id=row["id"],
+            state=row["state"],
+            current_question=row["current_question"],
+            misses=row["misses"],
+            answered=row["answered"],
+        )
+    last = parse_iso(row["last_inbound_at"]) if row["last_inbound_at"] else None
+    return panellist, session, last
 
 
 async def active_session(conn: aiosqlite.Connection, panellist_id: int) -> Session | None:
@@ -263,7 +301,8 @@ async def start_session(
 async def advance_session(
     conn: aiosqlite.Connection, session_id: int, *, question: str | None, answered: bool
 ) -> None:
-    await conn.execute(
+    await write_later(
+        conn,
         "UPDATE survey_sessions SET current_question = ?, misses = 0, "
         "answered = answered + ? WHERE id = ?",
         (question, int(answered), session_id),
@@ -271,11 +310,14 @@ async def advance_session(
 
 
 async def count_miss(conn: aiosqlite.Connection, session_id: int) -> None:
-    await conn.execute("UPDATE survey_sessions SET misses = misses + 1 WHERE id = ?", (session_id,))
+    await write_later(
+        conn, "UPDATE survey_sessions SET misses = misses + 1 WHERE id = ?", (session_id,)
+    )
 
 
 async def finish_session(conn: aiosqlite.Connection, session_id: int, state: str) -> None:
-    await conn.execute(
+    await write_later(
+        conn,
         "UPDATE survey_sessions SET state = ?, current_question = NULL, finished_at = ? "
         "WHERE id = ?",
         (state, iso(utcnow()), session_id),
@@ -285,7 +327,8 @@ async def finish_session(conn: aiosqlite.Connection, session_id: int, state: str
 async def record_answer(
     conn: aiosqlite.Connection, session: Session, question_id: str, value: Any
 ) -> None:
-    await conn.execute(
+    await write_later(
+        conn,
         "INSERT INTO answers (session_id, wave_id, survey_row_id, question_id, value, answered_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, question_id) DO UPDATE SET "
         "value = excluded.value, answered_at = excluded.answered_at",
@@ -330,7 +373,8 @@ async def set_invitation(
     params: tuple[Any, ...] = (status,)
     if status == "sent":
         params += (iso(utcnow()),)
-    await conn.execute(
+    await write_later(
+        conn,
         f"UPDATE invitations SET status = ?{extra} WHERE wave_id = ? AND panellist_id = ?",
         (*params, wave_id, panellist_id),
     )
@@ -366,7 +410,8 @@ async def unfinished_sessions(
 
 
 async def mark_reminded(conn: aiosqlite.Connection, wave_id: int, panellist_id: int) -> None:
-    await conn.execute(
+    await write_later(
+        conn,
         "UPDATE invitations SET reminded_at = ? WHERE wave_id = ? AND panellist_id = ?",
         (iso(utcnow()), wave_id, panellist_id),
     )
