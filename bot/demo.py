@@ -22,22 +22,52 @@ logger = logging.getLogger(__name__)
 
 DEMO_SURVEY = "gp-access-2026"
 
+# Every field speaks each demo locale: a question text and one label per value, in order.
+# The translations (cy, pl, ur, ro) are drafts until a fluent speaker reviews them.
 _FIELDS: list[dict[str, Any]] = [
     {
         "name": "age_band",
         "values": ["16-24", "25-34", "35-44", "45-54", "55-64", "65-74", "75+"],
-        "text": {"en": "Which age group are you in?"},
+        "text": {
+            "en": "Which age group are you in?",
+            "cy": "Ym mha grŵp oedran ydych chi?",
+            "pl": "Do jakiej grupy wiekowej należysz?",
+            "ur": "آپ کی عمر کتنی ہے؟",
+            "ro": "În ce grupă de vârstă vă încadrați?",
+        },
+        "labels": {
+            locale: ["16-24", "25-34", "35-44", "45-54", "55-64", "65-74", "75+"]
+            for locale in ("en", "cy", "pl", "ur", "ro")
+        },
     },
     {
         "name": "sex",
         "values": ["female", "male", "other", "prefer_not_to_say"],
-        "text": {"en": "What is your sex?"},
-        "labels": {"en": ["Female", "Male", "Other", "Prefer not to say"]},
+        "text": {
+            "en": "What is your sex?",
+            "cy": "Beth yw eich rhyw?",
+            "pl": "Jaka jest Twoja płeć?",
+            "ur": "آپ کی جنس کیا ہے؟",
+            "ro": "Care este sexul dvs.?",
+        },
+        "labels": {
+            "en": ["Female", "Male", "Other", "Prefer not to say"],
+            "cy": ["Benyw", "Gwryw", "Arall", "Gwell gennyf beidio â dweud"],
+            "pl": ["Kobieta", "Mężczyzna", "Inna", "Wolę nie podawać"],
+            "ur": ["عورت", "مرد", "دیگر", "بتانا پسند نہیں"],
+            "ro": ["Feminin", "Masculin", "Altul", "Prefer să nu spun"],
+        },
     },
     {
         "name": "ethnicity",
         "values": ["white", "mixed", "asian", "black", "other", "prefer_not_to_say"],
-        "text": {"en": "What is your ethnic group?"},
+        "text": {
+            "en": "What is your ethnic group?",
+            "cy": "Beth yw eich grŵp ethnig?",
+            "pl": "Do jakiej grupy etnicznej należysz?",
+            "ur": "آپ کا نسلی گروپ کیا ہے؟",
+            "ro": "Care este grupul dvs. etnic?",
+        },
         "labels": {
             "en": [
                 "White",
@@ -46,20 +76,95 @@ _FIELDS: list[dict[str, Any]] = [
                 "Black, Black British, Caribbean or African",
                 "Other",
                 "Prefer not to say",
-            ]
+            ],
+            "cy": [
+                "Gwyn",
+                "Cymysg neu aml-ethnig",
+                "Asiaidd neu Asiaidd Prydeinig",
+                "Du, Du Prydeinig, Caribïaidd neu Affricanaidd",
+                "Arall",
+                "Gwell gennyf beidio â dweud",
+            ],
+            "pl": [
+                "Biała",
+                "Mieszana lub wieloetniczna",
+                "Azjatycka lub brytyjska azjatycka",
+                "Czarna, czarna brytyjska, karaibska lub afrykańska",
+                "Inna",
+                "Wolę nie podawać",
+            ],
+            "ur": [
+                "سفید فام",
+                "مخلوط یا ایک سے زیادہ",
+                "ایشیائی یا ایشیائی برطانوی",
+                "سیاہ فام، سیاہ فام برطانوی، کیریبین یا افریقی",
+                "دیگر",
+                "بتانا پسند نہیں",
+            ],
+            "ro": [
+                "Alb",
+                "Mixt sau multiplu",
+                "Asiatic sau britanic asiatic",
+                "Negru, britanic negru, caraibian sau african",
+                "Alt grup",
+                "Prefer să nu spun",
+            ],
         },
     },
     {
         "name": "imd_quintile",
         "values": ["1", "2", "3", "4", "5"],
-        "text": {"en": "How would you describe your area? (1 = most deprived, 5 = least)"},
+        "text": {
+            "en": "How would you describe your area? (1 = most deprived, 5 = least)",
+            "cy": "Sut fyddech chi'n disgrifio eich ardal? (1 = mwyaf difreintiedig, 5 = lleiaf)",
+            "pl": "Jak oceniasz swoją okolicę? (1 = najuboższa, 5 = najzamożniejsza)",
+            "ur": "آپ اپنے علاقے کو کیسا سمجھتے ہیں؟ (1 = سب سے زیادہ محروم، 5 = سب سے کم)",
+            "ro": "Cum ați descrie zona dvs.? (1 = cea mai defavorizată, 5 = cea mai puțin)",
+        },
+        "labels": {
+            "en": [
+                "Most deprived",
+                "More deprived",
+                "In the middle",
+                "Less deprived",
+                "Least deprived",
+            ],
+            "cy": [
+                "Mwyaf difreintiedig",
+                "Mwy difreintiedig",
+                "Yn y canol",
+                "Llai difreintiedig",
+                "Lleiaf difreintiedig",
+            ],
+            "pl": ["Najuboższa", "Uboższa", "Przeciętna", "Zamożniejsza", "Najzamożniejsza"],
+            "ur": ["سب سے زیادہ محروم", "زیادہ محروم", "درمیانہ", "کم محروم", "سب سے کم محروم"],
+            "ro": [
+                "Cea mai defavorizată",
+                "Mai defavorizată",
+                "La mijloc",
+                "Mai puțin defavorizată",
+                "Cea mai puțin defavorizată",
+            ],
+        },
     },
     {
         "name": "locality",
         "values": ["northvale_city", "eastmoor", "riverside", "high_fells", "southport_bay"],
-        "text": {"en": "Which part of Northvale do you live in?"},
+        "text": {
+            "en": "Which part of Northvale do you live in?",
+            "cy": "Ym mha ran o Northvale ydych chi'n byw?",
+            "pl": "W której części Northvale mieszkasz?",
+            "ur": "آپ نارتھ ویل کے کس حصے میں رہتے ہیں؟",
+            "ro": "În ce parte din Northvale locuiți?",
+        },
+        # Place names stay as they are signposted; Urdu gives them in its own script (the
+        # English names are understood as replies too).
         "labels": {
-            "en": ["Northvale City", "Eastmoor", "Riverside", "High Fells", "Southport Bay"]
+            **{
+                locale: ["Northvale City", "Eastmoor", "Riverside", "High Fells", "Southport Bay"]
+                for locale in ("en", "cy", "pl", "ro")
+            },
+            "ur": ["نارتھ ویل سٹی", "ایسٹ مور", "ریور سائیڈ", "ہائی فیلز", "ساؤتھ پورٹ بے"],
         },
     },
 ]
@@ -72,7 +177,7 @@ def demo_config(port: int) -> dict[str, Any]:
             "database": "panelbot.db",
             "timezone": "Europe/London",
             "default_locale": "en",
-            "locales": ["en"],
+            "locales": ["en", "cy", "pl", "ur", "ro"],
             "contact": "the Northvale ICS engagement team (demo)",
             # A demo answers at any hour: no quiet hours for its broadcasts.
             "quiet_hours": False,

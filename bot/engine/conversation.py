@@ -149,17 +149,10 @@ class Engine:
         """Process one inbound message; a repeat of a provider message id does nothing."""
         text = clean_text(message.text)
         async with self.bot.db.transaction() as conn:
-            panellist, session, last_inbound = await survey_store.find_with_session(
-                conn, message.address
+            row, inbound_id = await outbox_store.open_turn(
+                conn, message.address, message.provider_message_id, text, message.received_at
             )
-            inbound_id = await outbox_store.record_inbound(
-                conn,
-                channel=message.address.channel,
-                provider_message_id=message.provider_message_id,
-                panellist_id=panellist.id if panellist else None,
-                text=text,
-                received_at=message.received_at,
-            )
+            panellist, session, last_inbound = survey_store.turn_from_row(row, message.address)
             if inbound_id is None:
                 return HandleResult(
                     duplicate=True, panellist_id=panellist.id if panellist else None
@@ -187,12 +180,16 @@ class Engine:
         return HandleResult(False, ids, turn.panellist.id if turn.panellist else None)
 
     async def _queue_replies(self, turn: Turn) -> list[int]:
-        ids = []
+        """Queue the replies and commit, reading back their outbox ids on the way."""
+        keys = []
         for n, reply in enumerate(turn.replies):
             address = reply.address or turn.message.address
-            row_id = await outbox_store.queue(
+            key = f"in:{turn.message.address.channel}:{turn.inbound_id}:{n}"
+            keys.append(key)
+            await outbox_store.queue(
                 turn.conn,
-                key=f"in:{turn.message.address.channel}:{turn.inbound_id}:{n}",
+                later=True,
+                key=key,
                 panellist_id=turn.panellist.id if turn.panellist else None,
                 address=address,
                 text=reply.text,
@@ -200,9 +197,7 @@ class Engine:
                 template=reply.template,
                 extra={**reply.extra, "locale": turn.locale or self.default_locale},
             )
-            if row_id:
-                ids.append(row_id)
-        return ids
+        return await outbox_store.ids_and_commit(turn.conn, keys)
 
     async def _link(self, turn: Turn, code: str) -> bool:
         """Join this address (e.g. a new Telegram chat) to the record a join code names."""

@@ -44,9 +44,7 @@ async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> 
         return  # they said no; only an explicit START brings them back
     if keyword == Keyword.HELP:
         turn.reply(
-            engine.render(
-                "help", default, languages=len(engine.bot.locales) > 1, in_survey=False
-            ),
+            engine.render("help", default, languages=len(engine.bot.locales) > 1, in_survey=False),
             template="help",
         )
         return
@@ -158,9 +156,7 @@ async def _language_reply(engine: Engine, turn: Turn, stage: str) -> None:
         misses = await panellist_store.stage_misses(conn, p.id)
         if misses == 0:
             await panellist_store.update(conn, p.id, stage_misses=1)
-            menu = render.language_menu(
-                engine.catalog, list(engine.bot.locales), turn.locale
-            )
+            menu = render.language_menu(engine.catalog, list(engine.bot.locales), turn.locale)
             turn.reply(menu.text, template=menu.template, extra=menu.extra)
             return
         chosen = p.locale or engine.default_locale

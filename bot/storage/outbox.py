@@ -19,7 +19,7 @@ from bot.models import (
     utcnow,
 )
 from bot.storage.db import fetch_all, fetch_one
-from bot.storage.tx import write_later
+from bot.storage.tx import Tx, write_later
 
 # Statuses only move forward: a late "sent" never overwrites "delivered".
 STATUS_RANK = {
@@ -61,8 +61,42 @@ async def set_inbound_panellist(
     )
 
 
+_QUEUE_SQL = (
+    "INSERT OR IGNORE INTO outbox (idempotency_key, panellist_id, channel, address, text, "
+    "kind, priority, template, extra, status, next_attempt_at, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
+)
+
+
+def _queue_params(
+    key: str,
+    panellist_id: int | None,
+    address: Address,
+    text: str,
+    kind: MessageKind,
+    template: str | None,
+    extra: dict[str, Any] | None,
+    not_before: datetime | None,
+) -> tuple[Any, ...]:
+    now = iso(utcnow())
+    return (
+        key,
+        panellist_id,
+        address.channel,
+        address.id,
+        text,
+        kind.value,
+        kind.priority,
+        template,
+        json.dumps(extra or {}, ensure_ascii=False),
+        iso(not_before) if not_before else now,
+        now,
+        now,
+    )
+
+
 async def queue(
-    conn: aiosqlite.Connection,
+    conn: aiosqlite.Connection | Tx,
     *,
     key: str,
     panellist_id: int | None,
@@ -72,29 +106,66 @@ async def queue(
     template: str | None = None,
     extra: dict[str, Any] | None = None,
     not_before: datetime | None = None,
+    later: bool = False,
 ) -> int | None:
-    """Queue one message; None when a message with this idempotency key already exists."""
-    now = iso(utcnow())
-    cursor = await conn.execute(
-        "INSERT OR IGNORE INTO outbox (idempotency_key, panellist_id, channel, address, text, "
-        "kind, priority, template, extra, status, next_attempt_at, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-        (
-            key,
-            panellist_id,
-            address.channel,
-            address.id,
-            text,
-            kind.value,
-            kind.priority,
-            template,
-            json.dumps(extra or {}, ensure_ascii=False),
-            iso(not_before) if not_before else now,
-            now,
-            now,
-        ),
-    )
+    """Queue one message; None when a message with this idempotency key already exists.
+
+    With ``later`` (inside a :class:`Tx`) the insert is held and the id is not returned:
+    read the ids with :func:`ids_and_commit`.
+    """
+    params = _queue_params(key, panellist_id, address, text, kind, template, extra, not_before)
+    if later and isinstance(conn, Tx):
+        conn.later(_QUEUE_SQL, params)
+        return None
+    cursor = await conn.execute(_QUEUE_SQL, params)
     return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
+
+
+async def ids_and_commit(tx: Tx, keys: list[str]) -> list[int]:
+    """The outbox ids of these idempotency keys, read as the transaction commits."""
+    marks = ",".join("?" * len(keys)) or "NULL"
+    rows = await tx.fetch_and_commit(
+        f"SELECT id FROM outbox WHERE idempotency_key IN ({marks}) ORDER BY id", keys
+    )
+    return [r[0] for r in rows]
+
+
+async def open_turn(
+    tx: Tx, address: Address, provider_message_id: str, text: str, received_at: datetime
+) -> tuple[sqlite3.Row | None, int | None]:
+    """Begin an inbound message's transaction in one round trip.
+
+    Reads the sender (panellist, open session, last inbound time: see ``TURN_SQL``) and
+    stores the inbound message, unique on the provider's id. Returns the sender's row and
+    the new inbound id, or None for the id when the provider sent this message before.
+    """
+
+    def work(raw: sqlite3.Connection) -> tuple[sqlite3.Row | None, int | None]:
+        row = raw.execute(TURN_SQL, (address.channel, address.id)).fetchone()
+        cursor = raw.execute(
+            "INSERT OR IGNORE INTO inbound_messages (channel, provider_message_id, "
+            "panellist_id, text, received_at) VALUES (?, ?, ?, ?, ?)",
+            (
+                address.channel,
+                provider_message_id,
+                row["id"] if row else None,
+                text,
+                iso(received_at),
+            ),
+        )
+        return row, (cursor.lastrowid if cursor.rowcount == 1 else None)
+
+    return await tx.run(work)
+
+
+TURN_SQL = (
+    "SELECT p.id, p.status, p.locale, p.demographics, p.consent_at, p.stage, p.created_at,"
+    " a.last_inbound_at, s.id AS s_id, s.wave_id, s.survey_row_id, s.state,"
+    " s.current_question, s.misses, s.answered "
+    "FROM addresses a JOIN panellists p ON p.id = a.panellist_id "
+    "LEFT JOIN survey_sessions s ON s.panellist_id = p.id AND s.state = 'active' "
+    "WHERE a.channel = ? AND a.address = ?"
+)
 
 
 def to_message(row: sqlite3.Row) -> OutboundMessage:

@@ -228,23 +228,10 @@ def _session(row: sqlite3.Row) -> Session:
     )
 
 
-async def find_with_session(
-    conn: aiosqlite.Connection, address: Address
+def turn_from_row(
+    row: sqlite3.Row | None, address: Address
 ) -> tuple[Panellist | None, Session | None, datetime | None]:
-    """The panellist at an address, their open survey session and when they last wrote.
-
-    One query for what every inbound message needs first (each query is a thread hop).
-    """
-    row = await fetch_one(
-        conn,
-        "SELECT p.id, p.status, p.locale, p.demographics, p.consent_at, p.stage, p.created_at,"
-        " a.last_inbound_at, s.id AS s_id, s.wave_id, s.survey_row_id, s.state,"
-        " s.current_question, s.misses, s.answered "
-        "FROM addresses a JOIN panellists p ON p.id = a.panellist_id "
-        "LEFT JOIN survey_sessions s ON s.panellist_id = p.id AND s.state = 'active' "
-        "WHERE a.channel = ? AND a.address = ?",
-        (address.channel, address.id),
-    )
+    """Split an ``outbox.TURN_SQL`` row: the panellist, their open session, last inbound."""
     if row is None:
         return None, None, None
     panellist = panellist_row(row, [address])
