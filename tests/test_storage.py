@@ -342,3 +342,40 @@ def test_db_backup_into_a_missing_folder_is_a_user_error(tmp_path: Path) -> None
     line = one_line_error(panelbot(config, "db", "backup", str(tmp_path / "nope" / "copy.db")))
 
     assert "nope" in line
+
+
+async def test_held_writes_keep_their_order_and_roll_back_together(tmp_path: Path) -> None:
+    """Tx.later holds writes until the next read or COMMIT; a failure undoes them all."""
+    import sqlite3
+
+    from bot.storage import Database
+    from bot.storage.tx import Tx, write_later
+
+    db = await Database.open(tmp_path / "held.db")
+    try:
+        async with db.transaction() as tx:
+            assert isinstance(tx, Tx)
+            await write_later(tx, "INSERT INTO meta (key, value) VALUES ('a', '1')")
+            await write_later(tx, "UPDATE meta SET value = '2' WHERE key = 'a'")
+            rows = await tx.execute_fetchall("SELECT value FROM meta WHERE key = 'a'")
+            assert [r[0] for r in rows] == ["2"]  # held writes ran first, in order
+        with pytest.raises(sqlite3.IntegrityError):
+            async with db.transaction() as tx:
+                tx.later("INSERT INTO meta (key, value) VALUES ('b', '1')")
+                tx.later("INSERT INTO meta (key, value) VALUES ('a', 'duplicate')")
+        rows = await db.fetchall("SELECT key, value FROM meta WHERE key IN ('a', 'b')")
+        assert [(r[0], r[1]) for r in rows] == [("a", "2")]
+        # A transaction that is left alone afterwards still works.
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO meta (key, value) VALUES ('c', '3')")
+        assert (await db.fetchone("SELECT value FROM meta WHERE key = 'c'"))[0] == "3"
+    finally:
+        await db.close()
+
+
+def test_aiosqlite_still_offers_the_one_private_call_we_use() -> None:
+    """Database.run relies on aiosqlite's Connection._execute and ._conn (no public form)."""
+    import aiosqlite
+
+    assert callable(aiosqlite.Connection._execute)
+    assert isinstance(aiosqlite.Connection._conn, property)
