@@ -30,7 +30,7 @@ _FIELDS: list[dict[str, Any]] = [
         "values": ["16-24", "25-34", "35-44", "45-54", "55-64", "65-74", "75+"],
         "text": {
             "en": "Which age group are you in?",
-            "cy": "Ym mha grŵp oedran ydych chi?",
+            "cy": "Beth yw eich oedran?",
             "pl": "Do jakiej grupy wiekowej należysz?",
             "ur": "آپ کی عمر کتنی ہے؟",
             "ro": "În ce grupă de vârstă vă încadrați?",

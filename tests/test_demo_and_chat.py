@@ -56,11 +56,12 @@ def test_demo_serves_the_example_panel_and_a_second_run_duplicates_nothing(
     data = tmp_path / "demo"
     port = free_port()
     process = start_demo(data, port)
-    reply = httpx.post(
-        f"http://127.0.0.1:{port}/simulator/api/messages",
-        json={"from": "sim:visitor", "text": "hello"},
-    ).json()
-    assert "Reply YES to join" in reply["replies"][0]
+    api = f"http://127.0.0.1:{port}/simulator/api/messages"
+    menu = httpx.post(api, json={"from": "sim:visitor", "text": "hello"}).json()
+    assert "Choose your language" in menu["replies"][0]
+    assert "2 Cymraeg" in menu["replies"][0]
+    consent = httpx.post(api, json={"from": "sim:visitor", "text": "1"}).json()
+    assert "Reply YES to join" in consent["replies"][0]
     out = stop(process)
     assert f"http://127.0.0.1:{port}/simulator" in out
     assert "240 added" in out

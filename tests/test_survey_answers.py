@@ -37,7 +37,7 @@ WORDS = {
 def _survey() -> Survey:
     """The GP access survey, with an Urdu translation added for these tests."""
     data = load_survey_file(examples_dir() / "surveys" / "gp-access.toml").to_dict()
-    data["locales"] = ["en", "ur"]
+    data["locales"] = ["en", "cy", "pl", "ur", "ro"]
     for table in ("title", "intro", "thanks"):
         data[table]["ur"] = "اردو"
     for question in data["questions"]:

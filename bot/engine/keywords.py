@@ -22,10 +22,15 @@ class Keyword(enum.StrEnum):
     LANGUAGE = "language"
 
 
+# Phones with an Arabic keyboard type Arabic yeh, kaf and heh where Urdu uses its own
+# letters; keywords match either way.
+_ARABIC_TO_URDU = str.maketrans({"\u064a": "\u06cc", "\u0643": "\u06a9", "\u0647": "\u06c1"})
+
+
 def normalise(text: str) -> str:
     """NFKC, case-folded, trimmed of whitespace and trailing ``.!`` as people type them."""
-    text = unicodedata.normalize("NFKC", text).strip().casefold()
-    return text.rstrip(".!。").strip()
+    text = unicodedata.normalize("NFKC", text).strip().casefold().translate(_ARABIC_TO_URDU)
+    return text.rstrip(".!。۔").strip()
 
 
 class KeywordRouter:
