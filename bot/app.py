@@ -52,7 +52,8 @@ def resolve_locales(settings: Settings, plugins: PanelPlugins) -> list[str]:
     if len(settings.bot.locales) > 1:
         logger.warning(
             "bot.locales lists %s but no plugin provides translations; speaking %s only",
-            ", ".join(settings.bot.locales), default,
+            ", ".join(settings.bot.locales),
+            default,
         )
     return [default]
 

@@ -128,12 +128,16 @@ def panelbot_message_dirs(bot: Bot) -> list[Path] | None:
 
 
 @hookspec
-def panelbot_resolve_locale(bot: Bot, panellist: Panellist, text: str) -> str | None:
-    """Choose the locale to answer an incoming message in; first non-None wins. May be async.
+def panelbot_resolve_locale(bot: Bot, panellist: Panellist | None, text: str) -> str | None:
+    """Guess the language of a first message from an unknown address. May be async.
+
+    The guess sets the language of the welcome (and of the language menu, which the person
+    still answers). Only locales the panel speaks are used; first non-None wins. Runs inside
+    the message's transaction: read through ``bot.db``, never open a transaction.
 
     :param bot: the running bot.
-    :param panellist: who sent the message (``panellist.locale`` is their stored locale).
-    :param text: the text of the incoming message.
+    :param panellist: None: the sender is not yet on the panel (reserved for later use).
+    :param text: the text of the first message.
     :return: a locale code such as ``"cy"``, or None for no opinion.
     """
 

@@ -277,8 +277,12 @@ def test_enabled_twilio_needs_exactly_one_sender(
 def test_provider_webhooks_need_the_public_base_url(tmp_path: Path) -> None:
     data = {
         "channels": {
-            "twilio": {"enabled": True, "account_sid": "AC1", "auth_token": "t",
-                       "from_number": "+447400100000"},
+            "twilio": {
+                "enabled": True,
+                "account_sid": "AC1",
+                "auth_token": "t",
+                "from_number": "+447400100000",
+            },
             "telegram": {"enabled": True, "token": "1:a", "secret_token": "s"},
         }
     }

@@ -111,11 +111,12 @@ class ApiCall:
     method: str
     params: dict[str, Any]
     at: float  # time.monotonic() when it arrived
-    status: int = 200
+    status: int | None = None  # None while the answer is still being made (a slow one)
     result: Any = None
 
     @property
     def ok(self) -> bool:
+        """Answered with success (a call still in progress is not, yet)."""
         return self.status == 200
 
     @property
@@ -285,6 +286,7 @@ class FakeTelegram:
         params = await _params(request)
         call = ApiCall(method, params, time.monotonic())
         self.calls.append(call)
+        await self._notify()  # on arrival too: a test may wait for a call still in progress
         try:
             if request.path_params["token"] != self.token:
                 return self._answer(call, 401, _error(401, "Unauthorized"))
