@@ -124,6 +124,8 @@ def test_the_simulator_api_replies_and_keeps_history(server: Server) -> None:
     assert [m["direction"] for m in history] == ["in", "out", "in", "out"]
     assert history[0]["text"] == "hello"
     assert history[3]["options"][0] == {"reply": "1", "label": "Female"}
+    assert history[1]["sms"] == {"encoding": "GSM-7", "segments": 3}  # the welcome + consent
+    assert "sms" not in history[0]
     assert history[0]["at"] <= history[1]["at"] <= history[2]["at"]
 
 

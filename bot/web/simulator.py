@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot import sms
 from bot.models import Address, InboundMessage
 from bot.storage import outbox as outbox_store
 
@@ -91,19 +92,22 @@ async def get_messages(request: Request) -> Response:
     if isinstance(address, str):
         return _bad(address)
     history = await outbox_store.conversation(bot.db.conn, address)
-    return JSONResponse(
-        {
-            "messages": [
-                {
-                    "direction": m["direction"],
-                    "text": m["text"],
-                    "at": m["at"],
-                    "options": m["extra"].get("options", []),
-                }
-                for m in history
-            ]
-        }
-    )
+    sanitise = bot.settings.channels.twilio.sanitize
+    return JSONResponse({"messages": [_message_json(m, sanitise) for m in history]})
+
+
+def _message_json(m: dict[str, Any], sanitise: bool) -> dict[str, Any]:
+    out = {
+        "direction": m["direction"],
+        "text": m["text"],
+        "at": m["at"],
+        "options": m["extra"].get("options", []),
+    }
+    if m["direction"] == "out":
+        # What the same text would cost over SMS, shown under each bot message.
+        _, info = sms.prepare(m["text"], sanitise_text=sanitise)
+        out["sms"] = {"encoding": info.encoding, "segments": info.segments}
+    return out
 
 
 def routes() -> list[BaseRoute]:

@@ -237,6 +237,14 @@
       time.dateTime = message.at;
       time.textContent = timeText(message.at);
       item.appendChild(time);
+      if (fromPanel && message.sms) {
+        // What this message would cost as an SMS: its encoding and segment count.
+        const sms = document.createElement("span");
+        sms.className = "msg-time msg-sms";
+        const parts = message.sms.segments === 1 ? "1 segment" : message.sms.segments + " segments";
+        sms.textContent = "SMS: " + message.sms.encoding + ", " + parts;
+        item.appendChild(sms);
+      }
     } else if (pending) {
       const time = document.createElement("span");
       time.className = "msg-time";
