@@ -79,7 +79,6 @@ poll_interval = 0.2
 
 
 async def main(data_dir: Path) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     sids = itertools.count(1)
     async with FakeTwilio().running() as twilio, FakeTelegram.running() as telegram:
@@ -159,4 +158,5 @@ if __name__ == "__main__":
     parser.add_argument("--data-dir", type=Path, help="Where the config and database go.")
     args = parser.parse_args()
     folder = args.data_dir or Path(tempfile.mkdtemp(prefix="panelbot-fakes-"))
+    folder.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(main(folder)))
