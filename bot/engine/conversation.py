@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from bot.engine import signup, survey_runner
+from bot.engine import render, signup, survey_runner
 from bot.engine.keywords import Keyword, KeywordRouter
 from bot.models import (
     Address,
@@ -106,6 +106,8 @@ class Engine:
         self.keywords = KeywordRouter(self.catalog, [*self.bot.locales, *self.catalog.locales()])
         self._surveys: dict[int, Survey] = {}
         self._conditional_after: dict[int, dict[str, bool]] = {}
+        self._questions: dict[tuple[Any, ...], Any] = {}
+        self._answer_words: dict[str, tuple[set[str], set[str], tuple[str, ...]]] = {}
 
     @property
     def default_locale(self) -> str:
@@ -132,6 +134,43 @@ class Engine:
                 raise LookupError(f"survey row {row_id} is missing")
             survey = self._surveys[row_id] = stored.survey
         return survey
+
+    def question(
+        self, row_id: int, survey: Survey, question: Any, locale: str, *, skipped: bool = False
+    ) -> Any:
+        """A question's message, rendered once per survey version, locale and lead-in.
+
+        Survey versions never change, so the text can be reused for everyone who reaches
+        the question (most inbound messages end by asking the next one).
+        """
+        key = (row_id, question.id, locale, skipped)
+        msg = self._questions.get(key)
+        if msg is None:
+            msg = render.question_message(
+                self.catalog,
+                survey,
+                question,
+                locale,
+                fallback=self.default_locale,
+                skipped=skipped,
+            )
+            if len(self._questions) > 10_000:
+                self._questions.clear()
+            self._questions[key] = msg
+        return msg
+
+    def answer_words(self, locale: str) -> tuple[set[str], set[str], tuple[str, ...]]:
+        """Yes, no and "and" words for reading answers: the locale's and always English."""
+        found = self._answer_words.get(locale)
+        if found is None:
+            words, english = self.words(locale), self.words("en")
+            found = (
+                set(words.get("yes", [])) | set(english.get("yes", [])),
+                set(words.get("no", [])) | set(english.get("no", [])),
+                tuple(set(words.get("and", [])) | set(english.get("and", []))),
+            )
+            self._answer_words[locale] = found
+        return found
 
     def needs_answers_after(self, row_id: int, question_id: str) -> bool:
         """Whether a question after this one has skip logic (so earlier answers are needed)."""
@@ -180,12 +219,10 @@ class Engine:
         return HandleResult(False, ids, turn.panellist.id if turn.panellist else None)
 
     async def _queue_replies(self, turn: Turn) -> list[int]:
-        """Queue the replies and commit, reading back their outbox ids on the way."""
-        keys = []
+        """Queue the replies and commit; returns their outbox ids."""
         for n, reply in enumerate(turn.replies):
             address = reply.address or turn.message.address
             key = f"in:{turn.message.address.channel}:{turn.inbound_id}:{n}"
-            keys.append(key)
             await outbox_store.queue(
                 turn.conn,
                 later=True,
@@ -197,7 +234,8 @@ class Engine:
                 template=reply.template,
                 extra={**reply.extra, "locale": turn.locale or self.default_locale},
             )
-        return await outbox_store.ids_and_commit(turn.conn, keys)
+        await turn.conn.commit()
+        return list(turn.conn.captured)
 
     async def _link(self, turn: Turn, code: str) -> bool:
         """Join this address (e.g. a new Telegram chat) to the record a join code names."""

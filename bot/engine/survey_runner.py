@@ -31,17 +31,16 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
         await _complete(engine, turn, session, survey)
         return
     locale = p.locale or engine.default_locale
-    words = engine.words(locale)
-    english = engine.words("en")
+    yes_words, no_words, and_words = engine.answer_words(locale)
     try:
         value: Any = parse_answer(
             question,
             turn.text,
             locale=locale,
             fallback_locale=engine.default_locale,
-            yes_words=set(words.get("yes", [])) | set(english.get("yes", [])),
-            no_words=set(words.get("no", [])) | set(english.get("no", [])),
-            and_words=tuple(set(words.get("and", [])) | set(english.get("and", []))),
+            yes_words=yes_words,
+            no_words=no_words,
+            and_words=and_words,
         )
     except InvalidAnswer:
         if session.misses == 0:
@@ -71,14 +70,7 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
         await _complete(engine, turn, session, survey)
         return
     await survey_store.advance_session(conn, session.id, question=following.id, answered=answered)
-    msg = render.question_message(
-        engine.catalog,
-        survey,
-        following,
-        locale,
-        fallback=engine.default_locale,
-        skipped=not answered,
-    )
+    msg = engine.question(session.survey_row_id, survey, following, locale, skipped=not answered)
     turn.reply(msg.text, template=msg.template, extra=msg.extra)
 
 

@@ -110,24 +110,15 @@ async def queue(
 ) -> int | None:
     """Queue one message; None when a message with this idempotency key already exists.
 
-    With ``later`` (inside a :class:`Tx`) the insert is held and the id is not returned:
-    read the ids with :func:`ids_and_commit`.
+    With ``later`` (inside a :class:`Tx`) the insert is held and its id, once the
+    transaction commits, is in ``tx.captured``.
     """
     params = _queue_params(key, panellist_id, address, text, kind, template, extra, not_before)
     if later and isinstance(conn, Tx):
-        conn.later(_QUEUE_SQL, params)
+        conn.later(_QUEUE_SQL, params, capture=True)
         return None
     cursor = await conn.execute(_QUEUE_SQL, params)
     return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
-
-
-async def ids_and_commit(tx: Tx, keys: list[str]) -> list[int]:
-    """The outbox ids of these idempotency keys, read as the transaction commits."""
-    marks = ",".join("?" * len(keys)) or "NULL"
-    rows = await tx.fetch_and_commit(
-        f"SELECT id FROM outbox WHERE idempotency_key IN ({marks}) ORDER BY id", keys
-    )
-    return [r[0] for r in rows]
 
 
 async def open_turn(

@@ -35,23 +35,32 @@ class Tx:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._pending: list[tuple[str, Sequence[Any]]] = [("BEGIN IMMEDIATE", ())]
+        self._pending: list[tuple[str, Sequence[Any], bool]] = [("BEGIN IMMEDIATE", (), False)]
         self.begun = False
         self.finished = False
+        # Row ids of held inserts made with ``capture=True``, in order, once flushed.
+        self.captured: list[int] = []
 
-    def later(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Hold a write whose result nobody reads; it goes with the next flush."""
-        self._pending.append((sql, params))
+    def later(self, sql: str, params: Sequence[Any] = (), *, capture: bool = False) -> None:
+        """Hold a write whose result nobody reads now; it goes with the next flush.
+
+        With ``capture`` the new row's id (when a row was inserted) is added to
+        :attr:`captured` at that flush.
+        """
+        self._pending.append((sql, params, capture))
 
     async def run(self, final: Callable[[sqlite3.Connection], T]) -> T:
         """Send the held statements, then ``final(raw_connection)``, in one hop."""
         pending, self._pending = self._pending, []
         if pending and pending[0][0] == "BEGIN IMMEDIATE":
             self.begun = True
+        captured = self.captured
 
         def work(raw: sqlite3.Connection) -> T:
-            for sql, params in pending:
-                raw.execute(sql, params)
+            for sql, params, capture in pending:
+                cursor = raw.execute(sql, params)
+                if capture and cursor.rowcount == 1 and cursor.lastrowid:
+                    captured.append(cursor.lastrowid)
             return final(raw)
 
         return await self._db.run(work)
@@ -70,19 +79,8 @@ class Tx:
         rows = list(rows)
         await self.run(lambda raw: raw.executemany(sql, rows))
 
-    async def fetch_and_commit(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """The held writes, one last query and COMMIT, in one hop."""
-
-        def final(raw: sqlite3.Connection) -> list[sqlite3.Row]:
-            rows = raw.execute(sql, params).fetchall()
-            raw.execute("COMMIT")
-            return rows
-
-        rows = await self.run(final)
-        self.finished = True
-        return rows
-
     async def commit(self) -> None:
+        """Send what is held and COMMIT (``captured`` is complete afterwards)."""
         if not self.finished:
             await self.run(lambda raw: raw.execute("COMMIT"))
             self.finished = True
