@@ -29,6 +29,20 @@ TEMPLATE_SUFFIX = ".txt.j2"
 WORDS_FILE = "words.toml"
 
 
+def template_names(locale: str, dirs: Iterable[Path]) -> set[str]:
+    """Message names with a template in exactly this locale's folder of any of ``dirs``."""
+    names: set[str] = set()
+    for d in dirs:
+        folder = d / locale
+        if folder.is_dir():
+            names.update(
+                p.name.removesuffix(TEMPLATE_SUFFIX)
+                for p in folder.iterdir()
+                if p.name.endswith(TEMPLATE_SUFFIX)
+            )
+    return names
+
+
 class MissingMessage(LookupError):
     """No catalog in the fallback chain has the template."""
 
@@ -79,16 +93,7 @@ class MessageCatalog:
 
     def names(self, locale: str) -> set[str]:
         """The message names present for exactly this locale."""
-        names: set[str] = set()
-        for d in self.dirs:
-            folder = d / locale
-            if folder.is_dir():
-                names.update(
-                    p.name.removesuffix(TEMPLATE_SUFFIX)
-                    for p in folder.iterdir()
-                    if p.name.endswith(TEMPLATE_SUFFIX)
-                )
-        return names
+        return template_names(locale, self.dirs)
 
     def resolve(self, name: str, locale: str) -> tuple[str, jinja2.Template]:
         """The locale actually used for ``name`` and its compiled template."""

@@ -215,12 +215,14 @@ async def set_wave(conn: aiosqlite.Connection, wave_id: int, **fields: Any) -> N
 # -- sessions and answers ---------------------------------------------------------------
 
 
-def _session(row: sqlite3.Row) -> Session:
+def _session(
+    row: sqlite3.Row, *, id_column: str = "id", panellist_column: str = "panellist_id"
+) -> Session:
     return Session(
-        id=row["id"],
+        id=row[id_column],
         wave_id=row["wave_id"],
         survey_row_id=row["survey_row_id"],
-        panellist_id=row["panellist_id"],
+        panellist_id=row[panellist_column],
         state=row["state"],
         current_question=row["current_question"],
         misses=row["misses"],
@@ -237,16 +239,7 @@ def turn_from_row(
     panellist = panellist_row(row, [address])
     session = None
     if row["s_id"] is not None:
-        session = Session(
-            id=row["s_id"],
-            wave_id=row["wave_id"],
-            survey_row_id=row["survey_row_id"],
-            panellist_id=row["id"],
-            state=row["state"],
-            current_question=row["current_question"],
-            misses=row["misses"],
-            answered=row["answered"],
-        )
+        session = _session(row, id_column="s_id", panellist_column="id")
     last = parse_iso(row["last_inbound_at"]) if row["last_inbound_at"] else None
     return panellist, session, last
 

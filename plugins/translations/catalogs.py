@@ -20,7 +20,7 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 
-from bot.messages import TEMPLATE_SUFFIX, WORDS_FILE
+from bot.messages import WORDS_FILE, template_names
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +65,6 @@ def has_folder(locale: str, dirs: Iterable[Path]) -> bool:
 def catalog_of(locale: str, dirs: Sequence[Path]) -> str | None:
     """The folder that speaks ``locale``'s language: its own, else its base language's."""
     return next((loc for loc in language_chain(locale) if has_folder(loc, dirs)), None)
-
-
-def template_names(locale: str, dirs: Iterable[Path]) -> set[str]:
-    """Message names with a template in exactly this locale's folders."""
-    names: set[str] = set()
-    for d in dirs:
-        folder = d / locale
-        if folder.is_dir():
-            names.update(
-                p.name.removesuffix(TEMPLATE_SUFFIX)
-                for p in folder.iterdir()
-                if p.name.endswith(TEMPLATE_SUFFIX)
-            )
-    return names
 
 
 def own_words(locale: str, dirs: Sequence[Path]) -> dict[str, Any]:
