@@ -129,12 +129,6 @@ def register(cli: click.Group) -> None:
     @click.argument("survey_id")
     @click.option("--sample", type=click.IntRange(min=1), help="Invite N panellists (default all).")
     @click.option(
-        "--stratify-by",
-        "stratify_by",
-        metavar="F,...",
-        help="Demographic fields a plugin's sampler balances (quotas plugin).",
-    )
-    @click.option(
         "--at",
         "at",
         metavar="WHEN",
@@ -153,7 +147,6 @@ def register(cli: click.Group) -> None:
         obj: CliContext,
         survey_id: str,
         sample: int | None,
-        stratify_by: str | None,
         at: str | None,
         close_after: str | None,
         include_new: bool,
@@ -166,8 +159,6 @@ def register(cli: click.Group) -> None:
         length = _duration(close_after)
 
         async def work(bot: Any) -> int:
-            if stratify_by:
-                bot.state["stratify_by"] = [f.strip() for f in stratify_by.split(",") if f.strip()]
             try:
                 return await launch_wave(
                     bot,
