@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -59,6 +60,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import httpx
+import uvicorn
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -257,7 +259,6 @@ class Run:
 class HttpxClient:
     """The brief's client: one httpx.AsyncClient, a pool of ``concurrency`` connections."""
 
-    name = "httpx"
     errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)
 
     def __init__(self, base_url: str, concurrency: int) -> None:
@@ -278,7 +279,6 @@ class HttpxClient:
 class AiohttpClient:
     """aiohttp's ClientSession with a connector of ``concurrency`` connections."""
 
-    name = "aiohttp"
     errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
 
     def __init__(self, base_url: str, concurrency: int) -> None:
@@ -313,9 +313,15 @@ async def drive(
     max_requests: int,
     max_seconds: float,
     label: str,
+    rate: float | None = None,
 ) -> Run:
-    """Play the conversations against ``base_url``; bounded in requests and in time."""
+    """Play the conversations against ``base_url``; bounded in requests and in time.
+
+    With ``rate``, requests start no faster than ``rate`` a second (still at most
+    ``concurrency`` in flight): latency at an offered load rather than at saturation.
+    """
     run = Run(label)
+    next_slot = 0.0
     gate = asyncio.Semaphore(concurrency)
     started = 0
     next_conversation = iter(conversations)
@@ -343,13 +349,17 @@ async def drive(
             run.unexpected.append(f"{req.sid}: HTTP {status} {text[:120]!r}")
 
     async def worker() -> None:
-        nonlocal started
+        nonlocal started, next_slot
         for conversation in next_conversation:  # shared: each conversation goes to one worker
             for step in conversation:
                 if started + len(step) > max_requests or time.perf_counter() > deadline:
                     run.stopped_by_time = time.perf_counter() > deadline
                     return
                 started += len(step)
+                if rate:
+                    slot, next_slot = next_slot, next_slot + len(step) / rate
+                    if (delay := slot - time.perf_counter()) > 0:
+                        await asyncio.sleep(delay)
                 if len(step) == 1:
                     await send(step[0])
                 else:  # a Twilio retry: the same request again while the first is in flight
@@ -359,7 +369,7 @@ async def drive(
         # Open the pool's connections before the clock starts, as a warm server would have.
         await asyncio.gather(*(client.get("/healthz") for _ in range(concurrency)))
         cpu0, t0 = time.process_time(), time.perf_counter()
-        deadline = t0 + max_seconds
+        deadline, next_slot = t0 + max_seconds, t0
         async with asyncio.TaskGroup() as group:
             for _ in range(concurrency):
                 group.create_task(worker())
@@ -381,10 +391,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None."""
+def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
+    """User + system CPU time of a process, or of one of its threads (Linux /proc), or None."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
@@ -433,7 +444,6 @@ def child(mode: str, *args: str, stdout: Any = subprocess.PIPE, log: IO[Any] | N
 
 def serve_peer(port: int) -> None:
     """The floor: uvicorn + Starlette, the same route and answer, nothing else."""
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request as StarletteRequest
     from starlette.responses import JSONResponse, Response
@@ -493,12 +503,14 @@ class Stored:
     inbound_rows: int
     replies: int
     active: int
+    expected_active: int | None  # every sender, when the whole workload was sent
     outbox_sent: int
 
     @property
     def ok(self) -> bool:
         return (
-            self.duplicate_groups == 0
+            (self.expected_active is None or self.active == self.expected_active)
+            and self.duplicate_groups == 0
             and not self.missing
             and self.forged_stored == 0
             and self.strangers == 0
@@ -542,6 +554,9 @@ def verify(db_path: Path, workload: Workload, run: Run) -> Stored:
         inbound_rows=inbound_rows,
         replies=replies,
         active=active,
+        expected_active=workload.senders
+        if run.not_sent == 0 and not run.transport_errors
+        else None,
         outbox_sent=outbox_sent,
     )
 
@@ -560,6 +575,14 @@ def _load() -> str:
         return "n/a"
 
 
+def _parser_and_loop() -> str:
+    """What uvicorn's "auto" picks here: httptools and uvloop when installed."""
+    found = importlib.util.find_spec
+    parser = "httptools parser" if found("httptools") else "h11 parser, pure Python"
+    loop = "uvloop" if found("uvloop") else "asyncio loop"
+    return f"{parser}, {loop}"
+
+
 def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -574,6 +597,10 @@ def print_run(run: Run, server_cpu: float | None) -> None:
         f"  latency            p50 {run.ms(50):.1f} ms   p99 {run.ms(99):.1f} ms   "
         f"max {run.ms(100):.1f} ms   mean {run.mean_ms:.1f} ms"
     )
+    if run.elapsed:
+        # Little's law: requests in flight = throughput x mean latency. Near C, the client
+        # kept C requests waiting on the server the whole time (the server is saturated).
+        print(f"  in flight          {run.rate * run.mean_ms / 1000:.1f} on average")
     statuses = ", ".join(f"{s}: {n}" for s, n in sorted(run.statuses.items()))
     print(
         f"  status             2xx {run.klass(2)}   4xx {run.klass(4)}   5xx {run.klass(5)}"
@@ -597,14 +624,15 @@ def print_run(run: Run, server_cpu: float | None) -> None:
 
 def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     c = args.concurrency
+    offered = f", offered at {args.rate:g}/s" if args.rate else " (closed loop)"
     print(
-        f"panelbot webhook benchmark: {args.requests} signed Twilio webhooks, concurrency {c}, "
-        f"at most {args.seconds:.0f} s"
+        f"panelbot webhook benchmark: {args.requests} signed Twilio webhooks, concurrency {c}"
+        f"{offered}, at most {args.seconds:.0f} s"
     )
     print(
-        f"client: {args.client} ({CLIENTS[args.client].name} "
-        f"{(httpx if args.client == 'httpx' else aiohttp).__version__}), "
-        f"{c} connections, a semaphore of {c}"
+        f"client: {args.client} {(httpx if args.client == 'httpx' else aiohttp).__version__}, "
+        f"{c} connections, a semaphore of {c}; servers: uvicorn {uvicorn.__version__} "
+        f"({_parser_and_loop()}), in their own processes"
     )
     print(
         f"python {platform.python_version()}, sqlite "
@@ -659,6 +687,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
                 max_requests=args.requests,
                 max_seconds=args.seconds,
                 label="floor",
+                rate=args.rate,
             )
         )
 
@@ -674,6 +703,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
         started_in = wait_http(f"{public_url}/healthz", server, server_log_path, 60)
         print(f"setup (not timed): panelbot serve answered /healthz after {started_in:.2f} s")
         server_cpu0 = cpu_seconds(server.pid)
+        loop_cpu0 = cpu_seconds(server.pid, server.pid)  # the main thread runs the event loop
         fake_cpu0 = cpu_seconds(fake.pid)
         bench = asyncio.run(
             drive(
@@ -684,9 +714,11 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
                 max_requests=args.requests,
                 max_seconds=args.seconds,
                 label="panelbot",
+                rate=args.rate,
             )
         )
         server_cpu1, fake_cpu1 = cpu_seconds(server.pid), cpu_seconds(fake.pid)
+        loop_cpu1 = cpu_seconds(server.pid, server.pid)
         exit_code, stop_seconds = stop_process(server)
 
         # The floor's second half, after panelbot has stopped.
@@ -699,6 +731,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
                 max_requests=args.requests,
                 max_seconds=args.seconds,
                 label="floor",
+                rate=args.rate,
             )
         )
         peer_cpu1 = cpu_seconds(peer.pid)
@@ -725,6 +758,12 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     print()
     print("panelbot serve (1 process, uvicorn, SQLite)")
     print_run(bench, server_cpu)
+    if server_cpu is not None and loop_cpu0 is not None and loop_cpu1 is not None:
+        loop_cpu = loop_cpu1 - loop_cpu0
+        print(
+            f"  server threads     event loop {loop_cpu / bench.elapsed:.0%} of one core, "
+            f"others (aiosqlite's) {(server_cpu - loop_cpu) / bench.elapsed:.0%}"
+        )
     if fake_cpu is not None and bench.elapsed:
         print(
             f"  fake Twilio        {fake_cpu / bench.elapsed:.0%} of one core while the "
@@ -753,6 +792,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
         f"  replies queued {stored.replies} for {stored.inbound_rows} stored messages "
         f"(one each: {'ok' if stored.replies == stored.inbound_rows else 'WRONG'}); "
         f"panellists signed up {stored.active}"
+        + (f" (expected {stored.expected_active})" if stored.expected_active is not None else "")
     )
     fake_note = f", {fake_posts} received by the fake" if fake_posts is not None else ""
     print(f"  replies sent by the dispatcher during the run {stored.outbox_sent}{fake_note}")
@@ -780,6 +820,11 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     print("targets")
     for name, value, ok in checks:
         print(f"  {name:<26}{value:>12}   {verdict(ok)}")
+    if not args.rate:
+        print(
+            f"  (closed loop: mean latency = {c} / requests/s, so p99 <= {TARGET_P99_MS:.0f} ms "
+            f"needs more than {c / TARGET_P99_MS * 1000:,.0f} requests/s)"
+        )
     if args.keep:
         print()
         print(f"kept: {workdir} (panelbot.toml, panel.db, serve.log)")
@@ -831,6 +876,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the load generator's HTTP client (default aiohttp: httpx's pool costs several "
         "ms of CPU per request at concurrency 50, which makes the client the bottleneck)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        metavar="R",
+        help="offer R requests a second instead of as many as the server answers "
+        "(still at most C in flight): latency below saturation",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
         "--check", action="store_true", help="exit 1 when a target is missed (default: 0)"
@@ -847,6 +899,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--requests must be at least 100")
         if args.concurrency < 1 or args.senders < 1 or args.seconds <= 0 or args.sms_rate <= 0:
             parser.error("--concurrency, --senders, --seconds and --sms-rate must be positive")
+        if args.rate is not None and args.rate <= 0:
+            parser.error("--rate must be positive")
     return args
 
 

@@ -164,6 +164,7 @@ class Bot:
                 )
                 await panellist_store.update(conn, panellist_id, status=status)
                 await outbox_store.cancel_for_panellist(conn, panellist_id)
+                self.dispatcher.block(panellist_id)
         return row_id
 
     async def last_inbound_at(self, address: Address) -> datetime | None:

@@ -53,9 +53,13 @@ class Pacer:
 
     A strict schedule (each send holds the channel for ``cost / rate`` seconds) rather than a
     bursty bucket: providers count per second, and a burst at a window edge would break the
-    limit. The next slot is counted from when a send actually goes, not from when it was due:
-    a late wake-up followed by a punctual one would otherwise put two sends too close.
+    limit. The schedule aims ``MARGIN`` under the limit and counts each slot from the previous
+    slot's due time, so the timer's wake-up lateness (about a millisecond a sleep) is not
+    added to every gap, yet a late send can make up at most half the margin: any ``rate``
+    consecutive units still span more than a second.
     """
+
+    MARGIN = 0.01
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -71,7 +75,8 @@ class Pacer:
                 await asyncio.sleep(delay)
                 # Checked again: a push_back may have come in meanwhile.
                 delay = self._next - time.monotonic()
-            self._next = time.monotonic() + cost / self.rate
+            start = max(self._next, time.monotonic() - self.MARGIN / 2)
+            self._next = start + cost / (self.rate * (1 - self.MARGIN))
 
     def push_back(self, seconds: float) -> None:
         """Hold the whole channel (a provider-wide rate-limit answer)."""
@@ -128,6 +133,7 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._states: dict[str, _ChannelState] = {}
+        self._blocked: set[int] = set()
         for channel in bot.channels.values():
             if channel.names[0] in self._states:
                 continue  # one channel serving several address kinds (Twilio: sms, whatsapp)
@@ -279,7 +285,6 @@ class Dispatcher:
                     wait = last + interval - time.monotonic() if last is not None else 0
                     if wait > 0:
                         await asyncio.sleep(wait)
-                await state.pacer.acquire(state.channel.cost(message))
                 async with state.slots:
                     # Checked once a slot is free, just before the provider call: a stop or
                     # an opt-out may have come while this message waited for its turn.
@@ -290,6 +295,17 @@ class Dispatcher:
                             )
                         return
                     if await self._now_blocked(message):
+                        return
+                    # The rate slot is taken last, right before the call, so that the
+                    # varying time of the checks above cannot bunch sends together.
+                    await state.pacer.acquire(state.channel.cost(message))
+                    if self._stopping:
+                        async with self.bot.db.transaction() as conn:
+                            await outbox_store.reschedule(
+                                conn, message.id, at=utcnow(), count_attempt=False
+                            )
+                        return
+                    if await self._now_blocked(message, memory_only=True):
                         return
                     try:
                         result: SendResult | SendError = await state.channel.send(message)
@@ -308,13 +324,30 @@ class Dispatcher:
             state.pending -= 1
             self._wake.set()
 
-    async def _now_blocked(self, message: OutboundMessage) -> bool:
+    def block(self, panellist_id: int) -> None:
+        """This process just opted someone out: stop anything of theirs at the last moment."""
+        self._blocked.add(panellist_id)
+
+    def unblock(self, panellist_id: int) -> None:
+        self._blocked.discard(panellist_id)
+
+    async def _now_blocked(self, message: OutboundMessage, *, memory_only: bool = False) -> bool:
         """Cancel a claimed message whose recipient opted out, was erased or became
-        unreachable while it waited for its turn (a STOP must be honoured at once)."""
+        unreachable while it waited for its turn (a STOP must be honoured at once).
+
+        The database is asked once a send slot is free; right before the provider call only
+        the in-memory set of people opted out by this process is checked (no round trip in
+        the paced part of the send).
+        """
         if message.panellist_id is None or message.kind == MessageKind.STOP_CONFIRMATION:
             return False
-        panellist = await panellist_store.get(self.bot.db.conn, message.panellist_id)
-        status = panellist.status.value if panellist else PanellistStatus.ERASED.value
+        if message.panellist_id in self._blocked:
+            status = PanellistStatus.OPTED_OUT.value
+        elif memory_only:
+            return False
+        else:
+            found = await panellist_store.status_of(self.bot.db.conn, message.panellist_id)
+            status = found or PanellistStatus.ERASED.value
         if status not in BLOCKED_STATUSES:
             return False
         async with self.bot.db.transaction() as conn:
@@ -388,6 +421,7 @@ class Dispatcher:
                     else PanellistStatus.UNREACHABLE
                 )
                 await panellist_store.update(conn, message.panellist_id, status=new_status)
+                self._blocked.add(message.panellist_id)
                 await outbox_store.cancel_for_panellist(conn, message.panellist_id)
             logger.warning(
                 "outbox %s failed (%s, code %s): %s",

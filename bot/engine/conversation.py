@@ -65,6 +65,8 @@ class Turn:
     completed: list[tuple[Panellist, Survey, dict[str, Any]]] = field(default_factory=list)
     # The open survey session read with the panellist, valid until this turn changes it.
     session: Any = None
+    # Panellists this turn opted out (True) or back in (False), for the dispatcher.
+    blocking: dict[int, bool] = field(default_factory=dict)
 
     def reply(
         self,
@@ -207,6 +209,11 @@ class Engine:
             if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
                 await outbox_store.set_inbound_panellist(conn, inbound_id, turn.panellist.id)
             ids = await self._queue_replies(turn)
+        for panellist_id, blocked in turn.blocking.items():
+            if blocked:
+                self.bot.dispatcher.block(panellist_id)
+            else:
+                self.bot.dispatcher.unblock(panellist_id)
         self.bot.wake_dispatcher()
         for who, survey, answers in turn.completed:
             await self.bot.plugins.call_each(
@@ -361,6 +368,7 @@ class Engine:
         now = utcnow()
         await panellist_store.update(conn, p.id, status=PanellistStatus.OPTED_OUT, opted_out_at=now)
         p.status = PanellistStatus.OPTED_OUT
+        turn.blocking[p.id] = True
         session = await survey_store.active_session(conn, p.id)
         if session:
             await survey_store.finish_session(conn, session.id, "stopped")
@@ -381,6 +389,7 @@ class Engine:
         finished = p.consent_at is not None and (not stage or stage == "language:")
         new = PanellistStatus.ACTIVE if finished else PanellistStatus.PENDING
         await panellist_store.update(turn.conn, p.id, status=new, opted_out_at=None)
+        turn.blocking[p.id] = False
         p.status = new
         await self.audit(turn.conn, "opted_in", p.id, {"channel": turn.message.address.channel})
         turn.reply(self.render("opted_in", p.locale, already=False), template="opted_in")

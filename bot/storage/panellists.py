@@ -281,3 +281,9 @@ async def find_by_link_code(conn: aiosqlite.Connection, code: str) -> Panellist 
     if row is None:
         return None
     return panellist_row(row, await addresses_of(conn, row["id"]))
+
+
+async def status_of(conn: aiosqlite.Connection, panellist_id: int) -> str | None:
+    """Just the status (the dispatcher checks it right before each send)."""
+    row = await fetch_one(conn, "SELECT status FROM panellists WHERE id = ?", (panellist_id,))
+    return row[0] if row else None
