@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -119,6 +120,10 @@ class Bot:
             await self.plugins.call_each("panelbot_register_jobs", bot=self)
         await self.plugins.call_each("panelbot_startup", bot=self)
         self.started = True
+        # Everything built at start lives as long as the process: keep the collector from
+        # walking it again and again (full collections paused sends for 40-80 ms).
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         """Finish or leave queued what is in flight, stop the scheduler, close the database."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -96,10 +95,6 @@ async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
             await asyncio.sleep(0.02)
         if web.done():
             web.result()  # raises the bind error, if any
-        # Everything built at start lives as long as the process: keep the collector from
-        # walking it again and again (full collections paused sends for 40-80 ms).
-        gc.collect()
-        gc.freeze()
         if on_ready:
             on_ready(server)
         waiter = asyncio.create_task(stop.wait())
