@@ -48,6 +48,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.app import Bot
+from bot.cli import run as run_on_panelbot_loop
 from bot.config import settings_from_dict
 from bot.engine import waves
 from bot.models import Address, InboundMessage, PanellistStatus, utcnow
@@ -601,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         db_path, floor_path = workdir / "engine.db", workdir / "floor.db"
     try:
-        passed = asyncio.run(main_async(args, workdir, db_path, floor_path))
+        # The event loop panelbot itself runs on (uvloop when installed), for both sides.
+        passed = run_on_panelbot_loop(main_async(args, workdir, db_path, floor_path))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -59,8 +59,13 @@ class CliContext:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to completion for a command."""
-    return asyncio.run(coro)
+    """Run one coroutine to completion for a command, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional in spirit
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 pass_cli = click.make_pass_decorator(CliContext)
