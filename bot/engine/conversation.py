@@ -202,8 +202,8 @@ class Engine:
             if panellist is not None and (
                 last_inbound is None or message.received_at - last_inbound > TOUCH_EVERY
             ):
-                # Kept to the minute: it only has to show WhatsApp's 24-hour window, and
-                # skipping the write saves a database round trip on most messages.
+                # Kept to the minute: it only has to show WhatsApp's 24-hour window, so
+                # most messages skip this write.
                 await panellist_store.touch_address(conn, message.address)
             await self._route(turn)
             if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
