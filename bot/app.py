@@ -137,6 +137,7 @@ class Bot:
                 except Exception:
                     logger.exception("channel %s failed to stop", channel.names)
         self.started = False
+        await self.engine.drain()
         await self.db.close()
 
     def wake_dispatcher(self) -> None:

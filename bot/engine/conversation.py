@@ -7,8 +7,10 @@ and a provider's retry of the same message is a no-op.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import unicodedata
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -83,6 +85,21 @@ class Turn:
         return self.panellist.locale if self.panellist and self.panellist.locale else ""
 
 
+# Most inbound messages written in one transaction (group commit).
+MAX_BATCH = 64
+
+
+class _Pending:
+    """An inbound message waiting for the engine's writer, and where its result goes."""
+
+    __slots__ = ("future", "message", "text")
+
+    def __init__(self, message: InboundMessage, text: str, loop: asyncio.AbstractEventLoop):
+        self.message = message
+        self.text = text
+        self.future: asyncio.Future[HandleResult] = loop.create_future()
+
+
 @dataclass
 class HandleResult:
     duplicate: bool = False
@@ -110,6 +127,9 @@ class Engine:
         self._conditional_after: dict[int, dict[str, bool]] = {}
         self._questions: dict[tuple[Any, ...], Any] = {}
         self._answer_words: dict[str, tuple[set[str], set[str], tuple[str, ...]]] = {}
+        self._inbox: deque[_Pending] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions written for inbound messages (see bench/inbound.py)
 
     @property
     def default_locale(self) -> str:
@@ -187,28 +207,122 @@ class Engine:
         return table.get(question_id, True)
 
     async def handle(self, message: InboundMessage) -> HandleResult:
-        """Process one inbound message; a repeat of a provider message id does nothing."""
-        text = clean_text(message.text)
-        async with self.bot.db.transaction() as conn:
-            row, inbound_id = await outbox_store.open_turn(
-                conn, message.address, message.provider_message_id, text, message.received_at
+        """Process one inbound message; a repeat of a provider message id does nothing.
+
+        Messages that arrive while others are being written are handled together, in one
+        transaction (group commit): each still gets its own replies and its result, and a
+        failure in one sends the batch back to be handled message by message, so one bad
+        message never loses another. Messages from one address never share a batch, so
+        each sees what the previous one wrote.
+        """
+        pending = _Pending(message, clean_text(message.text), asyncio.get_running_loop())
+        self._inbox.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="panelbot-engine")
+        # Shielded: a caller that gives up (a dropped webhook) must not cancel shared work.
+        return await asyncio.shield(pending.future)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Let messages already handed to the engine be written (before the database closes)."""
+        if self._writer is not None and not self._writer.done():
+            done, _ = await asyncio.wait([self._writer], timeout=timeout)
+            if not done:
+                self._writer.cancel()
+
+    def _next_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        seen: set[Address] = set()
+        later: list[_Pending] = []
+        while self._inbox and len(batch) < MAX_BATCH:
+            item = self._inbox.popleft()
+            linking = bool(item.message.extra.get("link_code"))
+            if item.message.address in seen or (linking and batch):
+                later.append(item)
+                if linking:
+                    break  # a join code changes who an address belongs to: alone, in order
+                continue
+            batch.append(item)
+            seen.add(item.message.address)
+            if linking:
+                break
+        self._inbox.extendleft(reversed(later))
+        return batch
+
+    async def _write_loop(self) -> None:
+        try:
+            while self._inbox:
+                await self._handle_batch(self._next_batch())
+        except BaseException as exc:  # cancelled at shutdown: nobody may wait for ever
+            while self._inbox:
+                item = self._inbox.popleft()
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError(f"engine stopped: {exc!r}"))
+            raise
+
+    async def _handle_batch(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = await self._write_batch(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            logger.warning("a batch of %d messages failed; handling them one by one", len(batch))
+            for item in batch:
+                await self._handle_batch([item])
+            return
+        for item, (result, turn) in zip(batch, outcomes, strict=True):
+            if turn is not None:
+                await self._after_commit(turn)
+            if not item.future.done():
+                item.future.set_result(result)
+
+    async def _write_batch(self, batch: list[_Pending]) -> list[tuple[HandleResult, Turn | None]]:
+        """Every message of the batch in one transaction: two round trips to SQLite."""
+        self.batches += 1
+        async with self.bot.db.transaction() as tx:
+            opened = await outbox_store.open_turns(
+                tx,
+                [
+                    (
+                        i.message.address,
+                        i.message.provider_message_id,
+                        i.text,
+                        i.message.received_at,
+                    )
+                    for i in batch
+                ],
             )
-            panellist, session, last_inbound = survey_store.turn_from_row(row, message.address)
-            if inbound_id is None:
-                return HandleResult(
-                    duplicate=True, panellist_id=panellist.id if panellist else None
-                )
-            turn = Turn(conn, message, text, panellist, inbound_id, session=session)
-            if panellist is not None and (
-                last_inbound is None or message.received_at - last_inbound > TOUCH_EVERY
-            ):
-                # Kept to the minute: it only has to show WhatsApp's 24-hour window, so
-                # most messages skip this write.
-                await panellist_store.touch_address(conn, message.address)
-            await self._route(turn)
-            if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
-                await outbox_store.set_inbound_panellist(conn, inbound_id, turn.panellist.id)
-            ids = await self._queue_replies(turn)
+            work: list[tuple[HandleResult, Turn | None, int, int]] = []
+            for item, (row, inbound_id) in zip(batch, opened, strict=True):
+                message = item.message
+                panellist, session, last_inbound = survey_store.turn_from_row(row, message.address)
+                if inbound_id is None:
+                    duplicate = HandleResult(True, [], panellist.id if panellist else None)
+                    work.append((duplicate, None, 0, 0))
+                    continue
+                turn = Turn(tx, message, item.text, panellist, inbound_id, session=session)
+                if panellist is not None and (
+                    last_inbound is None or message.received_at - last_inbound > TOUCH_EVERY
+                ):
+                    # Kept to the minute: it only has to show WhatsApp's 24-hour window, so
+                    # most messages skip this write.
+                    await panellist_store.touch_address(tx, message.address)
+                await self._route(turn)
+                if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
+                    await outbox_store.set_inbound_panellist(tx, inbound_id, turn.panellist.id)
+                first = tx.capture_requests
+                await self._queue_replies(turn)
+                result = HandleResult(False, [], turn.panellist.id if turn.panellist else None)
+                work.append((result, turn, first, tx.capture_requests))
+            await tx.commit()
+        outcomes = []
+        for result, turn, first, last in work:
+            result.outbox_ids = [i for i in tx.captured[first:last] if i is not None]
+            outcomes.append((result, turn))
+        return outcomes
+
+    async def _after_commit(self, turn: Turn) -> None:
         for panellist_id, blocked in turn.blocking.items():
             if blocked:
                 self.bot.dispatcher.block(panellist_id)
@@ -223,10 +337,9 @@ class Engine:
                 survey=survey,
                 answers=answers,
             )
-        return HandleResult(False, ids, turn.panellist.id if turn.panellist else None)
 
-    async def _queue_replies(self, turn: Turn) -> list[int]:
-        """Queue the replies and commit; returns their outbox ids."""
+    async def _queue_replies(self, turn: Turn) -> None:
+        """Queue the replies; their ids are captured when the transaction commits."""
         for n, reply in enumerate(turn.replies):
             address = reply.address or turn.message.address
             key = f"in:{turn.message.address.channel}:{turn.inbound_id}:{n}"
@@ -241,8 +354,6 @@ class Engine:
                 template=reply.template,
                 extra={**reply.extra, "locale": turn.locale or self.default_locale},
             )
-        await turn.conn.commit()
-        return list(turn.conn.captured)
 
     async def _link(self, turn: Turn, code: str) -> bool:
         """Join this address (e.g. a new Telegram chat) to the record a join code names."""

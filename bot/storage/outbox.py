@@ -121,30 +121,34 @@ async def queue(
     return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
 
 
-async def open_turn(
-    tx: Tx, address: Address, provider_message_id: str, text: str, received_at: datetime
-) -> tuple[sqlite3.Row | None, int | None]:
-    """Begin an inbound message's transaction in one round trip.
+async def open_turns(
+    tx: Tx, messages: list[tuple[Address, str, str, datetime]]
+) -> list[tuple[sqlite3.Row | None, int | None]]:
+    """Begin inbound messages' work in one round trip: (address, provider id, text, time).
 
-    Reads the sender (panellist, open session, last inbound time: see ``TURN_SQL``) and
-    stores the inbound message, unique on the provider's id. Returns the sender's row and
-    the new inbound id, or None for the id when the provider sent this message before.
+    For each, in order, reads the sender (panellist, open session, last inbound time: see
+    ``TURN_SQL``) and stores the inbound message, unique on the provider's id. Returns the
+    sender's row and the new inbound id, or None for the id when the provider sent that
+    message before.
     """
 
-    def work(raw: sqlite3.Connection) -> tuple[sqlite3.Row | None, int | None]:
-        row = raw.execute(TURN_SQL, (address.channel, address.id)).fetchone()
-        cursor = raw.execute(
-            "INSERT OR IGNORE INTO inbound_messages (channel, provider_message_id, "
-            "panellist_id, text, received_at) VALUES (?, ?, ?, ?, ?)",
-            (
-                address.channel,
-                provider_message_id,
-                row["id"] if row else None,
-                text,
-                iso(received_at),
-            ),
-        )
-        return row, (cursor.lastrowid if cursor.rowcount == 1 else None)
+    def work(raw: sqlite3.Connection) -> list[tuple[sqlite3.Row | None, int | None]]:
+        out = []
+        for address, provider_message_id, text, received_at in messages:
+            row = raw.execute(TURN_SQL, (address.channel, address.id)).fetchone()
+            cursor = raw.execute(
+                "INSERT OR IGNORE INTO inbound_messages (channel, provider_message_id, "
+                "panellist_id, text, received_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    address.channel,
+                    provider_message_id,
+                    row["id"] if row else None,
+                    text,
+                    iso(received_at),
+                ),
+            )
+            out.append((row, cursor.lastrowid if cursor.rowcount == 1 else None))
+        return out
 
     return await tx.run(work)
 

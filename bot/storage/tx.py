@@ -38,8 +38,10 @@ class Tx:
         self._pending: list[tuple[str, Sequence[Any], bool]] = [("BEGIN IMMEDIATE", (), False)]
         self.begun = False
         self.finished = False
-        # Row ids of held inserts made with ``capture=True``, in order, once flushed.
-        self.captured: list[int] = []
+        # One entry per held insert made with ``capture=True``, in order, once flushed: the
+        # new row's id, or None when nothing was inserted (INSERT OR IGNORE of a repeat).
+        self.captured: list[int | None] = []
+        self.capture_requests = 0
 
     def later(self, sql: str, params: Sequence[Any] = (), *, capture: bool = False) -> None:
         """Hold a write whose result nobody reads now; it goes with the next flush.
@@ -48,6 +50,7 @@ class Tx:
         :attr:`captured` at that flush.
         """
         self._pending.append((sql, params, capture))
+        self.capture_requests += capture
 
     async def run(self, final: Callable[[sqlite3.Connection], T]) -> T:
         """Send the held statements, then ``final(raw_connection)``, in one hop."""
@@ -59,8 +62,9 @@ class Tx:
         def work(raw: sqlite3.Connection) -> T:
             for sql, params, capture in pending:
                 cursor = raw.execute(sql, params)
-                if capture and cursor.rowcount == 1 and cursor.lastrowid:
-                    captured.append(cursor.lastrowid)
+                if capture:
+                    inserted = cursor.rowcount == 1 and cursor.lastrowid
+                    captured.append(cursor.lastrowid if inserted else None)
             return final(raw)
 
         return await self._db.run(work)
