@@ -36,7 +36,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import platform
 import shutil
 import signal
@@ -52,6 +51,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.fakes: the fake provider APIs
+
+from _common import cpus, load_average, verdict  # noqa: E402 - bench/ is sys.path[0]
 
 from bot import sms  # noqa: E402
 from bot.app import Bot  # noqa: E402
@@ -165,24 +166,6 @@ class Pacing:
 
 
 # -- the run -----------------------------------------------------------------------------
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 async def setup(bot: Bot, sms_count: int, telegram_count: int) -> None:
@@ -388,7 +371,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], record: dict[str, A
     if refused:
         wrong.append(f"{refused} calls refused by the fakes")
     print()
-    print(f"load average after   {_load()}")
+    print(f"load average after   {load_average()}")
     print()
     print("targets")
     for name, value, ok in checks:
@@ -453,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"python {platform.python_version()}, {platform.system()} {platform.machine()}, "
-        f"{_cpus()} CPUs; fakes in a separate process"
+        f"{cpus()} CPUs; fakes in a separate process"
     )
-    print(f"load average before: {_load()} (other work on the machine skews every figure)")
+    print(f"load average before: {load_average()} (other work on the machine skews every figure)")
     workdir = Path(tempfile.mkdtemp(prefix="panelbot-dispatch-"))
     record_file = workdir / "fakes.json"
     fakes = subprocess.Popen(

@@ -32,7 +32,6 @@ import asyncio
 import cProfile
 import logging
 import math
-import os
 import platform
 import pstats
 import resource
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
+from _common import cpus, load_average, verdict
 
 from bot.app import Bot
 from bot.cli import run as run_on_panelbot_loop
@@ -426,10 +426,6 @@ class Floor:
 # -- the report --------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def peak_rss_mib() -> float:
     # ru_maxrss is KiB on Linux, bytes on macOS.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -445,10 +441,10 @@ async def main_async(
     print(
         f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, "
         f"aiosqlite {aiosqlite.__version__}, {platform.system()} {platform.machine()}, "
-        f"{_cpus()} CPUs"
+        f"{cpus()} CPUs"
     )
     print(f"pragmas: {'; '.join(p.removeprefix('PRAGMA ') for p in PRAGMAS)}")
-    print(f"load average before: {_load()} (other work on the machine skews every figure)")
+    print(f"load average before: {load_average()} (other work on the machine skews every figure)")
 
     bot, setup_seconds = await setup_engine(db_path, workdir, n)
     print(f"setup (not timed): {n} panellists, survey added, wave launched in {setup_seconds:.2f}s")
@@ -509,7 +505,7 @@ async def main_async(
     print()
     print(f"ratio engine/floor   {ratio:.2f}")
     print(f"peak RSS             {peak_rss_mib():.0f} MiB")
-    print(f"load average after   {_load()}")
+    print(f"load average after   {load_average()}")
     print()
     print("targets")
     print(
@@ -523,20 +519,6 @@ async def main_async(
     if args.profile:
         print(f"profile of the timed engine run: {args.profile}")
     return rate_ok and ratio_ok
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

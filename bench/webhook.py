@@ -66,6 +66,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.fakes: the fake Twilio and Twilio's signing
 
+from _common import cpus, load_average, verdict  # noqa: E402 - bench/ is sys.path[0]
+
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, inbound_params, sign  # noqa: E402
 
 TARGET_RPS = 500.0
@@ -564,30 +566,12 @@ def verify(db_path: Path, workload: Workload, run: Run) -> Stored:
 # -- the report --------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def _parser_and_loop() -> str:
     """What uvicorn's "auto" picks here: httptools and uvloop when installed."""
     found = importlib.util.find_spec
     parser = "httptools parser" if found("httptools") else "h11 parser, pure Python"
     loop = "uvloop" if found("uvloop") else "asyncio loop"
     return f"{parser}, {loop}"
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def print_run(run: Run, server_cpu: float | None) -> None:
@@ -636,9 +620,9 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     )
     print(
         f"python {platform.python_version()}, sqlite "
-        f"{sqlite3.sqlite_version}, {platform.system()} {platform.machine()}, {_cpus()} CPUs"
+        f"{sqlite3.sqlite_version}, {platform.system()} {platform.machine()}, {cpus()} CPUs"
     )
-    print(f"load average before: {_load()} (other work on the machine skews every figure)")
+    print(f"load average before: {load_average()} (other work on the machine skews every figure)")
 
     bot_port, peer_port = free_port(), free_port()
     public_url = f"http://127.0.0.1:{bot_port}"
@@ -805,7 +789,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     ratio = bench.rate / floor.rate if floor.rate else 0.0
     print()
     print(f"ratio panelbot/floor requests/s   {ratio:.2f}")
-    print(f"load average after   {_load()}")
+    print(f"load average after   {load_average()}")
 
     five_xx = bench.klass(5) + sum(bench.transport_errors.values())
     dupes = stored.duplicate_groups + len(stored.missing)
