@@ -145,7 +145,6 @@ class Dispatcher:
             )
             for name in channel.names:
                 self._states[name] = state
-        self.sent = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -370,7 +369,6 @@ class Dispatcher:
                 )
                 return
             if isinstance(result, SendResult):
-                self.sent += 1
                 await outbox_store.mark_sent(
                     conn,
                     message.id,

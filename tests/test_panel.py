@@ -311,10 +311,9 @@ async def seed_person_with_history(bot: Bot) -> int:
         assert session is not None
         await survey_store.record_answer(conn, session, "ease", "very_hard")
         await survey_store.record_answer(conn, session, "why_hard", ["phone_busy"])
-        await outbox_store.record_inbound(
-            conn, channel="sms", provider_message_id="SM-2", panellist_id=pid,
-            text="my number is 07400 100101", received_at=now,
-        )  # fmt: skip
+        await outbox_store.open_turns(
+            conn, [(Address("sms", PHONE), "SM-2", "my number is 07400 100101", now)]
+        )
         for n, status in enumerate((OutboxStatus.QUEUED, OutboxStatus.FAILED)):
             row = await outbox_store.queue(
                 conn, key=f"test:{n}", panellist_id=pid, address=Address("sms", PHONE),

@@ -33,24 +33,6 @@ STATUS_RANK = {
 }
 
 
-async def record_inbound(
-    conn: aiosqlite.Connection,
-    *,
-    channel: str,
-    provider_message_id: str,
-    panellist_id: int | None,
-    text: str,
-    received_at: datetime,
-) -> int | None:
-    """Store an inbound message; None when this provider id was seen before (a retry)."""
-    cursor = await conn.execute(
-        "INSERT OR IGNORE INTO inbound_messages (channel, provider_message_id, panellist_id, "
-        "text, received_at) VALUES (?, ?, ?, ?, ?)",
-        (channel, provider_message_id, panellist_id, text, iso(received_at)),
-    )
-    return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
-
-
 async def set_inbound_panellist(
     conn: aiosqlite.Connection, inbound_id: int, panellist_id: int | None
 ) -> None:
