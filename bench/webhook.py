@@ -409,6 +409,29 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
         return None
 
 
+def children_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (serve's web processes), from Linux /proc."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(part) for part in text.split()]
+
+
+def cpu_total(pids: list[int]) -> float | None:
+    values = [cpu_seconds(pid) for pid in pids]
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def inbox_backlog(db_path: Path) -> int:
+    """Payloads the web processes stored that the main process has not handled yet."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
 def wait_http(url: str, proc: subprocess.Popen[Any], log: Path | None, timeout: float) -> float:
     """Wait until ``url`` answers 200; returns seconds waited. Exits if the process died."""
     t0 = time.perf_counter()
@@ -681,7 +704,10 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
             )
         )
 
-        server_cmd = [sys.executable, "-m", "bot", "-c", str(config), "serve"]
+        server_cmd = [
+            *(sys.executable, "-m", "bot", "-c", str(config), "serve"),
+            *("--workers", str(args.workers)),
+        ]
         if args.profile:
             profile = str(Path(args.profile).resolve())
             server_cmd = [sys.executable, "-m", "cProfile", "-o", profile, *server_cmd[1:]]
@@ -692,7 +718,9 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
         procs.append(server)
         started_in = wait_http(f"{public_url}/healthz", server, server_log_path, 60)
         print(f"setup (not timed): panelbot serve answered /healthz after {started_in:.2f} s")
+        web_pids = children_of(server.pid) if args.workers else []
         server_cpu0 = cpu_seconds(server.pid)
+        web_cpu0 = cpu_total(web_pids)
         loop_cpu0 = cpu_seconds(server.pid, server.pid)  # the main thread runs the event loop
         fake_cpu0 = cpu_seconds(fake.pid)
         bench = asyncio.run(
@@ -708,7 +736,14 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
             )
         )
         server_cpu1, fake_cpu1 = cpu_seconds(server.pid), cpu_seconds(fake.pid)
+        web_cpu1 = cpu_total(web_pids)
         loop_cpu1 = cpu_seconds(server.pid, server.pid)
+        # With web processes, the main process may still be handling what they stored.
+        backlog_at_end = inbox_backlog(workdir / "panel.db-inbox")
+        drain_t0 = time.perf_counter()
+        while inbox_backlog(workdir / "panel.db-inbox") > 0 and time.perf_counter() - drain_t0 < 60:
+            time.sleep(0.05)
+        drained_in = time.perf_counter() - drain_t0
         exit_code, stop_seconds = stop_process(server)
 
         # The floor's second half, after panelbot has stopped.
@@ -738,6 +773,10 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     server_cpu = (
         server_cpu1 - server_cpu0 if server_cpu0 is not None and server_cpu1 is not None else None
     )
+    web_cpu = web_cpu1 - web_cpu0 if web_cpu0 is not None and web_cpu1 is not None else None
+    main_cpu = server_cpu
+    if server_cpu is not None and web_cpu is not None and web_pids:
+        server_cpu += web_cpu
     fake_cpu = fake_cpu1 - fake_cpu0 if fake_cpu0 is not None and fake_cpu1 is not None else None
     peer_cpu = peer_cpu1 - peer_cpu0 if peer_cpu0 is not None and peer_cpu1 is not None else None
     stored = verify(workdir / "panel.db", workload, bench)
@@ -746,13 +785,30 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     errors = [line for line in log_lines if " ERROR " in line or "Traceback" in line]
 
     print()
-    print("panelbot serve (1 process, uvicorn, SQLite)")
-    print_run(bench, server_cpu)
-    if server_cpu is not None and loop_cpu0 is not None and loop_cpu1 is not None:
-        loop_cpu = loop_cpu1 - loop_cpu0
+    if args.workers:
         print(
-            f"  server threads     event loop {loop_cpu / bench.elapsed:.0%} of one core, "
-            f"others (aiosqlite's) {(server_cpu - loop_cpu) / bench.elapsed:.0%}"
+            f"panelbot serve --workers {args.workers} ({args.workers} web processes + the main "
+            "process, uvicorn, SQLite)"
+        )
+    else:
+        print("panelbot serve --workers 0 (1 process, uvicorn, SQLite)")
+    print_run(bench, server_cpu)
+    if main_cpu is not None and loop_cpu0 is not None and loop_cpu1 is not None:
+        loop_cpu = loop_cpu1 - loop_cpu0
+        web_part = (
+            f"web processes {web_cpu / bench.elapsed:.0%}, "
+            if web_cpu is not None and web_pids
+            else ""
+        )
+        print(
+            f"  server cpu         {web_part}main event loop {loop_cpu / bench.elapsed:.0%}, "
+            f"main's other threads (aiosqlite's) {(main_cpu - loop_cpu) / bench.elapsed:.0%} "
+            "of one core"
+        )
+    if args.workers:
+        print(
+            f"  engine behind      {backlog_at_end} stored payloads not yet handled at the last "
+            f"answer; all handled {drained_in:.2f} s later"
         )
     if fake_cpu is not None and bench.elapsed:
         print(
@@ -844,6 +900,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--concurrency", type=int, default=50, metavar="C", help="requests in flight (default 50)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve --workers N: web processes in front of the bot (default 1; 0 = one "
+        "process does everything)",
     )
     parser.add_argument(
         "--senders",

@@ -30,6 +30,7 @@ from bot.storage import panellists as panellist_store
 if TYPE_CHECKING:
     from bot.channels.base import Channel
     from bot.config import Settings
+    from bot.inbox import Handler, InboxWriter
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class Bot:
     def __init__(self) -> None:
         self.started = False
         self.state: dict[str, Any] = {}  # plugins keep their runtime state here, by name
+        # Set in a web process ([web] workers >= 1): webhooks store what they verify here
+        # for the main process instead of handing it to the engine.
+        self.inbox: InboxWriter | None = None
 
     @classmethod
     async def create(
@@ -139,6 +143,19 @@ class Bot:
         self.started = False
         await self.engine.drain()
         await self.db.close()
+
+    async def start_web(self, inbox: InboxWriter) -> None:
+        """Make this a web process: channels serve their webhooks into ``inbox`` only."""
+        self.inbox = inbox
+        for channel in set(self.channels.values()):
+            await channel.start_web(self)
+
+    def inbox_handlers(self) -> dict[str, Handler]:
+        """Who handles each kind of payload a web process stores in the inbox."""
+        handlers: dict[str, Handler] = {}
+        for channel in set(self.channels.values()):
+            handlers.update(channel.inbox_handlers())
+        return handlers
 
     def wake_dispatcher(self) -> None:
         if self.started:

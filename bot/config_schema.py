@@ -140,6 +140,12 @@ def _port(value: int) -> int:
     return value
 
 
+def _workers(value: int) -> int:
+    if not 0 <= value <= 32:
+        raise ValueError(f"must be between 0 and 32, got {value}")
+    return value
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         if value not in choices:
@@ -205,6 +211,9 @@ class BotSettings:
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = field(default=8080, metadata=_meta(_port))
+    # 0: the web server runs in the bot's own process. N: N web processes share the port,
+    # store what webhooks bring in the inbox, and answer at once (see bot/inbox.py).
+    workers: int = field(default=0, metadata=_meta(_workers))
 
 
 @dataclass(frozen=True, slots=True)

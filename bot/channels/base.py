@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from bot.app import Bot
+    from bot.inbox import Handler
 
 
 @runtime_checkable
@@ -33,6 +34,13 @@ class Channel(Protocol):
 
     async def stop(self) -> None:
         """Close clients."""
+
+    async def start_web(self, bot: Bot) -> None:
+        """In a web process ([web] workers >= 1): serve the webhook routes only, storing
+        what they verify in ``bot.inbox`` for the main process; no provider client."""
+
+    def inbox_handlers(self) -> dict[str, Handler]:
+        """Handlers, by inbox source, for the payloads this channel's webhooks store."""
 
     def routes(self) -> list[BaseRoute]:
         """Webhook routes this channel serves."""

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from bot.models import Address, OutboundMessage, OutboxStatus, SendResult
+from bot.models import Address, InboundMessage, OutboundMessage, OutboxStatus, SendResult
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from bot.app import Bot
+    from bot.inbox import Handler
 
 
 class SimulatorChannel:
@@ -31,9 +33,24 @@ class SimulatorChannel:
         # Waiters wake when a message to their address is sent.
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
         self._sent: dict[str, int] = defaultdict(int)
+        self.bot: Bot | None = None
 
     async def start(self, bot: Bot) -> None:
-        return None
+        self.bot = bot
+
+    async def start_web(self, bot: Bot) -> None:
+        self.bot = bot
+
+    def inbox_handlers(self) -> dict[str, Handler]:
+        return {"sim-message": self._from_inbox}
+
+    async def _from_inbox(self, payload: Any, received_at: datetime) -> None:
+        """A message a web process took from the simulator page or JSON API."""
+        message = InboundMessage(
+            Address.parse(payload["from"]), payload["text"], payload["id"], received_at=received_at
+        )
+        assert self.bot is not None
+        await self.bot.handle(message)
 
     async def stop(self) -> None:
         for condition in self._conditions.values():

@@ -22,12 +22,13 @@ import json
 import logging
 import math
 import warnings
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from telegram import Bot as PTBBot
 from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
     from bot.app import Bot
     from bot.config import Settings
+    from bot.inbox import Handler
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +201,7 @@ class TelegramChannel:
         # the first and shares its outcome, so it neither runs twice nor is acknowledged
         # before the first is safely stored.
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._reader: PTBBot | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -257,11 +260,30 @@ class TelegramChannel:
             return []
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
 
+    async def start_web(self, bot: Bot) -> None:
+        """In a web process: the webhook only, storing each checked update in bot.inbox.
+
+        The PTB ``Bot`` here only reads updates (``Update.de_json``); it is never
+        initialised and never calls the Bot API: the main process does that.
+        """
+        self._bot = bot
+        self._reader = PTBBot(self.token, base_url=self.api_base_url)
+
+    def inbox_handlers(self) -> dict[str, Handler]:
+        return {"telegram-update": self._update_from_inbox}
+
+    async def _update_from_inbox(self, payload: Any, received_at: datetime) -> None:
+        app = self.app
+        if app is None:
+            raise RuntimeError("telegram channel is not started")
+        await self.handle_update(Update.de_json(payload, app.bot))
+
     async def _webhook(self, request: Request) -> Response:
         if not self._secret_ok(request.headers.get(SECRET_HEADER)):
             return JSONResponse({"error": "forbidden"}, status_code=403)
-        app = self.app
-        if app is None:
+        inbox = self._bot.inbox if self._bot is not None else None
+        reader = self.app.bot if self.app is not None else self._reader
+        if reader is None:
             # Not started yet (or stopping): Telegram will try again.
             return JSONResponse({"error": "not ready"}, status_code=503)
         body = await request.body()
@@ -275,9 +297,16 @@ class TelegramChannel:
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             return JSONResponse({"error": "not a Telegram update"}, status_code=400)
         try:
-            update = Update.de_json(data, app.bot)
+            update = Update.de_json(data, reader)
         except Exception:
             return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+        if inbox is not None:
+            try:
+                await inbox.put("telegram-update", str(update_id), data)
+            except Exception:
+                logger.exception("telegram update %s could not be stored", update_id)
+                return JSONResponse({"error": "try again"}, status_code=503)
+            return Response(status_code=200)
         try:
             await self.handle_update(update)
         except Exception:

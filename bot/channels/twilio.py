@@ -26,17 +26,16 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlparse
 
 import aiohttp
-from starlette.datastructures import MultiDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from twilio.base import values as twilio_values
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, compare, remove_port
 from twilio.rest import Client
 
 from bot import sms
@@ -247,6 +246,45 @@ class _HttpClient(AsyncTwilioHttpClient):
         return response
 
 
+class FormParams(dict[str, list[str]]):
+    """Form parameters as name -> values, in the shape Twilio's validator reads.
+
+    ``RequestValidator.get_values`` asks for ``getall`` first: here it is a dict look-up,
+    where Starlette's MultiDict scans every pair for every name.
+    """
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, str]]) -> FormParams:
+        params = cls()
+        for name, value in pairs:
+            params.setdefault(name, []).append(value)
+        return params
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+    def one(self, name: str) -> str | None:
+        """The value of ``name`` (the last one when it is repeated), or None."""
+        values = dict.get(self, name)
+        return values[-1] if values else None
+
+
+def signature_ok(validator: RequestValidator, url: str, params: FormParams, signature: str) -> bool:
+    """The SDK's check, the URL as configured first and the other port form only if needed.
+
+    ``RequestValidator.validate`` always computes both forms (Twilio signs some requests
+    with the port and some without); computing the second only when the first does not
+    match accepts exactly the same requests for half the work on the usual path.
+    """
+    parsed = urlparse(url)
+    first = url
+    second = remove_port(parsed) if parsed.port else add_port(parsed)
+    return any(
+        compare(validator.compute_signature(candidate, params), signature)
+        for candidate in (first, second)
+    )
+
+
 class _Reject(Exception):
     """A webhook request refused with ``status`` and a reason for the caller."""
 
@@ -284,6 +322,10 @@ class TwilioChannel:
         self._last_inbound: dict[str, datetime] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
+
+    async def start_web(self, bot: Bot) -> None:
+        """In a web process: only the webhooks, which store what they verify in bot.inbox."""
+        self.bot = bot
 
     async def start(self, bot: Bot) -> None:
         """Open the SDK's aiohttp session (it must be created inside the running loop)."""
@@ -508,7 +550,7 @@ class TwilioChannel:
 
     # --- webhooks --------------------------------------------------------------------------
 
-    async def _read_form(self, request: Request) -> MultiDict:
+    async def _read_form(self, request: Request) -> FormParams:
         """The form parameters, all of them (unknown ones count for the signature)."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
@@ -531,7 +573,7 @@ class TwilioChannel:
             )
         except (UnicodeDecodeError, ValueError):
             raise _Reject(400, "the body is not valid form data") from None
-        return MultiDict(pairs)
+        return FormParams.from_pairs(pairs)
 
     def _public_url(self, request: Request) -> str:
         """The URL Twilio signed: the configured public base URL + the path (+ query)."""
@@ -541,7 +583,7 @@ class TwilioChannel:
         query = request.scope.get("query_string") or b""
         return f"{url}?{query.decode('latin-1')}" if query else url
 
-    def _check_signature(self, request: Request, params: MultiDict) -> None:
+    def _check_signature(self, request: Request, params: FormParams) -> None:
         signature = request.headers.get("x-twilio-signature")
         if not signature:
             raise _Reject(403, "missing X-Twilio-Signature")
@@ -549,10 +591,10 @@ class TwilioChannel:
             raise _Reject(
                 403, "signatures cannot be checked: public_base_url or auth_token is not configured"
             )
-        if not self._validator.validate(self._public_url(request), params, signature):
+        if not signature_ok(self._validator, self._public_url(request), params, signature):
             raise _Reject(403, "invalid X-Twilio-Signature")
 
-    async def _verified_form(self, request: Request) -> MultiDict:
+    async def _verified_form(self, request: Request) -> FormParams:
         params = await self._read_form(request)
         self._check_signature(request, params)
         return params
@@ -578,37 +620,61 @@ class TwilioChannel:
         """An inbound SMS or WhatsApp message."""
         try:
             params = await self._verified_form(request)
-            sid = params.get("MessageSid") or params.get("SmsMessageSid")
-            sender = params.get("From")
-            if not sid:
-                raise _Reject(400, "MessageSid is missing")
-            if not sender:
-                raise _Reject(400, "From is missing")
+            sid, sender = _message_ids(params)
         except _Reject as exc:
             return self._refuse(exc, request)
         # Dedupe on the SID before anything else: Twilio repeats a slow webhook.
         if sid in self._handled:
             return self._twiml()
+        assert self.bot is not None
+        if self.bot.inbox is not None:
+            # A web process: store it for the main process and answer at once.
+            try:
+                await self.bot.inbox.put("twilio-message", sid, params)
+            except Exception:
+                logger.exception("twilio: inbound %s could not be stored", sid)
+                return self._unavailable()
+            self._remember(sid)
+            return self._twiml()
+        handled = await self._accept_message(sid, sender, params, utcnow())
+        return self._twiml() if handled else self._unavailable()
+
+    async def _message_from_inbox(self, payload: Any, received_at: datetime) -> None:
+        params = FormParams(payload)
+        sid, sender = _message_ids(params)
+        if not await self._accept_message(sid, sender, params, received_at):
+            raise RuntimeError(f"inbound {sid} was not handled")
+
+    async def _accept_message(
+        self, sid: str, sender: str, params: FormParams, received_at: datetime
+    ) -> bool:
+        """Hand a verified message to the engine, once; False when it could not be stored.
+
+        Nothing is awaited before the engine has queued the message, so messages started
+        in order reach the engine in order.
+        """
+        if sid in self._handled:
+            return True
         pending = self._inflight.get(sid)
         if pending is not None:
             # A copy of a message being handled now: answer as the first one is answered.
-            return self._twiml() if await asyncio.shield(pending) else self._unavailable()
+            return await asyncio.shield(pending)
         address = address_from(sender)
         if address is None:
             logger.info(
                 "twilio: ignored message %s from an unsupported sender %s", sid, mask(sender)
             )
-            return self._twiml()
-        text = params.get("Body") or params.get("ButtonText") or ""
+            return True
+        text = params.one("Body") or params.one("ButtonText") or ""
         extra: dict[str, Any] = {}
-        if num_media := _int_or_none(params.get("NumMedia")):
+        if num_media := _int_or_none(params.one("NumMedia")):
             extra["num_media"] = num_media
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight[sid] = done
         assert self.bot is not None
         try:
             result = await self.bot.handle(
-                InboundMessage(address, text, sid, received_at=utcnow(), extra=extra)
+                InboundMessage(address, text, sid, received_at=received_at, extra=extra)
             )
         except Exception:
             # Everything one message causes is written in one transaction, so a failure here
@@ -617,45 +683,68 @@ class TwilioChannel:
             # message arrives again; without them Twilio logs the failure in its console,
             # which is still better than a 200 claiming a message nobody will answer.
             logger.exception("twilio: inbound %s from %s could not be handled", sid, mask(sender))
-            return self._unavailable()
+            return False
         else:
             done.set_result(True)
         finally:
             self._inflight.pop(sid, None)
             if not done.done():
                 done.set_result(False)  # failed or cancelled: copies must not wait forever
+        self._remember(sid)
+        if address.channel == "whatsapp":
+            self._last_inbound[address.id] = received_at
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "twilio: inbound %s from %s%s",
+                sid,
+                mask(address.id),
+                " (a repeat)" if result.duplicate else "",
+            )
+        return True
+
+    def _remember(self, sid: str) -> None:
         self._handled[sid] = None
         while len(self._handled) > 10_000:
             self._handled.popitem(last=False)
-        if address.channel == "whatsapp":
-            self._last_inbound[address.id] = utcnow()
-        logger.debug(
-            "twilio: inbound %s from %s%s",
-            sid,
-            mask(address.id),
-            " (a repeat)" if result.duplicate else "",
-        )
-        return self._twiml()
 
     async def _status(self, request: Request) -> Response:
         """A delivery status callback for a message we sent."""
         try:
             params = await self._verified_form(request)
-            sid = params.get("MessageSid") or params.get("SmsSid")
-            twilio_status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
-            if not sid:
-                raise _Reject(400, "MessageSid is missing")
-            if not twilio_status:
-                raise _Reject(400, "MessageStatus is missing")
+            sid, twilio_status = _status_ids(params)
         except _Reject as exc:
             return self._refuse(exc, request)
-        status = STATUS_MAP.get(twilio_status)
-        if status is None:
+        if STATUS_MAP.get(twilio_status) is None:
             logger.debug("twilio: status %r for %s ignored", twilio_status, sid)
             return self._twiml()
-        peer = params.get("To") or params.get("From") or ""
+        assert self.bot is not None
+        if self.bot.inbox is not None:
+            code = params.one("ErrorCode") or ""
+            try:
+                await self.bot.inbox.put("twilio-status", f"{sid}:{twilio_status}:{code}", params)
+            except Exception:
+                logger.exception("twilio: status %s for %s could not be stored", twilio_status, sid)
+                return self._unavailable()
+            return self._twiml()
+        try:
+            await self._apply_status(sid, twilio_status, params)
+        except Exception:
+            logger.exception("twilio: status %s for %s could not be applied", twilio_status, sid)
+            return self._unavailable()
+        return self._twiml()
+
+    async def _status_from_inbox(self, payload: Any, received_at: datetime) -> None:
+        params = FormParams(payload)
+        sid, twilio_status = _status_ids(params)
+        await self._apply_status(sid, twilio_status, params)
+
+    async def _apply_status(self, sid: str, twilio_status: str, params: FormParams) -> None:
+        status = STATUS_MAP.get(twilio_status)
+        if status is None:
+            return
+        peer = params.one("To") or params.one("From") or ""
         channel = "whatsapp" if peer.lower().startswith("whatsapp:") else "sms"
-        code = _int_or_none(params.get("ErrorCode"))
+        code = _int_or_none(params.one("ErrorCode"))
         report = DeliveryReport(
             channel=channel,
             provider_message_id=sid,
@@ -664,18 +753,40 @@ class TwilioChannel:
             error_class=delivery_error_class(code) if status == OutboxStatus.FAILED else None,
         )
         assert self.bot is not None
-        try:
+        row_id = await self.bot.apply_delivery_report(report)
+        created = self._created.get(sid)
+        # A fast callback can overtake the dispatcher's own record of the SID: wait a
+        # moment for it rather than lose a "failed" or "delivered".
+        deadline = time.monotonic() + 3.0
+        while row_id is None and created is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
             row_id = await self.bot.apply_delivery_report(report)
-            created = self._created.get(sid)
-            # A fast callback can overtake the dispatcher's own record of the SID: wait a
-            # moment for it rather than lose a "failed" or "delivered".
-            deadline = time.monotonic() + 3.0
-            while row_id is None and created is not None and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                row_id = await self.bot.apply_delivery_report(report)
-        except Exception:
-            logger.exception("twilio: status %s for %s could not be applied", twilio_status, sid)
-            return self._unavailable()
         if row_id is None:
             logger.debug("twilio: status for an unknown message %s", sid)
-        return self._twiml()
+
+    def inbox_handlers(self) -> dict[str, Any]:
+        """What the main process does with payloads a web process stored (bot.inbox)."""
+        return {
+            "twilio-message": self._message_from_inbox,
+            "twilio-status": self._status_from_inbox,
+        }
+
+
+def _message_ids(params: FormParams) -> tuple[str, str]:
+    sid = params.one("MessageSid") or params.one("SmsMessageSid")
+    sender = params.one("From")
+    if not sid:
+        raise _Reject(400, "MessageSid is missing")
+    if not sender:
+        raise _Reject(400, "From is missing")
+    return sid, sender
+
+
+def _status_ids(params: FormParams) -> tuple[str, str]:
+    sid = params.one("MessageSid") or params.one("SmsSid")
+    twilio_status = (params.one("MessageStatus") or params.one("SmsStatus") or "").lower()
+    if not sid:
+        raise _Reject(400, "MessageSid is missing")
+    if not twilio_status:
+        raise _Reject(400, "MessageStatus is missing")
+    return sid, twilio_status

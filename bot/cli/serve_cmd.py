@@ -1,4 +1,4 @@
-"""``panelbot serve``: the whole bot in one process."""
+"""``panelbot serve``: the bot, its web server and webhooks."""
 
 from __future__ import annotations
 
@@ -20,18 +20,24 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def run_bot(settings: Any, *, host: str, port: int, banner: Any = None) -> None:
+async def run_bot(
+    settings: Any, *, host: str, port: int, banner: Any = None, workers: int = 0
+) -> None:
     from bot.app import Bot, StartupError
     from bot.storage import DatabaseError
     from bot.web.app import serve
+    from bot.web.workers import WebProcessError, serve_with_workers
 
     try:
         bot = await Bot.create(settings)
     except DatabaseError as exc:
         raise UserError(str(exc)) from None
     try:
-        await serve(bot, host, port, on_ready=banner)
-    except StartupError as exc:
+        if workers:
+            await serve_with_workers(bot, host, port, workers, on_ready=banner)
+        else:
+            await serve(bot, host, port, on_ready=banner)
+    except (StartupError, WebProcessError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -41,19 +47,42 @@ def register(cli: click.Group) -> None:
     @cli.command("serve")
     @click.option("--host", help="Listen address (default: web.host).")
     @click.option("--port", type=int, help="Listen port (default: web.port).")
+    @click.option(
+        "--workers",
+        type=click.IntRange(0, 32),
+        help="Web processes in front of the bot (default: web.workers; 0 = one process).",
+    )
     @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+    @click.option("--web-child", hidden=True, help="Internal: run as one of serve's web processes.")
     @pass_cli
-    def serve_command(obj: CliContext, host: str | None, port: int | None, verbose: bool) -> None:
+    def serve_command(
+        obj: CliContext,
+        host: str | None,
+        port: int | None,
+        workers: int | None,
+        verbose: bool,
+        web_child: str | None,
+    ) -> None:
         """Run the bot: web server and webhooks, outbox dispatcher and scheduler.
+
+        With --workers N (or [web] workers), N web processes take the HTTP requests and the
+        main process runs the engine, the outbox and the scheduler.
 
         SIGINT or SIGTERM stops it cleanly: messages in flight finish or stay queued.
         """
         setup_logging(verbose)
         settings = obj.settings
+        if web_child:
+            from bot.web.workers import run_web_child
+
+            run(run_web_child(settings, web_child))
+            return
         host = host or settings.web.host
         port = port or settings.web.port
+        workers = settings.web.workers if workers is None else workers
 
         def banner(server: Any) -> None:
-            click.echo(f"panelbot serving on http://{host}:{port}", err=True)
+            extra = f" ({workers} web processes)" if workers else ""
+            click.echo(f"panelbot serving on http://{host}:{port}{extra}", err=True)
 
-        run(run_bot(settings, host=host, port=port, banner=banner))
+        run(run_bot(settings, host=host, port=port, banner=banner, workers=workers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from bot.channels.simulator import SimulatorChannel
 
 REPLY_TIMEOUT = 5.0
+# How often a web process looks for the main process's answer ([web] workers >= 1).
+POLL = 0.02
 MAX_TEXT = 5000
 
 
@@ -58,10 +61,38 @@ async def post_message(request: Request) -> Response:
         return _bad("'text' must be a string")
     if len(text) > MAX_TEXT:
         return _bad(f"'text' is longer than {MAX_TEXT} characters")
-    message = InboundMessage(address, text, provider_message_id=f"sim-{uuid.uuid4().hex}")
-    result = await bot.handle(message)
-    replies = await wait_for_replies(bot, result.outbox_ids, REPLY_TIMEOUT)
+    message_id = f"sim-{uuid.uuid4().hex}"
+    if bot.inbox is not None:
+        # A web process: the main process handles it; wait for its replies in the database.
+        payload = {"from": str(address), "text": text, "id": message_id}
+        await bot.inbox.put("sim-message", message_id, payload)
+        outbox_ids = await replies_to(bot, message_id, REPLY_TIMEOUT)
+    else:
+        message = InboundMessage(address, text, provider_message_id=message_id)
+        outbox_ids = (await bot.handle(message)).outbox_ids
+    replies = await wait_for_replies(bot, outbox_ids, REPLY_TIMEOUT)
     return JSONResponse({"replies": replies})
+
+
+async def replies_to(bot: Bot, message_id: str, timeout: float) -> list[int]:
+    """The outbox rows the main process queued in answer to a simulator message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await bot.db.fetchone(
+            "SELECT id FROM inbound_messages WHERE channel = 'sim' AND provider_message_id = ?",
+            (message_id,),
+        )
+        if row is not None:
+            prefix = f"in:sim:{row['id']}:"
+            rows = await bot.db.fetchall(
+                "SELECT id FROM outbox WHERE idempotency_key >= ? AND idempotency_key < ? "
+                "ORDER BY id",
+                (prefix, prefix[:-1] + ";"),
+            )
+            return [r["id"] for r in rows]
+        if time.monotonic() >= deadline:
+            return []
+        await asyncio.sleep(POLL)
 
 
 async def wait_for_replies(bot: Bot, outbox_ids: list[int], timeout: float) -> list[str]:
@@ -79,8 +110,11 @@ async def wait_for_replies(bot: Bot, outbox_ids: list[int], timeout: float) -> l
         done = [r for r in rows if r["status"] in ("sent", "delivered")]
         pending = [r for r in rows if r["status"] in ("queued", "sending")]
         remaining = deadline - time.monotonic()
-        if not pending or remaining <= 0 or not bot.started:
+        if not pending or remaining <= 0 or not (bot.started or bot.inbox is not None):
             return [r["text"] for r in done]
+        if bot.inbox is not None:
+            await asyncio.sleep(min(remaining, POLL))  # the main process sends them
+            continue
         address = pending[0]["address"]
         seen = channel.sent_count(address)
         await channel.wait_for_send(address, seen, min(remaining, 0.25))

@@ -1,0 +1,336 @@
+"""The inbox: verified webhook payloads, handed from web processes to the main process.
+
+With ``[web] workers = 0`` (the default) a webhook is handled where it arrives, and answered
+once everything it causes is committed. With ``workers = N`` the web server runs in N
+processes of its own (see :mod:`bot.web.workers`). Each checks a request (signature, secret,
+shape), stores its payload in the inbox (an SQLite file of its own, beside the panel's
+database) with :class:`InboxWriter`, and answers the provider at once; the main process
+reads the inbox in order with :class:`InboxReader`, hands each payload to its channel, and
+deletes it once handled.
+
+Nothing is lost between the two: a payload is answered only after it is committed here, and
+deleted only after the engine has committed what it caused. A crash in between means the
+payload is handled again at the next start, which the engine's own dedupe on the provider's
+message id turns into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from bot.models import iso, parse_iso, utcnow
+
+if TYPE_CHECKING:
+    from bot.storage.db import Database
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    -- AUTOINCREMENT: ids never go back, even once every row has been handled and deleted,
+    -- so the reader's "everything after the last id I read" never skips a row.
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source      TEXT NOT NULL,      -- twilio-message, twilio-status, telegram-update, sim-message
+    key         TEXT NOT NULL,      -- the provider's id: a repeat of it is not stored twice
+    payload     TEXT NOT NULL,      -- JSON, as checked by the web process
+    received_at TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    UNIQUE (source, key)
+)
+"""
+
+
+def inbox_path(database: Path) -> Path:
+    """The inbox's own SQLite file, beside the panel's database (``panel.db-inbox``).
+
+    A file of its own so that a web process storing a payload never waits for the engine's
+    transactions on the panel's database, nor they for it.
+    """
+    return database.with_name(database.name + "-inbox")
+
+
+async def open_inbox(database: Path | str) -> Database:
+    """Open (creating if needed) the inbox file for the panel database at ``database``."""
+    from bot.storage.db import PRAGMAS, Database
+
+    path = inbox_path(Path(database))
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+        await conn.execute(SCHEMA)
+    except BaseException:
+        await conn.close()
+        raise
+    return Database(path, conn)
+
+
+# A handler takes the payload and when it was received; it raises when it could not handle
+# it (the row stays and is tried again).
+Handler = Callable[[Any, datetime], Awaitable[None]]
+
+# Most payloads committed in one transaction by a web process (group commit).
+MAX_WRITE_BATCH = 256
+# Most rows read from the inbox at once, and most handled at the same time.
+READ_BATCH = 256
+MAX_IN_FLIGHT = 1024
+# A payload that fails this many times stays in the table, with its error, untouched.
+MAX_ATTEMPTS = 5
+# Failed rows are tried again this often; without a wake-up the inbox is read this often.
+RETRY_EVERY = 5.0
+IDLE_POLL = 1.0
+
+INSERT = "INSERT OR IGNORE INTO inbox (source, key, payload, received_at) VALUES (?, ?, ?, ?)"
+
+
+class InboxWriter:
+    """Stores payloads for the main process; concurrent puts share one transaction."""
+
+    def __init__(self, db: Database, *, notify_fd: int | None = None) -> None:
+        self.db = db
+        self.notify_fd = notify_fd
+        self._pending: list[tuple[tuple[str, str, str, str], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def put(self, source: str, key: str, payload: Any) -> None:
+        """Return once the payload is committed (a repeat of ``(source, key)`` is ignored)."""
+        row = (source, key, json.dumps(payload, ensure_ascii=False), iso(utcnow()))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="panelbot-inbox-writer")
+        # Shielded: a client that hangs up must not cut the shared transaction short.
+        await asyncio.shield(future)
+
+    async def close(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer], timeout=5)
+
+    async def _write_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[:MAX_WRITE_BATCH],
+                self._pending[MAX_WRITE_BATCH:],
+            )
+            rows = [row for row, _ in batch]
+            try:
+                async with self.db.exclusive():
+                    await self.db.run(lambda conn, rows=rows: _insert(conn, rows))
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+            self._notify()
+
+    def _notify(self) -> None:
+        if self.notify_fd is None:
+            return
+        # One byte says "there is something to read"; a full pipe already says so.
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(self.notify_fd, b"!")
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str]]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(INSERT, rows)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class InboxReader:
+    """Reads the inbox in order and hands each payload to the handler for its source.
+
+    Payloads are started in the order they were stored, so the engine receives one sender's
+    messages in order; they are handled side by side (the engine writes messages that arrive
+    together in one transaction) and deleted in batches once handled.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        handlers: dict[str, Handler],
+        *,
+        wake_fd: int | None = None,
+    ) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.wake_fd = wake_fd
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_id = 0
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._done: list[int] = []
+        self._failed: list[tuple[int, str]] = []
+        self._room = asyncio.Event()
+        self._room.set()
+        self.handled = 0
+
+    async def start(self) -> None:
+        if self.wake_fd is not None:
+            os.set_blocking(self.wake_fd, False)
+            asyncio.get_running_loop().add_reader(self.wake_fd, self._on_wake_fd)
+        self._task = asyncio.create_task(self._run(), name="panelbot-inbox-reader")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_wake_fd(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self.wake_fd, 4096):  # type: ignore[arg-type]
+                pass
+        self._wake.set()
+
+    async def stop(self, *, drain: float = 10.0) -> None:
+        """Handle what is already stored (for at most ``drain`` seconds), then stop.
+
+        What is left after that stays stored and is handled at the next start.
+        """
+        if self.wake_fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.wake_fd)
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline:
+            got = await self._read_once()
+            if self._in_flight:
+                await asyncio.wait(
+                    list(self._in_flight.values()),
+                    timeout=max(0.01, deadline - time.monotonic()),
+                )
+            await self._flush()
+            if not got and not self._in_flight:
+                break
+        left = list(self._in_flight.values())
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=1)
+        await self._flush()
+
+    async def _run(self) -> None:
+        next_retry = time.monotonic() + RETRY_EVERY
+        while not self._stopping:
+            try:
+                got = await self._read_once()
+                if time.monotonic() >= next_retry:
+                    await self._retry_failed()
+                    next_retry = time.monotonic() + RETRY_EVERY
+                await self._flush()
+                if not got:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("inbox: reading failed; trying again in a second")
+                await asyncio.sleep(1.0)
+
+    async def _read_once(self) -> bool:
+        """Start the payloads stored since the last read; True when there were any."""
+        await self._room.wait()
+        rows = await self.db.fetchall(
+            "SELECT id, source, payload, received_at FROM inbox "
+            "WHERE id > ? AND attempts < ? ORDER BY id LIMIT ?",
+            (self._last_id, MAX_ATTEMPTS, READ_BATCH),
+        )
+        for row in rows:
+            self._start(row)
+        if rows:
+            self._last_id = rows[-1]["id"]
+        return bool(rows)
+
+    async def _retry_failed(self) -> None:
+        rows = await self.db.fetchall(
+            "SELECT id, source, payload, received_at FROM inbox "
+            "WHERE id <= ? AND attempts BETWEEN 1 AND ? ORDER BY id LIMIT ?",
+            (self._last_id, MAX_ATTEMPTS - 1, READ_BATCH),
+        )
+        for row in rows:
+            if row["id"] not in self._in_flight:
+                self._start(row)
+
+    def _start(self, row: sqlite3.Row) -> None:
+        row_id = row["id"]
+        task = asyncio.create_task(self._handle(row_id, row["source"], row["payload"], row["received_at"]))
+        self._in_flight[row_id] = task
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            self._room.clear()
+
+    async def _handle(self, row_id: int, source: str, payload: str, received_at: str) -> None:
+        try:
+            handler = self.handlers.get(source)
+            if handler is None:
+                raise LookupError(f"no handler for {source!r} (is its channel enabled?)")
+            await handler(json.loads(payload), parse_iso(received_at))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The payload holds personal data: the log names the row and the error only.
+            logger.warning("inbox: row %d (%s) failed: %s", row_id, source, type(exc).__name__)
+            self._failed.append((row_id, f"{type(exc).__name__}: {exc}"[:500]))
+        else:
+            self._done.append(row_id)
+            self.handled += 1
+        finally:
+            self._in_flight.pop(row_id, None)
+            if len(self._in_flight) < MAX_IN_FLIGHT:
+                self._room.set()
+
+    async def _flush(self) -> None:
+        """Delete what was handled, count what failed: one transaction."""
+        done, self._done = self._done, []
+        failed, self._failed = self._failed, []
+        if not done and not failed:
+            return
+        try:
+            async with self.db.transaction() as tx:
+                for start in range(0, len(done), 500):
+                    chunk = done[start : start + 500]
+                    tx.later(
+                        f"DELETE FROM inbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                    )
+                for row_id, error in failed:
+                    tx.later(
+                        "UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                        (error, row_id),
+                    )
+        except BaseException as exc:
+            # Kept for the next flush. Handled rows left behind would only be handled again,
+            # harmlessly (the engine dedupes on the provider's id).
+            self._done.extend(done)
+            self._failed.extend(failed)
+            if not isinstance(exc, Exception):
+                raise
+            logger.exception("inbox: could not record %d handled rows", len(done))
+            return
+        for row_id, _ in failed:
+            logger.debug("inbox: row %d will be tried again", row_id)

@@ -1,0 +1,252 @@
+"""``panelbot serve`` with ``[web] workers = N``: N web processes in front of the bot.
+
+The main process opens the listening socket, starts the bot (channels, engine, outbox
+dispatcher, scheduler) and the inbox reader, then starts N copies of itself as web
+processes (``panelbot serve --web-child``) that share the socket. A web process checks each
+request (Twilio's signature, Telegram's secret, the simulator's JSON), stores what it
+verified in the inbox and answers at once; one byte on a pipe wakes the main process, which
+hands the payload to the engine. HTTP parsing and signature checks then run on other cores
+than the engine, which is what lets webhook bursts be answered quickly (bench/webhook.py).
+
+A web process that dies is started again; one whose main process has gone stops itself.
+SIGINT or SIGTERM stops the web processes first (they finish the requests in hand), then
+the main process handles what they stored and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from bot.inbox import InboxReader, InboxWriter, open_inbox
+
+if TYPE_CHECKING:
+    from bot.app import Bot
+    from bot.config import Settings
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 8.0
+# More restarts than this within RESTART_WINDOW seconds and serve gives up.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+class WebProcessError(RuntimeError):
+    """The web processes could not be started, or keep exiting."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket all web processes share (inherited by them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class WebPool:
+    """Starts, watches and stops the web processes."""
+
+    def __init__(
+        self, count: int, sock: socket.socket, wake_fd: int, config_path: Path | None
+    ) -> None:
+        self.count = count
+        self.sock = sock
+        self.wake_fd = wake_fd
+        self.config_path = config_path
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.restarts: list[float] = []
+        self.stopping = False
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+        ready_r, ready_w = os.pipe()
+        fds = f"{self.sock.fileno()},{self.wake_fd},{ready_w}"
+        config = ["-c", str(self.config_path)] if self.config_path else []
+        cmd = [sys.executable, "-m", "bot", *config, "serve", "--web-child", fds]
+        try:
+            proc = subprocess.Popen(cmd, pass_fds=(self.sock.fileno(), self.wake_fd, ready_w))
+        finally:
+            os.close(ready_w)
+        return proc, ready_r
+
+    async def _wait_ready(self, proc: subprocess.Popen[bytes], ready_r: int) -> None:
+        os.set_blocking(ready_r, False)
+        deadline = time.monotonic() + READY_TIMEOUT
+        try:
+            while True:
+                with contextlib.suppress(BlockingIOError):
+                    if os.read(ready_r, 1):
+                        return
+                if proc.poll() is not None:
+                    raise WebProcessError(
+                        f"a web process exited while starting (exit code {proc.returncode})"
+                    )
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise WebProcessError(f"a web process did not start in {READY_TIMEOUT:.0f} s")
+                await asyncio.sleep(0.02)
+        finally:
+            os.close(ready_r)
+
+    async def start(self) -> None:
+        started = [self._spawn() for _ in range(self.count)]
+        for i, (proc, _) in enumerate(started):
+            self.procs[i] = proc
+        await asyncio.gather(*(self._wait_ready(proc, r) for proc, r in started))
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Start a web process again when one exits, until ``stop`` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+            if stop.is_set() or self.stopping:
+                return
+            for i, proc in enumerate(self.procs):
+                if proc is None or proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+                if len(self.restarts) > MAX_RESTARTS:
+                    raise WebProcessError(
+                        f"web processes exited {len(self.restarts)} times in "
+                        f"{RESTART_WINDOW:.0f} s; stopping"
+                    )
+                logger.error(
+                    "web process %d exited (code %s); starting another", proc.pid, proc.returncode
+                )
+                new, ready_r = self._spawn()
+                self.procs[i] = new
+                await self._wait_ready(new, ready_r)
+
+    async def stop(self) -> None:
+        """SIGTERM each web process (they finish requests in hand), then wait; kill stragglers."""
+        self.stopping = True
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for proc in live:
+            if proc.poll() is None:
+                logger.warning("web process %d did not stop; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None]
+
+
+async def serve_with_workers(
+    bot: Bot,
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    on_ready: Callable[[Any], None] | None = None,
+) -> None:
+    """The main process of ``serve`` with web processes; returns after SIGINT/SIGTERM."""
+    sock = listen(host, port)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    reader: InboxReader | None = None
+    inbox_db = None
+    pool = WebPool(workers, sock, wake_w, bot.settings.source)
+    try:
+        await bot.start()
+        inbox_db = await open_inbox(bot.db.path)
+        reader = InboxReader(inbox_db, bot.inbox_handlers(), wake_fd=wake_r)
+        await reader.start()
+        await pool.start()
+        bot.state["web_pids"] = pool.pids
+        if on_ready:
+            on_ready(pool)
+        await pool.watch(stop)
+    finally:
+        await pool.stop()
+        sock.close()
+        if reader is not None:
+            await reader.stop()
+        if inbox_db is not None:
+            await inbox_db.close()
+        await bot.stop()
+        for fd in (wake_r, wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def run_web_child(settings: Settings, fds: str) -> None:
+    """One web process: the routes, a database connection and the inbox writer."""
+    from bot.app import Bot
+    from bot.web.app import build_app
+
+    sock_fd, wake_fd, ready_fd = (int(part) for part in fds.split(","))
+    parent = os.getppid()
+    bot = await Bot.create(settings, migrate=False)
+    inbox_db = await open_inbox(bot.db.path)
+    writer = InboxWriter(inbox_db, notify_fd=wake_fd)
+    await bot.start_web(writer)
+    app = await build_app(bot)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)  # its own SIGINT/SIGTERM handling: a graceful stop
+    sock = socket.socket(fileno=sock_fd)
+    web = asyncio.create_task(server.serve(sockets=[sock]), name="panelbot-web")
+    try:
+        while not server.started and not web.done():  # noqa: ASYNC110 - uvicorn sets a flag
+            await asyncio.sleep(0.02)
+        if web.done():
+            web.result()
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
+        gc.collect()
+        gc.freeze()
+        while not web.done():
+            await asyncio.wait([web], timeout=1.0)
+            if os.getppid() != parent:  # the main process is gone: nobody reads the inbox
+                logger.error("web process %d: the main process has gone; stopping", os.getpid())
+                server.should_exit = True
+        web.result()
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(web, timeout=5)
+        await writer.close()
+        await inbox_db.close()
+        await bot.db.close()
