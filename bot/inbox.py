@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiosqlite
-
-from bot.models import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from bot.storage.db import Database
@@ -44,8 +41,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     source      TEXT NOT NULL,      -- twilio-message, twilio-status, telegram-update, sim-message
     key         TEXT NOT NULL,      -- the provider's id: a repeat of it is not stored twice
-    payload     TEXT NOT NULL,      -- JSON, as checked by the web process
-    received_at TEXT NOT NULL,
+    payload     TEXT NOT NULL,      -- the request body, as checked by the web process
+    received_at REAL NOT NULL,      -- Unix time
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
     UNIQUE (source, key)
@@ -79,9 +76,9 @@ async def open_inbox(database: Path | str) -> Database:
     return Database(path, conn)
 
 
-# A handler takes the payload and when it was received; it raises when it could not handle
-# it (the row stays and is tried again).
-Handler = Callable[[Any, datetime], Awaitable[None]]
+# A handler takes the payload (the request body as text) and when it was received; it
+# raises when it could not handle it (the row stays and is tried again).
+Handler = Callable[[str, datetime], Awaitable[None]]
 
 # Most payloads committed in one transaction by a web process (group commit).
 MAX_WRITE_BATCH = 256
@@ -103,13 +100,17 @@ class InboxWriter:
     def __init__(self, db: Database, *, notify_fd: int | None = None) -> None:
         self.db = db
         self.notify_fd = notify_fd
-        self._pending: list[tuple[tuple[str, str, str, str], asyncio.Future[None]]] = []
+        self._pending: list[tuple[tuple[str, str, str, float], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
 
-    async def put(self, source: str, key: str, payload: Any) -> None:
-        """Return once the payload is committed (a repeat of ``(source, key)`` is ignored)."""
-        row = (source, key, json.dumps(payload, ensure_ascii=False), iso(utcnow()))
+    async def put(self, source: str, key: str, payload: str) -> None:
+        """Return once the payload is committed (a repeat of ``(source, key)`` is ignored).
+
+        ``payload`` is the request body as received (form data, JSON): the web process
+        stores it as it is, and the main process parses it again.
+        """
+        row = (source, key, payload, time.time())
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, future))
         if self._writer is None or self._writer.done():
@@ -150,7 +151,7 @@ class InboxWriter:
             os.write(self.notify_fd, b"!")
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str]]) -> None:
+def _insert(conn: sqlite3.Connection, rows: list[tuple[str, str, str, float]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.executemany(INSERT, rows)
@@ -280,17 +281,19 @@ class InboxReader:
 
     def _start(self, row: sqlite3.Row) -> None:
         row_id = row["id"]
-        task = asyncio.create_task(self._handle(row_id, row["source"], row["payload"], row["received_at"]))
+        task = asyncio.create_task(
+            self._handle(row_id, row["source"], row["payload"], row["received_at"])
+        )
         self._in_flight[row_id] = task
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             self._room.clear()
 
-    async def _handle(self, row_id: int, source: str, payload: str, received_at: str) -> None:
+    async def _handle(self, row_id: int, source: str, payload: str, received_at: float) -> None:
         try:
             handler = self.handlers.get(source)
             if handler is None:
                 raise LookupError(f"no handler for {source!r} (is its channel enabled?)")
-            await handler(json.loads(payload), parse_iso(received_at))
+            await handler(payload, datetime.fromtimestamp(received_at, UTC))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -315,9 +318,7 @@ class InboxReader:
             async with self.db.transaction() as tx:
                 for start in range(0, len(done), 500):
                     chunk = done[start : start + 500]
-                    tx.later(
-                        f"DELETE FROM inbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                    )
+                    tx.later(f"DELETE FROM inbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
                 for row_id, error in failed:
                     tx.later(
                         "UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import defaultdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.models import Address, InboundMessage, OutboundMessage, OutboxStatus, SendResult
 
@@ -44,10 +45,11 @@ class SimulatorChannel:
     def inbox_handlers(self) -> dict[str, Handler]:
         return {"sim-message": self._from_inbox}
 
-    async def _from_inbox(self, payload: Any, received_at: datetime) -> None:
+    async def _from_inbox(self, payload: str, received_at: datetime) -> None:
         """A message a web process took from the simulator page or JSON API."""
+        data = json.loads(payload)
         message = InboundMessage(
-            Address.parse(payload["from"]), payload["text"], payload["id"], received_at=received_at
+            Address.parse(data["from"]), data["text"], data["id"], received_at=received_at
         )
         assert self.bot is not None
         await self.bot.handle(message)

@@ -272,11 +272,11 @@ class TelegramChannel:
     def inbox_handlers(self) -> dict[str, Handler]:
         return {"telegram-update": self._update_from_inbox}
 
-    async def _update_from_inbox(self, payload: Any, received_at: datetime) -> None:
+    async def _update_from_inbox(self, payload: str, received_at: datetime) -> None:
         app = self.app
         if app is None:
             raise RuntimeError("telegram channel is not started")
-        await self.handle_update(Update.de_json(payload, app.bot))
+        await self.handle_update(Update.de_json(json.loads(payload), app.bot))
 
     async def _webhook(self, request: Request) -> Response:
         if not self._secret_ok(request.headers.get(SECRET_HEADER)):
@@ -302,7 +302,7 @@ class TelegramChannel:
             return JSONResponse({"error": "not a Telegram update"}, status_code=400)
         if inbox is not None:
             try:
-                await inbox.put("telegram-update", str(update_id), data)
+                await inbox.put("telegram-update", str(update_id), body.decode("utf-8"))
             except Exception:
                 logger.exception("telegram update %s could not be stored", update_id)
                 return JSONResponse({"error": "try again"}, status_code=503)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import re
@@ -269,6 +270,25 @@ class FormParams(dict[str, list[str]]):
         return values[-1] if values else None
 
 
+def parse_form(text: str) -> FormParams:
+    """Form-encoded text as FormParams; ValueError when it is not valid form data."""
+    pairs = parse_qsl(
+        text,
+        keep_blank_values=True,
+        strict_parsing=True,
+        errors="strict",
+        max_num_fields=500,
+    )
+    return FormParams.from_pairs(pairs)
+
+
+@functools.lru_cache(maxsize=64)
+def _other_port_form(url: str) -> str:
+    """The URL with the default port if it has none, or without it if it has one."""
+    parsed = urlparse(url)
+    return str(remove_port(parsed) if parsed.port else add_port(parsed))
+
+
 def signature_ok(validator: RequestValidator, url: str, params: FormParams, signature: str) -> bool:
     """The SDK's check, the URL as configured first and the other port form only if needed.
 
@@ -276,13 +296,9 @@ def signature_ok(validator: RequestValidator, url: str, params: FormParams, sign
     with the port and some without); computing the second only when the first does not
     match accepts exactly the same requests for half the work on the usual path.
     """
-    parsed = urlparse(url)
-    first = url
-    second = remove_port(parsed) if parsed.port else add_port(parsed)
-    return any(
-        compare(validator.compute_signature(candidate, params), signature)
-        for candidate in (first, second)
-    )
+    if compare(validator.compute_signature(url, params), signature):
+        return True
+    return bool(compare(validator.compute_signature(_other_port_form(url), params), signature))
 
 
 class _Reject(Exception):
@@ -550,8 +566,9 @@ class TwilioChannel:
 
     # --- webhooks --------------------------------------------------------------------------
 
-    async def _read_form(self, request: Request) -> FormParams:
-        """The form parameters, all of them (unknown ones count for the signature)."""
+    async def _read_form(self, request: Request) -> tuple[FormParams, str]:
+        """The form parameters, all of them (unknown ones count for the signature), and
+        the body as text."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise _Reject(400, "expected a form-encoded body (application/x-www-form-urlencoded)")
@@ -564,16 +581,10 @@ class TwilioChannel:
         except ClientDisconnect:
             raise _Reject(400, "the client went away mid-body") from None
         try:
-            pairs = parse_qsl(
-                body.decode("utf-8"),
-                keep_blank_values=True,
-                strict_parsing=True,
-                errors="strict",
-                max_num_fields=500,
-            )
+            text = body.decode("utf-8")
+            return parse_form(text), text
         except (UnicodeDecodeError, ValueError):
             raise _Reject(400, "the body is not valid form data") from None
-        return FormParams.from_pairs(pairs)
 
     def _public_url(self, request: Request) -> str:
         """The URL Twilio signed: the configured public base URL + the path (+ query)."""
@@ -594,10 +605,10 @@ class TwilioChannel:
         if not signature_ok(self._validator, self._public_url(request), params, signature):
             raise _Reject(403, "invalid X-Twilio-Signature")
 
-    async def _verified_form(self, request: Request) -> FormParams:
-        params = await self._read_form(request)
+    async def _verified_form(self, request: Request) -> tuple[FormParams, str]:
+        params, body = await self._read_form(request)
         self._check_signature(request, params)
-        return params
+        return params, body
 
     @staticmethod
     def _refuse(exc: _Reject, request: Request) -> Response:
@@ -619,7 +630,7 @@ class TwilioChannel:
     async def _inbound(self, request: Request) -> Response:
         """An inbound SMS or WhatsApp message."""
         try:
-            params = await self._verified_form(request)
+            params, body = await self._verified_form(request)
             sid, sender = _message_ids(params)
         except _Reject as exc:
             return self._refuse(exc, request)
@@ -630,7 +641,7 @@ class TwilioChannel:
         if self.bot.inbox is not None:
             # A web process: store it for the main process and answer at once.
             try:
-                await self.bot.inbox.put("twilio-message", sid, params)
+                await self.bot.inbox.put("twilio-message", sid, body)
             except Exception:
                 logger.exception("twilio: inbound %s could not be stored", sid)
                 return self._unavailable()
@@ -639,8 +650,8 @@ class TwilioChannel:
         handled = await self._accept_message(sid, sender, params, utcnow())
         return self._twiml() if handled else self._unavailable()
 
-    async def _message_from_inbox(self, payload: Any, received_at: datetime) -> None:
-        params = FormParams(payload)
+    async def _message_from_inbox(self, payload: str, received_at: datetime) -> None:
+        params = parse_form(payload)
         sid, sender = _message_ids(params)
         if not await self._accept_message(sid, sender, params, received_at):
             raise RuntimeError(f"inbound {sid} was not handled")
@@ -710,7 +721,7 @@ class TwilioChannel:
     async def _status(self, request: Request) -> Response:
         """A delivery status callback for a message we sent."""
         try:
-            params = await self._verified_form(request)
+            params, body = await self._verified_form(request)
             sid, twilio_status = _status_ids(params)
         except _Reject as exc:
             return self._refuse(exc, request)
@@ -721,7 +732,7 @@ class TwilioChannel:
         if self.bot.inbox is not None:
             code = params.one("ErrorCode") or ""
             try:
-                await self.bot.inbox.put("twilio-status", f"{sid}:{twilio_status}:{code}", params)
+                await self.bot.inbox.put("twilio-status", f"{sid}:{twilio_status}:{code}", body)
             except Exception:
                 logger.exception("twilio: status %s for %s could not be stored", twilio_status, sid)
                 return self._unavailable()
@@ -733,8 +744,8 @@ class TwilioChannel:
             return self._unavailable()
         return self._twiml()
 
-    async def _status_from_inbox(self, payload: Any, received_at: datetime) -> None:
-        params = FormParams(payload)
+    async def _status_from_inbox(self, payload: str, received_at: datetime) -> None:
+        params = parse_form(payload)
         sid, twilio_status = _status_ids(params)
         await self._apply_status(sid, twilio_status, params)
 

@@ -65,7 +65,7 @@ async def post_message(request: Request) -> Response:
     if bot.inbox is not None:
         # A web process: the main process handles it; wait for its replies in the database.
         payload = {"from": str(address), "text": text, "id": message_id}
-        await bot.inbox.put("sim-message", message_id, payload)
+        await bot.inbox.put("sim-message", message_id, json.dumps(payload, ensure_ascii=False))
         outbox_ids = await replies_to(bot, message_id, REPLY_TIMEOUT)
     else:
         message = InboundMessage(address, text, provider_message_id=message_id)

@@ -147,7 +147,7 @@ class WebPool:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
+        while any(p.poll() is None for p in live) and time.monotonic() < deadline:  # noqa: ASYNC110 - polling child processes
             await asyncio.sleep(0.05)
         for proc in live:
             if proc.poll() is None:
