@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
+from bot.inbox import erase_payloads
 from bot.models import Address, PanellistStatus, iso, parse_iso
 from bot.panel_csv import (
     PHONE,
@@ -364,6 +365,11 @@ class EraseReport:
             f"{_n(c('survey_sessions', 0), 'survey session')} and "
             f"{_n(c('invitations', 0), 'invitation')} detached (answers kept), "
             f"{_n(self.suppressed, 'suppression entry', 'suppression entries')} added"
+            + (
+                f", {_n(c('inbox_payloads', 0), 'waiting webhook payload')} deleted"
+                if c("inbox_payloads")
+                else ""
+            )
         )
 
 
@@ -404,6 +410,15 @@ async def erase_panellist(
             [("erased", panellist_id, {**report.counts, "suppressed": len(hashes)})],
             actor,
         )
+    # Webhook payloads still waiting in the inbox ([web] workers >= 1) hold the number too.
+    wanted = {str(a) for a in addresses}
+    wanted |= {
+        f"{ch}:{a.id}"
+        for a in addresses
+        if a.channel in ("sms", "whatsapp")
+        for ch in ("sms", "whatsapp")
+    }
+    report.counts["inbox_payloads"] = await erase_payloads(db.path, wanted)
     report.scrubbed = await panel_data.scrub_free_space(db)
     logger.info("erased panellist %d", panellist_id)
     return report

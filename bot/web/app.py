@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.inbox import InboxReader
 from bot.web import simulator
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await bot.start()
+    # Payloads web processes stored before a stop (when [web] workers was >= 1) are still
+    # handled when the bot runs as one process.
+    leftover = await InboxReader.for_leftovers(bot)
     web = asyncio.create_task(server.serve(), name="panelbot-web")
     try:
         while not server.started and not web.done():  # noqa: ASYNC110 - uvicorn sets a flag
@@ -104,6 +108,8 @@ async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(web, timeout=5)
+        if leftover is not None:
+            await leftover.close()
         await bot.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -194,8 +194,8 @@ async def serve_with_workers(
         await pool.stop()
         sock.close()
         if reader is not None:
-            await reader.stop()
-        if inbox_db is not None:
+            await reader.close()
+        elif inbox_db is not None:
             await inbox_db.close()
         await bot.stop()
         for fd in (wake_r, wake_w):
