@@ -125,6 +125,19 @@ class InboxWriter:
         if self._writer is not None and not self._writer.done():
             await asyncio.wait([self._writer], timeout=5)
 
+    async def backlog(self) -> tuple[int, float, int]:
+        """Payloads waiting for the main process, the age in seconds of the oldest, and
+        how many were given up on after MAX_ATTEMPTS failures (they stay for an operator)."""
+        row = await self.db.fetchone(
+            "SELECT count(*) FILTER (WHERE attempts < ?), "
+            "min(received_at) FILTER (WHERE attempts < ?), "
+            "count(*) FILTER (WHERE attempts >= ?) FROM inbox",
+            (MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS),
+        )
+        assert row is not None
+        oldest = round(max(0.0, time.time() - row[1]), 3) if row[1] is not None else 0.0
+        return int(row[0]), oldest, int(row[2])
+
     async def _write_loop(self) -> None:
         while self._pending:
             batch, self._pending = (

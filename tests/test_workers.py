@@ -389,3 +389,37 @@ async def test_payloads_stored_before_a_stop_are_handled_at_the_next_start(
         await wait_until(lambda: inbox_rows(tmp_path) == 0, what="the inbox emptied")
         code, _ = await server.stop()
         assert code == 0
+
+
+async def test_healthz_of_a_web_process_reports_the_inbox_and_a_stuck_main_process(
+    tmp_path: Path,
+) -> None:
+    async with serving(tmp_path, workers=1) as (server, _, _):
+        health = (await server.client.get("/healthz")).json()
+        assert health == {
+            "status": "ok",
+            "inbox": {"waiting": 0, "oldest_seconds": 0.0, "failed": 0},
+        }
+        # A payload nobody can handle (no channel takes its source), two minutes old: the
+        # main process keeps failing it, and the web process says so.
+        with contextlib.closing(sqlite3.connect(tmp_path / "panel.db-inbox")) as conn:
+            conn.execute(
+                "INSERT INTO inbox (source, key, payload, received_at) VALUES (?, ?, ?, ?)",
+                ("retired-channel", "k1", "{}", time.time() - 120),
+            )
+            conn.commit()
+        response = await server.client.get("/healthz")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "error"
+        assert body["inbox"]["waiting"] == 1 and body["inbox"]["oldest_seconds"] >= 120
+        await wait_until(
+            lambda: db_inbox_error(tmp_path, "k1"), what="the failure recorded on the row"
+        )
+        assert "no handler" in db_inbox_error(tmp_path, "k1")
+
+
+def db_inbox_error(folder: Path, key: str) -> str | None:
+    with contextlib.closing(sqlite3.connect(folder / "panel.db-inbox")) as conn:
+        row = conn.execute("SELECT last_error FROM inbox WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None

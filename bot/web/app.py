@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A web process reports unhealthy when a payload has waited this long for the main process.
+INBOX_STALE_AFTER = 60.0
+
 
 async def healthz(request: Request) -> Response:
     bot: Bot = request.app.state.bot
@@ -32,7 +35,22 @@ async def healthz(request: Request) -> Response:
     except Exception:
         logger.exception("health check: database unreachable")
         return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    if bot.inbox is None:
+        return JSONResponse({"status": "ok"})
+    # A web process: say how far behind the main process is with what it was handed.
+    try:
+        waiting, oldest, stuck = await bot.inbox.backlog()
+    except Exception:
+        logger.exception("health check: inbox unreachable")
+        return JSONResponse({"status": "error", "inbox": "unreachable"}, status_code=503)
+    body = {
+        "status": "ok",
+        "inbox": {"waiting": waiting, "oldest_seconds": oldest, "failed": stuck},
+    }
+    if oldest > INBOX_STALE_AFTER:
+        body["status"] = "error"
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
