@@ -6,10 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
-def test_sign_up_by_sms_and_by_telegram_through_panelbot_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sign_up_by_sms_and_by_telegram_through_panelbot_serve(
+    tmp_path: Path, workers: int
+) -> None:
     commands = "\n".join(
         [
             "sms +447400100101 hello",
@@ -22,7 +27,10 @@ def test_sign_up_by_sms_and_by_telegram_through_panelbot_serve(tmp_path: Path) -
         ]
     )
     result = subprocess.run(
-        [sys.executable, "-m", "tests.fakes", "--data-dir", str(tmp_path)],
+        [
+            *(sys.executable, "-m", "tests.fakes", "--data-dir", str(tmp_path)),
+            *("--workers", str(workers)),
+        ],
         input=commands + "\n",
         capture_output=True,
         text=True,

@@ -39,7 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(folder: Path, port: int, twilio_url: str, telegram_url: str) -> Path:
+def write_config(
+    folder: Path, port: int, twilio_url: str, telegram_url: str, workers: int = 0
+) -> Path:
     config = folder / "panelbot.toml"
     config.write_text(
         f"""# Written by `python -m tests.fakes`: panelbot against local fake providers.
@@ -51,6 +53,7 @@ public_base_url = "http://127.0.0.1:{port}"
 
 [web]
 port = {port}
+workers = {workers}
 
 [[panel.fields]]
 name = "sex"
@@ -78,11 +81,11 @@ poll_interval = 0.2
     return config
 
 
-async def main(data_dir: Path) -> int:
+async def main(data_dir: Path, workers: int = 0) -> int:
     port = free_port()
     sids = itertools.count(1)
     async with FakeTwilio().running() as twilio, FakeTelegram.running() as telegram:
-        config = write_config(data_dir, port, twilio.url, telegram.base_url)
+        config = write_config(data_dir, port, twilio.url, telegram.base_url, workers)
         server = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "-c", str(config), "serve", stderr=asyncio.subprocess.PIPE
         )
@@ -156,7 +159,10 @@ async def _print_sent(twilio: FakeTwilio, telegram: FakeTelegram) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, help="Where the config and database go.")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="[web] workers: web processes in front (default 0)."
+    )
     args = parser.parse_args()
     folder = args.data_dir or Path(tempfile.mkdtemp(prefix="panelbot-fakes-"))
     folder.mkdir(parents=True, exist_ok=True)
-    sys.exit(asyncio.run(main(folder)))
+    sys.exit(asyncio.run(main(folder, args.workers)))
