@@ -62,8 +62,12 @@ def inbox_path(database: Path) -> Path:
     return database.with_name(database.name + "-inbox")
 
 
-async def open_inbox(database: Path | str) -> Database:
-    """Open (creating if needed) the inbox file for the panel database at ``database``."""
+async def open_inbox(database: Path | str, *, writer: bool = False) -> Database:
+    """Open (creating if needed) the inbox file for the panel database at ``database``.
+
+    A ``writer`` (a web process) leaves checkpoints of the write-ahead log to the main
+    process's reader, so that copying pages back into the file never delays an answer.
+    """
     from bot.storage.db import PRAGMAS, Database
 
     path = inbox_path(Path(database))
@@ -73,6 +77,8 @@ async def open_inbox(database: Path | str) -> Database:
         for pragma in PRAGMAS:
             await conn.execute(pragma)
         await conn.execute(SCHEMA)
+        if writer:
+            await conn.execute("PRAGMA wal_autocheckpoint = 0")
     except BaseException:
         await conn.close()
         raise

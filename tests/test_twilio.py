@@ -14,12 +14,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.app import Bot
-from bot.channels.twilio import EMPTY_TWIML, TwilioChannel, mask, scrub
+from bot.channels.twilio import (
+    EMPTY_TWIML,
+    FormParams,
+    TwilioChannel,
+    mask,
+    parse_form,
+    scrub,
+)
 from bot.config import ConfigError, Settings
 from bot.engine.waves import launch
 from bot.models import Address, MessageKind, iso, utcnow
@@ -774,3 +784,38 @@ def test_cost_is_sms_segments_and_one_for_whatsapp(tmp_path: Path, fake: FakeTwi
     assert channel.names == ("sms", "whatsapp")
     assert channel.can_send_free_text(Address("sms", ALICE))
     assert not channel.can_send_free_text(Address("whatsapp", ALICE))
+
+
+# --- form parsing -------------------------------------------------------------------------
+
+_FORM_ALPHABET = "ab=&+%2F41ZzéŁ😀;\x00 "
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet=_FORM_ALPHABET, max_size=24)
+    | st.from_regex(r"([a-z%+]{0,4}=[A-Za-z0-9%+]{0,6}&?){0,4}", fullmatch=True)
+)
+def test_parse_form_agrees_with_parse_qsl_in_strict_mode(text: str) -> None:
+    """The fast webhook parser accepts and refuses exactly what parse_qsl does."""
+
+    def outcome(parse: Callable[[], Any]) -> Any:
+        try:
+            return ("ok", dict(parse()))
+        except (ValueError, UnicodeDecodeError):
+            return ("refused",)
+
+    reference = outcome(
+        lambda: FormParams.from_pairs(
+            parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
+        )
+    )
+    assert outcome(lambda: parse_form(text)) == reference
+
+
+def test_parse_form_keeps_repeated_names_in_order_and_caps_the_field_count() -> None:
+    params = parse_form("b=2&a=1&b=3&c=&d=%2B44+7%E2%9C%93")
+    assert params == {"b": ["2", "3"], "a": ["1"], "c": [""], "d": ["+44 7✓"]}
+    assert params.one("b") == "3" and params.getall("a") == ["1"] and params.one("zz") is None
+    with pytest.raises(ValueError):
+        parse_form("&".join(["x=1"] * 501))

