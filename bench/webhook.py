@@ -3,13 +3,14 @@
 Setup (not timed): a config in a temporary folder (Twilio on, signed over
 ``public_base_url = http://127.0.0.1:PORT``, its REST API pointed at the fake Twilio from
 ``tests/fakes`` run in a subprocess of its own, quiet hours off, simulator off, two
-demographic fields asked at sign-up), then ``python -m bot -c CONFIG serve`` as a real
-subprocess, waited for on ``/healthz``. No panellist is created beforehand: every sender is
+demographic fields asked at sign-up), then ``python -m bot -c CONFIG serve --workers N``
+(default 1: one web process in front of the main process) as a real subprocess, waited for
+on ``/healthz``. No panellist is created beforehand: every sender is
 new, so each conversation runs the sign-up path (first contact, consent, two demographic
 answers) and then a HELP keyword.
 
-Timed: ``--concurrency`` client tasks (one httpx.AsyncClient, a connection pool of the same
-size and a semaphore bounding requests in flight) each take the next sender and play their
+Timed: ``--concurrency`` client tasks (one HTTP client, aiohttp by default, a connection
+pool of the same size and a semaphore bounding requests in flight) each take the next sender and play their
 conversation, one message after the other's answer, as a person does. About 2% of the
 messages are repeated concurrently with the same MessageSid (Twilio's retries), and a few
 requests carry a wrong signature (expected 403; not errors). The run stops after
@@ -26,8 +27,9 @@ twice, every valid MessageSid answered 2xx stored exactly once, no forged one st
 reply queued per stored message.
 
     .venv/bin/python bench/webhook.py [--requests N] [--seconds S] [--concurrency C]
-                                      [--senders N] [--sms-rate R] [--keep] [--check]
-                                      [--profile FILE]
+                                      [--workers N] [--client aiohttp|httpx|raw]
+                                      [--senders N] [--sms-rate R] [--rate R] [--keep]
+                                      [--check] [--profile FILE]
 
 The exit code is 0 whatever the figures; with ``--check`` it is 1 when a target is missed.
 A wrong database (a duplicate, a lost or forged message) is always an error (exit 1).
