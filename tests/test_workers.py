@@ -423,3 +423,36 @@ def db_inbox_error(folder: Path, key: str) -> str | None:
     with contextlib.closing(sqlite3.connect(folder / "panel.db-inbox")) as conn:
         row = conn.execute("SELECT last_error FROM inbox WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+
+async def test_db_inbox_shows_payloads_given_up_on_and_retry_sends_them_back(
+    tmp_path: Path,
+) -> None:
+    async with serving(tmp_path, workers=1) as (server, twilio, _):
+        # A message the bot gave up on (its five attempts failed, say while a disk was
+        # full): shown without its contents, then sent back once the cause is fixed.
+        params = inbound_params("SM" + "12" * 16, "+447400200006", "Hello", to=BOT_NUMBER)
+        with contextlib.closing(sqlite3.connect(tmp_path / "panel.db-inbox")) as conn:
+            conn.execute(
+                "INSERT INTO inbox (source, key, payload, received_at, attempts, last_error) "
+                "VALUES (?, ?, ?, ?, 5, ?)",
+                (
+                    "twilio-message",
+                    params["MessageSid"],
+                    urlencode(params),
+                    time.time() - 30,
+                    "OperationalError: database or disk is full",
+                ),
+            )
+            conn.commit()
+        shown = await server.cli("db", "inbox")
+        assert "given up on 1" in shown
+        assert "twilio-message" in shown and "disk is full" in shown
+        assert "+447400200006" not in shown and "Hello" not in shown
+        await asyncio.sleep(1.5)
+        assert not texts_to(twilio, "+447400200006")  # given up on: not tried again by itself
+        assert "1 payload sent back" in await server.cli("db", "inbox", "--retry")
+        await wait_until(lambda: texts_to(twilio, "+447400200006"), what="the retried message")
+        assert "Reply YES to join" in texts_to(twilio, "+447400200006")[0]
+        await wait_until(lambda: inbox_rows(tmp_path) == 0, what="the inbox emptied")
+        assert "given up on 0" in await server.cli("db", "inbox")

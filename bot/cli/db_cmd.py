@@ -1,4 +1,4 @@
-"""``panelbot db``: migrations and online backups."""
+"""``panelbot db``: migrations, online backups and the webhook inbox."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bot.cli import CliContext, UserError, pass_cli, run
 def register(cli: click.Group) -> None:
     @cli.group("db")
     def db_group() -> None:
-        """The SQLite database: schema upgrades and backups."""
+        """The SQLite database: schema upgrades, backups, the webhook inbox."""
 
     @db_group.command("upgrade")
     @pass_cli
@@ -58,3 +58,39 @@ def register(cli: click.Group) -> None:
 
         run(go())
         click.echo(f"backed up to {path}")
+
+    @db_group.command("inbox")
+    @click.option("--retry", is_flag=True, help="Send the payloads given up on back to the bot.")
+    @click.option("--discard", is_flag=True, help="Delete the payloads given up on.")
+    @pass_cli
+    def inbox(obj: CliContext, retry: bool, discard: bool) -> None:
+        """Webhook payloads web processes stored for the bot ([web] workers).
+
+        Shows how many wait and, for each payload the bot gave up on after repeated
+        failures, its source, attempts and last error (never its contents).
+        """
+        from bot.channels.twilio import scrub
+        from bot.inbox import MAX_ATTEMPTS, inbox_status, settle_failed
+
+        if retry and discard:
+            raise UserError("choose --retry or --discard, not both")
+        database = Path(obj.settings.bot.database)
+        if retry or discard:
+            changed = run(settle_failed(database, retry=retry))
+            verb = "sent back to the bot" if retry else "deleted"
+            click.echo(f"{changed} payload{'s' if changed != 1 else ''} {verb}")
+            return
+        status = run(inbox_status(database))
+        if status is None:
+            click.echo("no inbox: the bot has not run with [web] workers here")
+            return
+        waiting, oldest, failed = status
+        click.echo(f"waiting {waiting} (oldest {oldest:.1f} s); given up on {len(failed)}")
+        for row in failed:
+            error = scrub(row["last_error"] or "")
+            click.echo(
+                f"  #{row['id']} {row['source']} received {row['received_at']}, "
+                f"{row['attempts']} attempts (limit {MAX_ATTEMPTS}): {error}"
+            )
+        if failed:
+            click.echo("panelbot db inbox --retry sends them back; --discard deletes them")
