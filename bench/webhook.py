@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import json
 import math
@@ -444,6 +445,10 @@ async def drive(
                 else:  # a Twilio retry: the same request again while the first is in flight
                     await asyncio.gather(*(send(req) for req in step))
 
+    # The workload (every request built in advance) is a lot of objects for the collector
+    # to walk again and again; its pauses would count as the server's latency.
+    gc.collect()
+    gc.freeze()
     try:
         # Open the pool's connections before the clock starts, as a warm server would have.
         await asyncio.gather(*(client.get("/healthz") for _ in range(concurrency)))
@@ -491,12 +496,13 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
 
 
 def children_of(pid: int) -> list[int]:
-    """The child processes of ``pid`` (serve's web processes), from Linux /proc."""
+    """The child processes of ``pid`` (serve's web processes), from Linux /proc, whichever
+    of its threads started them."""
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return sorted(int(p) for task in tasks for p in (task / "children").read_text().split())
     except OSError:
         return []
-    return [int(part) for part in text.split()]
 
 
 def cpu_total(pids: list[int]) -> float | None:

@@ -146,6 +146,12 @@ def _workers(value: int) -> int:
     return value
 
 
+def _nice(value: int) -> int:
+    if not 0 <= value <= 19:
+        raise ValueError(f"must be between 0 and 19, got {value}")
+    return value
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         if value not in choices:
@@ -214,6 +220,9 @@ class WebSettings:
     # 0: the web server runs in the bot's own process. N: N web processes share the port,
     # store what webhooks bring in the inbox, and answer at once (see bot/inbox.py).
     workers: int = field(default=0, metadata=_meta(_workers))
+    # With workers: how much the main process lowers its CPU priority (nice), so that under
+    # a burst the web processes answer first and the engine catches up after. 0: equal.
+    main_process_nice: int = field(default=5, metadata=_meta(_nice))
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,9 @@ MAX_ATTEMPTS = 5
 # Failed rows are tried again this often; without a wake-up the inbox is read this often.
 RETRY_EVERY = 5.0
 IDLE_POLL = 1.0
+# Handled rows are deleted at most this often, or once this many are waiting.
+FLUSH_EVERY = 0.25
+FLUSH_AT = 2000
 
 INSERT = "INSERT OR IGNORE INTO inbox (source, key, payload, received_at) VALUES (?, ?, ?, ?)"
 
@@ -275,21 +278,28 @@ class InboxReader:
 
     async def _run(self) -> None:
         next_retry = time.monotonic() + RETRY_EVERY
+        last_flush = time.monotonic()
         while not self._stopping:
             try:
                 # Cleared before reading: a wake-up that comes during the read is kept.
                 self._wake.clear()
                 await self._room.wait()
                 got = await self._read_once()
-                # Record what finished first, so a retry never starts a row that has
-                # already succeeded or whose failure is not counted yet.
-                await self._flush()
+                # Deletes are batched (FLUSH_EVERY): each takes the inbox's write lock,
+                # which a web process storing a payload would then have to wait for.
+                if time.monotonic() - last_flush >= FLUSH_EVERY or len(self._done) >= FLUSH_AT:
+                    await self._flush()
+                    last_flush = time.monotonic()
                 if time.monotonic() >= next_retry:
                     await self._retry_failed()
                     next_retry = time.monotonic() + RETRY_EVERY
                 if not got:
+                    # Idle: back in time for the next flush when there is one to make.
+                    pending = self._done or self._failed or self._in_flight
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+                        await asyncio.wait_for(
+                            self._wake.wait(), FLUSH_EVERY if pending else IDLE_POLL
+                        )
             except asyncio.CancelledError:
                 raise
             except Exception:

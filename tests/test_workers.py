@@ -85,8 +85,11 @@ poll_interval = 0.2
 
 
 def children_of(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
+    """Child processes of ``pid``, whichever of its threads started them."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    if not tasks:
+        raise FileNotFoundError(f"/proc/{pid}")
+    return sorted(int(p) for task in tasks for p in (task / "children").read_text().split())
 
 
 def alive(pid: int) -> bool:
@@ -98,6 +101,12 @@ def alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return False
+
+
+def nice_of(pid: int, tid: int | None = None) -> int:
+    """The nice value of a process's thread (its main thread by default), from /proc."""
+    stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
 
 
 def inbox_rows(folder: Path) -> int:
@@ -362,6 +371,11 @@ async def test_a_web_process_that_dies_is_replaced(tmp_path: Path) -> None:
         )
         # Still serving: a sign-up goes through.
         assert "Reply YES to join" in await sms_reply(server, twilio, "+447400200004", "Hi")
+        # The main process's event loop runs at a lower priority ([web] main_process_nice,
+        # default 5); web processes, a replacement included, keep the priority serve had.
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert nice_of(server.process.pid) == min(19, base + 5)
+        assert [nice_of(pid) for pid in children_of(server.process.pid)] == [base, base]
         code, stderr = await server.stop()
         assert code == 0
         assert "starting another" in stderr

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from bot.engine import render, waves
 from bot.engine.keywords import Keyword, normalise
-from bot.models import MessageKind, PanellistStatus, SignupDecision, utcnow
+from bot.models import MessageKind, Panellist, PanellistStatus, SignupDecision, utcnow
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
 
@@ -54,11 +54,22 @@ async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> 
     )
     locale = guessed if guessed in locales else default
     stage = LANGUAGE if len(locales) > 1 else CONSENT
+    now = utcnow()
     pid = await panellist_store.create(
-        conn, status=PanellistStatus.PENDING, locale=locale, stage=stage
+        conn, status=PanellistStatus.PENDING, locale=locale, stage=stage, created_at=now
     )
     await panellist_store.add_address(conn, pid, address, inbound=True)
-    turn.panellist = await panellist_store.get(conn, pid)
+    # What was just written, without reading it back.
+    turn.panellist = Panellist(
+        id=pid,
+        status=PanellistStatus.PENDING,
+        locale=locale,
+        demographics={},
+        consent_at=None,
+        stage=stage,
+        created_at=now,
+        addresses=[address],
+    )
     welcome = engine.render("welcome", locale)
     if stage == LANGUAGE:
         menu = render.language_menu(engine.catalog, locales, locale, welcome=welcome)

@@ -84,8 +84,9 @@ async def create(
     consent_at: datetime | None = None,
     consent_method: str | None = None,
     source: str = "chat",
+    created_at: datetime | None = None,
 ) -> int:
-    now = iso(utcnow())
+    now = iso(created_at or utcnow())
     cursor = await conn.execute(
         "INSERT INTO panellists (status, locale, stage, demographics, consent_at, consent_method,"
         " source, link_code, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -115,7 +116,8 @@ async def add_address(
     conn: aiosqlite.Connection, panellist_id: int, address: Address, *, inbound: bool = False
 ) -> None:
     now = iso(utcnow())
-    await conn.execute(
+    await write_later(
+        conn,
         "INSERT INTO addresses (panellist_id, channel, address, last_inbound_at, created_at) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, address) DO UPDATE SET "
         "panellist_id = excluded.panellist_id",
@@ -203,7 +205,8 @@ def address_hash(key: bytes, address: Address) -> str:
 
 
 async def suppress(conn: aiosqlite.Connection, key: bytes, address: Address, reason: str) -> None:
-    await conn.execute(
+    await write_later(
+        conn,
         "INSERT INTO suppressions (address_hash, reason, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT (address_hash) DO UPDATE SET reason = excluded.reason, "
         "created_at = excluded.created_at",
@@ -223,8 +226,8 @@ async def suppression(
 
 
 async def lift_suppression(conn: aiosqlite.Connection, key: bytes, address: Address) -> None:
-    await conn.execute(
-        "DELETE FROM suppressions WHERE address_hash = ?", (address_hash(key, address),)
+    await write_later(
+        conn, "DELETE FROM suppressions WHERE address_hash = ?", (address_hash(key, address),)
     )
 
 

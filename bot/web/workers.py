@@ -8,6 +8,11 @@ verified in the inbox and answers at once; one byte on a pipe wakes the main pro
 hands the payload to the engine. HTTP parsing and signature checks then run on other cores
 than the engine, which is what lets webhook bursts be answered quickly (bench/webhook.py).
 
+Once the web processes run, the main process lowers its own CPU priority by
+``[web] main_process_nice`` (default 5): when a burst of webhooks leaves too little CPU for
+everything, answering the providers comes first and the engine catches up as the burst
+eases (bench/webhook.py prints by how much it was behind).
+
 A web process that dies is started again; one whose main process has gone stops itself.
 SIGINT or SIGTERM stops the web processes first (they finish the requests in hand), then
 the main process handles what they stored and stops.
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +50,21 @@ STOP_TIMEOUT = 8.0
 # More restarts than this within RESTART_WINDOW seconds and serve gives up.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+
+
+def lower_priority(nice: int) -> None:
+    """Let the web processes go first when the CPU is short (a burst of webhooks).
+
+    Only this thread (the event loop: engine, dispatcher, scheduler) is lowered; on Linux
+    a nice value belongs to a thread. The engine then catches up as soon as the burst
+    eases, while the provider's requests keep being answered at once.
+    """
+    if nice <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    except OSError as exc:  # a container may refuse it: run on at the same priority
+        logger.warning("could not lower the main process's priority: %s", exc)
 
 
 class WebProcessError(RuntimeError):
@@ -78,6 +99,10 @@ class WebPool:
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
         self.restarts: list[float] = []
         self.stopping = False
+        # Web processes are started from this thread, made before the main process lowers
+        # its priority: a child inherits the priority of the thread that starts it.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="panelbot-spawn")
+        self._spawner.submit(lambda: None).result()
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
         ready_r, ready_w = os.pipe()
@@ -109,8 +134,11 @@ class WebPool:
         finally:
             os.close(ready_r)
 
+    async def _spawn_async(self) -> tuple[subprocess.Popen[bytes], int]:
+        return await asyncio.get_running_loop().run_in_executor(self._spawner, self._spawn)
+
     async def start(self) -> None:
-        started = [self._spawn() for _ in range(self.count)]
+        started = [await self._spawn_async() for _ in range(self.count)]
         for i, (proc, _) in enumerate(started):
             self.procs[i] = proc
         await asyncio.gather(*(self._wait_ready(proc, r) for proc, r in started))
@@ -135,7 +163,7 @@ class WebPool:
                 logger.error(
                     "web process %d exited (code %s); starting another", proc.pid, proc.returncode
                 )
-                new, ready_r = self._spawn()
+                new, ready_r = await self._spawn_async()
                 self.procs[i] = new
                 await self._wait_ready(new, ready_r)
 
@@ -154,6 +182,7 @@ class WebPool:
                 logger.warning("web process %d did not stop; killing it", proc.pid)
                 proc.kill()
                 proc.wait()
+        self._spawner.shutdown(wait=False)
 
     @property
     def pids(self) -> list[int]:
@@ -186,6 +215,7 @@ async def serve_with_workers(
         reader = InboxReader(inbox_db, bot.inbox_handlers(), wake_fd=wake_r)
         await reader.start()
         await pool.start()
+        lower_priority(bot.settings.web.main_process_nice)
         bot.state["web_pids"] = pool.pids
         if on_ready:
             on_ready(pool)
