@@ -217,9 +217,9 @@ class BotSettings:
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = field(default=8080, metadata=_meta(_port))
-    # 0: the web server runs in the bot's own process. N: N web processes share the port,
-    # store what webhooks bring in the inbox, and answer at once (see bot/inbox.py).
-    workers: int = field(default=0, metadata=_meta(_workers))
+    # N (default 1): N web processes share the port, store what webhooks bring in the inbox
+    # and answer at once (see bot/inbox.py). 0: the web server runs in the bot's process.
+    workers: int = field(default=1, metadata=_meta(_workers))
     # With workers: how much the main process lowers its CPU priority (nice), so that under
     # a burst the web processes answer first and the engine catches up after. 0: equal.
     main_process_nice: int = field(default=5, metadata=_meta(_nice))

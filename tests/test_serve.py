@@ -112,8 +112,29 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def test_healthz_reports_ok_with_the_database(server: Server) -> None:
+    # Served by a web process (the default [web] workers = 1): the inbox is reported too.
     response = httpx.get(f"{server.base}/healthz")
-    assert response.json() == {"status": "ok"}
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "inbox": {"waiting": 0, "oldest_seconds": 0.0, "failed": 0},
+    }
+
+
+def test_healthz_in_one_process_reports_the_database(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    config.write_text(config.read_text().replace(f"port = {port}", f"port = {port}\nworkers = 0"))
+    running = Server(config, port)
+    try:
+        assert httpx.get(f"{running.base}/healthz").json() == {"status": "ok"}
+        assert "Reply YES to join" in running.say("sim:solo", "hello")[0]
+        code, _ = running.stop()
+        assert code == 0
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
 
 
 def test_the_simulator_api_replies_and_keeps_history(server: Server) -> None:

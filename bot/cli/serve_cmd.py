@@ -82,7 +82,7 @@ def register(cli: click.Group) -> None:
         workers = settings.web.workers if workers is None else workers
 
         def banner(server: Any) -> None:
-            extra = f" ({workers} web processes)" if workers else ""
+            extra = f" ({workers} web process{'es' if workers > 1 else ''})" if workers else ""
             click.echo(f"panelbot serving on http://{host}:{port}{extra}", err=True)
 
         run(run_bot(settings, host=host, port=port, banner=banner, workers=workers))

@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def write_config(
-    folder: Path, port: int, twilio_url: str, telegram_url: str, workers: int = 0
+    folder: Path, port: int, twilio_url: str, telegram_url: str, workers: int = 1
 ) -> Path:
     config = folder / "panelbot.toml"
     config.write_text(
@@ -81,7 +81,7 @@ poll_interval = 0.2
     return config
 
 
-async def main(data_dir: Path, workers: int = 0) -> int:
+async def main(data_dir: Path, workers: int = 1) -> int:
     port = free_port()
     sids = itertools.count(1)
     async with FakeTwilio().running() as twilio, FakeTelegram.running() as telegram:
@@ -160,7 +160,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, help="Where the config and database go.")
     parser.add_argument(
-        "--workers", type=int, default=0, help="[web] workers: web processes in front (default 0)."
+        "--workers", type=int, default=1, help="[web] workers: web processes in front (default 1)."
     )
     args = parser.parse_args()
     folder = args.data_dir or Path(tempfile.mkdtemp(prefix="panelbot-fakes-"))
