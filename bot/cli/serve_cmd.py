@@ -65,8 +65,9 @@ def register(cli: click.Group) -> None:
     ) -> None:
         """Run the bot: web server and webhooks, outbox dispatcher and scheduler.
 
-        With --workers N (or [web] workers), N web processes take the HTTP requests and the
-        main process runs the engine, the outbox and the scheduler.
+        N web processes ([web] workers, default 1; --workers N overrides it) take the HTTP
+        requests and the main process runs the engine, the outbox and the scheduler; with 0,
+        one process does everything.
 
         SIGINT or SIGTERM stops it cleanly: messages in flight finish or stay queued.
         """
