@@ -874,7 +874,8 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
     print()
     if args.workers:
         print(
-            f"panelbot serve --workers {args.workers} ({args.workers} web processes + the main "
+            f"panelbot serve --workers {args.workers} ({args.workers} web process"
+            f"{'es' if args.workers > 1 else ''} + the main "
             "process, uvicorn, SQLite)"
         )
     else:
