@@ -497,3 +497,38 @@ async def test_export_csv_round_trips_through_import(
     assert panelbot(cfg, "export", "--output", str(csv_path)).returncode == 0
     result = panelbot(cfg, "import", str(csv_path))
     assert result.stdout.strip() == "0 added, 3 updated, 1 rejected", result.stderr
+
+
+async def test_erase_deletes_their_webhook_payloads_still_waiting_in_the_inbox(
+    panel_settings: Settings,
+) -> None:
+    from urllib.parse import urlencode
+
+    from bot.inbox import InboxWriter, open_inbox
+
+    async with opened(panel_settings) as bot:
+        await load(bot, f"{HEADER}\n{PHONE},42,,,,,\n+447400100102,,,,,,\n")
+        inbox = await open_inbox(bot.db.path)
+        writer = InboxWriter(inbox)
+        try:
+            # Theirs by SMS, WhatsApp and Telegram, and someone else's.
+            await writer.put("twilio-message", "SM1", urlencode({"From": PHONE, "Body": "hi"}))
+            await writer.put(
+                "twilio-message", "SM2", urlencode({"From": f"whatsapp:{PHONE}", "Body": "x"})
+            )
+            await writer.put(
+                "telegram-update",
+                "7",
+                json.dumps({"update_id": 7, "message": {"chat": {"id": 42}, "text": "hi"}}),
+            )
+            await writer.put(
+                "twilio-message", "SM3", urlencode({"From": "+447400100102", "Body": "me"})
+            )
+        finally:
+            await writer.close()
+        report = await erase_panellist(bot.db, bot.hash_key, 1)
+        rows = await inbox.fetchall("SELECT key FROM inbox")
+        await inbox.close()
+    assert [r["key"] for r in rows] == ["SM3"]
+    assert report.counts["inbox_payloads"] == 3
+    assert "3 waiting webhook payloads deleted" in report.summary()
