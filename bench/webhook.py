@@ -71,6 +71,7 @@ if str(REPO) not in sys.path:
 
 from _common import cpus, load_average, verdict  # noqa: E402 - bench/ is sys.path[0]
 
+from bot.cli import run as run_loop  # noqa: E402 - uvloop when installed, as the servers use
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, inbound_params, sign  # noqa: E402
 
 TARGET_RPS = 500.0
@@ -466,16 +467,6 @@ async def drive(
     return run
 
 
-def run_client(coro: Any) -> Any:
-    """Run the load generator on uvloop when it is installed (as the servers are)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 # -- processes ---------------------------------------------------------------------------
 
 
@@ -778,7 +769,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
         half = len(workload.conversations) // 2
         peer_url = f"http://127.0.0.1:{peer_port}"
         peer_cpu0 = cpu_seconds(peer.pid)
-        floor = run_client(
+        floor = run_loop(
             drive(
                 peer_url,
                 workload.conversations[:half],
@@ -810,7 +801,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
         web_cpu0 = cpu_total(web_pids)
         loop_cpu0 = cpu_seconds(server.pid, server.pid)  # the main thread runs the event loop
         fake_cpu0 = cpu_seconds(fake.pid)
-        bench = run_client(
+        bench = run_loop(
             drive(
                 public_url,
                 workload.conversations,
@@ -834,7 +825,7 @@ def main_run(args: argparse.Namespace, workdir: Path) -> bool:
         exit_code, stop_seconds = stop_process(server)
 
         # The floor's second half, after panelbot has stopped.
-        floor += run_client(
+        floor += run_loop(
             drive(
                 peer_url,
                 workload.conversations[half:],

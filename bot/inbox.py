@@ -23,7 +23,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,8 +98,6 @@ MAX_IN_FLIGHT = 1024
 MAX_ATTEMPTS = 5
 # How long a web process waits for the inbox's write lock before giving up on a batch.
 BUSY_WAIT = 10.0
-# A writer's own connection: the inbox file was set up (WAL) by open_inbox.
-WRITER_PRAGMAS = ("PRAGMA synchronous = NORMAL", "PRAGMA secure_delete = ON")
 # Failed rows are tried again this often; without a wake-up the inbox is read this often.
 RETRY_EVERY = 5.0
 IDLE_POLL = 1.0
@@ -123,10 +121,12 @@ class InboxWriter:
     def __init__(self, db: Database, *, notify_fd: int | None = None) -> None:
         self.db = db
         self.notify_fd = notify_fd
+        from bot.storage.db import PRAGMAS
+
         self._conn = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
-        for pragma in ("PRAGMA busy_timeout = 0", "PRAGMA wal_autocheckpoint = 0"):
-            self._conn.execute(pragma)
-        for pragma in WRITER_PRAGMAS:
+        # The database's own settings, then: never sleep inside SQLite on a lock (the loop
+        # waits instead, see _insert) and leave checkpoints to the main process.
+        for pragma in (*PRAGMAS, "PRAGMA busy_timeout = 0", "PRAGMA wal_autocheckpoint = 0"):
             self._conn.execute(pragma)
         self._pending: list[tuple[tuple[str, str, str, float], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -152,17 +152,8 @@ class InboxWriter:
         self._conn.close()
 
     async def backlog(self) -> tuple[int, float, int]:
-        """Payloads waiting for the main process, the age in seconds of the oldest, and
-        how many were given up on after MAX_ATTEMPTS failures (they stay for an operator)."""
-        row = await self.db.fetchone(
-            "SELECT count(*) FILTER (WHERE attempts < ?), "
-            "min(received_at) FILTER (WHERE attempts < ?), "
-            "count(*) FILTER (WHERE attempts >= ?) FROM inbox",
-            (MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS),
-        )
-        assert row is not None
-        oldest = round(max(0.0, time.time() - row[1]), 3) if row[1] is not None else 0.0
-        return int(row[0]), oldest, int(row[2])
+        """See :func:`backlog`."""
+        return await backlog(self.db)
 
     async def _write_loop(self) -> None:
         while self._pending:
@@ -193,7 +184,7 @@ class InboxWriter:
                 conn.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
                 if time.monotonic() + pause > deadline:
                     raise
@@ -245,14 +236,18 @@ class InboxReader:
         self.handled = 0
 
     @classmethod
-    async def for_leftovers(cls, bot: Bot) -> InboxReader | None:
-        """A started reader when an inbox file exists beside the database (payloads web
-        processes stored before a stop); None when there is none. :meth:`close` it."""
-        if not inbox_path(bot.db.path).exists():
-            return None
-        reader = cls(await open_inbox(bot.db.path), bot.inbox_handlers())
+    async def open(cls, bot: Bot, *, wake_fd: int | None = None) -> InboxReader:
+        """A started reader of the inbox beside the bot's database, handing payloads to the
+        bot's channels. :meth:`close` it."""
+        reader = cls(await open_inbox(bot.db.path), bot.inbox_handlers(), wake_fd=wake_fd)
         await reader.start()
         return reader
+
+    @classmethod
+    async def for_leftovers(cls, bot: Bot) -> InboxReader | None:
+        """:meth:`open` when an inbox file exists beside the database (payloads web
+        processes stored before a stop); None when there is none."""
+        return await cls.open(bot) if inbox_path(bot.db.path).exists() else None
 
     async def close(self) -> None:
         """:meth:`stop`, then close the inbox's database."""
@@ -428,12 +423,11 @@ def payload_addresses(source: str, payload: str) -> set[str]:
     found: set[str] = set()
     try:
         if source.startswith("twilio-"):
+            from bot.channels.twilio import address_from
+
             for name, value in parse_qsl(payload, keep_blank_values=True):
-                if name in ("From", "To") and value:
-                    if value.lower().startswith("whatsapp:"):
-                        found.add("whatsapp:" + value.split(":", 1)[1])
-                    else:
-                        found.add("sms:" + value)
+                if name in ("From", "To") and (address := address_from(value)) is not None:
+                    found.add(str(address))
         elif source == "telegram-update":
             data = json.loads(payload)
             for part in ("message", "edited_message", "callback_query"):
@@ -456,48 +450,66 @@ def payload_addresses(source: str, payload: str) -> set[str]:
     return found
 
 
+@contextlib.asynccontextmanager
+async def existing_inbox(database: Path) -> AsyncIterator[Database | None]:
+    """The inbox beside ``database``, opened and then closed; None when there is none (the
+    bot never ran with web processes there): nothing is created."""
+    if not inbox_path(database).exists():
+        yield None
+        return
+    inbox = await open_inbox(database)
+    try:
+        yield inbox
+    finally:
+        await inbox.close()
+
+
+async def backlog(db: Database) -> tuple[int, float, int]:
+    """Payloads waiting for the main process, the age in seconds of the oldest, and how
+    many were given up on after MAX_ATTEMPTS failures (they stay for an operator)."""
+    row = await db.fetchone(
+        "SELECT count(*) FILTER (WHERE attempts < ?), "
+        "min(received_at) FILTER (WHERE attempts < ?), "
+        "count(*) FILTER (WHERE attempts >= ?) FROM inbox",
+        (MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS),
+    )
+    assert row is not None
+    oldest = round(max(0.0, time.time() - row[1]), 3) if row[1] is not None else 0.0
+    return int(row[0]), oldest, int(row[2])
+
+
 async def erase_payloads(database: Path, addresses: Iterable[str]) -> int:
     """Delete stored payloads from or to any of ``addresses`` (``channel:id``); how many.
 
     Payloads normally live for milliseconds, but one that keeps failing stays: an erasure
     must reach it too.
     """
-    if not inbox_path(database).exists():
-        return 0
     wanted = set(addresses)
-    inbox = await open_inbox(database)
-    try:
+    async with existing_inbox(database) as inbox:
+        if inbox is None:
+            return 0
         rows = await inbox.fetchall("SELECT id, source, payload FROM inbox")
         doomed = [r["id"] for r in rows if payload_addresses(r["source"], r["payload"]) & wanted]
         if doomed:
             async with inbox.transaction() as tx:
                 tx.later(f"DELETE FROM inbox WHERE id IN ({','.join('?' * len(doomed))})", doomed)
         return len(doomed)
-    finally:
-        await inbox.close()
 
 
 async def inbox_status(database: Path) -> tuple[int, float, list[dict[str, Any]]] | None:
     """What waits in the inbox beside ``database``: the count waiting, the oldest one's age
     in seconds, and the payloads given up on (without their contents). None: no inbox."""
-    if not inbox_path(database).exists():
-        return None
-    inbox = await open_inbox(database)
-    try:
-        row = await inbox.fetchone(
-            "SELECT count(*), min(received_at) FROM inbox WHERE attempts < ?", (MAX_ATTEMPTS,)
-        )
+    async with existing_inbox(database) as inbox:
+        if inbox is None:
+            return None
+        waiting, oldest, _ = await backlog(inbox)
         failed = await inbox.fetchall(
             "SELECT id, source, attempts, last_error, received_at FROM inbox "
             "WHERE attempts >= ? ORDER BY id",
             (MAX_ATTEMPTS,),
         )
-    finally:
-        await inbox.close()
-    assert row is not None
-    oldest = max(0.0, time.time() - row[1]) if row[1] is not None else 0.0
     return (
-        int(row[0]),
+        waiting,
         oldest,
         [
             {
@@ -516,17 +528,14 @@ async def inbox_status(database: Path) -> tuple[int, float, list[dict[str, Any]]
 
 async def settle_failed(database: Path, *, retry: bool) -> int:
     """Send the payloads given up on back to the main process (``retry``), or delete them."""
-    if not inbox_path(database).exists():
-        return 0
-    inbox = await open_inbox(database)
-    try:
+    async with existing_inbox(database) as inbox:
+        if inbox is None:
+            return 0
+        sql = (
+            "UPDATE inbox SET attempts = 0 WHERE attempts >= ?"
+            if retry
+            else "DELETE FROM inbox WHERE attempts >= ?"
+        )
         async with inbox.transaction() as tx:
-            sql = (
-                "UPDATE inbox SET attempts = 0 WHERE attempts >= ?"
-                if retry
-                else "DELETE FROM inbox WHERE attempts >= ?"
-            )
             cursor = await tx.execute(sql, (MAX_ATTEMPTS,))
             return int(cursor.rowcount)
-    finally:
-        await inbox.close()

@@ -411,13 +411,7 @@ async def erase_panellist(
             actor,
         )
     # Webhook payloads still waiting in the inbox ([web] workers >= 1) hold the number too.
-    wanted = {str(a) for a in addresses}
-    wanted |= {
-        f"{ch}:{a.id}"
-        for a in addresses
-        if a.channel in ("sms", "whatsapp")
-        for ch in ("sms", "whatsapp")
-    }
+    wanted = {f"{channel}:{ident}" for channel, ident in panel_data.address_pairs(addresses)}
     report.counts["inbox_payloads"] = await erase_payloads(db.path, wanted)
     report.scrubbed = await panel_data.scrub_free_space(db)
     logger.info("erased panellist %d", panellist_id)

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from bot.app import Bot
     from bot.config import Settings
+    from bot.inbox import Handler
 
 logger = logging.getLogger(__name__)
 # The SDK logs query strings (recipients' numbers) at INFO: keep it to warnings and above.
@@ -660,15 +661,22 @@ class TwilioChannel:
         assert self.bot is not None
         if self.bot.inbox is not None:
             # A web process: store it for the main process and answer at once.
-            try:
-                await self.bot.inbox.put("twilio-message", sid, body)
-            except Exception:
-                logger.exception("twilio: inbound %s could not be stored", sid)
+            if not await self._store("twilio-message", sid, body):
                 return self._unavailable()
             self._remember(sid)
             return self._twiml()
         handled = await self._accept_message(sid, sender, params, utcnow())
         return self._twiml() if handled else self._unavailable()
+
+    async def _store(self, source: str, key: str, body: str) -> bool:
+        """In a web process: the verified body into the inbox; False when it failed."""
+        assert self.bot is not None and self.bot.inbox is not None
+        try:
+            await self.bot.inbox.put(source, key, body)
+        except Exception:
+            logger.exception("twilio: %s %s could not be stored", source, key)
+            return False
+        return True
 
     async def _message_from_inbox(self, payload: str, received_at: datetime) -> None:
         params = parse_form(payload)
@@ -750,13 +758,9 @@ class TwilioChannel:
             return self._twiml()
         assert self.bot is not None
         if self.bot.inbox is not None:
-            code = params.one("ErrorCode") or ""
-            try:
-                await self.bot.inbox.put("twilio-status", f"{sid}:{twilio_status}:{code}", body)
-            except Exception:
-                logger.exception("twilio: status %s for %s could not be stored", twilio_status, sid)
-                return self._unavailable()
-            return self._twiml()
+            key = f"{sid}:{twilio_status}:{params.one('ErrorCode') or ''}"
+            stored = await self._store("twilio-status", key, body)
+            return self._twiml() if stored else self._unavailable()
         try:
             await self._apply_status(sid, twilio_status, params)
         except Exception:
@@ -795,7 +799,7 @@ class TwilioChannel:
         if row_id is None:
             logger.debug("twilio: status for an unknown message %s", sid)
 
-    def inbox_handlers(self) -> dict[str, Any]:
+    def inbox_handlers(self) -> dict[str, Handler]:
         """What the main process does with payloads a web process stored (bot.inbox)."""
         return {
             "twilio-message": self._message_from_inbox,

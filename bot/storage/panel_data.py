@@ -204,7 +204,7 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
         p,
     )
     # Also messages to their addresses that carry no panellist id (sent before they had one).
-    pairs = _address_pairs(Address(a["channel"], a["address"]) for a in addresses)
+    pairs = address_pairs(Address(a["channel"], a["address"]) for a in addresses)
     match = " OR ".join(["panellist_id = ?"] + ["(channel = ? AND address = ?)"] * len(pairs))
     outbound = await fetch_all(
         conn,
@@ -244,7 +244,7 @@ async def addresses_of(conn: aiosqlite.Connection, panellist_id: int) -> list[Ad
     return [Address(r[0], r[1]) for r in rows]
 
 
-def _address_pairs(addresses: Iterable[Address]) -> list[tuple[str, str]]:
+def address_pairs(addresses: Iterable[Address]) -> list[tuple[str, str]]:
     """(channel, id) pairs to scrub; a phone number is scrubbed on SMS and WhatsApp alike."""
     pairs: set[tuple[str, str]] = set()
     for a in addresses:
@@ -270,7 +270,7 @@ async def erase_records(
 
     # Outbox rows are matched by address as well as by id: a reply queued before the person
     # had a record (or after a partial clean-up) carries their number but no panellist id.
-    pairs = _address_pairs(addresses)
+    pairs = address_pairs(addresses)
     match = " OR ".join(["panellist_id = ?"] + ["(channel = ? AND address = ?)"] * len(pairs))
     match_params = [panellist_id, *(v for pair in pairs for v in pair)]
     await run(

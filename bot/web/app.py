@@ -102,33 +102,48 @@ async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
         timeout_graceful_shutdown=3,
     )
     server = _Server(config)
+    with stop_on_signals() as stop:
+        await bot.start()
+        # Payloads web processes stored before a stop (when [web] workers was >= 1) are
+        # still handled when the bot runs as one process.
+        leftover = await InboxReader.for_leftovers(bot)
+        web = asyncio.create_task(server.serve(), name="panelbot-web")
+        try:
+            await wait_started(server, web)
+            if on_ready:
+                on_ready(server)
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait([web, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        finally:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(web, timeout=5)
+            if leftover is not None:
+                await leftover.close()
+            await bot.stop()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event that SIGINT or SIGTERM sets while the block runs (the bot, not uvicorn,
+    owns them, so it can stop its parts in order)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await bot.start()
-    # Payloads web processes stored before a stop (when [web] workers was >= 1) are still
-    # handled when the bot runs as one process.
-    leftover = await InboxReader.for_leftovers(bot)
-    web = asyncio.create_task(server.serve(), name="panelbot-web")
     try:
-        while not server.started and not web.done():  # noqa: ASYNC110 - uvicorn sets a flag
-            await asyncio.sleep(0.02)
-        if web.done():
-            web.result()  # raises the bind error, if any
-        if on_ready:
-            on_ready(server)
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([web, waiter], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        yield stop
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(web, timeout=5)
-        if leftover is not None:
-            await leftover.close()
-        await bot.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+async def wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    """Until uvicorn listens; raises what stopped it from starting (a port in use, say)."""
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn sets a flag
+        await asyncio.sleep(0.02)
+    if task.done():
+        task.result()

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from bot.inbox import InboxReader, InboxWriter, open_inbox
+from bot.web.app import build_app, stop_on_signals, wait_started
 
 if TYPE_CHECKING:
     from bot.app import Bot
@@ -201,45 +202,31 @@ async def serve_with_workers(
     sock = listen(host, port)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     reader: InboxReader | None = None
-    inbox_db = None
     pool = WebPool(workers, sock, wake_w, bot.settings.source)
-    try:
-        await bot.start()
-        inbox_db = await open_inbox(bot.db.path)
-        reader = InboxReader(inbox_db, bot.inbox_handlers(), wake_fd=wake_r)
-        await reader.start()
-        await pool.start()
-        lower_priority(bot.settings.web.main_process_nice)
-        bot.state["web_pids"] = pool.pids
-        if on_ready:
-            on_ready(pool)
-        await pool.watch(stop)
-    finally:
-        await pool.stop()
-        sock.close()
-        if reader is not None:
-            await reader.close()
-        elif inbox_db is not None:
-            await inbox_db.close()
-        await bot.stop()
-        for fd in (wake_r, wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+    with stop_on_signals() as stop:
+        try:
+            await bot.start()
+            reader = await InboxReader.open(bot, wake_fd=wake_r)
+            await pool.start()
+            lower_priority(bot.settings.web.main_process_nice)
+            if on_ready:
+                on_ready(pool)
+            await pool.watch(stop)
+        finally:
+            await pool.stop()
+            sock.close()
+            if reader is not None:
+                await reader.close()
+            await bot.stop()
+            for fd in (wake_r, wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 async def run_web_child(settings: Settings, fds: str) -> None:
     """One web process: the routes, a database connection and the inbox writer."""
     from bot.app import Bot
-    from bot.web.app import build_app
 
     sock_fd, wake_fd, ready_fd = (int(part) for part in fds.split(","))
     parent = os.getppid()
@@ -259,10 +246,7 @@ async def run_web_child(settings: Settings, fds: str) -> None:
     sock = socket.socket(fileno=sock_fd)
     web = asyncio.create_task(server.serve(sockets=[sock]), name="panelbot-web")
     try:
-        while not server.started and not web.done():  # noqa: ASYNC110 - uvicorn sets a flag
-            await asyncio.sleep(0.02)
-        if web.done():
-            web.result()
+        await wait_started(server, web)
         os.write(ready_fd, b"R")
         os.close(ready_fd)
         gc.collect()
