@@ -108,6 +108,34 @@ FLUSH_AT = 2000
 INSERT = "INSERT OR IGNORE INTO inbox (source, key, payload, received_at) VALUES (?, ?, ?, ?)"
 
 
+class UnstorablePayload(ValueError):
+    """This payload itself cannot be stored (e.g. text with a lone surrogate, which has no
+    UTF-8 form): the request is at fault (answer 4xx), not the storage (503)."""
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
+def _unstorable(exc: Exception) -> Exception:
+    """The exception a put raises: :class:`UnstorablePayload` for a payload's own fault."""
+    if isinstance(exc, UnicodeError):
+        return UnstorablePayload(f"the payload cannot be stored as text: {exc.reason}")
+    return exc
+
+
+def _settle(future: asyncio.Future[None], exc: Exception | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
+
+
 class InboxWriter:
     """Stores payloads for the main process; concurrent puts share one transaction.
 
@@ -136,7 +164,11 @@ class InboxWriter:
         """Return once the payload is committed (a repeat of ``(source, key)`` is ignored).
 
         ``payload`` is the request body as received (form data, JSON): the web process
-        stores it as it is, and the main process parses it again.
+        stores it as it is, and the main process parses it again. Raises
+        :class:`UnstorablePayload` when this payload cannot be stored (the request's fault:
+        answer 4xx), anything else when storing failed (answer 503). Payloads that arrive
+        together share a transaction; when it fails for another reason than a lock, they
+        are stored one by one, so one bad payload never fails the others.
         """
         row = (source, key, payload, time.time())
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -161,18 +193,43 @@ class InboxWriter:
                 self._pending[:MAX_WRITE_BATCH],
                 self._pending[MAX_WRITE_BATCH:],
             )
-            rows = [row for row, _ in batch]
             try:
-                await self._insert(rows)
+                await self._insert([row for row, _ in batch])
             except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                if len(batch) == 1 or _is_busy(exc):
+                    # Alone, or the file stayed locked for BUSY_WAIT: one at a time would
+                    # only wait as long again for each row. Every put fails (503, retried).
+                    for _, future in batch:
+                        _settle(future, _unstorable(exc))
+                    continue
+                # Something in the batch could not be stored (a payload SQLite cannot
+                # encode, say): store the rows one by one, so that only that one fails.
+                logger.warning(
+                    "inbox: a batch of %d failed (%s); storing them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                )
+                await self._insert_one_by_one(batch)
                 continue
             self.batches += 1
             for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+                _settle(future, None)
+            self._notify()
+
+    async def _insert_one_by_one(
+        self, batch: list[tuple[tuple[str, str, str, float], asyncio.Future[None]]]
+    ) -> None:
+        stored = False
+        for row, future in batch:
+            try:
+                await self._insert([row])
+            except Exception as exc:
+                _settle(future, _unstorable(exc))
+            else:
+                self.batches += 1
+                stored = True
+                _settle(future, None)
+        if stored:
             self._notify()
 
     async def _insert(self, rows: list[tuple[str, str, str, float]]) -> None:

@@ -27,6 +27,7 @@ from bot.inbox import (
     MAX_WRITE_BATCH,
     InboxReader,
     InboxWriter,
+    UnstorablePayload,
     erase_payloads,
     inbox_path,
     open_inbox,
@@ -245,6 +246,58 @@ async def test_put_stores_the_payload_text_exactly_with_the_time_received(
     (row,) = await stored(inbox)
     assert row["payload"] == payload
     assert before - 1 <= row["received_at"] <= after + 1
+
+
+async def test_one_unencodable_payload_fails_alone_and_the_rest_of_its_batch_is_stored(
+    database: Path, inbox: Database
+) -> None:
+    # Issue 9 #5: a simulator message with a lone surrogate shared a transaction with
+    # signed Twilio webhooks; the batch insert raised and every put in it failed (503).
+    writer = InboxWriter(inbox)
+    good = [
+        writer.put("twilio-message", f"SM{i}", f"From=%2B4474001{i:05d}&Body=hi+{i}")
+        for i in range(400)
+    ]
+    bad = writer.put("sim-message", "bad", '{"from": "sim:x", "text": "\ud800"}')
+    outcomes = await asyncio.gather(*good[:200], bad, *good[200:], return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1 and isinstance(outcomes[200], UnstorablePayload), errors
+    # A request's own fault (4xx), not the storage's (503).
+    assert isinstance(outcomes[200], ValueError)
+    other = await open_inbox(database)
+    try:
+        keys = [r["key"] for r in await stored(other)]
+    finally:
+        await other.close()
+    assert sorted(keys) == sorted(f"SM{i}" for i in range(400))
+    # The writer goes on, in shared transactions again.
+    before = writer.batches
+    await asyncio.gather(*(writer.put("sim-message", f"after{i}", "x") for i in range(50)))
+    assert writer.batches - before < 50
+    await writer.close()
+
+
+async def test_a_locked_inbox_fails_the_batch_at_once_without_one_by_one_waits(
+    database: Path, inbox: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A storage problem (the lock held past BUSY_WAIT) is not replayed row by row: that
+    # would wait BUSY_WAIT again for each row.
+    monkeypatch.setattr(inbox_module, "BUSY_WAIT", 0.3)
+    writer = InboxWriter(inbox)
+    other = sqlite3.connect(inbox_path(database), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        outcomes = await asyncio.gather(
+            *(writer.put("sim-message", f"k{i}", "x") for i in range(20)),
+            return_exceptions=True,
+        )
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes), outcomes
+    # One attempt for the whole batch: every put carries that one failure.
+    assert len({id(o) for o in outcomes}) == 1
+    await writer.close()
 
 
 async def test_a_cancelled_put_is_still_committed(inbox: Database) -> None:
