@@ -6,18 +6,20 @@ UCS-2, and cost is per segment, so :func:`sanitise` swaps typographic punctuatio
 GSM equivalent first. Messages are capped at :data:`MAX_SEGMENTS` segments, as GOV.UK Notify
 does (918 GSM-7 characters).
 
-Segments are packed character by character, the way handsets and Twilio split messages: a
-two-septet extension character (``€``, ``{``...) or a UTF-16 surrogate pair (most emoji) is
-never split across two segments, so it can push a message into one more segment than plain
-division suggests.
+Segments are packed one user-perceived character (grapheme cluster) at a time, the way
+Twilio's segment calculator bills them: a two-septet extension character (``€``, ``{``...),
+a UTF-16 surrogate pair (most emoji), a flag, a ZWJ family emoji, an emoji with a skin tone
+or a letter with a combining accent is never split across two segments, so it can push a
+message into one more segment than plain division suggests.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -123,22 +125,10 @@ def encode_info(text: str) -> SmsInfo:
     distinct = set(text)
     if distinct <= _GSM7_ALL:
         units = _septets(text, distinct)
-        segments = _segments(
-            units,
-            characters,
-            GSM7_SINGLE,
-            GSM7_MULTI,
-            (2 if char in GSM7_EXTENSION else 1 for char in text),
-        )
+        segments = _segments(text, units, GSM7_SINGLE, GSM7_MULTI, _gsm7_size)
         return SmsInfo("GSM-7", units, segments, characters, (), segments > MAX_SEGMENTS)
     units = _utf16_units(text)
-    segments = _segments(
-        units,
-        characters,
-        UCS2_SINGLE,
-        UCS2_MULTI,
-        (2 if ord(char) > 0xFFFF else 1 for char in text),
-    )
+    segments = _segments(text, units, UCS2_SINGLE, UCS2_MULTI, _utf16_units)
     non_gsm = tuple(sorted(distinct - _GSM7_ALL))
     return SmsInfo("UCS-2", units, segments, characters, non_gsm, segments > MAX_SEGMENTS)
 
@@ -148,22 +138,48 @@ def _utf16_units(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
-def _segments(units: int, characters: int, single: int, multi: int, sizes: Iterable[int]) -> int:
-    """Segments for ``units`` units; ``sizes`` (units per character) is read only when needed."""
+def _gsm7_size(text: str) -> int:
+    return _septets(text, set(text))
+
+
+def _segments(text: str, units: int, single: int, multi: int, size: Callable[[str], int]) -> int:
+    """Segments for ``text`` of ``units`` units, packed whole user-perceived character by one.
+
+    Twilio (and handsets) never split a grapheme cluster across two segments: a flag, a
+    ZWJ family, an emoji with a skin tone, a letter with a combining accent or CRLF that does
+    not fit in what is left of a segment starts the next one. A cluster larger than a whole
+    segment (hundreds of combining marks) is split between its characters.
+    """
     if units == 0:
         return 0
     if units <= single:
         return 1
-    if units == characters:  # every character is one unit: nothing can straddle a boundary
+    if units == len(text) and not _may_join(text):
+        # One unit per character and no clusters: nothing can straddle a boundary.
         return math.ceil(units / multi)
-    # A two-unit character that does not fit in what is left of a segment starts the next one.
     segments, used = 1, 0
-    for size in sizes:
-        if used + size > multi:
-            segments += 1
-            used = 0
-        used += size
+    for start, end in itertools.pairwise(_grapheme_cuts(text, len(text))):
+        cluster = text[start:end]
+        n = size(cluster)
+        # Twilio's calculator splits CRLF into its two characters again; a cluster larger
+        # than a segment cannot be kept whole, and is split between its characters.
+        parts = [cluster] if end - start == 1 or (cluster != "\r\n" and n <= multi) else cluster
+        for part in parts:
+            n = size(part) if len(parts) > 1 else n
+            if used + n > multi:
+                segments += 1
+                used = 0
+            used += n
     return segments
+
+
+def _may_join(text: str) -> bool:
+    """Whether ``text`` might hold a multi-character grapheme cluster (cheap, conservative)."""
+    if _ZWJ in text:
+        return True
+    return any(
+        unicodedata.category(char) in ("Mn", "Mc", "Me") or ord(char) > 0xFFFF for char in text
+    )
 
 
 # sanitise: only characters whose GSM-7 replacement means exactly the same thing.
@@ -184,6 +200,10 @@ _REPLACEMENTS: dict[str, str] = {
     "\u2029": "\n",
     # invisible: zero-width space, word joiner, soft hyphen, byte order mark
     **dict.fromkeys("\u200b\u2060\u00ad\ufeff", ""),
+    # a backtick typed as an apostrophe ("don`t")
+    "`": "'",
+    # full-width ASCII ("ＯＫ！"), as East Asian keyboards type it: the same characters
+    **{chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
 }
 _TRANSLATION = str.maketrans(_REPLACEMENTS)
 # Zero-width joiner and non-joiner are dropped only when stray: between two non-GSM characters
@@ -195,8 +215,9 @@ _JOINER_RUN = re.compile("[\u200c\u200d]+")
 def sanitise(text: str) -> str:
     """``text`` with typographic characters replaced by their GSM-7 equivalents.
 
-    NFC-normalises, then turns curly quotes into straight ones, dashes into ``-``, ``…`` into
-    ``...``, Unicode spaces into spaces, and removes zero-width characters, so that one stray
+    NFC-normalises, then turns curly quotes and backticks into straight ones, dashes into
+    ``-``, ``…`` into ``...``, full-width ASCII (``ＯＫ！``) into ASCII, Unicode spaces into
+    spaces, and removes zero-width characters, so that one stray
     curly quote does not make a message UCS-2 (halving what fits in a segment). Letters of any
     script and emoji are left alone. Idempotent.
     """

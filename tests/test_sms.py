@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import sys
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +32,7 @@ from bot.sms import (
     sanitise,
     truncate_to_cap,
 )
+from bot.sms import _grapheme_cuts as _grapheme_cuts
 
 THUMBS_UP = "\N{THUMBS UP SIGN}"  # outside the BMP: a surrogate pair, 2 UTF-16 units
 FAMILY = "\N{MAN}\u200d\N{WOMAN}\u200d\N{GIRL}"  # one emoji built with zero-width joiners
@@ -134,6 +138,43 @@ def test_surrogate_pair_at_a_segment_boundary_is_never_split() -> None:
     assert encode_info(fitting).segments == 2
 
 
+WALES_FLAG = "\U0001f3f4\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f"
+SKIN_TONE_THUMB = THUMBS_UP + "\N{EMOJI MODIFIER FITZPATRICK TYPE-4}"
+E_ACUTE = "e\u0301"  # e + combining acute accent: one letter, two characters
+CLUSTERS = [UK_FLAG, WALES_FLAG, FAMILY, SKIN_TONE_THUMB, E_ACUTE]
+
+
+@pytest.mark.parametrize("cluster", CLUSTERS)
+def test_a_grapheme_cluster_at_a_ucs2_segment_boundary_starts_the_next_segment(
+    cluster: str,
+) -> None:
+    # As Twilio bills it: a user-perceived character is never split between two segments,
+    # even when its UTF-16 units could be (a flag is two surrogate pairs, e + accent two
+    # units). Put the cluster so that its first character would end segment 1 exactly.
+    size = len(cluster.encode("utf-16-le")) // 2
+    first = len(cluster[0].encode("utf-16-le")) // 2
+    before = "ą" * (UCS2_MULTI - first)
+    after = "ą" * (2 * UCS2_MULTI - len(before) - size)
+    text = before + cluster + after
+    # Split between its characters, the units would fill exactly two segments; kept whole,
+    # the cluster starts segment 2, which then overflows into a third.
+    assert encode_info(text).units == 2 * UCS2_MULTI
+    assert encode_info(text).segments == 3
+    # With the cluster ending segment 1 exactly, two segments do.
+    assert encode_info("ą" * (UCS2_MULTI - size) + cluster + after).segments == 2
+
+
+def test_prepare_caps_what_twilio_counts_not_what_plain_units_suggest() -> None:
+    # Six segments of 66 units each followed by a flag: split by surrogate pair, each flag
+    # would share two segments; whole, each starts the next one. prepare() must return a text
+    # Twilio bills at six segments at most.
+    text = ("ą" * 65 + UK_FLAG) * 6
+    prepared, info = prepare(text, sanitise_text=False)
+    assert info.segments <= MAX_SEGMENTS
+    assert _twilio_segments(_atoms(prepared)) <= MAX_SEGMENTS
+    assert encode_info(text).segments == _twilio_segments(_atoms(text)) == 7
+
+
 def test_urdu_is_ucs2_with_the_right_segments() -> None:
     info = encode_info(URDU)
     assert (info.encoding, info.units, info.segments) == ("UCS-2", 31, 1)
@@ -174,10 +215,23 @@ def test_sanitise_turns_typographic_text_back_into_gsm7() -> None:
         *[(char, " ") for char in "\u00a0\u2009\u202f\u2007\u3000\t"],
         ("\u2028", "\n"),
         *[(char, "") for char in "\u200b\u200c\u200d\ufeff\u2060\u00ad"],
+        ("`", "'"),  # a backtick typed as an apostrophe
+        ("Ｏ", "O"),  # full-width ASCII, as East Asian keyboards type it
+        ("！", "!"),
+        ("０", "0"),
+        ("～", "~"),
     ],
 )
 def test_sanitise_replaces_typographic_characters(typographic: str, gsm: str) -> None:
     assert sanitise(f"a{typographic}b") == f"a{gsm}b"
+
+
+def test_sanitise_keeps_backticks_and_full_width_ascii_out_of_ucs2() -> None:
+    for text in ("Don`t worry, we`ll text you", "ＯＫ！ Ｔｈａｎｋｓ"):
+        assert encode_info(text).encoding == "UCS-2"
+        assert encode_info(sanitise(text)).encoding == "GSM-7", text
+    assert sanitise("ＯＫ！") == "OK!"
+    assert sanitise("Don`t") == "Don't"
 
 
 def test_sanitise_turns_every_unicode_space_into_a_space() -> None:
@@ -305,26 +359,94 @@ long_texts = st.builds(lambda part, times: part * times, texts, st.integers(1, 6
 
 
 def _reference_segments(text: str) -> int:
-    """Split ``text`` into actual segments, greedily, with no character split."""
+    """Split ``text`` into actual segments, greedily, with no grapheme cluster split.
+
+    The clusters come from bot.sms's own boundary finder (checked on its own below and by
+    the atom-built texts of test_segments_match_twilio_for_texts_built_from_clusters).
+    """
+    if not text:
+        return 0
+    cuts = _grapheme_cuts(text, len(text))
+    clusters = [text[a:b] for a, b in itertools.pairwise(cuts)]
+    # Twilio's calculator splits CRLF into two characters again.
+    parts = [p for c in clusters for p in ((c,) if c != "\r\n" else ("\r", "\n"))]
+    return _twilio_segments(parts)
+
+
+def _twilio_segments(clusters: list[str]) -> int:
+    """Segments for a text given as its grapheme clusters, packed the way Twilio bills."""
+    text = "".join(clusters)
     if not text:
         return 0
     gsm = is_gsm7(text)
-    units = [
-        (2 if c in GSM7_EXTENSION else 1)
-        if gsm
-        else len(c.encode("utf-16-le", "surrogatepass")) // 2
-        for c in text
-    ]
-    if sum(units) <= (GSM7_SINGLE if gsm else UCS2_SINGLE):
+
+    def size(cluster: str) -> int:
+        if gsm:
+            return sum(2 if c in GSM7_EXTENSION else 1 for c in cluster)
+        return len(cluster.encode("utf-16-le", "surrogatepass")) // 2
+
+    if sum(size(c) for c in clusters) <= (GSM7_SINGLE if gsm else UCS2_SINGLE):
         return 1
     capacity = GSM7_MULTI if gsm else UCS2_MULTI
+    # A cluster larger than a whole segment cannot stay whole: it splits between characters.
+    units = [size(p) for c in clusters for p in ([c] if size(c) <= capacity else c)]
     segments: list[int] = [0]
-    for size in units:
-        if segments[-1] + size > capacity:
+    for n in units:
+        if segments[-1] + n > capacity:
             segments.append(0)
-        segments[-1] += size
+        segments[-1] += n
     assert all(0 < used <= capacity for used in segments)
     return len(segments)
+
+
+# Texts built from whole user-perceived characters, so the test knows the clusters without
+# segmenting: letters, GSM extension characters, Polish, emoji, flags, families, accents.
+ATOMS = ["a", " ", "€", "ą", "ہ", THUMBS_UP, *CLUSTERS, "\r\n"]
+
+
+def _atoms(text: str) -> list[str]:
+    """``text`` (of ATOMS, perhaps sanitised and ending in "...") split back into them."""
+    found, i = [], 0
+    ordered = sorted([*ATOMS, ".", "é"], key=len, reverse=True)  # sanitise composes é
+    while i < len(text):
+        atom = next(a for a in ordered if text.startswith(a, i))
+        found.extend(("\r", "\n") if atom == "\r\n" else (atom,))
+        i += len(atom)
+    return found
+
+
+atom_texts = st.lists(st.sampled_from(ATOMS), max_size=500)
+
+
+@given(atom_texts)
+@settings(deadline=None)
+def test_segments_match_twilio_for_texts_built_from_clusters(atoms: list[str]) -> None:
+    text = "".join(atoms)
+    assert encode_info(text).segments == _twilio_segments(_atoms(text))
+
+
+@given(atom_texts, st.booleans())
+@settings(deadline=None)
+def test_prepare_stays_within_six_segments_as_twilio_counts_them(
+    atoms: list[str], sanitise_text: bool
+) -> None:
+    prepared, _ = prepare("".join(atoms), sanitise_text=sanitise_text)
+    assert _twilio_segments(_atoms(prepared)) <= MAX_SEGMENTS
+
+
+def test_twilio_segment_calculator_vectors() -> None:
+    # The test strings of Twilio's own segment calculator (sms-segments-calculator 1.3.0),
+    # copied from ../shared/data/sms: every encoding and segment count they state.
+    vectors = json.loads(
+        (Path(__file__).parent / "data" / "twilio_segment_vectors.json").read_text()
+    )
+    assert len(vectors) >= 50
+    for vector in vectors:
+        info = encode_info(vector["text"])
+        if vector["encoding"] is not None:
+            assert info.encoding == vector["encoding"], vector["desc"]
+        if vector["segments"] is not None:
+            assert info.segments == vector["segments"], vector["desc"]
 
 
 @given(long_texts)
