@@ -1,7 +1,12 @@
 """Message catalogs: every text a panellist sees is a Jinja2 template under ``<dir>/<locale>/``.
 
 Templates are plain text (no HTML autoescape) rendered with StrictUndefined, so a missing
-variable is an error in tests rather than a blank in someone's SMS. A locale without a
+variable is an error in tests rather than a blank in someone's SMS. Translators write them,
+so they are untrusted: they compile in Jinja2's ``ImmutableSandboxedEnvironment``, and before
+that :func:`unsafe_parts` refuses any template that reaches Python internals (``__class__``,
+``mro``, ``func_globals`` ...) or calls a method that changes a value, with
+:class:`UnsafeTemplate`. Such a template never renders: at send time its locale is skipped
+(logged as an error) and the next locale of the chain is used. A locale without a
 template falls back along a chain (``pa-Arab`` → ``pa`` → the panel default → ``en``); each
 fallback is logged and counted so translators can see what is missing.
 """
@@ -22,6 +27,18 @@ import jinja2
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
+from jinja2 import nodes
+from jinja2.sandbox import (
+    UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
+    UNSAFE_COROUTINE_ATTRIBUTES,
+    UNSAFE_FUNCTION_ATTRIBUTES,
+    UNSAFE_GENERATOR_ATTRIBUTES,
+    UNSAFE_METHOD_ATTRIBUTES,
+    ImmutableSandboxedEnvironment,
+    SecurityError,
+    _mutable_spec,
+    safe_range,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +64,133 @@ class MissingMessage(LookupError):
     """No catalog in the fallback chain has the template."""
 
 
+class UnsafeTemplate(jinja2.TemplateSyntaxError):
+    """A template that reaches Python internals or calls a method the sandbox refuses.
+
+    Raised when the template is compiled, before anything renders; ``message`` says what it
+    reaches and ``lineno`` where.
+    """
+
+
+# Attribute names a template may not touch (besides any name starting with "_").
+_UNSAFE_ATTRIBUTES = frozenset(
+    {"mro"}
+    | UNSAFE_FUNCTION_ATTRIBUTES
+    | UNSAFE_METHOD_ATTRIBUTES
+    | UNSAFE_GENERATOR_ATTRIBUTES
+    | UNSAFE_COROUTINE_ATTRIBUTES
+    | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES
+)
+# Methods a template may not call: those that change a value (which the immutable sandbox
+# refuses) and str.format, whose fields can reach attributes ("{0.__class__}").
+_UNSAFE_CALLS = frozenset({"format", "format_map"}).union(*(names for _, names in _mutable_spec))
+# Caps on what one arithmetic operator may build, so that "9 ** 9 ** 9" or "'x' * 10 ** 9"
+# cannot stall the process that renders a message.
+_MAX_EXPONENT = 64
+_MAX_LENGTH = 10_000
+
+
+def _unsafe_name(value: object) -> bool:
+    return isinstance(value, str) and (value.startswith("_") or value in _UNSAFE_ATTRIBUTES)
+
+
+def unsafe_parts(tree: nodes.Template) -> list[tuple[int, str]]:
+    """Every place a parsed template reaches internals or calls a refused method.
+
+    ``(line, what)`` pairs (``what`` as ``__class__`` or ``.append()``), by line: attribute
+    access (``x.__class__``, ``x.mro``), item access with such a name (``x['__globals__']``),
+    such a name given to a filter or test (``x|attr('__class__')``, ``map(attribute='_x')``),
+    and calls of methods that change a value or format (``x.append(1)``, ``'{0}'.format(x)``).
+    """
+    found: list[tuple[int, str]] = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Call)):
+        if isinstance(node, nodes.Getattr) and _unsafe_name(node.attr):
+            found.append((node.lineno, node.attr))
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and _unsafe_name(node.arg.value)
+        ):
+            found.append((node.lineno, node.arg.value))
+        elif isinstance(node, nodes.Filter | nodes.Test):
+            values = [*node.args, *(kw.value for kw in node.kwargs)]
+            for value in values:
+                if isinstance(value, nodes.Const) and _unsafe_name(value.value):
+                    found.append((node.lineno, f"{value.value} (in |{node.name})"))
+        elif (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Getattr)
+            and node.node.attr in _UNSAFE_CALLS
+        ):
+            found.append((node.lineno, f".{node.node.attr}()"))
+    return sorted(found, key=lambda item: item[0])
+
+
+class SafeEnvironment(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, refusing unsafe templates at compile time.
+
+    The static check names the problem before anything runs; the sandbox stays underneath
+    for what no static check can see (a name built at run time).
+    """
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        problems = unsafe_parts(tree)
+        if problems:
+            whats = list(dict.fromkeys(what for _, what in sorted(problems)))
+            shown = ", ".join(whats[:3]) + (f" and {len(whats) - 3} more" if len(whats) > 3 else "")
+            raise UnsafeTemplate(
+                f"uses {shown}, which no message template may use",
+                problems[0][0],
+                name,
+                filename,
+            )
+        return tree
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and (
+                abs(right) > _MAX_EXPONENT
+                or (isinstance(left, int) and left.bit_length() * abs(right) > _MAX_LENGTH)
+            ):
+                raise SecurityError("a power too large for a message")
+            return left**right
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > _MAX_LENGTH
+                ):
+                    raise SecurityError(f"a value over {_MAX_LENGTH} long")
+            return left * right
+        return super().call_binop(context, operator, left, right)
+
+
+def _range(*args: int) -> range:
+    """``range`` as the sandbox allows it, refusing a huge one as the sandbox refuses others."""
+    try:
+        return safe_range(*args)
+    except OverflowError as exc:
+        raise SecurityError(str(exc)) from None
+
+
+def make_environment(loader: jinja2.BaseLoader | None = None) -> SafeEnvironment:
+    """The environment every message template compiles in: sandboxed, strict, plain text."""
+    env = SafeEnvironment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.globals["range"] = _range
+    return env
+
+
 def fallback_chain(locale: str, default_locale: str = "en") -> list[str]:
     """``pa-Arab`` → [``pa-Arab``, ``pa``, default, ``en``], without repeats."""
     chain: list[str] = []
@@ -68,19 +212,14 @@ class MessageCatalog:
         self.dirs = [Path(d) for d in dirs]
         self.default_locale = default_locale
         self.timezone = timezone
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-        )
+        self.env = make_environment(jinja2.FileSystemLoader([str(d) for d in self.dirs]))
         self.env.filters.update(
             plural=_plural, date=self._date, datetime=self._datetime, number=_number
         )
         self.fallbacks: Counter[tuple[str, str, str]] = Counter()
         self._resolved: dict[tuple[str, str], tuple[str, jinja2.Template]] = {}
+        # "cy/welcome" -> why that template was refused (see UnsafeTemplate).
+        self.refused: dict[str, str] = {}
         self._words: dict[str, dict[str, Any]] = {}
 
     def locales(self) -> list[str]:
@@ -89,34 +228,57 @@ class MessageCatalog:
         for d in self.dirs:
             if d.is_dir():
                 found.update(p.name for p in d.iterdir() if p.is_dir())
-        return sorted(found)
+        return sorted(found, key=lambda item: item[0])
 
     def names(self, locale: str) -> set[str]:
         """The message names present for exactly this locale."""
         return template_names(locale, self.dirs)
 
     def resolve(self, name: str, locale: str) -> tuple[str, jinja2.Template]:
-        """The locale actually used for ``name`` and its compiled template."""
+        """The locale actually used for ``name`` and its compiled template.
+
+        A refused template (see :class:`UnsafeTemplate`) is skipped like a missing one.
+        """
         key = (name, locale)
         cached = self._resolved.get(key)
         if cached is not None:
             return cached
         for candidate in fallback_chain(locale, self.default_locale):
+            if f"{candidate}/{name}" in self.refused:
+                continue
             try:
                 template = self.env.get_template(f"{candidate}/{name}{TEMPLATE_SUFFIX}")
             except jinja2.TemplateNotFound:
+                continue
+            except UnsafeTemplate as exc:
+                self._refuse(candidate, name, f"{exc.message} (line {exc.lineno})")
                 continue
             self._resolved[key] = (candidate, template)
             return candidate, template
         raise MissingMessage(f"no message {name!r} for locale {locale!r} or its fallbacks")
 
+    def _refuse(self, locale: str, name: str, reason: str) -> None:
+        self.refused[f"{locale}/{name}"] = reason
+        logger.error("message %s/%s refused, never rendered: %s", locale, name, reason)
+        for key, (used, _) in list(self._resolved.items()):
+            if key[0] == name and used == locale:
+                del self._resolved[key]
+
     def render(self, name: str, locale: str, **context: Any) -> str:
         """Render message ``name`` for ``locale``; surrounding whitespace is trimmed."""
-        used, template = self.resolve(name, locale)
+        while True:
+            used, template = self.resolve(name, locale)
+            try:
+                text = template.render(locale=used, **context)
+            except SecurityError as exc:
+                # What no static check could see (a name built while rendering): the
+                # sandbox stopped it; this template is refused from now on.
+                self._refuse(used, name, f"the sandbox refused it: {exc}")
+                continue
+            break
         if used != locale:
             self.fallbacks[(name, locale, used)] += 1
             logger.info("message %s: no %s text, fell back to %s", name, locale, used)
-        text = template.render(locale=used, **context)
         # Templates are laid out for people to read; collapse runs of blank lines.
         lines = [line.rstrip() for line in text.strip().splitlines()]
         out: list[str] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2.sandbox import SecurityError
 
 from bot.app import Bot
 from bot.config import settings_from_dict
@@ -23,7 +24,7 @@ from bot.engine.keywords import Keyword, KeywordRouter, normalise
 from bot.messages import TEMPLATE_SUFFIX, WORDS_FILE, MessageCatalog
 from bot.resources import examples_dir, messages_dir
 from bot.surveys.answers import normalise_reply
-from bot.surveys.loader import load_survey_file
+from bot.surveys.loader import load_survey_file, parse_survey
 from bot.surveys.model import Survey
 from tests.conftest import Chat, make_settings
 
@@ -65,6 +66,8 @@ def _question(**changes: Any) -> dict[str, Any]:
 CONTEXTS: dict[str, list[dict[str, Any]]] = {
     "consent": [{"welcome": ""}, {"welcome": "Hello from the panel!"}],
     "consent_declined": [{}],
+    "consent_reask": [{}],
+    "declined_again": [{}],
     "field_default_text": [{"field_label": "age band"}],
     "field_question": [
         {"text": "What is your sex?", "options": ["Female", "Male"], "reask": False},
@@ -369,9 +372,9 @@ def test_every_keyword_is_recognised_as_its_kind(catalog: MessageCatalog) -> Non
 @pytest.mark.parametrize("locale", LOCALES)
 def test_keywords_shown_to_panellists_work(catalog: MessageCatalog, locale: str) -> None:
     """Every upper-case word a message asks for (STOP, DECHRAU, POMOC...) is a keyword or a
-    yes word that the engine understands."""
+    yes word (or, where consent is asked again, a no word) that the engine understands."""
     router = KeywordRouter(catalog, LOCALES)
-    yes = catalog.all_words("yes", {locale, "en"})
+    yes = catalog.all_words("yes", {locale, "en"}) | catalog.all_words("no", {locale, "en"})
     for name, contexts in CONTEXTS.items():
         for context in contexts:
             text = catalog.render(name, locale, **ENGINE, **context)
@@ -405,6 +408,54 @@ def test_example_surveys_validate_in_every_locale(catalog: MessageCatalog, path:
             assert_rendered(message.text, f"{path.name} {question.id} {locale}")
             assert question.localized_text(locale) in message.text
     assert not [key for key in catalog.fallbacks if key[1] in LOCALES]
+
+
+def test_survey_texts_are_values_never_templates(catalog: MessageCatalog) -> None:
+    # A survey's words go into a message as values, which Jinja2 never runs as template code.
+    hostile = "{{ panel_name.__class__.__mro__ }} {% for c in x %}run{% endfor %}"
+    survey = parse_survey(
+        {
+            "id": "hostile",
+            "title": {"en": hostile},
+            "locales": ["en"],
+            "intro": {"en": hostile},
+            "questions": [
+                {
+                    "id": "q",
+                    "type": "choice",
+                    "text": {"en": hostile},
+                    "options": [
+                        {"id": "a", "text": {"en": hostile}},
+                        {"id": "b", "text": {"en": "{{ 7 * 7 }}"}},
+                    ],
+                }
+            ],
+        }
+    )
+    message = render.question_message(catalog, survey, survey.questions[0], "en")
+    assert message.text.count(hostile) == 2  # the question and its option, as written
+    assert "{{ 7 * 7 }}" in message.text and "49" not in message.text
+    invitation = catalog.render(
+        "invitation", "en", **{**ENGINE, **CONTEXTS["invitation"][-1], "intro": hostile}
+    )
+    assert hostile in invitation
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'x' * 100000000 }}",
+        "{{ [0] * n * n }}",
+        "{{ 9 ** 100000 }}",
+        "{{ n ** n ** n ** n }}",
+        "{% for i in range(10 ** 9) %}{% endfor %}",
+    ],
+)
+def test_a_template_cannot_build_a_huge_value(tmp_path: Path, source: str) -> None:
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "greedy.txt.j2").write_text(source, encoding="utf-8")
+    with pytest.raises(SecurityError):
+        MessageCatalog([tmp_path]).env.get_template("en/greedy.txt.j2").render(n=100000)
 
 
 def test_demo_speaks_every_locale_in_every_field(tmp_path: Path) -> None:

@@ -313,6 +313,11 @@ def test_import_writes_changed_templates_and_words_and_nothing_else(
             "cy.po: invitation: does not render: KeyError: 'other'",
         ),
         ({"words:yes": "ie | | do"}, "cy.po: words:yes: an empty word in 'ie | | do'"),
+        (
+            # A name built while rendering gets past the static check; the sandbox stops it.
+            {"opted_out": "{{ panel_name|attr('_' ~ '_class__') }}"},
+            "cy.po: opted_out: does not render: SecurityError: access to attribute '__class__'",
+        ),
     ],
 )
 def test_a_bad_translation_is_refused_with_a_reason_and_nothing_written(
@@ -336,6 +341,81 @@ def test_a_bad_translation_is_refused_with_a_reason_and_nothing_written(
     assert problem.startswith(reason)
     assert final == "panelbot: import refused: 1 problem; nothing written"
     assert tree(messages) == before
+
+
+def code_running_template(marker: Path) -> str:
+    """What the attack of issue 9 used: from a str to os.system through __class__.__mro__."""
+    return (
+        "{% for c in panel_name.__class__.__mro__[1].__subclasses__() %}"
+        "{% if c.__name__ == 'catch_warnings' %}"
+        "{{ c()._module.__builtins__['__import__']('os').system('touch " + str(marker) + "') }}"
+        "{% endif %}{% endfor %}Hwyl fawr o {{ panel_name }}."
+    )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "import"])
+def test_a_translation_that_would_run_code_is_refused_before_anything_renders(
+    tmp_path: Path, messages: Path, dry_run: bool
+) -> None:
+    marker = tmp_path / "the-template-ran"
+    before = tree(messages)
+    po_file = tmp_path / "cy.po"
+    po_file.write_bytes(
+        edited_po(
+            read_export("cy", tmp_path, messages),
+            {"opted_out": code_running_template(marker), "survey_closed": "Diolch."},
+        )
+    )
+
+    result = panelbot(
+        "messages",
+        "import",
+        str(po_file),
+        *(["--dry-run"] if dry_run else []),
+        "--messages-dir",
+        str(messages),
+        cwd=tmp_path,
+    )
+
+    assert not marker.exists()
+    assert result.returncode == 1
+    problem, final = result.stderr.splitlines()
+    assert problem == (
+        "cy.po: cy/opted_out: refused, not run: uses __builtins__, __class__, __import__ "
+        "and 4 more, which no message template may use (line 1)"
+    )
+    assert final == "panelbot: import refused: 1 problem; nothing written"
+    assert tree(messages) == before
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ panel_name.__class__.__mro__ }}",
+        "{{ panel_name['__class__'] }}",
+        "{{ panel_name|attr('__class__') }}",
+        "{{ '{0.__class__}'.format(panel_name) }}",
+        "{% set seen = [] %}{{ seen.append(panel_name) }}",
+    ],
+)
+def test_check_names_a_template_placed_in_the_catalog_that_would_reach_internals(
+    tmp_path: Path, messages: Path, template: str
+) -> None:
+    marker = tmp_path / "the-template-ran"
+    (messages / "cy" / "welcome.txt.j2").write_text(template + "\n", encoding="utf-8")
+    (messages / "cy" / "opted_out.txt.j2").write_text(
+        code_running_template(marker) + "\n", encoding="utf-8"
+    )
+
+    result = panelbot("messages", "check", "--messages-dir", str(messages), cwd=tmp_path)
+
+    assert not marker.exists()
+    assert result.returncode == 1
+    rows = {tuple(r.split()[:2]): r for r in result.stdout.splitlines() if r.startswith("cy ")}
+    for name in ("welcome", "opted_out"):
+        assert "BROKEN" in rows[("cy", name)]
+        assert "refused, never rendered: uses " in rows[("cy", name)]
+    assert "cy: opted_out (broken), welcome (broken)" in result.stderr
 
 
 def test_importing_a_new_language_creates_its_catalog_as_a_draft(

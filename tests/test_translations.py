@@ -409,3 +409,55 @@ async def test_a_missing_text_falls_back_along_the_chain_and_is_counted(
         assert not any(key[1] == "cy" for key in catalog.fallbacks)  # Welsh is complete
     finally:
         await bot.stop()
+
+
+class HostileCatalog:
+    """A catalog folder laid out as messages/ is, holding Welsh templates that attack (#9)."""
+
+    def __init__(self, root: Path, marker: Path) -> None:
+        self.root = root
+        (root / "cy").mkdir(parents=True)
+        # From a str to os.system through __class__.__mro__: refused when it compiles.
+        (root / "cy" / "welcome.txt.j2").write_text(
+            "{% for c in panel_name.__class__.__mro__[1].__subclasses__() %}"
+            "{% if c.__name__ == 'catch_warnings' %}"
+            "{{ c()._module.__builtins__['__import__']('os').system('touch " + str(marker) + "') }}"
+            "{% endif %}{% endfor %}Croeso!\n",
+            encoding="utf-8",
+        )
+        # A name built while rendering: only the sandbox can stop this one.
+        (root / "cy" / "opted_out.txt.j2").write_text(
+            "{{ panel_name|attr('_' ~ '_class__') }}\n", encoding="utf-8"
+        )
+
+    @hookimpl
+    def panelbot_message_dirs(self) -> list[Path]:
+        return [self.root]
+
+
+async def test_a_hostile_template_in_the_catalog_never_runs_at_send_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "the-template-ran"
+    plugins = load_plugins()
+    plugins.register(HostileCatalog(tmp_path / "messages", marker), "hostile")
+    bot = await make_bot(tmp_path, ["en", "cy"], plugins=plugins)
+    try:
+        chat = Chat(bot)
+        with caplog.at_level(logging.INFO, logger="bot.messages"):
+            [menu] = await chat.say("sim:cai", "Bore da")  # guessed Welsh: a Welsh welcome
+            assert (await stored(bot, "sim:cai"))["locale"] == "cy"
+            [left] = await chat.say("sim:cai", "STOPIO")
+
+        assert not marker.exists()
+        # Each refused template is skipped like a missing one: the panellist gets English.
+        assert menu.startswith("Hello from Test Panel!")
+        assert left.startswith("You have left Test Panel")
+        assert "class" not in left
+        assert "message cy/welcome refused, never rendered: uses __builtins__" in caplog.text
+        assert "message cy/opted_out refused, never rendered: the sandbox refused it" in (
+            caplog.text
+        )
+        assert set(bot.messages.refused) == {"cy/welcome", "cy/opted_out"}
+    finally:
+        await bot.stop()

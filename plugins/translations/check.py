@@ -25,7 +25,13 @@ import jinja2
 from jinja2 import meta
 
 from bot.engine.render import language_name
-from bot.messages import TEMPLATE_SUFFIX, MessageCatalog
+from bot.messages import (
+    TEMPLATE_SUFFIX,
+    MessageCatalog,
+    MissingMessage,
+    UnsafeTemplate,
+    fallback_chain,
+)
 from bot.sms import encode_info, sanitise
 from plugins.translations import bidi
 from plugins.translations.catalogs import (
@@ -455,17 +461,34 @@ def _check_locale(
         except jinja2.TemplateError as exc:
             result.messages.append(MessageCheck(name, BROKEN, locale, error=_reason(exc)))
             continue
+        except MissingMessage:
+            used = ""  # every template of the chain was refused: reported just below
+        text, error = "", None
+        if used:
+            try:
+                text = renderer.render(name, locale)
+            except (jinja2.TemplateError, SampleMissing, TypeError, ValueError) as exc:
+                error = exc
+        chain = fallback_chain(locale, SOURCE_LOCALE)
+        tried = chain[: chain.index(used)] if used in chain else chain
+        refused = [c for c in tried if f"{c}/{name}" in catalog.refused]
+        if refused:
+            # The catalog skips an unsafe template (panellists get the next locale's text);
+            # the check names it, so that it is fixed rather than silently bypassed.
+            reason = catalog.refused[f"{refused[0]}/{name}"]
+            result.messages.append(
+                MessageCheck(name, BROKEN, refused[0], error=f"refused, never rendered: {reason}")
+            )
+            continue
+        if error is not None:
+            result.messages.append(MessageCheck(name, BROKEN, used, error=_reason(error)))
+            continue
         if used == locale:
             status = PRESENT
         elif used in own_language:
             status = FALLS_BACK
         else:
             status = MISSING
-        try:
-            text = renderer.render(name, locale)
-        except (jinja2.TemplateError, SampleMissing, TypeError, ValueError) as exc:
-            result.messages.append(MessageCheck(name, BROKEN, used, error=_reason(exc)))
-            continue
         if rtl and bidi.has_rtl_letters(text):
             text = bidi.mark_lines(text)  # as panelbot_before_send will send it
         if sanitise_sms:
@@ -488,6 +511,8 @@ def _check_locale(
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnsafeTemplate):
+        return f"refused, never rendered: {exc.message} (line {exc.lineno})"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"does not compile: {exc.message} (line {exc.lineno})"
     if isinstance(exc, jinja2.UndefinedError):

@@ -15,12 +15,14 @@ One trailing newline of each template is left out of the PO file (tools warn whe
 msgstr differ in it) and put back on import as the file had it, so an export followed by an
 import changes no byte.
 
-An import is all or nothing: every template must compile with Jinja2, use only the variables
-English uses, and render with typical values; otherwise nothing is written and each problem
-is reported on its own line. Entries left empty are skipped (a translation is never deleted
-by an import), and fuzzy entries are imported too: a draft catalog's texts are all fuzzy.
-Changing a reviewed catalog marks it unreviewed (``reviewed = false``), because what the
-reviewer signed off is no longer what panellists would read.
+An import is all or nothing: every template must compile with Jinja2, pass the sandbox's
+check (no ``__class__`` and the like: see :func:`bot.messages.unsafe_parts`, checked before
+anything renders), use only the variables English uses, and render with typical values;
+otherwise nothing is written and each problem is reported on its own line. Entries left
+empty are skipped (a translation is never deleted by an import), and fuzzy entries are
+imported too: a draft catalog's texts are all fuzzy. Changing a reviewed catalog marks it
+unreviewed (``reviewed = false``), because what the reviewer signed off is no longer what
+panellists would read.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from babel.messages.pofile import PoFileError, read_po, write_po
 from jinja2 import meta
 
 from bot import __version__
-from bot.messages import TEMPLATE_SUFFIX, WORDS_FILE, MessageCatalog
+from bot.messages import TEMPLATE_SUFFIX, WORDS_FILE, MessageCatalog, UnsafeTemplate
 from plugins.translations import check, words_file
 from plugins.translations.catalogs import (
     CATALOG_TABLE,
@@ -369,6 +371,10 @@ def _template_ok(
     env = catalog.env
     try:
         template = env.from_string(text)
+    except UnsafeTemplate as exc:
+        # Checked on the parsed template: nothing of it has run.
+        plan.problem(f"{locale}/{name}", f"refused, not run: {exc.message} (line {exc.lineno})")
+        return False
     except jinja2.TemplateSyntaxError as exc:
         plan.problem(name, f"does not compile: {exc.message} (line {exc.lineno})")
         return False
