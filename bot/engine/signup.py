@@ -7,7 +7,9 @@ gets a polite close, and nothing is kept but a keyed hash that stops us asking a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from bot.engine import render, waves
 from bot.engine.keywords import Keyword, normalise
@@ -26,6 +28,13 @@ FIELD_PREFIX = "field:"
 
 async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> None:
     """A message from an address we do not know."""
+    await _first_contact(engine, turn, keyword)
+    if turn.panellist is None:
+        # Nobody to keep it for (a STOP, HELP, or a word after declining): keep no text.
+        await panellist_store.forget_inbound_text(turn.conn, turn.inbound_id)
+
+
+async def _first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> None:
     conn, address = turn.conn, turn.message.address
     key = engine.bot.hash_key
     default = engine.default_locale
@@ -39,15 +48,23 @@ async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> 
                 template="opted_out",
             )
         return
-    wants_in = keyword == Keyword.START or engine._is_yes(turn.text, default)
-    if suppressed and suppressed[0] in ("opted_out", "declined") and not wants_in:
-        return  # they said no; only an explicit START brings them back
     if keyword == Keyword.HELP:
+        # Answered in every state, even after a STOP or a no (carriers expect it).
         turn.reply(
             engine.render("help", default, languages=len(engine.bot.locales) > 1, in_survey=False),
             template="help",
         )
         return
+    reason = suppressed[0] if suppressed else None
+    if reason == "declined":
+        # They said no to joining: a clear yes (or START) begins again; anything else gets
+        # a short answer saying what happened and how to join, never the whole sign-up.
+        if keyword != Keyword.START and consent_answer(engine, turn.text, default) is not True:
+            turn.reply(engine.render("declined_again", default), template="declined_again")
+            return
+    elif reason == "opted_out":
+        if keyword != Keyword.START and not engine._is_yes(turn.text, default):
+            return  # they asked us to stop: silence, until START or YES
     locales = list(engine.bot.locales)
     guessed = await engine.bot.plugins.call_first(
         "panelbot_resolve_locale", bot=engine.bot, panellist=None, text=turn.text
@@ -189,7 +206,29 @@ async def _consent_reply(engine: Engine, turn: Turn) -> None:
     p = turn.panellist
     assert p is not None
     conn = turn.conn
-    if engine._is_yes(turn.text, p.locale):
+    answer = consent_answer(engine, turn.text, p.locale)
+    if answer is None and await panellist_store.stage_misses(conn, p.id) == 0:
+        # Neither yes nor no ("maybe later"): ask once more before closing.
+        await panellist_store.update(conn, p.id, stage_misses=1)
+        words = engine.words(p.locale)
+        turn.reply(
+            engine.render("consent_reask", p.locale),
+            template="consent_reask",
+            extra={
+                "options": [
+                    {
+                        "reply": words.get("yes", ["yes"])[0].upper(),
+                        "label": words.get("yes_label", "Yes"),
+                    },
+                    {
+                        "reply": words.get("no", ["no"])[0].upper(),
+                        "label": words.get("no_label", "No"),
+                    },
+                ]
+            },
+        )
+        return
+    if answer is True:
         await panellist_store.update(
             conn,
             p.id,
@@ -299,3 +338,119 @@ async def finish(engine: Engine, turn: Turn) -> None:
     turn.reply(engine.render("signup_complete", p.locale), template="signup_complete")
     if await survey_store.active_session(conn, p.id) is None:
         await waves.invite_new_joiner(engine, turn)
+
+
+# -- reading a consent reply -------------------------------------------------------------------
+
+# Emoji that mean yes or no on their own (WhatsApp users answer with a thumb): thumbs up,
+# OK hand, check marks, the OK button; thumbs down, crosses.
+_YES_EMOJI = frozenset("\U0001f44d\U0001f44c\u2705\u2714\u2611\U0001f197")
+_NO_EMOJI = frozenset("\U0001f44e\u274c\u2716\u274e")
+# Skin tones, variation selectors and spaces change nothing about what an emoji says.
+_EMOJI_NOISE = re.compile("[\U0001f3fb-\U0001f3ff\ufe0e\ufe0f\\s]")
+_WORD = re.compile(r"[\w'’]+")
+_CLAUSE = re.compile(r"[,.;:!?\n]+")
+# After a yes, these make the rest of a message a hedge, not a yes ("yes but not now").
+_HEDGES = frozenset({"not", "but", "maybe", "later", "don't", "dont", "never", "unless"})
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(w.replace("’", "'") for w in _WORD.findall(normalise(text)))
+
+
+@lru_cache(maxsize=32)
+def _phrases(words: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+    return frozenset(t for t in map(_tokens, words) if t)
+
+
+def _consent_words(engine: Engine, locale: str) -> dict[str, Any]:
+    """Yes, no and polite phrases (as word tuples) of a locale and of English."""
+    locales = {locale or engine.default_locale, "en"}
+    found: dict[str, Any] = {}
+    for key in ("yes", "no", "polite"):
+        found[key] = _phrases(tuple(sorted(engine.catalog.all_words(key, locales))))
+    # Typos are forgiven against the word the consent message asks for ("YES", "TAK"...).
+    found["typo_targets"] = {
+        normalise(engine.words(loc).get("yes", ["yes"])[0]) for loc in locales
+    } | {"yes"}
+    return found
+
+
+def _strip_polite(tokens: tuple[str, ...], polite: frozenset[tuple[str, ...]]) -> tuple[str, ...]:
+    """``tokens`` without "please", "thank you"... at either end."""
+    changed = True
+    while changed and tokens:
+        changed = False
+        for phrase in polite:
+            n = len(phrase)
+            if len(tokens) > n and tokens[-n:] == phrase:
+                tokens, changed = tokens[:-n], True
+            elif len(tokens) > n and tokens[:n] == phrase:
+                tokens, changed = tokens[n:], True
+    return tokens
+
+
+def within_one_edit(a: str, b: str) -> bool:
+    """True if ``a`` becomes ``b`` by at most one insertion, deletion, substitution or swap
+    of two neighbouring letters ("yse", "yess", "yrs" are all "yes")."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 1:
+            return True
+        return (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and a[diffs[0]] == b[diffs[1]]
+            and a[diffs[1]] == b[diffs[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long[i]:
+        i += 1
+    return short[i:] == long[i + 1 :]
+
+
+def consent_answer(engine: Engine, text: str, locale: str) -> bool | None:
+    """True for a clear yes, False for a clear no, None when it is neither ("maybe later").
+
+    Understands the yes and no phrases of the panellist's language and of English
+    (``words.toml``: "yes please", "yeah", "ok", "tak", "ie"...), with "please" and "thank
+    you" around them, a yes followed by more that does not hedge ("Yes, sign me up"), a
+    thumbs up (any skin tone), and one slip of the finger in a word of three letters or more
+    ("yse", "yess"). A clear no is only ever an exact no phrase: a typo is asked about again.
+    """
+    emoji = _EMOJI_NOISE.sub("", text)
+    if emoji and set(emoji) <= _YES_EMOJI:
+        return True
+    if emoji and set(emoji) <= _NO_EMOJI:
+        return False
+    words = _consent_words(engine, locale)
+    yes, no, polite = words["yes"], words["no"], words["polite"]
+    tokens = _tokens(text)
+    for candidate in (tokens, _strip_polite(tokens, polite)):
+        if candidate in no:
+            return False
+        if candidate in yes:
+            return True
+    tokens = _strip_polite(tokens, polite)
+    if not tokens:
+        return None
+    # "Yes, sign me up" / "No, not for me": the first clause decides, if the rest agrees.
+    clauses = [c for c in _CLAUSE.split(normalise(text)) if _WORD.search(c)]
+    if len(clauses) > 1:
+        first = _strip_polite(_tokens(clauses[0]), polite)
+        rest = {w for c in clauses[1:] for w in _tokens(c)}
+        no_words = {phrase[0] for phrase in no if len(phrase) == 1}
+        if first in no:
+            return False
+        if first in yes and not rest & (_HEDGES | no_words):
+            return True
+    if len(tokens) == 1 and len(tokens[0]) >= 3:
+        word = tokens[0]
+        if any(len(t) >= 3 and within_one_edit(word, t) for t in words["typo_targets"]):
+            return True
+    return None

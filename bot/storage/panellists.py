@@ -190,6 +190,11 @@ async def delete_unconsented(conn: aiosqlite.Connection, panellist_id: int) -> N
     await conn.execute("DELETE FROM panellists WHERE id = ?", (panellist_id,))
 
 
+async def forget_inbound_text(conn: aiosqlite.Connection, inbound_id: int) -> None:
+    """Drop the text of a message from someone we keep nothing about (no panellist)."""
+    await write_later(conn, "UPDATE inbound_messages SET text = NULL WHERE id = ?", (inbound_id,))
+
+
 # -- suppression list --------------------------------------------------------------------
 
 
