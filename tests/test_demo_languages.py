@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,11 @@ import pytest
 from bot.app import Bot
 from bot.config import settings_from_dict
 from bot.demo import DEMO_SURVEY, demo_config
+from bot.engine import render
 from bot.engine.waves import launch
-from bot.resources import examples_dir
+from bot.messages import MessageCatalog
+from bot.resources import examples_dir, messages_dir
+from bot.surveys.loader import load_survey_file
 from tests.conftest import Chat, add_survey
 
 LANGUAGES = ["en", "cy", "pl", "ur", "ro"]
@@ -66,3 +71,36 @@ async def test_the_demo_survey_in_each_language(tmp_path: Path, locale: str) -> 
         assert answers["improve"].startswith("🙂")
     finally:
         await bot.stop()
+
+
+def _sentences(text: str) -> list[str]:
+    """A message's sentences and lines, normalised, for spotting one said twice."""
+    parts = re.split(r"(?<=[.?!۔؟])\s+|\n+", text)
+    return [" ".join(p.casefold().split()).rstrip(".!۔") for p in parts if len(p.strip()) > 3]
+
+
+@pytest.mark.parametrize("locale", LANGUAGES)
+@pytest.mark.parametrize("path", sorted((examples_dir() / "surveys").glob("*.toml")))
+def test_example_surveys_do_not_repeat_what_the_bot_says_anyway(locale: str, path: Path) -> None:
+    """The question template already says "Reply in your own words." and "e.g. 1 3", and the
+    invitation already says how many questions there are: a survey text must not again."""
+    catalog = MessageCatalog([messages_dir()])
+    survey = load_survey_file(path)
+    for question in survey.questions:
+        text = render.question_message(catalog, survey, question, locale).text
+        sentences = _sentences(text)
+        assert len(sentences) == len(set(sentences)), f"{question.id}: {text}"
+        assert text.count("1 3") <= 1, f"{question.id}: {text}"
+    intro = survey.localized_intro(locale, "en")
+    invitation = catalog.render(
+        "invitation",
+        locale,
+        intro=intro,
+        question="",
+        questions=len(survey.questions),
+        closes_at=datetime(2026, 12, 4, 17, 0, tzinfo=UTC),
+        panel_name="Northvale",
+        contact="",
+    )
+    # Said once, by the invitation ("7 questions, closes on..."), never again in the intro.
+    assert not re.search(rf"(?<!\d){len(survey.questions)}(?!\d)", intro), invitation
