@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.inbox import InboxReader
 from bot.web import simulator
+from bot.web.limits import Guard, server_config
 
 if TYPE_CHECKING:
     from bot.app import Bot
@@ -74,6 +76,8 @@ async def build_app(bot: Bot) -> Starlette:
         routes.extend(extra)
     app = Starlette(
         routes=routes,
+        # Body caps and security headers in front of every route, plugins' too.
+        middleware=[Middleware(Guard)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.bot = bot
@@ -92,15 +96,7 @@ class _Server(uvicorn.Server):
 async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
     """Run the web app, dispatcher and scheduler until SIGINT/SIGTERM, then stop cleanly."""
     app = await build_app(bot)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=3,
-    )
+    config = server_config(app, host=host, port=port)
     server = _Server(config)
     with stop_on_signals() as stop:
         await bot.start()

@@ -39,6 +39,7 @@ import uvicorn
 
 from bot.inbox import InboxReader, InboxWriter, open_inbox
 from bot.web.app import build_app, stop_on_signals, wait_started
+from bot.web.limits import server_config
 
 if TYPE_CHECKING:
     from bot.app import Bot
@@ -235,13 +236,7 @@ async def run_web_child(settings: Settings, fds: str) -> None:
     writer = InboxWriter(inbox_db, notify_fd=wake_fd)
     await bot.start_web(writer)
     app = await build_app(bot)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=3,
-    )
+    config = server_config(app)  # the same limits and timeouts as one-process serve
     server = uvicorn.Server(config)  # its own SIGINT/SIGTERM handling: a graceful stop
     sock = socket.socket(fileno=sock_fd)
     web = asyncio.create_task(server.serve(sockets=[sock]), name="panelbot-web")

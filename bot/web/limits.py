@@ -1,0 +1,441 @@
+"""What keeps one client from exhausting the web server: body and header caps, timeouts,
+connection limits, security headers on every response, and refusals that are logged.
+
+- ``Guard``, an ASGI middleware in front of every route: a request whose Content-Length is
+  over the route's cap gets 413 before a byte of its body is read, a streamed (chunked)
+  body is counted as it is read and cut at the cap, and every response gets the security
+  headers (``nosniff``, no framing, no referrer, a Content-Security-Policy, ``no-store``).
+- ``GuardedProtocol``, uvicorn's httptools protocol with what it lacks: a cap on the size
+  of a request's head (431), a deadline for a connection to send a complete request head
+  (an idle or slow connection is closed), and when the connection limit is reached the
+  connection idle the longest is closed to make room; only when none is idle are requests
+  refused with 503.
+- ``server_config``: uvicorn's settings (the protocol, ``limit_concurrency`` under the open
+  file limit, ``timeout_keep_alive``), after raising the soft open file limit to the hard
+  one. Refusals are logged, at most one line per kind every few seconds.
+
+docs/SECURITY.md has the figures and the reverse proxy settings that belong in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+logger = logging.getLogger(__name__)
+
+# --- figures ---------------------------------------------------------------------------------
+
+# Request bodies: a Twilio webhook is a few KB and a Telegram update rarely more; the
+# simulator's JSON holds one message. The first matching prefix sets the cap.
+MAX_BODY_BYTES = 64 * 1024
+BODY_CAPS: tuple[tuple[str, int], ...] = (
+    ("/webhooks/", 64 * 1024),
+    ("/simulator/", 32 * 1024),
+)
+# A request's line and headers together (nginx's default allows 4 x 8 KB header lines).
+MAX_HEAD_BYTES = 32 * 1024
+# A connection must send a complete request head within this many seconds of opening (or
+# of its first byte of a later request); one that sends nothing is closed.
+HEAD_TIMEOUT = 10.0
+# An idle keep-alive connection between two requests is closed after this many seconds.
+KEEP_ALIVE_TIMEOUT = 5
+# Connections (and requests in flight) per process; fewer when the open file limit is low.
+MAX_CONNECTIONS = 1000
+# File descriptors kept for everything else: the database and inbox files, pipes, the
+# clients of Twilio and Telegram, logs.
+FD_RESERVE = 64
+# At most one log line per kind of refusal in this many seconds (with a count of the rest).
+LOG_EVERY = 10.0
+
+
+# --- rate-limited log lines ------------------------------------------------------------------
+
+
+class RefusalLog:
+    """Log a kind of refusal at most once every ``every`` seconds, counting the others."""
+
+    def __init__(self, every: float = LOG_EVERY) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def __call__(self, kind: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        skipped = self._skipped.pop(kind, 0)
+        self._last[kind] = now
+        if skipped:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, skipped, now - last if last is not None else self.every)
+        logger.log(level, message, *args)
+
+
+refused = RefusalLog()
+
+
+class _UvicornRefusals(logging.Filter):
+    """uvicorn logs each 503 over its concurrency limit and each unparsable request as a
+    line of its own: under a flood, thousands a second. Say it through ``refused``."""
+
+    MESSAGES: ClassVar[dict[str, tuple[str, str]]] = {
+        "Exceeded concurrency limit.": (
+            "limit",
+            "refused a request with 503: the server is at its limit of %d connections or "
+            "requests in flight",
+        ),
+        "Invalid HTTP request received.": ("invalid", "refused an unparsable HTTP request (400)"),
+    }
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        known = self.MESSAGES.get(record.msg) if isinstance(record.msg, str) else None
+        if known is None:
+            return True
+        kind, message = known
+        if kind == "limit":
+            refused(kind, message, self.limit)
+        else:
+            refused(kind, message)
+        return False
+
+
+# --- the ASGI middleware ---------------------------------------------------------------------
+
+
+def body_cap(path: str) -> int:
+    for prefix, cap in BODY_CAPS:
+        if path.startswith(prefix):
+            return cap
+    return MAX_BODY_BYTES
+
+
+class BodyTooLarge(Exception):
+    """A streamed body passed its cap while the app read it."""
+
+
+# The page's own CSP (the simulator sets a stricter one for itself) wins over these.
+_HTML_CSP = (
+    b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    b"form-action 'self'; frame-ancestors 'none'"
+)
+_OTHER_CSP = b"default-src 'none'; frame-ancestors 'none'"
+_ALWAYS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+# Static files of the simulator page may be cached (they carry an ETag); nothing else is:
+# JSON answers hold conversations and panellists' answers.
+_STATIC_PREFIXES = ("/simulator/static/",)
+
+
+def _response(status: int, text: str, *, close: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = ('{"error": "' + text + '"}').encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+class Guard:
+    """ASGI middleware: body caps before reading, and security headers on every response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        cap = body_cap(path)
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+                break
+        headers_send = _with_headers(send, path)
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = -1
+            if declared < 0:
+                start, body = _response(400, "invalid Content-Length", close=True)
+                await headers_send(start)
+                await headers_send(body)
+                return
+            if declared > cap:
+                refused(
+                    "body",
+                    "refused a %d-byte body on %r with 413 (the cap is %d)",
+                    declared,
+                    path[:100],
+                    cap,
+                )
+                start, body = _response(413, f"the body is over {cap} bytes", close=True)
+                await headers_send(start)
+                await headers_send(body)
+                return
+            # A body no longer than it said it is: httptools enforces Content-Length.
+            await self.app(scope, receive, headers_send)
+            return
+        # No Content-Length: a chunked body, or none. Count what is read.
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await headers_send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            refused("body", "cut a streamed body on %r at %d bytes with 413", path[:100], cap)
+            if not started:
+                start, body = _response(413, f"the body is over {cap} bytes", close=True)
+                await headers_send(start)
+                await headers_send(body)
+
+
+def _with_headers(send: Any, path: str) -> Any:
+    static = path.startswith(_STATIC_PREFIXES)
+
+    async def send_with_headers(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            names = {name.lower() for name, _ in headers}
+            html = False
+            for name, value in headers:
+                if name.lower() == b"content-type":
+                    html = value.lower().startswith(b"text/html")
+            headers.extend(h for h in _ALWAYS if h[0] not in names)
+            if b"content-security-policy" not in names:
+                headers.append((b"content-security-policy", _HTML_CSP if html else _OTHER_CSP))
+            if b"cache-control" not in names:
+                headers.append((b"cache-control", b"no-cache" if static else b"no-store"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_headers
+
+
+# --- the HTTP protocol -----------------------------------------------------------------------
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a cap on the request head, a deadline to send it,
+    and idle connections closed first when the connection limit is reached."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._heads = 0
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._idle_since = time.monotonic()
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+        limit = self.limit_concurrency
+        if limit is not None and len(self.connections) >= limit:
+            self._make_room(limit)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        heads = self._heads
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+        super().data_received(data)
+        # A head still incomplete after this read: checked after the parser has seen the
+        # data, so that a body arriving in the same read is not counted (httptools holds at
+        # most one read more than the cap).
+        if (
+            self._in_head
+            and self._heads == heads
+            and self._head_bytes > MAX_HEAD_BYTES
+            and not self.transport.is_closing()
+        ):
+            self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._heads += 1
+        self._cancel_head_timer()
+        # A head that arrived in one read is measured here, from what the parser found.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > MAX_HEAD_BYTES:
+            self._refuse_head()
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_response_complete(self) -> None:
+        self._idle_since = time.monotonic()
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:
+            super().send_400_response(msg)
+
+    # --- helpers
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _idle(self) -> bool:
+        """No request in hand: waiting for (the rest of) a request head."""
+        return (
+            self._in_head
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.pipeline
+        )
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if not self._idle():  # a response still in hand: it may finish first
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+            return
+        refused(
+            "idle",
+            "closed a connection that sent no complete request in %.0f s",
+            HEAD_TIMEOUT,
+            level=logging.INFO,
+        )
+        self.transport.close()
+
+    def _refuse_head(self) -> None:
+        refused("head", "refused a request head over %d bytes with 431", MAX_HEAD_BYTES)
+        self._cancel_head_timer()
+        body = b'{"error": "the request head is too large"}'
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+        self._refused = True  # whatever else arrives before the close is ignored
+
+    def _make_room(self, limit: int) -> None:
+        """At the connection limit: close the connection idle the longest, if any is."""
+        idle = [
+            c
+            for c in self.connections
+            if c is not self and isinstance(c, GuardedProtocol) and c._idle()
+        ]
+        if not idle:
+            refused(
+                "full",
+                "all %d connections are busy: new requests get 503 until one is free",
+                limit,
+            )
+            return
+        victim = min(idle, key=lambda c: c._idle_since)
+        refused(
+            "evict",
+            "at the limit of %d connections: closed the one idle the longest to make room",
+            limit,
+        )
+        self.connections.discard(victim)
+        victim._cancel_head_timer()
+        victim.transport.close()
+
+
+# --- uvicorn's settings ----------------------------------------------------------------------
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one; the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning("could not raise the open file limit from %d: %s", soft, exc)
+        return soft
+    return target
+
+
+def connection_limit(open_files: int) -> int:
+    """Connections one web process accepts: MAX_CONNECTIONS, or fewer under a low file limit."""
+    return max(16, min(MAX_CONNECTIONS, open_files - FD_RESERVE))
+
+
+def server_config(app: Any, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's settings for panelbot's app (``kwargs``: host, port...)."""
+    limit = connection_limit(raise_open_file_limit())
+    config = uvicorn.Config(
+        app,
+        http=GuardedProtocol,
+        limit_concurrency=limit,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+        **kwargs,
+    )
+    # After uvicorn.Config, which configures uvicorn's loggers.
+    error_log = logging.getLogger("uvicorn.error")
+    for old in [f for f in error_log.filters if isinstance(f, _UvicornRefusals)]:
+        error_log.removeFilter(old)
+    error_log.addFilter(_UvicornRefusals(limit))
+    return config

@@ -1,0 +1,344 @@
+"""Resource limits and security headers, over real uvicorn on 127.0.0.1.
+
+- Bodies: a Content-Length over the route's cap gets 413 before a byte of the body is read;
+  a chunked body is counted and cut.
+- Request heads: over the cap, 431 and the connection closed; a connection that sends no
+  complete request is closed after the deadline.
+- Connections: ``panelbot serve`` run with a low open file limit, hundreds of idle
+  connections open, a signed webhook still gets its 200 and the refusals are logged.
+- Security headers on every route's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.app import Bot
+from bot.web import limits
+from bot.web.app import _Server, build_app
+from tests.conftest import make_settings
+from tests.fakes.twilio_api import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FakeTwilio,
+    inbound_params,
+    post_signed,
+)
+from tests.test_serve import free_port
+
+PUBLIC = "https://panel.example.org"
+SENDER = "+447400100000"
+MESSAGES = "/webhooks/twilio/messages"
+
+
+@contextlib.asynccontextmanager
+async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, int, Bot]]:
+    """The bot's app (Twilio and the simulator on) under uvicorn with serve's settings."""
+    async with FakeTwilio().running() as fake:
+        settings = make_settings(
+            tmp_path,
+            bot={"public_base_url": PUBLIC},
+            channels={
+                "simulator": {"enabled": True},
+                "twilio": {
+                    "enabled": True,
+                    "account_sid": ACCOUNT_SID,
+                    "auth_token": AUTH_TOKEN,
+                    "from_number": SENDER,
+                    "api_base_url": fake.url,
+                },
+            },
+        )
+        bot = await Bot.create(settings)
+        app = await build_app(bot)
+        server = _Server(limits.server_config(app, host="127.0.0.1", port=0))
+        await bot.start()
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            yield f"http://127.0.0.1:{port}", port, bot
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, timeout=10)
+            await bot.stop()
+
+
+async def exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, then read until the server closes or answers and goes quiet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        with contextlib.suppress(ConnectionError):
+            writer.write(data)
+            await writer.drain()
+        out = b""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while True:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout)
+                if not chunk:
+                    break
+                out += chunk
+                if b"\r\n\r\n" in out:
+                    timeout = 0.5  # the answer has come: read what follows briefly
+        return out
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def status_of(response: bytes) -> int:
+    assert response.startswith(b"HTTP/1.1 "), response[:200]
+    return int(response.split(b" ", 2)[1])
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/simulator/api/messages", MESSAGES, "/healthz", "/nowhere"])
+async def test_a_declared_body_over_the_cap_is_refused_before_it_is_read(
+    tmp_path: Path, path: str
+) -> None:
+    async with guarded(tmp_path) as (_, port, _bot):
+        # 100 MB announced and none sent: an answer can only come without reading it.
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 104857600\r\n\r\n"
+        ).encode()
+        response = await exchange(port, head)
+        assert status_of(response) == 413
+        assert b"connection: close" in response.lower()
+        assert b"nosniff" in response
+
+
+async def test_a_webhook_body_just_over_64_kb_is_refused_and_a_normal_one_is_not(
+    tmp_path: Path,
+) -> None:
+    async with guarded(tmp_path) as (base, _port, bot):
+        async with httpx.AsyncClient(base_url=base) as client:
+            params = inbound_params("SM" + "1" * 32, "+447400100101", "x" * 70_000, to=SENDER)
+            response = await post_signed(client, MESSAGES, params, public_base_url=PUBLIC)
+            assert response.status_code == 413
+            params = inbound_params("SM" + "2" * 32, "+447400100101", "Hello", to=SENDER)
+            response = await post_signed(client, MESSAGES, params, public_base_url=PUBLIC)
+            assert response.status_code == 200
+        stored = await bot.db.fetchall("SELECT provider_message_id FROM inbound_messages")
+        assert [r[0] for r in stored] == ["SM" + "2" * 32]
+
+
+async def test_a_chunked_body_is_counted_and_cut_at_the_cap(tmp_path: Path) -> None:
+    async with guarded(tmp_path) as (_, port, bot):
+        cap = limits.body_cap("/simulator/api/messages")
+        chunk = b"a" * 4096
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(cap // 4096 + 4))
+        head = (
+            b"POST /simulator/api/messages HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        response = await exchange(port, head + chunks + b"0\r\n\r\n")
+        assert status_of(response) == 413
+        # A small chunked body is read as usual.
+        body = b'{"from": "sim:chunky", "text": "Hello"}'
+        small = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        assert status_of(await exchange(port, head + small)) == 200
+        rows = await bot.db.fetchall("SELECT text FROM inbound_messages")
+        assert [r[0] for r in rows] == ["Hello"]
+
+
+# --- request heads and idle connections ------------------------------------------------------
+
+
+async def test_a_request_head_over_the_cap_gets_431_and_the_connection_is_closed(
+    tmp_path: Path,
+) -> None:
+    async with guarded(tmp_path) as (_, port, _bot):
+        big = b"X-Padding: " + b"p" * (limits.MAX_HEAD_BYTES + 1000) + b"\r\n"
+        response = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+        assert status_of(response) == 431
+        # Many small headers add up the same way; a head that fits is answered.
+        many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(400))
+        response = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert status_of(response) == 431
+        fits = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(100))
+        response = await exchange(
+            port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fits + b"\r\n"
+        )
+        assert status_of(response) == 200
+
+
+async def test_a_connection_that_sends_no_request_is_closed_after_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "HEAD_TIMEOUT", 0.5)
+    async with guarded(tmp_path) as (_, port, _bot):
+        silent_r, silent_w = await asyncio.open_connection("127.0.0.1", port)
+        slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
+        slow_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the end of it
+        await slow_w.drain()
+        try:
+            # Both are closed by the server (EOF), well before this test would time out.
+            assert await asyncio.wait_for(silent_r.read(), 10) == b""
+            assert await asyncio.wait_for(slow_r.read(), 10) == b""
+        finally:
+            for w in (silent_w, slow_w):
+                w.close()
+
+
+# --- idle connections at a low open file limit (a real `panelbot serve`) ---------------------
+
+
+def write_config(folder: Path, port: int, twilio_url: str, workers: int) -> Path:
+    config = folder / "panelbot.toml"
+    config.write_text(
+        f"""
+[bot]
+name = "Limits Panel"
+database = "panel.db"
+quiet_hours = false
+public_base_url = "http://127.0.0.1:{port}"
+
+[web]
+port = {port}
+workers = {workers}
+
+[channels.simulator]
+enabled = false
+
+[channels.twilio]
+enabled = true
+account_sid = "{ACCOUNT_SID}"
+auth_token = "{AUTH_TOKEN}"
+from_number = "{SENDER}"
+api_base_url = "{twilio_url}"
+
+[outbox]
+poll_interval = 0.2
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+OPEN_FILES = 256
+
+
+def _low_file_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+async def test_hundreds_of_idle_connections_at_a_low_file_limit_do_not_lock_out_webhooks(
+    tmp_path: Path, workers: int
+) -> None:
+    """Past the file limit, new connections used to wait unanswered and nothing was logged:
+    every signed webhook failed. Now the idle ones are closed to make room, and it says so."""
+    idle_count = OPEN_FILES + 150
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > idle_count + 100
+    async with FakeTwilio().running() as twilio:
+        port = free_port()
+        config = write_config(tmp_path, port, twilio.url, workers)
+        log = (tmp_path / "serve.log").open("w+b")
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot", "-c", str(config), "serve"),
+            stderr=log,
+            preexec_fn=_low_file_limit,
+        )
+        base = f"http://127.0.0.1:{port}"
+        idle: list[socket.socket] = []
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                deadline = time.monotonic() + 30
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    assert proc.returncode is None, "serve exited"
+                    assert time.monotonic() < deadline, "serve did not start"
+                    await asyncio.sleep(0.1)
+                for _ in range(idle_count):
+                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                await asyncio.sleep(0.5)
+            for n in range(3):
+                # Each on a new connection (not one kept alive from before the idle ones).
+                async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                    params = inbound_params(f"SM{n:032x}", f"+4474001002{n:02d}", "Hi", to=SENDER)
+                    response = await post_signed(fresh, MESSAGES, params, public_base_url=base)
+                    assert response.status_code == 200, response.text
+        finally:
+            for s in idle:
+                s.close()
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 20)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+        limit = limits.connection_limit(OPEN_FILES)
+        assert f"at the limit of {limit} connections" in text
+        # One line per kind of refusal every few seconds, not one per connection.
+        assert text.count("at the limit of") <= 2 * (workers + 1)
+        assert "Too many open files" not in text
+
+
+# --- security headers ------------------------------------------------------------------------
+
+
+COMMON = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+async def test_every_route_answers_with_the_security_headers(tmp_path: Path) -> None:
+    async with guarded(tmp_path) as (base, _port, _bot):
+        async with httpx.AsyncClient(base_url=base) as client:
+            answers = {
+                "healthz": await client.get("/healthz"),
+                "page": await client.get("/simulator"),
+                "static": await client.get("/simulator/static/simulator.js"),
+                "post": await client.post(
+                    "/simulator/api/messages", json={"from": "sim:hdr", "text": "Hello"}
+                ),
+                "history": await client.get(
+                    "/simulator/api/messages", params={"address": "sim:hdr"}
+                ),
+                "bad json": await client.post("/simulator/api/messages", content=b"{"),
+                "identities": await client.get("/simulator/api/identities"),
+                "forged webhook": await client.post(MESSAGES, data={"From": "+447400100101"}),
+                "telegram off": await client.post("/webhooks/telegram", json={}),
+                "not found": await client.get("/no/such/page"),
+                "wrong method": await client.delete("/healthz"),
+            }
+    assert answers["healthz"].status_code == 200
+    assert answers["page"].status_code == 200
+    assert answers["forged webhook"].status_code == 403
+    assert answers["not found"].status_code == 404
+    for name, response in answers.items():
+        for header, value in COMMON.items():
+            assert response.headers.get(header) == value, (name, header, response.headers)
+        csp = response.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp, (name, csp)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            assert response.headers.get("cache-control") == "no-store", name
+    # The page keeps its own, stricter policy; only the static files may be cached.
+    assert "script-src 'self'" in answers["page"].headers["content-security-policy"]
+    assert answers["static"].headers["cache-control"] == "no-cache"
+    assert answers["history"].headers["cache-control"] == "no-store"
