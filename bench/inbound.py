@@ -238,7 +238,10 @@ def name_of(i: int) -> str:
 async def setup_engine(db_path: Path, workdir: Path, panellists: int) -> tuple[Bot, float]:
     started = time.perf_counter()
     settings = settings_from_dict(
-        {"bot": {"name": "Bench Panel", "database": str(db_path), "quiet_hours": False}},
+        {
+            "bot": {"name": "Bench Panel", "database": str(db_path), "quiet_hours": False},
+            "channels": {"simulator": {"enabled": True}},
+        },
         base_dir=workdir,
     )
     bot = await Bot.create(settings)

@@ -295,6 +295,13 @@ def _cross_section_problems(settings: Settings) -> list[str]:
             'bot.public_base_url: required when channels.telegram.mode is "webhook" '
             "(updates arrive at public_base_url + /webhooks/telegram)"
         )
+    if channels.simulator.demo:
+        real = [name for name in ("twilio", "telegram") if getattr(channels, name).enabled]
+        problems += [
+            f"channels.simulator.demo: a demo panel has no real channels; "
+            f"channels.{name}.enabled must be false"
+            for name in real
+        ]
     return problems
 
 

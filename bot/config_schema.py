@@ -266,11 +266,28 @@ class PanelSettings:
 
 @dataclass(frozen=True, slots=True)
 class SimulatorSettings:
-    enabled: bool = True
+    # Off unless a config turns it on (`panelbot demo` does): it has no login.
+    enabled: bool = False
     rate_per_second: float = field(default=50.0, metadata=_meta(_positive))
-    # Lets the simulator page list imported panellists and speak as them: right for a demo
-    # or a test panel, wrong for a live one (no login guards the simulator).
+    # Marks a demo panel of synthetic people (`panelbot demo` writes it). Only a demo may
+    # let the simulator speak as imported panellists, and a demo has no real channels.
+    demo: bool = False
+    # Lets the simulator page list imported panellists and speak as them: only with demo.
     allow_panellists: bool = False
+    # How many new people one browser (or one network address) may start on the simulator
+    # in a minute; more are refused with 429.
+    new_identities_per_minute: int = field(default=20, metadata=_meta(_positive))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.allow_panellists and not self.demo:
+            return [
+                (
+                    "allow_panellists",
+                    "only a demo panel may speak as imported panellists: set demo = true "
+                    "only for a panel of synthetic people, as `panelbot demo` does",
+                )
+            ]
+        return []
 
 
 def _check_whatsapp_templates(table: dict[str, str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ when none is open.
 from __future__ import annotations
 
 import logging
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,7 +186,7 @@ def demo_config(port: int) -> dict[str, Any]:
         "web": {"host": "127.0.0.1", "port": port},
         "panel": {"fields": _FIELDS},
         # A demo panel is synthetic: the page may speak as any of its members.
-        "channels": {"simulator": {"enabled": True, "allow_panellists": True}},
+        "channels": {"simulator": {"enabled": True, "demo": True, "allow_panellists": True}},
     }
 
 
@@ -195,11 +196,32 @@ def prepare_data_dir(data_dir: Path, port: int) -> Path:
     config = data_dir / "panelbot.toml"
     if not config.exists():
         config.write_text(
-            "# Written by `panelbot demo`. Use it with: panelbot -c "
-            f"{config} <command>\n" + dump_toml(demo_config(port)),
+            f"{_WRITTEN_BY}{config} <command>\n" + dump_toml(demo_config(port)),
             encoding="utf-8",
         )
+    else:
+        _mark_as_demo(config)
     return config
+
+
+_WRITTEN_BY = "# Written by `panelbot demo`. Use it with: panelbot -c "
+
+
+def _mark_as_demo(config: Path) -> None:
+    """Add ``demo = true`` to a config an older ``panelbot demo`` wrote without it.
+
+    Speaking as imported panellists now needs the marker; a config the user wrote, or one
+    that already says either way, is left alone.
+    """
+    try:
+        text = config.read_text(encoding="utf-8")
+        simulator = tomllib.loads(text).get("channels", {}).get("simulator", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return  # load_settings reports what is wrong with it
+    header = "\n[channels.simulator]\n"
+    if not text.startswith(_WRITTEN_BY) or "demo" in simulator or header not in text:
+        return
+    config.write_text(text.replace(header, header + "demo = true\n", 1), encoding="utf-8")
 
 
 async def load_examples(bot: Bot, settings: Settings) -> dict[str, Any]:

@@ -100,6 +100,9 @@ def write_config(
         f"port = {port}",
         "",
         "[channels.simulator]",
+        "enabled = true",
+        # Speaking as imported panellists is for a demo panel only.
+        f"demo = {'true' if allow_panellists else 'false'}",
         f"allow_panellists = {'true' if allow_panellists else 'false'}",
     ]
     for field in fields:

@@ -44,6 +44,8 @@ def make_settings(tmp_path: Path, **sections: Any) -> Settings:
     data: dict[str, Any] = {
         "bot": {"name": "Test Panel", "database": "panel.db", "quiet_hours": False},
         "panel": {"fields": FIELDS},
+        # Off by default outside the demo; most tests speak as sim: people.
+        "channels": {"simulator": {"enabled": True}},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -33,6 +33,7 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "panelbot.toml"
     path.write_text(
         '[bot]\nname = "CLI Panel"\ndatabase = "panel.db"\nquiet_hours = false\n'
+        "[channels.simulator]\nenabled = true\n"
         '[[panel.fields]]\nname = "sex"\nvalues = ["female", "male"]\n'
         'text.en = "What is your sex?"\n',
         encoding="utf-8",

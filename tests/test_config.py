@@ -61,7 +61,9 @@ def test_default_settings_use_panelbot_db_in_cwd(
     settings = load_settings(None)
     assert settings.source is None
     assert settings.bot.database == tmp_path / "panelbot.db"
-    assert settings.channels.simulator.enabled
+    # The simulator has no login: off unless a config (the demo's) turns it on.
+    assert not settings.channels.simulator.enabled
+    assert not settings.channels.simulator.allow_panellists
     assert not settings.channels.twilio.enabled
     assert not settings.channels.telegram.enabled
     assert settings.bot.locales == ["en"]
@@ -570,7 +572,7 @@ def test_config_check_ok(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"OK: {path}",
-        "locales: en, cy; channels: simulator; panel fields: 0",
+        "locales: en, cy; channels: none; panel fields: 0",
     ]
 
 

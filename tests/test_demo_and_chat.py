@@ -57,10 +57,11 @@ def test_demo_serves_the_example_panel_and_a_second_run_duplicates_nothing(
     port = free_port()
     process = start_demo(data, port)
     api = f"http://127.0.0.1:{port}/simulator/api/messages"
-    menu = httpx.post(api, json={"from": "sim:visitor", "text": "hello"}).json()
+    browser = httpx.Client(timeout=10)  # keeps the cookie sim:visitor belongs to
+    menu = browser.post(api, json={"from": "sim:visitor", "text": "hello"}).json()
     assert "Choose your language" in menu["replies"][0]
     assert "2 Cymraeg" in menu["replies"][0]
-    consent = httpx.post(api, json={"from": "sim:visitor", "text": "1"}).json()
+    consent = browser.post(api, json={"from": "sim:visitor", "text": "1"}).json()
     assert "Reply YES to join" in consent["replies"][0]
     out = stop(process)
     assert f"http://127.0.0.1:{port}/simulator" in out
@@ -87,6 +88,7 @@ def test_chat_in_the_terminal_talks_to_the_bot(tmp_path: Path) -> None:
     config = tmp_path / "panelbot.toml"
     config.write_text(
         '[bot]\nname = "Chat Panel"\ndatabase = "panel.db"\nquiet_hours = false\n'
+        "[channels.simulator]\nenabled = true\n"
         '[[panel.fields]]\nname = "sex"\nvalues = ["female", "male"]\n'
         'text.en = "What is your sex?"\n',
         encoding="utf-8",

@@ -37,6 +37,9 @@ quiet_hours = false
 [web]
 port = {port}
 
+[channels.simulator]
+enabled = true
+
 [[panel.fields]]
 name = "sex"
 values = ["female", "male"]
@@ -63,6 +66,8 @@ class Server:
     def __init__(self, config: Path, port: int) -> None:
         self.config = config
         self.base = f"http://127.0.0.1:{port}"
+        # Keeps the simulator's cookie: its people belong to this client.
+        self.client = httpx.Client(timeout=10)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "-c", str(config), "serve"],
             stdout=subprocess.PIPE,
@@ -81,14 +86,14 @@ class Server:
         raise AssertionError("serve did not become healthy")
 
     def say(self, who: str, text: str) -> list[str]:
-        response = httpx.post(
-            f"{self.base}/simulator/api/messages", json={"from": who, "text": text}, timeout=10
+        response = self.client.post(
+            f"{self.base}/simulator/api/messages", json={"from": who, "text": text}
         )
         assert response.status_code == 200, response.text
         return response.json()["replies"]
 
     def history(self, who: str) -> list[dict]:
-        response = httpx.get(f"{self.base}/simulator/api/messages", params={"address": who})
+        response = self.client.get(f"{self.base}/simulator/api/messages", params={"address": who})
         assert response.status_code == 200
         return response.json()["messages"]
 
@@ -227,7 +232,7 @@ def test_a_live_panel_does_not_let_the_simulator_speak_as_panellists(server: Ser
 
     panellist_id = asyncio.run(add_one())
     server.say("sim:visitor", "hi")
-    listed = httpx.get(f"{server.base}/simulator/api/identities").json()["identities"]
+    listed = server.client.get(f"{server.base}/simulator/api/identities").json()["identities"]
     assert listed == [{"address": "sim:visitor", "label": "visitor"}]
     linked = httpx.post(
         f"{server.base}/simulator/api/identities", json={"panellist_id": panellist_id}

@@ -66,6 +66,8 @@ class SharedPanel:
     pending: int  # imported without consent: not offered
     erased: int
     fillers: int  # how many more active panellists, to pass the listing's cap
+    # One browser, as an API client that keeps the simulator's cookie: its people are its own.
+    client: httpx.Client
 
     @property
     def url(self) -> str:
@@ -128,27 +130,32 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedPanel]:
     server = PanelServer(config, port)
     server.start()
     try:
-        yield SharedPanel(server=server, fillers=fillers, **ids)
+        with httpx.Client(timeout=10) as client:
+            yield SharedPanel(server=server, fillers=fillers, client=client, **ids)
     finally:
         server.kill()
 
 
 def _identities(shared: SharedPanel) -> list[dict[str, Any]]:
-    response = httpx.get(shared.url + "/simulator/api/identities", timeout=10)
+    response = shared.client.get(shared.url + "/simulator/api/identities")
     assert response.status_code == 200, response.text
     return response.json()["identities"]
 
 
-def _history(url: str, address: str) -> list[dict[str, Any]]:
-    response = httpx.get(url + "/simulator/api/messages", params={"address": address}, timeout=10)
+def _history(shared: SharedPanel, address: str) -> list[dict[str, Any]]:
+    response = shared.client.get(
+        shared.url + "/simulator/api/messages", params={"address": address}
+    )
     assert response.status_code == 200, response.text
     return response.json()["messages"]
 
 
-def _wait_for_history(url: str, address: str, count: int, timeout: float = 10) -> list[dict]:
+def _wait_for_history(
+    shared: SharedPanel, address: str, count: int, timeout: float = 10
+) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
-        history = _history(url, address)
+        history = _history(shared, address)
         if len(history) >= count or time.monotonic() > deadline:
             return history
         time.sleep(0.1)
@@ -204,7 +211,7 @@ def test_unknown_static_file_is_404(shared: SharedPanel) -> None:
 def test_identities_lists_simulator_people_and_active_imported_panellists(
     shared: SharedPanel,
 ) -> None:
-    said = httpx.post(
+    said = shared.client.post(
         shared.url + "/simulator/api/messages",
         json={"from": "sim:listed-person", "text": "hello"},
         timeout=10,
@@ -224,7 +231,7 @@ def test_identities_lists_simulator_people_and_active_imported_panellists(
 
 def test_linking_an_imported_panellist_resends_their_open_question(shared: SharedPanel) -> None:
     address = f"sim:panellist-{shared.linked}"
-    response = httpx.post(
+    response = shared.client.post(
         shared.url + "/simulator/api/identities", json={"panellist_id": shared.linked}, timeout=10
     )
     assert response.status_code == 200, response.text
@@ -233,7 +240,7 @@ def test_linking_an_imported_panellist_resends_their_open_question(shared: Share
         "label": f"Panellist {shared.linked} (16-24)",
         "requeued": True,
     }
-    history = _wait_for_history(shared.url, address, 1)
+    history = _wait_for_history(shared, address, 1)
     assert len(history) == 1
     question = history[0]
     assert question["direction"] == "out"
@@ -241,12 +248,12 @@ def test_linking_an_imported_panellist_resends_their_open_question(shared: Share
     assert [o["label"] for o in question["options"]] == ["Easy", "Neither easy nor hard", "Hard"]
 
     # Linking again is harmless: same address, and the question is not sent twice.
-    again = httpx.post(
+    again = shared.client.post(
         shared.url + "/simulator/api/identities", json={"panellist_id": shared.linked}, timeout=10
     )
     assert again.status_code == 200 and again.json()["requeued"] is False
     time.sleep(0.5)
-    assert len(_history(shared.url, address)) == 1
+    assert len(_history(shared, address)) == 1
 
     # Now they are on the simulator, not in the imported list.
     identities = _identities(shared)
@@ -254,7 +261,7 @@ def test_linking_an_imported_panellist_resends_their_open_question(shared: Share
     assert shared.linked not in [i.get("panellist_id") for i in identities]
 
     # And they carry on with their survey from the simulator ("Easy" skips question 2).
-    reply = httpx.post(
+    reply = shared.client.post(
         shared.url + "/simulator/api/messages", json={"from": address, "text": "1"}, timeout=10
     )
     assert reply.status_code == 200
@@ -264,15 +271,15 @@ def test_linking_an_imported_panellist_resends_their_open_question(shared: Share
 def test_linking_never_takes_over_someone_elses_address(shared: SharedPanel) -> None:
     # The page refuses the name, but the messages API lets anyone speak as any sim: address.
     address = f"sim:panellist-{shared.taken}"
-    httpx.post(
+    shared.client.post(
         shared.url + "/simulator/api/messages", json={"from": address, "text": "hello"}, timeout=10
     )
-    response = httpx.post(
+    response = shared.client.post(
         shared.url + "/simulator/api/identities", json={"panellist_id": shared.taken}, timeout=10
     )
     assert response.status_code == 409
     assert "already used" in response.json()["error"]
-    history = _history(shared.url, address)
+    history = _history(shared, address)
     assert [m["direction"] for m in history] == ["in", "out"]  # hello and the welcome only
 
 
@@ -296,7 +303,7 @@ def test_linking_never_takes_over_someone_elses_address(shared: SharedPanel) -> 
     ],
 )
 def test_identities_rejects_bad_requests_with_400(shared: SharedPanel, body: bytes) -> None:
-    response = httpx.post(
+    response = shared.client.post(
         shared.url + "/simulator/api/identities",
         content=body,
         headers={"content-type": "application/json"},
@@ -307,7 +314,7 @@ def test_identities_rejects_bad_requests_with_400(shared: SharedPanel, body: byt
 
 
 def test_identities_refuses_erased_panellists(shared: SharedPanel) -> None:
-    response = httpx.post(
+    response = shared.client.post(
         shared.url + "/simulator/api/identities", json={"panellist_id": shared.erased}, timeout=10
     )
     assert response.status_code == 400
@@ -318,7 +325,7 @@ def test_identities_links_someone_not_yet_joined_with_nothing_to_resend(
     shared: SharedPanel,
 ) -> None:
     # Not offered in the list, but not refused either: they can finish joining here.
-    response = httpx.post(
+    response = shared.client.post(
         shared.url + "/simulator/api/identities", json={"panellist_id": shared.pending}, timeout=10
     )
     assert response.status_code == 200

@@ -56,6 +56,9 @@ public_base_url = "http://127.0.0.1:{port}"
 port = {port}
 workers = {workers}
 
+[channels.simulator]
+enabled = true
+
 [[panel.fields]]
 name = "sex"
 values = ["female", "male"]

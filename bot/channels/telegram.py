@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import warnings
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,29 @@ def inline_keyboard(options: list[dict[str, str]]) -> InlineKeyboardMarkup | Non
         per_row = 1
     layout = [buttons[i : i + per_row] for i in range(0, len(buttons), per_row)]
     return InlineKeyboardMarkup(layout)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def without_lone_surrogates(data: Any) -> Any:
+    """``data`` (parsed JSON) with each lone surrogate in its strings replaced by U+FFFD;
+    the same object when there is none. (A valid pair written as two escapes is one
+    character once parsed, so any surrogate left is a lone one.)"""
+    if isinstance(data, str):
+        return _LONE_SURROGATE.sub("\ufffd", data) if _LONE_SURROGATE.search(data) else data
+    if isinstance(data, list):
+        items = [without_lone_surrogates(v) for v in data]
+        changed = any(new is not old for new, old in zip(items, data, strict=True))
+        return items if changed else data
+    if isinstance(data, dict):
+        pairs = [(without_lone_surrogates(k), without_lone_surrogates(v)) for k, v in data.items()]
+        changed = any(
+            k is not k0 or v is not v0 for (k, v), (k0, v0) in zip(pairs, data.items(), strict=True)
+        )
+        return dict(pairs) if changed else data
+    return data
 
 
 def command_of(text: str) -> tuple[str, str] | None:
@@ -291,8 +315,21 @@ class TelegramChannel:
             return JSONResponse({"error": "update too large"}, status_code=413)
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # Not JSON, not UTF-8, or nested thousands deep: never a real update.
             return JSONResponse({"error": "malformed JSON"}, status_code=400)
+        # A surrogate can only reach us escaped (raw, the body would not be UTF-8).
+        try:
+            cleaned = without_lone_surrogates(data) if _ESCAPED_SURROGATE.search(body) else data
+        except RecursionError:
+            return JSONResponse({"error": "malformed JSON"}, status_code=400)
+        if cleaned is not data:
+            # Text with a lone surrogate ("\ud800") has no UTF-8 form and cannot be stored.
+            # The update passed the secret check, so it came from Telegram: refusing it would
+            # make Telegram send it again and again and hold back the chat's next updates.
+            # The bad characters become U+FFFD instead, and the person gets an answer.
+            data = cleaned
+            body = json.dumps(data, ensure_ascii=False).encode("utf-8")
         update_id = data.get("update_id") if isinstance(data, dict) else None
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             return JSONResponse({"error": "not a Telegram update"}, status_code=400)

@@ -1,8 +1,8 @@
 """The simulator's chat page (static HTML, CSS and JavaScript) and its identities API.
 
 Anyone can try the panel in a browser with no account: pick a new name (``sim:<name>``),
-carry on as someone already chatting on the simulator, or speak for an imported panellist,
-which links a ``sim:panellist-<id>`` address to their record.
+carry on as one of this browser's people on the simulator, or, on a demo panel, speak for
+an imported panellist, which links a ``sim:panellist-<id>`` address to their record.
 
 The page is plain files shipped inside the package and served from it: no CDN, no web
 fonts, no inline script, so it works on a machine with no internet and under a strict
@@ -11,8 +11,9 @@ Content-Security-Policy.
 
 from __future__ import annotations
 
-import json
+import hmac
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,11 @@ from starlette.staticfiles import StaticFiles
 
 from bot.engine import render
 from bot.models import Address, MessageKind, Panellist, PanellistStatus
-from bot.storage import fetch_all
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
+from bot.storage import simulator as sim_store
 from bot.storage import surveys as survey_store
+from bot.web import simulator
 
 if TYPE_CHECKING:
     from bot.app import Bot
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_IDENTITIES = 500
 LINK_PREFIX = "panellist-"
+_LINKED_NAME = re.compile(rf"{LINK_PREFIX}\d+")
 # SQLite integers are signed 64-bit; a larger id would raise OverflowError (a 500).
 _MAX_ID = 2**63 - 1
 
@@ -71,23 +74,30 @@ def panellist_label(panellist_id: int, demographics: dict[str, Any], field_names
     return f"{label} ({', '.join(values)})" if values else label
 
 
+@simulator.storage_guarded
 async def list_identities(request: Request) -> Response:
-    """``GET /simulator/api/identities``: who the page can speak as.
+    """``GET /simulator/api/identities``: who this browser can speak as.
 
-    First the people already on the simulator (most recently active first), then active
-    panellists with no simulator address yet (e.g. imported from a CSV); at most
-    ``MAX_IDENTITIES`` in all.
+    First the browser's own people on the simulator (most recently active first), then, on
+    a demo panel that allows it, active panellists with no simulator address yet (e.g.
+    imported from a CSV); at most ``MAX_IDENTITIES`` in all. Nobody else's people are
+    listed, and outside a demo nobody who is also reached on a real channel.
     """
     bot: Bot = request.app.state.bot
     conn = bot.db.conn
+    caller = simulator.caller_of(request)
+    allowed = simulator.may_speak_as_panellists(bot)
     identities: list[dict[str, Any]] = [
         {"address": str(address), "label": address.id}
-        for address in await _simulator_addresses(conn, MAX_IDENTITIES)
+        for address, real in await sim_store.owned_addresses(
+            conn, caller.owner_hash, MAX_IDENTITIES
+        )
+        if allowed or not real
     ]
     field_names = [f.name for f in bot.settings.panel.fields]
     remaining = MAX_IDENTITIES - len(identities)
-    if remaining > 0 and bot.settings.channels.simulator.allow_panellists:
-        for panellist_id, demographics in await _unlinked_panellists(conn, remaining):
+    if remaining > 0 and allowed:
+        for panellist_id, demographics in await sim_store.unlinked_panellists(conn, remaining):
             identities.append(
                 {
                     "panellist_id": panellist_id,
@@ -97,22 +107,30 @@ async def list_identities(request: Request) -> Response:
     return JSONResponse({"identities": identities})
 
 
+@simulator.storage_guarded
 async def link_identity(request: Request) -> Response:
-    """``POST /simulator/api/identities`` ``{"panellist_id": 12}``: speak for that panellist.
+    """``POST /simulator/api/identities``: who this browser will speak as.
 
-    Links ``sim:panellist-12`` to their record and, when they are part-way through a
-    survey, sends their current question to the new address so they can carry on.
+    ``{"name": "alice"}`` starts ``sim:alice`` for this browser (or carries on with it, if
+    it is already this browser's); a name another browser has is refused (403).
+
+    ``{"panellist_id": 12}``, only on a demo panel that allows it, links
+    ``sim:panellist-12`` to that panellist's record, for this browser only, and, when they
+    are part-way through a survey, sends their current question to the new address so they
+    can carry on.
     """
     bot: Bot = request.app.state.bot
-    if not bot.settings.channels.simulator.allow_panellists:
+    body = await simulator.read_json(request, '{"name": "alice"} or {"panellist_id": 12}')
+    if isinstance(body, Response):
+        return body
+    if isinstance(body, dict) and "name" in body and "panellist_id" not in body:
+        return await _start_named(request, body["name"])
+    if not simulator.may_speak_as_panellists(bot):
         return _bad(
-            "speaking as imported panellists is off ([channels.simulator] allow_panellists)",
+            "speaking as imported panellists is off: only a demo panel may "
+            "([channels.simulator] demo and allow_panellists)",
             status_code=403,
         )
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _bad('the body must be JSON: {"panellist_id": 12}')
     if not isinstance(body, dict) or "panellist_id" not in body:
         return _bad("the body must be a JSON object with 'panellist_id'")
     panellist_id = body["panellist_id"]
@@ -122,27 +140,60 @@ async def link_identity(request: Request) -> Response:
     if not 1 <= panellist_id <= _MAX_ID:
         return _bad(f"no panellist {panellist_id}")
     address = Address("sim", f"{LINK_PREFIX}{panellist_id}")
+    caller = simulator.caller_of(request)
+    panellist = await panellist_store.get(bot.db.conn, panellist_id)
+    if panellist is None or panellist.status == PanellistStatus.ERASED:
+        return _bad(f"no panellist {panellist_id}")
+    owner = await sim_store.owner_of(bot.db.conn, address)
+    if owner is None:
+        holder = await panellist_store.find_by_address(bot.db.conn, address)
+        if holder is not None and holder.id != panellist_id:
+            # Someone typed "panellist-12" as a new name through the API; never take over
+            # their conversation silently.
+            return _bad(f"{address} is already used by someone else", status_code=409)
+        refused = await simulator.claim_new(bot, caller, address)
+        if refused is not None:
+            return simulator.with_cookie(request, caller, refused)
+    elif not hmac.compare_digest(owner, caller.owner_hash):
+        return _bad(f"{address} is already used by someone else", status_code=409)
     async with bot.db.transaction() as conn:
         panellist = await panellist_store.get(conn, panellist_id)
         if panellist is None or panellist.status == PanellistStatus.ERASED:
             return _bad(f"no panellist {panellist_id}")
-        owner = await panellist_store.find_by_address(conn, address)
-        if owner is not None and owner.id != panellist_id:
-            # Someone typed "panellist-12" as a new name through the API; never take over
-            # their conversation silently.
+        holder = await panellist_store.find_by_address(conn, address)
+        if holder is not None and holder.id != panellist_id:
             return _bad(f"{address} is already used by someone else", status_code=409)
         await panellist_store.add_address(conn, panellist_id, address)
         requeued = await _requeue_current_question(bot, conn, panellist, address)
     if requeued:
         bot.wake_dispatcher()
     field_names = [f.name for f in bot.settings.panel.fields]
-    return JSONResponse(
+    response = JSONResponse(
         {
             "address": str(address),
             "label": panellist_label(panellist_id, panellist.demographics, field_names),
             "requeued": requeued,
         }
     )
+    return simulator.with_cookie(request, caller, response)
+
+
+async def _start_named(request: Request, name: Any) -> Response:
+    """A new person ``sim:<name>`` for this browser (or one of its own, again)."""
+    bot: Bot = request.app.state.bot
+    if not isinstance(name, str):
+        return _bad("'name' must be a string such as \"alice\"")
+    address = simulator.sim_address(f"sim:{name}")
+    if isinstance(address, str):
+        return _bad(address)
+    if _LINKED_NAME.fullmatch(address.id):
+        return _bad(f"names like {address.id} are kept for panellists; choose another")
+    caller = simulator.caller_of(request)
+    refused = await simulator.check_access(bot, caller, address, create=True)
+    if refused is not None:
+        return simulator.with_cookie(request, caller, refused)
+    response = JSONResponse({"address": str(address), "label": address.id})
+    return simulator.with_cookie(request, caller, response)
 
 
 async def _requeue_current_question(
@@ -182,36 +233,6 @@ async def _requeue_current_question(
         extra=msg.extra,
     )
     return row_id is not None
-
-
-# The two reads below belong in bot/storage/panellists.py (the house keeps SQL there); they
-# live here until that module is free to change.
-
-
-async def _simulator_addresses(conn: aiosqlite.Connection, limit: int) -> list[Address]:
-    """Simulator addresses of people still on record, most recently active first."""
-    rows = await fetch_all(
-        conn,
-        "SELECT a.address FROM addresses a JOIN panellists p ON p.id = a.panellist_id "
-        "WHERE a.channel = 'sim' AND p.status != 'erased' "
-        "ORDER BY COALESCE(a.last_inbound_at, a.created_at) DESC, a.id DESC LIMIT ?",
-        (limit,),
-    )
-    return [Address("sim", r["address"]) for r in rows]
-
-
-async def _unlinked_panellists(
-    conn: aiosqlite.Connection, limit: int
-) -> list[tuple[int, dict[str, Any]]]:
-    """(id, demographics) of active panellists with no simulator address, oldest first."""
-    rows = await fetch_all(
-        conn,
-        "SELECT p.id, p.demographics FROM panellists p WHERE p.status = 'active' "
-        "AND NOT EXISTS (SELECT 1 FROM addresses a WHERE a.panellist_id = p.id "
-        "AND a.channel = 'sim') ORDER BY p.id LIMIT ?",
-        (limit,),
-    )
-    return [(r["id"], json.loads(r["demographics"] or "{}")) for r in rows]
 
 
 def routes() -> list[BaseRoute]:

@@ -1,39 +1,82 @@
-"""The simulator's JSON API (and, from the page module, its chat page)."""
+"""The simulator's JSON API (and, from the page module, its chat page).
+
+The simulator has no login, so each ``sim:`` person belongs to the browser (or API client)
+that started them: a random cookie (HttpOnly, SameSite=Strict) names the browser, and the
+database keeps only a keyed hash of it (``simulator_owners``). A browser sees and speaks
+for its own people only; a person who is also an imported panellist, or has an SMS,
+WhatsApp or Telegram address, can be spoken for only on a demo panel that allows it
+(``[channels.simulator] demo`` and ``allow_panellists``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import hmac
 import json
+import logging
+import re
+import secrets
+import sqlite3
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot import sms
-from bot.models import Address, InboundMessage
+from bot.inbox import UnstorablePayload
+from bot.models import Address, InboundMessage, utcnow
 from bot.storage import outbox as outbox_store
+from bot.storage import simulator as sim_store
 
 if TYPE_CHECKING:
     from bot.app import Bot
     from bot.channels.simulator import SimulatorChannel
 
+logger = logging.getLogger(__name__)
+
 REPLY_TIMEOUT = 5.0
 # How often a web process looks for the main process's answer ([web] workers >= 1).
 POLL = 0.02
 MAX_TEXT = 5000
+# A request body is refused past this size, before it is read: 5,000 characters of text
+# escaped as \uXXXX are 30 KB.
+MAX_BODY = 64 * 1024
+# The browser's cookie: a random token; the server keeps only its keyed hash.
+COOKIE = "panelbot_sim"
+COOKIE_MAX_AGE = 90 * 24 * 3600
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+# One network address may start this many times the per-browser limit of new people a
+# minute (several browsers behind one office or home router).
+PER_NETWORK_FACTOR = 5
+RETRY_AFTER = "5"
 
 
-def _bad(reason: str) -> Response:
-    return JSONResponse({"error": reason}, status_code=400)
+def _bad(reason: str, status_code: int = 400) -> Response:
+    return JSONResponse({"error": reason}, status_code=status_code)
 
 
-def _sim_address(value: Any) -> Address | str:
+def _encodable(text: str) -> bool:
+    """False for text SQLite cannot store, such as a lone surrogate ("\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def sim_address(value: Any) -> Address | str:
     """A ``sim:`` address, or the reason it is not one."""
     if not isinstance(value, str):
         return "'from' must be a string such as \"sim:alice\""
+    if not _encodable(value):
+        return "the address is not valid Unicode text"
     try:
         address = Address.parse(value)
     except ValueError as exc:
@@ -43,17 +86,191 @@ def _sim_address(value: Any) -> Address | str:
     return address
 
 
+# -- the caller: a browser or API client, known by its cookie ----------------------------------
+
+
+@dataclass
+class Caller:
+    token: str
+    owner_hash: str  # keyed hash of the cookie: what the database keeps
+    client_hash: str  # keyed hash of the network address: for the new-people limit
+    issue_cookie: bool  # the browser had no (valid) cookie; send it one with the answer
+
+
+def caller_of(request: Request) -> Caller:
+    bot: Bot = request.app.state.bot
+    token = request.cookies.get(COOKIE, "")
+    fresh = not _TOKEN.fullmatch(token)
+    if fresh:
+        token = secrets.token_urlsafe(32)
+    host = request.client.host if request.client else "unknown"
+    return Caller(
+        token=token,
+        owner_hash=_keyed(bot, "sim-owner", token),
+        client_hash=_keyed(bot, "sim-client", host),
+        issue_cookie=fresh,
+    )
+
+
+def _keyed(bot: Bot, purpose: str, value: str) -> str:
+    message = f"{purpose}:{value}".encode("utf-8", "surrogateescape")
+    return hmac.new(bot.hash_key, message, hashlib.sha256).hexdigest()
+
+
+def with_cookie(request: Request, caller: Caller, response: Response) -> Response:
+    """Give a browser that had no cookie the one its new people now belong to."""
+    if caller.issue_cookie:
+        response.set_cookie(
+            COOKIE,
+            caller.token,
+            max_age=COOKIE_MAX_AGE,
+            path="/simulator",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+    return response
+
+
+def may_speak_as_panellists(bot: Bot) -> bool:
+    settings = bot.settings.channels.simulator
+    return settings.demo and settings.allow_panellists
+
+
+def _not_a_panellist_here(address: Address) -> Response:
+    return _bad(
+        f"{address} speaks for a panellist who is also reached by SMS, WhatsApp or Telegram, "
+        "or was imported; the simulator may do that only on a demo panel "
+        "([channels.simulator] demo and allow_panellists)",
+        status_code=403,
+    )
+
+
+async def claim_new(bot: Bot, caller: Caller, address: Address) -> Response | None:
+    """Make ``address`` a new person of the caller's; a refusal (403, 409, 429) if not."""
+    limit = bot.settings.channels.simulator.new_identities_per_minute
+    now = utcnow()
+    async with bot.db.transaction() as conn:
+        if await sim_store.address_in_use(conn, address):
+            # On record, but no browser's (started from `panelbot chat`, or before owners).
+            return _bad(f"{address} belongs to someone else; choose another name", 403)
+        by_owner, by_client = await sim_store.recent_claims(
+            conn, caller.owner_hash, caller.client_hash, sim_store.cutoff(now, 60)
+        )
+        if by_owner >= limit or by_client >= limit * PER_NETWORK_FACTOR:
+            return JSONResponse(
+                {
+                    "error": f"too many new people on the simulator: at most {limit} a "
+                    "minute from one browser; try again in a minute"
+                },
+                status_code=429,
+                headers={"Retry-After": "60"},
+            )
+        if not await sim_store.claim(conn, address, caller.owner_hash, caller.client_hash, now):
+            return _bad(f"{address} belongs to someone else; choose another name", 403)
+    return None
+
+
+async def check_access(
+    bot: Bot, caller: Caller, address: Address, *, create: bool
+) -> Response | None:
+    """None when the caller may act as ``address``; else the refusal to send.
+
+    With ``create`` an unclaimed address becomes the caller's (a new person, counted
+    against the per-minute limit); without it, an address that is not the caller's is
+    "not found", so that nobody learns whose people exist.
+    """
+    owner = await sim_store.owner_of(bot.db.conn, address)
+    if owner is None or not hmac.compare_digest(owner, caller.owner_hash):
+        if not create:
+            return _bad(f"no conversation with {address} in this browser", 404)
+        if owner is not None:
+            return _bad(f"{address} belongs to someone else; choose another name", 403)
+        refused = await claim_new(bot, caller, address)
+        if refused is not None:
+            return refused
+    if not may_speak_as_panellists(bot) and await sim_store.speaks_for_real_panellist(
+        bot.db.conn, address
+    ):
+        return _not_a_panellist_here(address)
+    return None
+
+
+# -- reading a body: capped before it is read, JSON without surprises -------------------------
+
+
+async def read_json(request: Request, example: str) -> Any | Response:
+    """The request's JSON body, or the response refusing it (400, 413)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            return _bad("Content-Length must be a whole number")
+        if int(declared) > MAX_BODY:
+            return _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                return _too_large()
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return _bad("the request body did not arrive whole")
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, RecursionError):
+        # ValueError covers bad JSON and bytes that are not UTF-8; RecursionError, JSON
+        # nested thousands deep.
+        return _bad(f"the body must be JSON: {example}")
+
+
+def _too_large() -> Response:
+    return _bad(f"the request body is larger than {MAX_BODY // 1024} KB", 413)
+
+
+def storage_guarded(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A database that is full, locked or failing gives 503 and Retry-After, never 500."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except sqlite3.DatabaseError as exc:
+            # Full, locked, read-only or failing: nothing the client can fix but waiting.
+            logger.warning(
+                "simulator %s %s: storage unavailable (%s: %s)",
+                request.method,
+                request.url.path,
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, sqlite3.OperationalError),
+            )
+            return JSONResponse(
+                {"error": "the panel cannot store this just now; try again shortly"},
+                status_code=503,
+                headers={"Retry-After": RETRY_AFTER},
+            )
+
+    return guarded
+
+
+# -- the routes -------------------------------------------------------------------------------
+
+
+@storage_guarded
 async def post_message(request: Request) -> Response:
     bot: Bot = request.app.state.bot
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _bad('the body must be JSON: {"from": "sim:NAME", "text": "..."}')
+    body = await read_json(request, '{"from": "sim:NAME", "text": "..."}')
+    if isinstance(body, Response):
+        return body
     if not isinstance(body, dict):
         return _bad("the body must be a JSON object with 'from' and 'text'")
     if "from" not in body or "text" not in body:
         return _bad("both 'from' and 'text' are required")
-    address = _sim_address(body["from"])
+    address = sim_address(body["from"])
     if isinstance(address, str):
         return _bad(address)
     text = body["text"]
@@ -61,17 +278,26 @@ async def post_message(request: Request) -> Response:
         return _bad("'text' must be a string")
     if len(text) > MAX_TEXT:
         return _bad(f"'text' is longer than {MAX_TEXT} characters")
+    if not _encodable(text):
+        return _bad("'text' is not valid Unicode text (a lone surrogate such as \\ud800)")
+    caller = caller_of(request)
+    refused = await check_access(bot, caller, address, create=True)
+    if refused is not None:
+        return with_cookie(request, caller, refused)
     message_id = f"sim-{uuid.uuid4().hex}"
     if bot.inbox is not None:
         # A web process: the main process handles it; wait for its replies in the database.
         payload = {"from": str(address), "text": text, "id": message_id}
-        await bot.inbox.put("sim-message", message_id, json.dumps(payload, ensure_ascii=False))
+        try:
+            await bot.inbox.put("sim-message", message_id, json.dumps(payload, ensure_ascii=False))
+        except UnstorablePayload as exc:
+            return with_cookie(request, caller, _bad(f"the message cannot be stored: {exc}"))
         outbox_ids = await replies_to(bot, message_id, REPLY_TIMEOUT)
     else:
         message = InboundMessage(address, text, provider_message_id=message_id)
         outbox_ids = (await bot.handle(message)).outbox_ids
     replies = await wait_for_replies(bot, outbox_ids, REPLY_TIMEOUT)
-    return JSONResponse({"replies": replies})
+    return with_cookie(request, caller, JSONResponse({"replies": replies}))
 
 
 async def replies_to(bot: Bot, message_id: str, timeout: float) -> list[int]:
@@ -120,11 +346,15 @@ async def wait_for_replies(bot: Bot, outbox_ids: list[int], timeout: float) -> l
         await channel.wait_for_send(address, seen, min(remaining, 0.25))
 
 
+@storage_guarded
 async def get_messages(request: Request) -> Response:
     bot: Bot = request.app.state.bot
-    address = _sim_address(request.query_params.get("address"))
+    address = sim_address(request.query_params.get("address"))
     if isinstance(address, str):
         return _bad(address)
+    refused = await check_access(bot, caller_of(request), address, create=False)
+    if refused is not None:
+        return refused
     history = await outbox_store.conversation(bot.db.conn, address)
     sanitise = bot.settings.channels.twilio.sanitize
     return JSONResponse({"messages": [_message_json(m, sanitise) for m in history]})

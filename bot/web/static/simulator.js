@@ -109,7 +109,7 @@
     showNameError("");
   });
 
-  el.newForm.addEventListener("submit", (event) => {
+  el.newForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const slug = slugify(el.name.value);
     if (!slug) {
@@ -122,7 +122,23 @@
       el.name.focus();
       return;
     }
-    startChat("sim:" + slug, slug);
+    // The name becomes this browser's (another browser's is refused), before any message.
+    try {
+      const response = await fetch(API + "/identities", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: slug }),
+      });
+      const data = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        showNameError(data.error || "That name cannot be used just now.");
+        el.name.focus();
+        return;
+      }
+      startChat(data.address, data.label);
+    } catch (err) {
+      showNameError("Could not reach the panel. Try again.");
+    }
   });
 
   el.existingForm.addEventListener("submit", async (event) => {
