@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from bot.app import Bot
-from bot.channels.telegram import command_of, inline_keyboard
+from bot.channels.telegram import command_of, inline_keyboard, ticked, toggled
 from bot.engine.waves import launch
 from bot.models import Address, MessageKind, PanellistStatus, utcnow
 from bot.storage import outbox as outbox_store
@@ -282,6 +282,19 @@ class TelegramUser:
         assert data in buttons, f"no button {data!r} under {self.last.text!r}"
         return await self._send(self.fake.callback_update(self.chat_id, data))
 
+    async def tick(self, data: str) -> list[str]:
+        """Tap an option of a multi-choice question: the bot edits the keyboard, sends
+        nothing. Returns the keyboard's labels after the edit."""
+        buttons = [d for row in self.last.callback_data for d in row]
+        assert data in buttons, f"no button {data!r} under {self.last.text!r}"
+        edits = len(self.fake.calls_to("editMessageReplyMarkup"))
+        answered = len(self.fake.calls_to("answerCallbackQuery"))
+        response = await post(self.client, self.url, self.fake.callback_update(self.chat_id, data))
+        assert response.status_code == 200
+        await self.fake.wait_for(lambda: len(self.fake.calls_to("answerCallbackQuery")) > answered)
+        assert len(self.fake.calls_to("editMessageReplyMarkup")) == edits + 1
+        return self.fake.markup_labels(self.chat_id, self.last.result["message_id"])
+
 
 async def answers_of(bot: Bot) -> dict[str, Any]:
     rows = await bot.db.fetchall("SELECT question_id, value FROM answers ORDER BY id")
@@ -338,6 +351,46 @@ async def test_a_panellist_signs_up_and_completes_a_survey_by_telegram(
     assert json.loads(panellist["demographics"]) == {"age_band": "25-34", "sex": "male"}
     # Every tap was answered, so the button stops spinning.
     assert len(fake.calls_to("answerCallbackQuery")) == 6
+
+
+async def test_a_multi_choice_question_is_answered_by_ticking_options_then_send(
+    make_bot: BotFactory, fake: FakeTelegram
+) -> None:
+    bot = await make_bot(per_chat_interval=0.05)
+    async with serving(bot) as url, httpx.AsyncClient() as client:
+        pat = TelegramUser(client, url, fake, 2003)
+        await pat.type("/start")
+        await pat.tap("YES")
+        await pat.tap("2")
+        await pat.tap("2")
+        await add_survey(bot, SURVEY)
+        await launch(bot, "every-type")
+        await fake.wait_for_sends(5, chat_id=2003)
+        why = await pat.tap("3")
+        assert "Question 2 of 6" in why.text
+        # One button per option, each ticking it, and a Send button last.
+        assert why.callback_data[-1] == ["m!"]
+        assert [d for row in why.callback_data[:-1] for d in row] == ["m:1", "m:2", "m:3"]
+        assert why.button_labels[-1] == "Send"
+        plain = why.button_labels[:-1]
+
+        # A tap on Send with nothing ticked sends nothing and records nothing.
+        before = len(fake.sent(2003))
+        await post(client, url, fake.callback_update(2003, "m!"))
+        assert len(fake.sent(2003)) == before and await answers_of(bot) == {"ease": "hard"}
+
+        assert await pat.tick("m:1") == ["\u2705 " + plain[0], *plain[1:], "Send"]
+        await pat.tick("m:3")
+        await pat.tick("m:2")
+        labels = await pat.tick("m:2")  # a second tap unticks
+        assert labels == ["\u2705 " + plain[0], plain[1], "\u2705 " + plain[2], "Send"]
+        # Nothing was sent or answered by the ticks alone.
+        assert len(fake.sent(2003)) == before
+        assert await answers_of(bot) == {"ease": "hard"}
+
+        scale = await pat.tap("m!")
+        assert "Question 3 of 6" in scale.text
+        assert (await answers_of(bot))["why_hard"] == ["phone", "times"]
 
 
 async def test_commands_map_to_the_engine_keywords(
@@ -529,6 +582,20 @@ async def test_a_slow_answer_for_one_chat_does_not_hold_the_others(
 
 
 # --- the pieces -------------------------------------------------------------------------------
+
+
+def test_a_multi_choice_keyboard_ticks_and_reads_back_its_options() -> None:
+    options = [{"reply": str(i), "label": label} for i, label in enumerate("ABC", 1)]
+    markup = inline_keyboard(options, multi=True, send_label="Anfon")
+    assert markup is not None
+    assert [b.callback_data for row in markup.inline_keyboard for b in row][-1] == "m!"
+    assert markup.inline_keyboard[-1][0].text == "Anfon"
+    assert ticked(markup) == []
+    markup = toggled(toggled(markup, "m:3"), "m:1")
+    assert ticked(markup) == ["1", "3"]
+    assert ticked(toggled(markup, "m:1")) == ["3"]
+    # A reply too long for a callback with its prefix: no buttons, typed replies still work.
+    assert inline_keyboard([{"reply": "x" * 63, "label": "X"}], multi=True) is None
 
 
 def test_keyboards_put_short_labels_in_rows_and_long_ones_alone() -> None:

@@ -97,25 +97,37 @@ COMMAND_TEXT = {
 }
 
 
-def inline_keyboard(options: list[dict[str, str]]) -> InlineKeyboardMarkup | None:
+# Multi-choice questions: a tap ticks or unticks an option (the keyboard is edited in place
+# with editMessageReplyMarkup; the ticks live in the keyboard itself, so nothing is stored),
+# and a last button sends the ticked options together, as if "1 3" were typed.
+MULTI_TOGGLE = "m:"
+MULTI_SEND = "m!"
+TICK = "\u2705 "
+
+
+def inline_keyboard(
+    options: list[dict[str, str]], *, multi: bool = False, send_label: str = ""
+) -> InlineKeyboardMarkup | None:
     """Buttons for a numbered question: tapping one sends its ``reply`` as if typed.
 
-    Short labels (a 1-5 scale) share rows; longer ones get a row each so they are not cut
-    off on small phones. Returns None when an option cannot be a button (its reply is over
-    Telegram's 64-byte callback limit): the text alone still works, typed.
+    With ``multi`` a tap ticks the option instead, and a last button (``send_label``) sends
+    every ticked one. Short labels (a 1-5 scale) share rows; longer ones get a row each so
+    they are not cut off on small phones. Returns None when an option cannot be a button
+    (its reply is over Telegram's 64-byte callback limit): the text alone still works, typed.
     """
     if not options:
         return None
+    prefix = MULTI_TOGGLE if multi else ""
     buttons: list[InlineKeyboardButton] = []
     for option in options:
         reply = str(option.get("reply", "")).strip()
         label = str(option.get("label", "")).strip()
-        if not reply or len(reply.encode()) > MAX_CALLBACK_BYTES:
+        if not reply or len((prefix + reply).encode()) > MAX_CALLBACK_BYTES:
             return None
         # "1 Very easy" keeps the number people may also type; a label equal to its reply
         # (a scale point, "YES"/"Yes") is shown once.
         text = label if label.casefold() == reply.casefold() or not label else f"{reply} {label}"
-        buttons.append(InlineKeyboardButton(text[:MAX_BUTTON_LABEL], callback_data=reply))
+        buttons.append(InlineKeyboardButton(text[:MAX_BUTTON_LABEL], callback_data=prefix + reply))
     longest = max(len(b.text) for b in buttons)
     if longest <= SHORT_LABEL_CHARS:
         rows = math.ceil(len(buttons) / SHORT_PER_ROW)
@@ -125,7 +137,38 @@ def inline_keyboard(options: list[dict[str, str]]) -> InlineKeyboardMarkup | Non
     else:
         per_row = 1
     layout = [buttons[i : i + per_row] for i in range(0, len(buttons), per_row)]
+    if multi:
+        layout.append([InlineKeyboardButton(send_label or "Send", callback_data=MULTI_SEND)])
     return InlineKeyboardMarkup(layout)
+
+
+def toggled(markup: InlineKeyboardMarkup, data: str) -> InlineKeyboardMarkup:
+    """The keyboard with the option whose callback_data is ``data`` ticked or unticked."""
+    rows = []
+    for row in markup.inline_keyboard:
+        new_row = []
+        for button in row:
+            if button.callback_data == data:
+                text = button.text
+                text = text.removeprefix(TICK) if text.startswith(TICK) else TICK + text
+                button = InlineKeyboardButton(text, callback_data=button.callback_data)
+            new_row.append(button)
+        rows.append(new_row)
+    return InlineKeyboardMarkup(rows)
+
+
+def ticked(markup: InlineKeyboardMarkup | None) -> list[str]:
+    """The replies of the ticked options of a multi-choice keyboard, in its order."""
+    if markup is None:
+        return []
+    return [
+        str(button.callback_data).removeprefix(MULTI_TOGGLE)
+        for row in markup.inline_keyboard
+        for button in row
+        if isinstance(button.callback_data, str)
+        and button.callback_data.startswith(MULTI_TOGGLE)
+        and button.text.startswith(TICK)
+    ]
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -385,8 +428,11 @@ class TelegramChannel:
         bot = self._bot
         if bot is None:
             raise RuntimeError("telegram channel is not started")
-        inbound = self.to_inbound(update)
         query = update.callback_query
+        if query is not None and (query.data or "").startswith(MULTI_TOGGLE):
+            await self._toggle(query)
+            return
+        inbound = self.to_inbound(update)
         if inbound is None:
             # An update we do not act on: acknowledged and ignored (a tap still gets its
             # spinner stopped).
@@ -396,6 +442,27 @@ class TelegramChannel:
         result = await bot.handle(inbound)
         if query is not None and not result.duplicate:
             await self._answer(query)
+
+    async def _toggle(self, query: CallbackQuery) -> None:
+        """Tick or untick one option of a multi-choice question, in the message itself."""
+        message = query.message
+        markup = getattr(message, "reply_markup", None)
+        if (
+            isinstance(message, Message)
+            and message.chat.type == ChatType.PRIVATE
+            and isinstance(markup, InlineKeyboardMarkup)
+        ):
+            try:
+                await query.get_bot().edit_message_reply_markup(
+                    chat_id=message.chat.id,
+                    message_id=message.message_id,
+                    reply_markup=toggled(markup, str(query.data)),
+                )
+            except TelegramError as exc:
+                # A double tap racing its own edit ("message is not modified"), or an old
+                # message: the next tap or the typed answer still works.
+                logger.info("telegram: could not tick an option (%s)", type(exc).__name__)
+        await self._answer(query)
 
     async def _answer(self, query: CallbackQuery) -> None:
         # Stops the spinner on the button. Best effort: the answer is already stored.
@@ -413,10 +480,16 @@ class TelegramChannel:
                 return None
             # In a private chat the chat id is the user's id.
             chat_id = chat.id if chat is not None else query.from_user.id
+            text = query.data
+            if text == MULTI_SEND:
+                # "Send" under a multi-choice question: the ticked options, as "1 3".
+                text = " ".join(ticked(getattr(query.message, "reply_markup", None)))
+                if not text:
+                    return None  # nothing ticked yet: the tap only stops its spinner
             return InboundMessage(
                 Address("telegram", str(chat_id)),
                 # Tapping "2 Neither easy nor hard" is the same as typing "2".
-                query.data,
+                text,
                 f"callback:{query.id}",
                 extra={
                     "callback_query_id": query.id,
@@ -470,7 +543,11 @@ class TelegramChannel:
         chat_id: int | str = message.address.id
         if message.address.id.lstrip("-").isdigit():
             chat_id = int(message.address.id)
-        markup = inline_keyboard(message.extra.get("options") or [])
+        markup = inline_keyboard(
+            message.extra.get("options") or [],
+            multi=bool(message.extra.get("multi")),
+            send_label=str(message.extra.get("send_label") or ""),
+        )
         try:
             sent = await app.bot.send_message(
                 chat_id=chat_id, text=message.text, reply_markup=markup

@@ -18,10 +18,18 @@ class Rendered:
     text: str
     template: str
     options: list[dict[str, str]] = field(default_factory=list)
+    # A multi-choice question: a channel with buttons lets the person tick several, then
+    # send them together ("1 3"), labelling that button ``send_label``.
+    multi: bool = False
+    send_label: str = ""
 
     @property
     def extra(self) -> dict[str, Any]:
-        return {"options": self.options} if self.options else {}
+        if not self.options:
+            return {}
+        if self.multi:
+            return {"options": self.options, "multi": True, "send_label": self.send_label}
+        return {"options": self.options}
 
 
 def language_name(code: str) -> str:
@@ -81,6 +89,9 @@ def question_message(
                 {"reply": str(v), "label": str(v)}
                 for v in range(int(question.min), int(question.max) + 1)
             ]
+    if question.type == QuestionType.MULTI:
+        send = catalog.words(locale).get("send_label", "Send")
+        return Rendered(text, "question", options, multi=True, send_label=send)
     return Rendered(text, "question", options)
 
 

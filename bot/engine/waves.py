@@ -66,7 +66,9 @@ async def begin_survey(
         questions=len(survey.questions),
         closes_at=wave.closes_at,
     )
-    return render.Rendered(text, "invitation", question.options)
+    return render.Rendered(
+        text, "invitation", question.options, multi=question.multi, send_label=question.send_label
+    )
 
 
 async def start_next_waiting(engine: Engine, turn: Turn) -> None:

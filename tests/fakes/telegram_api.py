@@ -2,9 +2,10 @@
 
 PTB calls ``{base_url}{token}/{method}``; point it here with
 ``api_base_url = fake.base_url`` (``http://127.0.0.1:<port>/bot``). The fake answers the
-methods panelbot uses (getMe, sendMessage, answerCallbackQuery, getUpdates, deleteWebhook,
-setWebhook, getWebhookInfo) with realistic JSON, records every call with a monotonic time,
-and can be scripted to answer the next calls of a method with an error or slowly::
+methods panelbot uses (getMe, sendMessage, editMessageReplyMarkup, answerCallbackQuery,
+getUpdates, deleteWebhook, setWebhook, getWebhookInfo) with realistic JSON, records every
+call with a monotonic time, and can be scripted to answer the next calls of a method with an
+error or slowly::
 
     async with FakeTelegram.running() as fake:
         fake.script("sendMessage", blocked())          # 403 "bot was blocked by the user"
@@ -158,6 +159,8 @@ class FakeTelegram:
     _update_ids: Iterator[int] = field(default_factory=lambda: itertools.count(500_000))
     _query_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _user_message_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    # Each sent message's keyboard as it is now, by (chat id, message id).
+    _markups: dict[tuple[Any, int], dict[str, Any]] = field(default_factory=dict)
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -221,6 +224,17 @@ class FakeTelegram:
         if message_id is None:
             sent = self.sent(chat_id)
             message_id = sent[-1].result["message_id"] if sent else 1
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private", "first_name": "Pat"},
+            "from": BOT_USER,
+            "text": "(the bot's question)",
+        }
+        # Telegram sends the message with its keyboard as it is now (after any edits).
+        markup = self._markups.get((chat_id, message_id))
+        if markup:
+            message["reply_markup"] = markup
         return {
             "update_id": next(self._update_ids),
             "callback_query": {
@@ -228,13 +242,7 @@ class FakeTelegram:
                 "from": {"id": chat_id, "is_bot": False, "first_name": "Pat"},
                 "chat_instance": f"ci-{chat_id}",
                 "data": data,
-                "message": {
-                    "message_id": message_id,
-                    "date": int(time.time()),
-                    "chat": {"id": chat_id, "type": "private", "first_name": "Pat"},
-                    "from": BOT_USER,
-                    "text": "(the bot's question)",
-                },
+                "message": message,
             },
         }
 
@@ -325,7 +333,26 @@ class FakeTelegram:
         }
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
+            self._markups[(chat_id, message["message_id"])] = params["reply_markup"]
         return message
+
+    async def _api_editMessageReplyMarkup(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Replaces a sent message's keyboard (the bot ticks multi-choice options with it)."""
+        key = (params.get("chat_id"), int(params.get("message_id") or 0))
+        self._markups[key] = params.get("reply_markup") or {}
+        return {
+            "message_id": key[1],
+            "date": int(time.time()),
+            "chat": {"id": key[0], "type": "private", "first_name": "Pat"},
+            "from": BOT_USER,
+            "text": "(the bot's question)",
+            "reply_markup": self._markups[key],
+        }
+
+    def markup_labels(self, chat_id: int, message_id: int) -> list[str]:
+        """A sent message's button labels as they are now, after any edits."""
+        markup = self._markups.get((chat_id, message_id)) or {}
+        return [button["text"] for row in markup.get("inline_keyboard", []) for button in row]
 
     async def _api_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
         return True
