@@ -17,9 +17,11 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from bot.models import (
@@ -49,24 +51,42 @@ BLOCKED_STATUSES = {
 
 
 class Pacer:
-    """Spaces sends so a channel never exceeds ``rate`` units in any one-second window.
+    """Spaces sends so a channel never exceeds ``rate`` units in any one-second window, as
+    the provider counts them.
 
     A strict schedule (each send holds the channel for ``cost / rate`` seconds) rather than a
     bursty bucket: providers count per second, and a burst at a window edge would break the
     limit. The schedule aims ``MARGIN`` under the limit and counts each slot from the previous
     slot's due time, so the timer's wake-up lateness (about a millisecond a sleep) is not
-    added to every gap, yet a late send can make up at most half the margin: any ``rate``
-    consecutive units still span more than a second.
+    added to every gap.
+
+    The schedule alone is kept at the moment ``send()`` is called; the provider sees each
+    request somewhat later, by a delay that varies (a busy machine, a slow connection), and
+    one late request can land in the next request's second. So each send also counts until
+    its request has completed, and a new one starts only when the units in flight plus those
+    completed within the last second leave room: the provider, which sees a request between
+    its start and its completion, then never counts more than ``rate`` units in a second.
     """
 
     MARGIN = 0.01
+    WINDOW = 1.0
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self._next = 0.0
         self._lock = asyncio.Lock()
+        self._in_flight = 0.0
+        self._completed: deque[tuple[float, float]] = deque()  # (monotonic end, cost)
+        self._done = asyncio.Event()
+
+    def _window_units(self, now: float) -> float:
+        while self._completed and self._completed[0][0] <= now - self.WINDOW:
+            self._completed.popleft()
+        return self._in_flight + sum(cost for _, cost in self._completed)
 
     async def acquire(self, cost: float = 1.0) -> None:
+        """Wait for this send's turn; call :meth:`release` with the same cost once its
+        request has completed (or was not made)."""
         if self.rate <= 0:
             return
         async with self._lock:
@@ -75,12 +95,67 @@ class Pacer:
                 await asyncio.sleep(delay)
                 # Checked again: a push_back may have come in meanwhile.
                 delay = self._next - time.monotonic()
+            while True:
+                now = time.monotonic()
+                used = self._window_units(now)
+                if used == 0 or used + cost <= self.rate:
+                    break
+                self._done.clear()
+                wait = self._completed[0][0] + self.WINDOW - now if self._completed else None
+                try:
+                    await asyncio.wait_for(self._done.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+            self._in_flight += cost
             start = max(self._next, time.monotonic() - self.MARGIN / 2)
             self._next = start + cost / (self.rate * (1 - self.MARGIN))
+
+    def release(self, cost: float = 1.0) -> None:
+        """The request of a send that :meth:`acquire` let through has completed."""
+        if self.rate <= 0:
+            return
+        self._in_flight = max(self._in_flight - cost, 0.0)
+        self._completed.append((time.monotonic(), cost))
+        self._done.set()
 
     def push_back(self, seconds: float) -> None:
         """Hold the whole channel (a provider-wide rate-limit answer)."""
         self._next = max(self._next, time.monotonic() + seconds)
+
+
+class ProblemLog:
+    """Logs a problem once when it starts and once when it clears, not once per row.
+
+    A full disk fails every row's write alike: forty identical warnings say less than one
+    saying it began and one saying it ended (with how many failures in between). Each
+    failing piece of work registers as an ``owner`` of the problem; it is over when the
+    last owner has succeeded (one row that still fits does not end a full disk).
+    """
+
+    def __init__(self) -> None:
+        self._active: dict[str, int] = {}
+        self._owners: dict[str, set[object]] = {}
+
+    def failed(self, key: str, message: str, *args: object, owner: object = None) -> None:
+        count = self._active.get(key, 0)
+        self._active[key] = count + 1
+        self._owners.setdefault(key, set()).add(owner)
+        if count == 0:
+            logger.warning(message, *args)
+
+    def cleared(self, key: str, what: str, *, owner: object = None) -> None:
+        owners = self._owners.get(key)
+        if owners is None:
+            return
+        owners.discard(owner)
+        if owners:
+            return
+        del self._owners[key]
+        count = self._active.pop(key, 0)
+        logger.warning("%s works again (after %d failed attempts)", what, count)
+
+    def active(self) -> dict[str, int]:
+        return dict(self._active)
 
 
 def in_quiet_hours(bot: Bot, now: datetime) -> datetime | None:
@@ -126,14 +201,28 @@ class _ChannelState:
 class Dispatcher:
     """Runs as one task in the bot's event loop."""
 
+    # Reconciling rows left in ``sending`` at start: how many look-ups at once, how long
+    # one may take, and the longest wait between two tries of a look-up that failed.
+    reconcile_concurrency = 4
+    reconcile_timeout = 60.0
+    reconcile_max_backoff = 300.0
+    # Recording a provider's answer that failed (a full disk, a locked database) is tried
+    # again after a wait that doubles up to this many seconds; the answer stays in memory.
+    record_max_backoff = 10.0
+
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._states: dict[str, _ChannelState] = {}
         self._blocked: set[int] = set()
+        self.problems = ProblemLog()
+        # Rows left in ``sending`` by the last run that are still being looked up.
+        self.reconciling: set[int] = set()
         for channel in bot.channels.values():
             if channel.names[0] in self._states:
                 continue  # one channel serving several address kinds (Twilio: sms, whatsapp)
@@ -150,13 +239,24 @@ class Dispatcher:
         self._wake.set()
 
     async def start(self) -> None:
-        await self.reconcile()
+        """Start sending at once; rows a crash left in ``sending`` are reconciled meanwhile,
+        in the background (a slow or failing provider never delays the start)."""
+        stuck = await outbox_store.stuck_sending(self.bot.db.conn)
         self._task = asyncio.create_task(self._run(), name="panelbot-dispatcher")
+        if stuck:
+            self.reconciling = {m.id for m in stuck}
+            self._reconciler = asyncio.create_task(self.reconcile(stuck), name="panelbot-reconcile")
+            self._reconciler.add_done_callback(self._task_done)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop claiming; let in-flight sends finish (or stay queued) within ``timeout``."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
+        if self._reconciler is not None and not self._reconciler.done():
+            # Rows not settled yet stay "sending" and are looked up at the next start.
+            self._reconciler.cancel()
+            await asyncio.wait([self._reconciler], timeout=timeout)
         if self._task:
             await asyncio.wait([self._task], timeout=timeout)
             if not self._task.done():
@@ -168,48 +268,190 @@ class Dispatcher:
                 # at the next start rather than guessed at now.
                 task.cancel()
 
-    async def reconcile(self) -> None:
-        """Settle rows left in ``sending`` by a crash: ask the channel, never resend blindly."""
-        async with self.bot.db.transaction() as conn:
-            stuck = await outbox_store.stuck_sending(conn)
-        for message in stuck:
-            state = self._states.get(message.address.channel)
-            if state is None:
-                continue
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, cut short by stop(); False when the dispatcher is stopping."""
+        if self._stopping:
+            return False
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Every task's outcome is retrieved: none dies unseen ("Task exception was never
+        retrieved")."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.problems.failed(
+                f"task:{type(exc).__name__}:{exc}",
+                "dispatcher task %s failed: %s: %s",
+                task.get_name(),
+                type(exc).__name__,
+                exc,
+            )
+
+    async def _write(
+        self, what: str, work: Callable[[Any], Awaitable[None]], *, persist: bool = True
+    ) -> bool:
+        """Run ``work(conn)`` in a write transaction, retrying with backoff while it fails.
+
+        What is being recorded stays in memory meanwhile (the caller's variables). Without
+        ``persist`` one failure returns False. A stop cancels the wait; the row then stays as
+        the database has it (``sending`` rows are reconciled at the next start).
+        """
+        delay = 0.1
+        token = object()
+        failing: set[str] = set()
+        while True:
             try:
-                result = await state.channel.reconcile(message)
-            except Exception as exc:
-                logger.warning("outbox %s: could not reconcile (%s); holding it", message.id, exc)
                 async with self.bot.db.transaction() as conn:
-                    await outbox_store.mark_final(
-                        conn, message.id, status=OutboxStatus.HELD, error=f"unreconciled: {exc}"
-                    )
-                continue
-            async with self.bot.db.transaction() as conn:
-                if result is None:
-                    await outbox_store.reschedule(
-                        conn,
-                        message.id,
-                        at=utcnow(),
-                        error="requeued after restart",
-                        count_attempt=False,
-                    )
+                    await work(conn)
+            except Exception as exc:
+                key = f"write:{type(exc).__name__}:{exc}"
+                if not persist:
+                    # Best effort (a note, a requeue on the way out): said once while the
+                    # same problem holds other writes back.
+                    if key not in self.problems.active():
+                        logger.warning(
+                            "outbox: could not record %s (%s: %s)", what, type(exc).__name__, exc
+                        )
+                    return False
+                failing.add(key)
+                self.problems.failed(
+                    key,
+                    "outbox: could not record %s (%s: %s); keeping it in memory and "
+                    "retrying with backoff",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    owner=token,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.record_max_backoff)
+            else:
+                for key in failing:
+                    self.problems.cleared(key, "recording outbox results", owner=token)
+                return True
+
+    async def reconcile(self, stuck: list[OutboundMessage]) -> None:
+        """Settle rows left in ``sending`` by a crash: ask the channel, never resend blindly.
+
+        Look-ups run concurrently (at most ``reconcile_concurrency``), each within
+        ``reconcile_timeout``. One that fails or times out is tried again after a backoff
+        (``[outbox] retry_backoff``, up to ``reconcile_max_backoff``): the row stays
+        ``sending`` meanwhile, so it is neither sent again nor given up on. Only a channel
+        saying it can never tell (``SendError`` of class PERMANENT) holds it for a person.
+        """
+        slots = asyncio.Semaphore(self.reconcile_concurrency)
+        await asyncio.gather(*(self._reconcile_one(message, slots) for message in stuck))
+
+    async def _reconcile_one(self, message: OutboundMessage, slots: asyncio.Semaphore) -> None:
+        state = self._states.get(message.address.channel)
+        if state is None:
+            self.reconciling.discard(message.id)
+            return  # a channel switched off since: the row waits for it
+        backoff = [d.total_seconds() for d in self.bot.settings.outbox.retry_backoff] or [60.0]
+        failures = 0
+        while not self._stopping:
+            async with slots:
+                try:
+                    async with asyncio.timeout(self.reconcile_timeout):
+                        result = await state.channel.reconcile(message)
+                except SendError as exc:
+                    error: BaseException | None = exc
+                    if exc.error_class == ErrorClass.PERMANENT:
+                        logger.warning(
+                            "outbox %s: cannot be reconciled (%s); held for staff "
+                            "(panelbot db held)",
+                            message.id,
+                            exc.detail,
+                        )
+                        await self._write(
+                            f"outbox {message.id} as held",
+                            lambda conn, exc=exc: outbox_store.mark_final(
+                                conn,
+                                message.id,
+                                status=OutboxStatus.HELD,
+                                error=f"unreconciled: {exc.detail}",
+                            ),
+                        )
+                        self.reconciling.discard(message.id)
+                        return
+                except Exception as exc:  # a failed or timed-out look-up: ask again later
+                    error = exc
                 else:
-                    await outbox_store.mark_sent(
-                        conn,
-                        message.id,
-                        provider_message_id=result.provider_message_id,
-                        status=result.status,
-                    )
+                    error = None
+            if error is None:
+                break
+            failures += 1
+            delay = min(backoff[min(failures - 1, len(backoff) - 1)], self.reconcile_max_backoff)
+            reason = str(error) or type(error).__name__
+            if isinstance(error, TimeoutError):
+                reason = f"no answer within {self.reconcile_timeout:g} s"
+            self.problems.failed(
+                f"reconcile:{message.address.channel}",
+                "outbox: rows left sending at the last stop cannot be looked up yet (%s); "
+                "retrying with backoff, nothing is resent meanwhile",
+                reason,
+                owner=message.id,
+            )
+            await self._write(
+                f"outbox {message.id}'s reconciliation error",
+                lambda conn, reason=reason, failures=failures: outbox_store.note_error(
+                    conn,
+                    message.id,
+                    f"reconciling: look-up failed {failures} times ({reason}); retrying",
+                ),
+                persist=False,
+            )
+            if not await self._pause(delay):
+                return
+        else:
+            return
+        self.problems.cleared(
+            f"reconcile:{message.address.channel}", "reconciliation look-ups", owner=message.id
+        )
+
+        async def settle(conn: Any) -> None:
+            if result is None:
+                await outbox_store.reschedule(
+                    conn,
+                    message.id,
+                    at=utcnow(),
+                    error="requeued after restart",
+                    count_attempt=False,
+                )
+            else:
+                await outbox_store.mark_sent(
+                    conn,
+                    message.id,
+                    provider_message_id=result.provider_message_id,
+                    status=result.status,
+                )
+
+        await self._write(f"outbox {message.id}'s reconciliation", settle)
+        self.reconciling.discard(message.id)
+        self._wake.set()
 
     async def _run(self) -> None:
         poll = self.bot.settings.outbox.poll_interval
         while not self._stopping:
             try:
                 claimed = await self.dispatch_due()
-            except Exception:
-                logger.exception("dispatcher pass failed; retrying")
+            except Exception as exc:
+                self.problems.failed(
+                    f"pass:{type(exc).__name__}:{exc}",
+                    "dispatcher pass failed (%s: %s); retrying",
+                    type(exc).__name__,
+                    exc,
+                )
                 claimed = 0
+            else:
+                for key in [k for k in self.problems.active() if k.startswith("pass:")]:
+                    self.problems.cleared(key, "the dispatcher's passes")
             if claimed == 0 and not self._stopping:
                 self._wake.clear()
                 try:
@@ -260,68 +502,98 @@ class Dispatcher:
             task = asyncio.create_task(self._send(state, message))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(self._task_done)
         return claimed_total
 
     async def _send(self, state: _ChannelState, message: OutboundMessage) -> None:
         lock = state.lock_for(message.address.id)
         try:
             async with lock:
-                if self._stopping:
-                    # Leave it queued for the next start rather than half-send on the way out.
-                    async with self.bot.db.transaction() as conn:
-                        await outbox_store.reschedule(
-                            conn, message.id, at=utcnow(), count_attempt=False
-                        )
+                outcome = await self._call_provider(state, message)
+                if outcome is None:
                     return
-                changed = await self.bot.plugins.call_chain(
-                    "panelbot_before_send", "message", bot=self.bot, message=message
+                message, result = outcome
+                # The provider's answer is in memory from here on: recording it is retried
+                # until it succeeds (a full disk must not leave the row "sending").
+                await self._write(
+                    f"outbox {message.id}'s send result",
+                    lambda conn: self._record(conn, state, message, result),
                 )
-                if isinstance(changed, OutboundMessage):
-                    message = changed
-                interval = state.channel.per_address_interval
-                if interval:
-                    last = state.last_to_address.get(message.address.id)
-                    wait = last + interval - time.monotonic() if last is not None else 0
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                async with state.slots:
-                    # Checked once a slot is free, just before the provider call: a stop or
-                    # an opt-out may have come while this message waited for its turn.
-                    if self._stopping:
-                        async with self.bot.db.transaction() as conn:
-                            await outbox_store.reschedule(
-                                conn, message.id, at=utcnow(), count_attempt=False
-                            )
-                        return
-                    if await self._now_blocked(message):
-                        return
-                    # The rate slot is taken last, right before the call, so that the
-                    # varying time of the checks above cannot bunch sends together.
-                    await state.pacer.acquire(state.channel.cost(message))
-                    if self._stopping:
-                        async with self.bot.db.transaction() as conn:
-                            await outbox_store.reschedule(
-                                conn, message.id, at=utcnow(), count_attempt=False
-                            )
-                        return
-                    if await self._now_blocked(message, memory_only=True):
-                        return
-                    try:
-                        result: SendResult | SendError = await state.channel.send(message)
-                    except SendError as exc:
-                        result = exc
-                    except Exception as exc:  # a bug or an unexpected transport error: retry
-                        logger.exception("outbox %s: unexpected send failure", message.id)
-                        result = SendError(ErrorClass.RETRYABLE, f"{type(exc).__name__}: {exc}")
-                    if interval:
-                        state.last_to_address[message.address.id] = time.monotonic()
-                await self._record(state, message, result)
             await self.bot.plugins.call_each(
                 "panelbot_after_send", bot=self.bot, message=message, report=result
+            )
+        except Exception as exc:
+            # A database write before the provider call, or a plugin: the row stays as the
+            # database has it (queued rows are claimed again, "sending" ones reconciled).
+            self.problems.failed(
+                f"send:{type(exc).__name__}:{exc}",
+                "outbox %s: sending failed before the provider was asked (%s: %s)",
+                message.id,
+                type(exc).__name__,
+                exc,
             )
         finally:
             state.pending -= 1
             self._wake.set()
+
+    async def _requeue(self, message: OutboundMessage) -> None:
+        """Leave it queued for the next start rather than half-send on the way out."""
+        await self._write(
+            f"outbox {message.id} back to the queue",
+            lambda conn: outbox_store.reschedule(
+                conn, message.id, at=utcnow(), count_attempt=False
+            ),
+            persist=False,
+        )
+
+    async def _call_provider(
+        self, state: _ChannelState, message: OutboundMessage
+    ) -> tuple[OutboundMessage, SendResult | SendError] | None:
+        """The checks, the pacing and the provider call; None when it was not made."""
+        if self._stopping:
+            await self._requeue(message)
+            return None
+        changed = await self.bot.plugins.call_chain(
+            "panelbot_before_send", "message", bot=self.bot, message=message
+        )
+        if isinstance(changed, OutboundMessage):
+            message = changed
+        interval = state.channel.per_address_interval
+        if interval:
+            last = state.last_to_address.get(message.address.id)
+            wait = last + interval - time.monotonic() if last is not None else 0
+            if wait > 0:
+                await asyncio.sleep(wait)
+        async with state.slots:
+            # Checked once a slot is free, just before the provider call: a stop or
+            # an opt-out may have come while this message waited for its turn.
+            if self._stopping:
+                await self._requeue(message)
+                return None
+            if await self._now_blocked(message):
+                return None
+            # The rate slot is taken last, right before the call, so that the
+            # varying time of the checks above cannot bunch sends together.
+            cost = state.channel.cost(message)
+            await state.pacer.acquire(cost)
+            try:
+                if self._stopping:
+                    await self._requeue(message)
+                    return None
+                if await self._now_blocked(message, memory_only=True):
+                    return None
+                try:
+                    result: SendResult | SendError = await state.channel.send(message)
+                except SendError as exc:
+                    result = exc
+                except Exception as exc:  # a bug or an unexpected transport error: retry
+                    logger.exception("outbox %s: unexpected send failure", message.id)
+                    result = SendError(ErrorClass.RETRYABLE, f"{type(exc).__name__}: {exc}")
+            finally:
+                state.pacer.release(cost)
+            if interval:
+                state.last_to_address[message.address.id] = time.monotonic()
+        return message, result
 
     def block(self, panellist_id: int) -> None:
         """This process just opted someone out: stop anything of theirs at the last moment."""
@@ -349,82 +621,88 @@ class Dispatcher:
             status = found or PanellistStatus.ERASED.value
         if status not in BLOCKED_STATUSES:
             return False
-        async with self.bot.db.transaction() as conn:
-            await outbox_store.mark_final(
+        await self._write(
+            f"outbox {message.id} as cancelled",
+            lambda conn: outbox_store.mark_final(
                 conn, message.id, status=OutboxStatus.CANCELLED, error=f"panellist is {status}"
-            )
+            ),
+        )
         return True
 
     async def _record(
-        self, state: _ChannelState, message: OutboundMessage, result: SendResult | SendError
+        self,
+        conn: Any,
+        state: _ChannelState,
+        message: OutboundMessage,
+        result: SendResult | SendError,
     ) -> None:
+        """Record the provider's answer (inside the caller's transaction)."""
         settings = self.bot.settings.outbox
-        async with self.bot.db.transaction() as conn:
-            if isinstance(result, SendResult) and result.status == OutboxStatus.HELD:
-                await outbox_store.mark_final(
-                    conn,
-                    message.id,
-                    status=OutboxStatus.HELD,
-                    error=result.detail or "held by the channel",
-                )
-                return
-            if isinstance(result, SendResult):
-                await outbox_store.mark_sent(
-                    conn,
-                    message.id,
-                    provider_message_id=result.provider_message_id,
-                    status=result.status,
-                )
-                return
-            error = result
-            if error.error_class == ErrorClass.RETRYABLE:
-                if error.retry_after:
-                    # The provider told us how long to wait: same message, no attempt used.
-                    state.pacer.push_back(error.retry_after)
-                    await outbox_store.reschedule(
-                        conn,
-                        message.id,
-                        at=utcnow() + timedelta(seconds=error.retry_after),
-                        error=error.detail,
-                        error_code=error.code,
-                        count_attempt=False,
-                    )
-                    return
-                if message.attempts < settings.max_attempts:
-                    backoff = settings.retry_backoff
-                    delay = backoff[min(message.attempts - 1, len(backoff) - 1)]
-                    await outbox_store.reschedule(
-                        conn,
-                        message.id,
-                        at=utcnow() + delay,
-                        error=error.detail,
-                        error_code=error.code,
-                    )
-                    return
+        if isinstance(result, SendResult) and result.status == OutboxStatus.HELD:
             await outbox_store.mark_final(
                 conn,
                 message.id,
-                status=OutboxStatus.FAILED,
-                error=error.detail,
-                error_code=error.code,
-                error_class=error.error_class.value,
+                status=OutboxStatus.HELD,
+                error=result.detail or "held by the channel",
             )
-            if message.panellist_id and error.error_class in (
-                ErrorClass.OPTED_OUT,
-                ErrorClass.UNREACHABLE,
-            ):
-                new_status = (
-                    PanellistStatus.OPTED_OUT
-                    if error.error_class == ErrorClass.OPTED_OUT
-                    else PanellistStatus.UNREACHABLE
-                )
-                await panellist_store.update(conn, message.panellist_id, status=new_status)
-                self._blocked.add(message.panellist_id)
-                await outbox_store.cancel_for_panellist(conn, message.panellist_id)
-            logger.warning(
-                "outbox %s failed (%s, code %s): %s",
+            return
+        if isinstance(result, SendResult):
+            await outbox_store.mark_sent(
+                conn,
                 message.id,
-                error.error_class.value,
-                error.code,
-                error.detail,
+                provider_message_id=result.provider_message_id,
+                status=result.status,
             )
+            return
+        error = result
+        if error.error_class == ErrorClass.RETRYABLE:
+            if error.retry_after:
+                # The provider told us how long to wait: same message, no attempt used.
+                state.pacer.push_back(error.retry_after)
+                await outbox_store.reschedule(
+                    conn,
+                    message.id,
+                    at=utcnow() + timedelta(seconds=error.retry_after),
+                    error=error.detail,
+                    error_code=error.code,
+                    count_attempt=False,
+                )
+                return
+            if message.attempts < settings.max_attempts:
+                backoff = settings.retry_backoff
+                delay = backoff[min(message.attempts - 1, len(backoff) - 1)]
+                await outbox_store.reschedule(
+                    conn,
+                    message.id,
+                    at=utcnow() + delay,
+                    error=error.detail,
+                    error_code=error.code,
+                )
+                return
+        await outbox_store.mark_final(
+            conn,
+            message.id,
+            status=OutboxStatus.FAILED,
+            error=error.detail,
+            error_code=error.code,
+            error_class=error.error_class.value,
+        )
+        if message.panellist_id and error.error_class in (
+            ErrorClass.OPTED_OUT,
+            ErrorClass.UNREACHABLE,
+        ):
+            new_status = (
+                PanellistStatus.OPTED_OUT
+                if error.error_class == ErrorClass.OPTED_OUT
+                else PanellistStatus.UNREACHABLE
+            )
+            await panellist_store.update(conn, message.panellist_id, status=new_status)
+            self._blocked.add(message.panellist_id)
+            await outbox_store.cancel_for_panellist(conn, message.panellist_id)
+        logger.warning(
+            "outbox %s failed (%s, code %s): %s",
+            message.id,
+            error.error_class.value,
+            error.code,
+            error.detail,
+        )

@@ -508,23 +508,28 @@ def test_no_quiet_hours_when_switched_off(tmp_path: Path) -> None:
 # -- crash recovery, idempotency, shutdown ---------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_has_it", ["yes", "no", "cannot say"])
+async def _left_sending(bot: Bot, address: str = "alice") -> int:
+    """A row as a crash leaves it: claimed and handed over, with no answer recorded."""
+    row_id = await queue(bot, address)
+    async with bot.db.transaction() as conn:
+        await conn.execute(
+            "UPDATE outbox SET status = 'sending', attempts = 1 WHERE id = ?", (row_id,)
+        )
+    return row_id
+
+
+@pytest.mark.parametrize("provider_has_it", ["yes", "no", "never can say"])
 async def test_rows_left_sending_are_reconciled_never_blindly_resent(
     make_bot: BotFactory, provider_has_it: str
 ) -> None:
     answers: dict[str, SendResult | BaseException | None] = {
         "yes": SendResult(provider_message_id="prov-7"),
         "no": None,
-        "cannot say": RuntimeError("provider lookup timed out"),
+        "never can say": SendError(ErrorClass.PERMANENT, "a template cannot be matched"),
     }
     channel = ScriptedChannel(reconcile=answers[provider_has_it])
     bot = await make_bot(channel)
-    row_id = await queue(bot, "alice")
-    # As a crash leaves it: claimed and handed over, with no answer recorded.
-    async with bot.db.transaction() as conn:
-        await conn.execute(
-            "UPDATE outbox SET status = 'sending', attempts = 1 WHERE id = ?", (row_id,)
-        )
+    row_id = await _left_sending(bot)
 
     await bot.start(scheduler=False)
     [settled] = await wait_rows(bot, [row_id])
@@ -541,8 +546,85 @@ async def test_rows_left_sending_are_reconciled_never_blindly_resent(
         assert [c.message.id for c in channel.calls] == [row_id]
     else:
         assert settled["status"] == "held"
-        assert "provider lookup timed out" in settled["last_error"]
+        assert "a template cannot be matched" in settled["last_error"]
         assert channel.calls == []
+
+
+async def test_a_failed_look_up_is_retried_later_never_held_for_good(
+    make_bot: BotFactory,
+) -> None:
+    # The provider's list fails (a 500, a timeout): the row waits in "sending", is asked
+    # about again after the backoff (1 s here), and settles once the provider answers.
+    channel = ScriptedChannel(reconcile=RuntimeError("provider lookup failed: HTTP 500"))
+    bot = await make_bot(channel)
+    row_id = await _left_sending(bot)
+
+    await bot.start(scheduler=False)
+    await wait_until(lambda: _true(len(channel.reconciled) == 1))
+    waiting = await row(bot, row_id)
+    assert waiting["status"] == "sending"
+    await wait_until(
+        lambda: _field(bot, row_id, "last_error", lambda v: v is not None and "500" in v)
+    )
+    channel.reconcile_outcome = SendResult(provider_message_id="prov-9")
+
+    [settled] = await wait_rows(bot, [row_id], timeout=5)
+    assert settled["status"] == "sent"
+    assert settled["provider_message_id"] == "prov-9"
+    assert len(channel.reconciled) >= 2
+    assert channel.calls == []
+
+
+class HangingLookups(ScriptedChannel):
+    """A provider whose message list never answers until ``answer`` is set."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.answer = asyncio.Event()
+        self.asking = 0
+        self.most_at_once = 0
+
+    async def reconcile(self, message: OutboundMessage) -> SendResult | None:
+        self.reconciled.append(message)
+        self.asking += 1
+        self.most_at_once = max(self.most_at_once, self.asking)
+        try:
+            await self.answer.wait()
+        finally:
+            self.asking -= 1
+        return SendResult(provider_message_id=f"found-{message.id}")
+
+
+async def test_hanging_look_ups_delay_neither_start_nor_new_sends(make_bot: BotFactory) -> None:
+    channel = HangingLookups()
+    bot = await make_bot(channel)
+    bot.dispatcher.reconcile_timeout = 0.3
+    bot.dispatcher.reconcile_concurrency = 2
+    stuck = [await _left_sending(bot, f"s{n}") for n in range(6)]
+    fresh = await queue(bot, "bob")
+
+    async with asyncio.timeout(2):
+        await bot.start(scheduler=False)  # returns while every look-up hangs
+    [sent] = await wait_rows(bot, [fresh])
+    assert sent["status"] == "sent"
+    # Bounded: never more than two look-ups at once, and each given up after 0.3 s.
+    await wait_until(lambda: _true(len(channel.reconciled) >= 4))
+    rows = [await row(bot, i) for i in stuck]
+    assert {r["status"] for r in rows} == {"sending"}
+
+    channel.answer.set()
+    rows = await wait_rows(bot, stuck, timeout=6)
+    assert [r["provider_message_id"] for r in rows] == [f"found-{i}" for i in stuck]
+    assert [c.message.id for c in channel.calls] == [fresh]
+    assert channel.most_at_once == 2
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _field(bot: Bot, row_id: int, name: str, check: Callable[[Any], bool]) -> bool:
+    return check((await row(bot, row_id))[name])
 
 
 async def test_same_idempotency_key_is_stored_once(tmp_path: Path) -> None:

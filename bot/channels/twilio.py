@@ -72,9 +72,14 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_WEBHOOK_BYTES = 256 * 1024
 # WhatsApp's customer-service window, less a margin for the time a message spends queued.
 WHATSAPP_WINDOW = timedelta(hours=24) - timedelta(minutes=5)
-# How far back reconciliation looks for a message that may already have gone.
-RECONCILE_WINDOW = timedelta(hours=24)
+# A row is looked up at Twilio by its own times, however old: from when it was queued (less
+# a margin for the two clocks) to when its last attempt began plus the longest a message
+# can wait in Twilio's queue (ValidityPeriod is at most 10 hours).
+RECONCILE_CLOCK_MARGIN = timedelta(minutes=10)
+RECONCILE_QUEUE_MARGIN = timedelta(hours=12)
 RECONCILE_LIMIT = 50
+# At most this many of the messages to one number in that window are read.
+RECONCILE_MAX_RECORDS = 200
 # An engine failure is answered 503 with this Retry-After (seconds); see _inbound.
 RETRY_AFTER_ON_FAILURE = 5
 
@@ -523,15 +528,19 @@ class TwilioChannel:
     async def reconcile(self, message: OutboundMessage) -> SendResult | None:
         """A row found in ``sending`` after a crash: did Twilio get it?
 
-        Twilio is asked for the recent messages to that number from our sender and the one
-        with our text is taken. None means Twilio never got it (safe to send again); errors
-        propagate, and the dispatcher holds the row rather than risk a second text.
+        Twilio is asked for the messages to that number from our sender around the row's own
+        times (however long ago) and the one with our text is taken. None means Twilio never
+        got it (safe to send again). A failed or slow look-up raises, and the dispatcher asks
+        again later; a row that cannot be matched at all raises ``SendError`` of class
+        PERMANENT, and the dispatcher holds it for a person to decide.
         """
         self._require_client()
         try:
             found = await self._find_existing(message)
         except Exception as exc:
-            raise RuntimeError(f"Twilio could not be asked: {describe(exc)}") from None
+            raise SendError(
+                ErrorClass.RETRYABLE, f"Twilio could not be asked: {describe(exc)}"
+            ) from None
         if (
             found is None
             and message.address.channel == "whatsapp"
@@ -540,11 +549,19 @@ class TwilioChannel:
         ):
             # It would have gone as a template, whose text Twilio renders: there is no body
             # to match, so a person decides rather than risk a second invitation.
-            raise LookupError("a WhatsApp template message cannot be matched by its text")
+            raise SendError(
+                ErrorClass.PERMANENT, "a WhatsApp template message cannot be matched by its text"
+            )
         return found
 
     async def _find_existing(self, message: OutboundMessage) -> SendResult | None:
-        """The Twilio record of this message, if an earlier attempt created one."""
+        """The Twilio record of this message, if an earlier attempt created one.
+
+        Two look-ups: the messages Twilio sent in the row's own window (``DateSent``
+        filters, so a row from days ago is found however many messages came since), and,
+        while a message could still wait in Twilio's queue (no DateSent yet), the newest
+        messages to the number.
+        """
         client = self._require_client()
         assert self.bot is not None
         address = message.address
@@ -553,33 +570,39 @@ class TwilioChannel:
             to, body = address.id, sms.prepare(message.text, sanitise_text=self.config.sanitize)[0]
         else:
             to, body = f"whatsapp:{address.id}", message.text
+        now = utcnow()
+        times = await outbox_store.attempt_times(self.bot.db.conn, message.id)
+        first, last = times if times is not None else (now, now)
+        since = first - RECONCILE_CLOCK_MARGIN
+        until = max(last, first) + RECONCILE_QUEUE_MARGIN
+        base = {"to": to, "from_": sender.get("from_", twilio_values.unset)}
         candidates = await client.messages.list_async(
-            to=to,
-            from_=sender.get("from_", twilio_values.unset),
-            limit=RECONCILE_LIMIT,
+            **base,
+            date_sent_after=since,
+            date_sent_before=min(until, now + RECONCILE_CLOCK_MARGIN),
+            limit=RECONCILE_MAX_RECORDS,
             page_size=RECONCILE_LIMIT,
         )
-        # DateSent filters would miss a message still queued at Twilio (no date_sent yet),
-        # so the list is the newest messages to the number, filtered here.
-        since = utcnow() - RECONCILE_WINDOW
+        if until > now:
+            candidates += await client.messages.list_async(
+                **base, limit=RECONCILE_LIMIT, page_size=RECONCILE_LIMIT
+            )
         service = sender.get("messaging_service_sid")
-        matches = [
-            m
+        matches = {
+            m.sid: m
             for m in candidates
             if m.sid
             and (m.body or "").strip() == body.strip()
             and str(m.direction or "outbound").startswith("outbound")
-            and (m.date_created is None or m.date_created >= since)
+            and (m.date_created is None or since <= m.date_created <= until)
             and (service is None or m.messaging_service_sid == service)
-        ]
+        }
         if not matches:
             return None
         # A message with the same text may have gone to them before, as another outbox
         # row: one whose SID is already recorded is not this one.
-        known = await outbox_store.known_provider_ids(
-            self.bot.db.conn, address.channel, [m.sid for m in matches]
-        )
-        for m in sorted(matches, key=lambda m: m.date_created or since):
+        known = await outbox_store.known_provider_ids(self.bot.db.conn, address.channel, [*matches])
+        for m in sorted(matches.values(), key=lambda m: m.date_created or since):
             if m.sid not in known:
                 status = STATUS_MAP.get(str(m.status), OutboxStatus.SENT)
                 return SendResult(provider_message_id=m.sid, status=status)

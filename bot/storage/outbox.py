@@ -16,6 +16,7 @@ from bot.models import (
     OutboundMessage,
     OutboxStatus,
     iso,
+    parse_iso,
     utcnow,
 )
 from bot.storage.db import fetch_all, fetch_one
@@ -355,3 +356,70 @@ async def latest_with_options(conn: aiosqlite.Connection, address: Address) -> s
         (address.channel, address.id),
     )
     return row[0] if row else None
+
+
+async def attempt_times(
+    conn: aiosqlite.Connection, message_id: int
+) -> tuple[datetime, datetime] | None:
+    """When a row was queued and when it was last marked ``sending`` (its ``updated_at``
+    while it is in that state), for looking its attempts up at the provider."""
+    row = await fetch_one(
+        conn, "SELECT created_at, updated_at FROM outbox WHERE id = ?", (message_id,)
+    )
+    if row is None:
+        return None
+    return parse_iso(row["created_at"]), parse_iso(row["updated_at"])
+
+
+async def note_error(conn: aiosqlite.Connection, message_id: int, error: str) -> None:
+    """Record why a row is waiting, changing neither its status nor its times."""
+    await conn.execute("UPDATE outbox SET last_error = ? WHERE id = ?", (error, message_id))
+
+
+async def held(conn: aiosqlite.Connection) -> list[sqlite3.Row]:
+    """Rows held for a person to decide, oldest first (``panelbot db held``)."""
+    return await fetch_all(
+        conn,
+        "SELECT id, channel, address, kind, last_error, error_code, attempts, created_at, "
+        "updated_at FROM outbox WHERE status = 'held' ORDER BY updated_at, id",
+    )
+
+
+async def release_held(conn: aiosqlite.Connection, ids: list[int] | None) -> list[int]:
+    """Held rows (these ``ids``, or all with None) back to the queue, due now.
+
+    Their attempts are kept, so that a channel that looks for an earlier attempt before
+    sending again (Twilio) still does. Returns the ids released.
+    """
+    now = iso(utcnow())
+    if ids is None:
+        rows = await fetch_all(conn, "SELECT id FROM outbox WHERE status = 'held' ORDER BY id")
+        ids = [r[0] for r in rows]
+    released = []
+    for message_id in ids:
+        cursor = await conn.execute(
+            "UPDATE outbox SET status = 'queued', next_attempt_at = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'held'",
+            (now, now, message_id),
+        )
+        if cursor.rowcount == 1:
+            released.append(message_id)
+    return released
+
+
+async def statuses_of(conn: aiosqlite.Connection, ids: list[int]) -> dict[int, str]:
+    """The status of each of these rows that exists."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = await fetch_all(conn, f"SELECT id, status FROM outbox WHERE id IN ({marks})", ids)
+    return {r[0]: r[1] for r in rows}
+
+
+async def counts_by_channel_and_status(conn: aiosqlite.Connection) -> dict[tuple[str, str], int]:
+    """Outbox rows by (channel, status), e.g. ``{("sms", "held"): 2, ("sms", "sent"): 40}``:
+    the outbox depth (``queued`` + ``sending``) and held messages per channel, for metrics."""
+    rows = await fetch_all(
+        conn, "SELECT channel, status, COUNT(*) FROM outbox GROUP BY channel, status"
+    )
+    return {(r[0], r[1]): r[2] for r in rows}

@@ -8,7 +8,13 @@ The fake serves the two Messages endpoints panelbot uses, with Twilio's JSON sha
   filtered by ``To``, ``From``, ``DateSent``, ``DateSent<`` and ``DateSent>``.
 
 Every request is recorded. The next calls can be scripted to fail the way Twilio fails
-(an error JSON with a code, a 429 with Retry-After, a 500) or to answer slowly.
+(an error JSON with a code, a 429 with Retry-After, a 500) or to answer slowly. The
+message list can be switched to fail (500) or to hang until switched back, for as long as
+a test wants: ``fake.list_mode = "fail"``, or from another process
+``POST /_fake/list-mode`` with ``mode=ok|fail|hang`` (``python -m tests.fakes`` prints
+the fake's URL).
+
+Message SIDs carry a random part, so two runs of the fake never hand out the same SID.
 
 It runs in the test's own event loop (aiohttp.web), so a test needs no threads.
 """
@@ -100,6 +106,27 @@ class FakeTwilio:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._seen = asyncio.Event()  # set whenever a request is recorded
+        self._list_mode = "ok"
+        self._list_changed: asyncio.Event | None = None
+
+    # --- the message list's health -------------------------------------------------------
+
+    LIST_MODES = ("ok", "fail", "hang")
+
+    @property
+    def list_mode(self) -> str:
+        """``ok``; ``fail``: every list call answers 500; ``hang``: list calls wait, without
+        answering, until the mode changes (then answer as the new mode says)."""
+        return self._list_mode
+
+    @list_mode.setter
+    def list_mode(self, mode: str) -> None:
+        if mode not in self.LIST_MODES:
+            raise ValueError(f"list_mode must be one of {self.LIST_MODES}, not {mode!r}")
+        self._list_mode = mode
+        if self._list_changed is not None:
+            self._list_changed.set()
+            self._list_changed = None
 
     # --- running -----------------------------------------------------------------------
 
@@ -109,6 +136,7 @@ class FakeTwilio:
         base = f"/{API_VERSION}/Accounts/{{account}}/Messages.json"
         app.router.add_post(base, self._create)
         app.router.add_get(base, self._list)
+        app.router.add_post("/_fake/list-mode", self._set_list_mode)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -118,6 +146,7 @@ class FakeTwilio:
         try:
             yield self
         finally:
+            self.list_mode = "ok"  # let hanging list calls finish before the server stops
             await self._runner.cleanup()
 
     # --- scripting -----------------------------------------------------------------------
@@ -286,6 +315,16 @@ class FakeTwilio:
         self.messages.append(resource)
         return resource
 
+    async def _set_list_mode(self, request: web.Request) -> web.Response:
+        """``POST /_fake/list-mode`` with ``mode=ok|fail|hang`` (a test in another process)."""
+        mode = (await request.post()).get("mode")
+        if not isinstance(mode, str) or mode not in self.LIST_MODES:
+            return web.json_response(
+                {"error": f"mode must be one of {self.LIST_MODES}"}, status=400
+            )
+        self.list_mode = mode
+        return web.json_response({"list_mode": mode})
+
     def _mark_sent(self, sid: str) -> None:
         for resource in self.messages:
             if resource["sid"] == sid:
@@ -300,6 +339,12 @@ class FakeTwilio:
         if script is not None:
             await asyncio.sleep(script.delay)
             return self._error(script.status, script.code, script.message, script.headers)
+        while self._list_mode == "hang":
+            if self._list_changed is None:
+                self._list_changed = asyncio.Event()
+            await self._list_changed.wait()
+        if self._list_mode == "fail":
+            return self._error(500, 20500, "Internal Server Error")
         query = recorded.query
         try:
             after = _parse_date_filter(query["DateSent>"]) if "DateSent>" in query else None
