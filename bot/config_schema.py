@@ -146,6 +146,12 @@ def _workers(value: int) -> int:
     return value
 
 
+def _not_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _nice(value: int) -> int:
     if not 0 <= value <= 19:
         raise ValueError(f"must be between 0 and 19, got {value}")
@@ -201,6 +207,9 @@ class BotSettings:
     )
     close_after: timedelta = field(default=timedelta(days=14), metadata=_meta(_positive_duration))
     secret_key: str | None = field(default=None, metadata=_meta(secret=True))
+    # More inbound messages than this from one address in any minute are stored but not
+    # answered, so nobody can run up SMS costs; 0: no limit.
+    max_inbound_per_minute: int = field(default=30, metadata=_meta(_not_negative))
 
     def __post_init__(self) -> None:
         # Omitted locales mean "only the default locale"; frozen, hence object.__setattr__.

@@ -7,27 +7,32 @@
 - Connections: ``panelbot serve`` run with a low open file limit, hundreds of idle
   connections open, a signed webhook still gets its 200 and the refusals are logged.
 - Security headers on every route's answers.
+- The per-sender limit: past ``[bot] max_inbound_per_minute`` messages in a minute from
+  one address, messages are stored but not answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import resource
 import signal
 import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bot.app import Bot
+from bot.models import Address, InboundMessage
 from bot.web import limits
 from bot.web.app import _Server, build_app
-from tests.conftest import make_settings
+from tests.conftest import Chat, make_settings
 from tests.fakes.twilio_api import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -342,3 +347,66 @@ async def test_every_route_answers_with_the_security_headers(tmp_path: Path) -> 
     assert "script-src 'self'" in answers["page"].headers["content-security-policy"]
     assert answers["static"].headers["cache-control"] == "no-cache"
     assert answers["history"].headers["cache-control"] == "no-store"
+
+
+# --- the per-sender limit --------------------------------------------------------------------
+
+
+async def say(bot: Bot, address: str, text: str, n: int, at: datetime | None = None) -> bool:
+    """Hand one message to the engine; whether it was answered."""
+    message = InboundMessage(
+        Address.parse(address), text, f"limit-{n}", received_at=at or datetime.now(UTC)
+    )
+    return bool((await bot.handle(message)).outbox_ids)
+
+
+async def test_forty_messages_in_a_minute_are_all_stored_and_thirty_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await Bot.create(make_settings(tmp_path))
+    try:
+        chat = Chat(bot)
+        await chat.join("sms:+447400100777")  # four messages, each answered
+        with caplog.at_level(logging.WARNING, logger="bot.engine.sender_limit"):
+            answered = [await say(bot, "sms:+447400100777", "HELP", n) for n in range(36)]
+        assert answered == [True] * 26 + [False] * 10
+        stored = await bot.db.fetchone(
+            "SELECT count(*) FROM inbound_messages WHERE channel = 'sms'"
+        )
+        assert stored[0] == 40
+        # Someone else is answered as usual.
+        assert await say(bot, "sms:+447400100778", "Hello", 100)
+        # Logged once for the minute, without the number.
+        lines = [r.getMessage() for r in caplog.records if "more than 30" in r.getMessage()]
+        assert len(lines) == 1
+        assert "+447400100777" not in lines[0] and "sms:" in lines[0]
+        # STOP is honoured over the limit.
+        await say(bot, "sms:+447400100777", "STOP", 200)
+        row = await bot.db.fetchone(
+            "SELECT p.status FROM panellists p JOIN addresses a ON a.panellist_id = p.id "
+            "WHERE a.address = '+447400100777'"
+        )
+        assert row[0] == "opted_out"
+    finally:
+        await bot.stop()
+
+
+async def test_the_limit_is_a_sliding_minute_and_zero_turns_it_off(tmp_path: Path) -> None:
+    bot = await Bot.create(make_settings(tmp_path, bot={"max_inbound_per_minute": 3}))
+    try:
+        start = datetime.now(UTC)
+        who = "sim:slider"
+        first = [await say(bot, who, "HELP", n, start + timedelta(seconds=n)) for n in range(5)]
+        assert first == [True, True, True, False, False]
+        # A minute after the first three, there is room again.
+        later = start + timedelta(seconds=64)
+        assert await say(bot, who, "HELP", 10, later)
+    finally:
+        await bot.stop()
+    off = tmp_path / "off"
+    off.mkdir()
+    bot = await Bot.create(make_settings(off, bot={"max_inbound_per_minute": 0}))
+    try:
+        assert all([await say(bot, "sim:free", "HELP", n) for n in range(40)])
+    finally:
+        await bot.stop()

@@ -19,6 +19,7 @@ import aiosqlite
 
 from bot.engine import render, signup, survey_runner
 from bot.engine.keywords import Keyword, KeywordRouter
+from bot.engine.sender_limit import SenderLimit
 from bot.models import (
     Address,
     InboundMessage,
@@ -130,6 +131,7 @@ class Engine:
         self._inbox: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # transactions written for inbound messages (see bench/inbound.py)
+        self.sender_limit = SenderLimit(self.settings.bot.max_inbound_per_minute)
 
     @property
     def default_locale(self) -> str:
@@ -308,7 +310,11 @@ class Engine:
                     # Kept to the minute: it only has to show WhatsApp's 24-hour window, so
                     # most messages skip this write.
                     await panellist_store.touch_address(tx, message.address)
-                await self._route(turn)
+                # Over the per-sender limit: stored, not answered (STOP still works).
+                if self.sender_limit.allow(message.address, message.received_at) or (
+                    self.keywords.classify(turn.text) == Keyword.STOP
+                ):
+                    await self._route(turn)
                 if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
                     await outbox_store.set_inbound_panellist(tx, inbound_id, turn.panellist.id)
                 first = tx.capture_requests
