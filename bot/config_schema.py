@@ -384,6 +384,15 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    # Message texts (inbound and outbound) older than this are deleted by a daily job;
+    # answers stay, detached from the messages. See docs/PRIVACY.md.
+    keep_messages_for: timedelta = field(
+        default=timedelta(days=365), metadata=_meta(_positive_duration)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PluginsSettings:
     disabled: list[str] = field(default_factory=list)
     # Each other table under [plugins] is one plugin's own section, kept raw for the plugin.
@@ -404,6 +413,7 @@ class Settings:
     panel: PanelSettings = PanelSettings()
     channels: ChannelsSettings = ChannelsSettings()
     outbox: OutboxSettings = OutboxSettings()
+    privacy: PrivacySettings = PrivacySettings()
     plugins: PluginsSettings = PluginsSettings()
     # The file these settings came from; None for the built-in default.
     source: Path | None = field(default=None, metadata={"toml": False})

@@ -104,6 +104,9 @@ IDLE_POLL = 1.0
 # Handled rows are deleted at most this often, or once this many are waiting.
 FLUSH_EVERY = 0.25
 FLUSH_AT = 2000
+# When idle, the reader empties the inbox's write-ahead log at most this often, so that
+# payloads handled and deleted (or erased by ``panel erase``) do not linger in it.
+TRUNCATE_EVERY = 10.0
 
 INSERT = "INSERT OR IGNORE INTO inbox (source, key, payload, received_at) VALUES (?, ?, ?, ?)"
 
@@ -291,6 +294,7 @@ class InboxReader:
         self._room = asyncio.Event()
         self._room.set()
         self.handled = 0
+        self.truncations = 0
 
     @classmethod
     async def open(cls, bot: Bot, *, wake_fd: int | None = None) -> InboxReader:
@@ -360,6 +364,7 @@ class InboxReader:
     async def _run(self) -> None:
         next_retry = time.monotonic() + RETRY_EVERY
         last_flush = time.monotonic()
+        next_truncate = time.monotonic() + TRUNCATE_EVERY
         while not self._stopping:
             try:
                 # Cleared before reading: a wake-up that comes during the read is kept.
@@ -377,6 +382,11 @@ class InboxReader:
                 if not got:
                     # Idle: back in time for the next flush when there is one to make.
                     pending = self._done or self._failed or self._in_flight
+                    if not pending and time.monotonic() >= next_truncate:
+                        next_truncate = time.monotonic() + TRUNCATE_EVERY
+                        if not await truncate_log(self.db):
+                            logger.debug("inbox: the log could not be emptied; trying later")
+                        self.truncations += 1
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             self._wake.wait(), FLUSH_EVERY if pending else IDLE_POLL
@@ -551,6 +561,61 @@ async def erase_payloads(database: Path, addresses: Iterable[str]) -> int:
             async with inbox.transaction() as tx:
                 tx.later(f"DELETE FROM inbox WHERE id IN ({','.join('?' * len(doomed))})", doomed)
         return len(doomed)
+
+
+async def payloads_of(database: Path, addresses: Iterable[str]) -> list[dict[str, Any]]:
+    """The stored payloads from or to any of ``addresses``, contents included (for a
+    subject access request), oldest first."""
+    wanted = set(addresses)
+    async with existing_inbox(database) as inbox:
+        if inbox is None:
+            return []
+        rows = await inbox.fetchall(
+            "SELECT id, source, key, payload, received_at, attempts, last_error FROM inbox "
+            "ORDER BY id"
+        )
+    return [
+        {
+            **{k: r[k] for k in ("id", "source", "key", "payload", "attempts", "last_error")},
+            "received_at": datetime.fromtimestamp(r["received_at"], UTC).isoformat(
+                timespec="milliseconds"
+            ),
+        }
+        for r in rows
+        if payload_addresses(r["source"], r["payload"]) & wanted
+    ]
+
+
+async def prune_payloads(database: Path, before: float) -> int:
+    """Delete payloads received before ``before`` (Unix time), given up on or not: the
+    retention limit (``[privacy] keep_messages_for``) applies to them too. How many."""
+    async with existing_inbox(database) as inbox:
+        if inbox is None:
+            return 0
+        async with inbox.transaction() as tx:
+            result = await tx.execute("DELETE FROM inbox WHERE received_at < ?", (before,))
+        return int(result.rowcount)
+
+
+async def truncate_log(db: Database) -> bool:
+    """Copy the write-ahead log into the file and empty it (``wal_checkpoint(TRUNCATE)``).
+
+    Until then the log keeps old copies of pages, payloads already handled and deleted
+    among them. False when another connection kept it from completing (a web process in
+    the middle of a write); the main process's reader tries again whenever it is idle.
+    """
+    async with db.exclusive() as conn:
+        row = await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+    result = next(iter(row), None)
+    return result is not None and result[0] == 0
+
+
+async def truncate_inbox_log(database: Path) -> bool | None:
+    """:func:`truncate_log` on the inbox beside ``database``; None when there is no inbox."""
+    async with existing_inbox(database) as inbox:
+        if inbox is None:
+            return None
+        return await truncate_log(inbox)
 
 
 async def inbox_status(database: Path) -> tuple[int, float, list[dict[str, Any]]] | None:

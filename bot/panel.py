@@ -12,12 +12,14 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from bot.inbox import erase_payloads
-from bot.models import Address, PanellistStatus, iso, parse_iso
+from bot.inbox import erase_payloads, payloads_of, prune_payloads, truncate_inbox_log
+from bot.models import Address, PanellistStatus, iso, parse_iso, utcnow
 from bot.panel_csv import (
     PHONE,
     TELEGRAM,
@@ -49,6 +51,7 @@ __all__ = [
     "PanelRow",
     "ParsedFile",
     "Problem",
+    "PruneReport",
     "SuppressedOnly",
     "erase_panellist",
     "expected_header",
@@ -58,6 +61,7 @@ __all__ = [
     "import_rows",
     "mask",
     "parse_panel_csv",
+    "prune_messages",
     "read_panel_file",
     "resolve_panellist",
     "subject_access",
@@ -330,9 +334,17 @@ async def resolve_panellist(conn: aiosqlite.Connection, hash_key: bytes, text: s
 
 
 async def subject_access(
-    conn: aiosqlite.Connection, hash_key: bytes, panellist_id: int
+    conn: aiosqlite.Connection,
+    hash_key: bytes,
+    panellist_id: int,
+    *,
+    database: Path | None = None,
 ) -> dict[str, Any] | None:
-    """Everything held about one person, as JSON-ready data; None for an unknown id."""
+    """Everything held about one person, as JSON-ready data; None for an unknown id.
+
+    With ``database`` (the panel database's path), webhook payloads from or to them still
+    waiting in the inbox beside it are included, contents and all.
+    """
     data = await panel_data.everything_about(conn, panellist_id)
     if data is None:
         return None
@@ -341,6 +353,10 @@ async def subject_access(
             conn, hash_key, Address(a["channel"], a["address"])
         )
         a["suppressed"] = {"reason": entry[0], "since": iso(entry[1])} if entry else None
+    if database is not None:
+        addresses = [Address(a["channel"], a["address"]) for a in data["addresses"]]
+        wanted = {f"{c}:{i}" for c, i in panel_data.address_pairs(addresses)}
+        data["waiting_webhook_payloads"] = await payloads_of(database, wanted)
     return data
 
 
@@ -352,6 +368,8 @@ class EraseReport:
     suppressed: int = 0
     # False when another process kept the file from being vacuumed or its log emptied now.
     scrubbed: bool = True
+    # The same for the inbox's log (None: there is no inbox).
+    inbox_scrubbed: bool | None = None
 
     def summary(self) -> str:
         if self.already_erased:
@@ -413,6 +431,55 @@ async def erase_panellist(
     # Webhook payloads still waiting in the inbox ([web] workers >= 1) hold the number too.
     wanted = {f"{channel}:{ident}" for channel, ident in panel_data.address_pairs(addresses)}
     report.counts["inbox_payloads"] = await erase_payloads(db.path, wanted)
+    # The inbox's log still holds every payload of theirs handled lately (web processes
+    # leave checkpoints to the main process): empty it too.
+    report.inbox_scrubbed = await truncate_inbox_log(db.path)
     report.scrubbed = await panel_data.scrub_free_space(db)
     logger.info("erased panellist %d", panellist_id)
     return report
+
+
+# -- retention ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PruneReport:
+    before: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        c = self.counts.get
+        return (
+            f"message texts older than {iso(self.before)[:10]} deleted: "
+            f"{_n(c('inbound_messages', 0), 'inbound message')}, "
+            f"{_n(c('outbox_messages', 0), 'outbound message')}, "
+            f"{_n(c('inbox_payloads', 0), 'waiting webhook payload')}; answers kept"
+        )
+
+
+async def prune_messages(
+    db: Database, keep_for: timedelta, *, now: datetime | None = None
+) -> PruneReport:
+    """Apply ``[privacy] keep_messages_for``: delete message texts older than ``keep_for``.
+
+    Answers stay (they are survey data, held apart from the messages); the texts of
+    messages in and out, the provider's ids for them and old webhook payloads go.
+    """
+    before = (now or utcnow()) - keep_for
+    report = PruneReport(before)
+    report.counts = await panel_data.prune_messages(db, iso(before))
+    report.counts["inbox_payloads"] = await prune_payloads(db.path, before.timestamp())
+    total = sum(report.counts.values())
+    if total:
+        await audit_prune(db, report)
+    logger.info("retention: %s", report.summary())
+    return report
+
+
+async def audit_prune(db: Database, report: PruneReport) -> None:
+    async with db.transaction() as conn:
+        await panel_data.record_audit_many(
+            conn,
+            [("messages_pruned", None, {**report.counts, "before": iso(report.before)})],
+            "retention",
+        )

@@ -9,6 +9,7 @@ ran in the same transaction as the messages it queues).
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SYNC_SECONDS = 3.0
+# The database's write-ahead log is emptied this often, waiting at most CHECKPOINT_WAIT
+# seconds for other connections (the engine waits meanwhile).
+CHECKPOINT_SECONDS = 60.0
+CHECKPOINT_WAIT = 0.5
+PRUNE_FIRST_AFTER = timedelta(minutes=1)
 
 
 class Scheduler:
@@ -43,7 +49,42 @@ class Scheduler:
         self.aps.add_job(
             self.sync, "interval", seconds=SYNC_SECONDS, id="panelbot:sync", replace_existing=True
         )
+        # Retention: once a day, and once soon after each start (a bot restarted daily
+        # would otherwise never reach the daily run).
+        self.aps.add_job(
+            self.prune,
+            "interval",
+            days=1,
+            next_run_time=utcnow() + PRUNE_FIRST_AFTER,
+            id="panelbot:retention",
+            replace_existing=True,
+        )
+        self.aps.add_job(
+            self.checkpoint,
+            "interval",
+            seconds=CHECKPOINT_SECONDS,
+            id="panelbot:checkpoint",
+            replace_existing=True,
+        )
         self.aps.start()
+
+    async def prune(self) -> None:
+        """Delete message texts older than ``[privacy] keep_messages_for`` (answers stay)."""
+        from bot.panel import prune_messages
+
+        try:
+            await prune_messages(self.bot.db, self.bot.settings.privacy.keep_messages_for)
+        except Exception:
+            logger.exception("retention: pruning old messages failed; trying again tomorrow")
+
+    async def checkpoint(self) -> None:
+        """Empty the database's write-ahead log, so that what an erasure or the retention
+        job removed does not linger in old log frames (SQLite's own checkpoints leave them)."""
+        try:
+            if not await self.bot.db.truncate_log(wait=CHECKPOINT_WAIT):
+                logger.debug("checkpoint: another connection was busy; next time")
+        except Exception:
+            logger.exception("checkpoint failed")
 
     async def stop(self) -> None:
         if self.aps.running:

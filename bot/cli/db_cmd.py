@@ -43,21 +43,66 @@ def register(cli: click.Group) -> None:
     @click.argument("path", type=click.Path(dir_okay=False))
     @pass_cli
     def backup(obj: CliContext, path: str) -> None:
-        """Copy the database to PATH, consistent even while the bot is running."""
+        """Copy the database to PATH, consistent even while the bot is running.
+
+        When the bot has run with web processes ([web] workers), the webhook payloads
+        waiting for it are in the inbox file beside the database; that is copied to
+        PATH-inbox (the name the bot looks for beside a database at PATH, so the two
+        restore together). Both copies hold personal data and are created readable by
+        their owner only (0600). Neither PATH nor PATH-inbox may exist already.
+        """
+        from bot.inbox import existing_inbox, inbox_path
+        from bot.storage import Database, DatabaseError
+        from bot.storage.db import backup_connection
+
+        target = Path(path)
+        target_inbox = inbox_path(target)
+        if target_inbox.exists():
+            raise UserError(f"{target_inbox} already exists; choose a new file")
+
+        async def go() -> bool:
+            try:
+                db = await Database.open(obj.settings.bot.database)
+                try:
+                    await db.backup(target)
+                finally:
+                    await db.close()
+                async with existing_inbox(Path(obj.settings.bot.database)) as inbox:
+                    if inbox is None:
+                        return False
+                    await backup_connection(inbox.conn, target_inbox)
+                    return True
+            except DatabaseError as exc:
+                raise UserError(str(exc)) from None
+
+        with_inbox = run(go())
+        click.echo(f"backed up to {path}" + (f" and {target_inbox}" if with_inbox else ""))
+
+    @db_group.command("prune")
+    @pass_cli
+    def prune(obj: CliContext) -> None:
+        """Delete message texts older than [privacy] keep_messages_for, now.
+
+        `panelbot serve` does this once a day. The texts of messages in and out, the
+        providers' message ids for them and webhook payloads older than the limit are
+        deleted; survey answers are kept. Safe while the bot is running.
+        """
+        from bot.panel import prune_messages
         from bot.storage import Database, DatabaseError
 
         async def go() -> Any:
             try:
                 db = await Database.open(obj.settings.bot.database)
-                try:
-                    await db.backup(Path(path))
-                finally:
-                    await db.close()
             except DatabaseError as exc:
                 raise UserError(str(exc)) from None
+            try:
+                report = await prune_messages(db, obj.settings.privacy.keep_messages_for)
+                await db.truncate_log()
+                return report
+            finally:
+                await db.close()
 
-        run(go())
-        click.echo(f"backed up to {path}")
+        click.echo(run(go()).summary())
 
     @db_group.command("inbox")
     @click.option("--retry", is_flag=True, help="Send the payloads given up on back to the bot.")

@@ -143,6 +143,11 @@ def _write(rows: list[dict[str, Any]], fmt: str, settings: Any, out: Any) -> Non
 def show_cmd(cli_ctx: CliContext, who: str) -> None:
     """Print everything held about one person as JSON (a subject access request).
 
+    Their record, addresses (and whether each is suppressed), demographics, consent,
+    invitations, survey sessions with answers, every message in and out with the
+    providers' message ids, statuses and errors, webhook payloads of theirs still waiting
+    in the inbox, and the audit log entries about them.
+
     ID_OR_PHONE is a panellist id, a phone number in any format, or channel:id
     (e.g. sim:alice, telegram:123456).
     """
@@ -153,7 +158,7 @@ def show_cmd(cli_ctx: CliContext, who: str) -> None:
     async def work() -> dict[str, Any] | None:
         async with _opened(cli_ctx) as bot:
             pid = await _resolve(bot, who)
-            return await subject_access(bot.db.conn, bot.hash_key, pid)
+            return await subject_access(bot.db.conn, bot.hash_key, pid, database=bot.db.path)
 
     data = run(work())
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -179,9 +184,14 @@ def erase_cmd(cli_ctx: CliContext, who: str, yes: bool) -> None:
     """Erase one person's personal data, keeping a suppression entry.
 
     In one transaction: their addresses are deleted; demographics, locale, consent and
-    the texts of their messages are cleared; queued messages are cancelled; the record
-    stays as an id with status "erased". Survey answers are kept for results, detached
-    from the person, and that includes free-text answers. Each address they had goes on
+    the texts of their messages are cleared, with the providers' message ids for them;
+    queued messages are cancelled; times that could tie their answers back to a message
+    are kept to the day; the record stays as an id with status "erased". Their webhook
+    payloads still waiting in the inbox are deleted, and the database and the inbox are
+    rewritten and their write-ahead logs emptied so no old copy is left in the files.
+    Backups made before the erasure still hold them (see docs/PRIVACY.md). Survey
+    answers are kept for results, detached from the person, and that includes free-text
+    answers. Each address they had goes on
     the suppression list as a keyed hash, so it is never messaged again and an import
     needs a consent_at later than the erasure to bring it back.
 
@@ -199,10 +209,16 @@ def erase_cmd(cli_ctx: CliContext, who: str, yes: bool) -> None:
 
     report = run(work())
     click.echo(report.summary())
-    if not report.scrubbed:
+    busy = [
+        name
+        for name, done in (("database", report.scrubbed), ("inbox", report.inbox_scrubbed))
+        if done is False
+    ]
+    if busy:
         click.echo(
-            "panelbot: note: the bot is using the database, so old copies in freed space "
-            "are removed at its next checkpoint",
+            f"panelbot: note: the running bot kept the {' and '.join(busy)} from being "
+            "fully scrubbed now; old copies left in its write-ahead log are removed at its "
+            "next checkpoint (within a minute while `panelbot serve` runs)",
             err=True,
         )
 

@@ -11,7 +11,9 @@ other instead of failing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -28,10 +30,11 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
+BUSY_TIMEOUT = "PRAGMA busy_timeout = 10000"
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
-    "PRAGMA busy_timeout = 10000",
+    BUSY_TIMEOUT,
     "PRAGMA foreign_keys = ON",
     # Freed space is zeroed, so deleted personal data does not linger in the file.
     "PRAGMA secure_delete = ON",
@@ -200,18 +203,62 @@ class Database:
         async with self.transaction() as conn:
             await conn.executemany(sql, rows)
 
+    async def truncate_log(self, *, wait: float = 1.0) -> bool:
+        """Copy the write-ahead log into the file and empty it (``wal_checkpoint(TRUNCATE)``).
+
+        SQLite's own checkpoints copy pages back but leave the log's old frames on disk
+        until they are overwritten, erased messages among them. Waits at most ``wait``
+        seconds for other connections; False when one kept it from completing.
+        """
+        async with self.exclusive() as conn:
+            await conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                rows = await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError:
+                return False
+            finally:
+                await conn.execute(BUSY_TIMEOUT)
+        row = next(iter(rows), None)
+        return row is not None and row[0] == 0
+
     async def backup(self, target: Path) -> None:
-        """An online copy through SQLite's backup API, consistent while the bot writes."""
-        target = Path(target)
-        if target.exists():
-            raise DatabaseError(f"{target} already exists; choose a new file")
-        if not target.parent.is_dir():
-            raise DatabaseError(f"{target}: the folder {target.parent} does not exist")
+        """An online copy through SQLite's backup API, consistent while the bot writes.
+
+        The copy holds the whole panel's personal data: it is created readable and
+        writable by its owner only (0600), whatever the umask.
+        """
+        await backup_connection(self.conn, Path(target))
+
+
+def create_owner_only(target: Path) -> None:
+    """Create ``target`` empty, readable and writable by its owner only (0600), whatever
+    the umask; DatabaseError when it exists or cannot be created."""
+    if os.path.lexists(target):
+        raise DatabaseError(f"{target} already exists; choose a new file")
+    if not os.path.isdir(target.parent):
+        raise DatabaseError(f"{target}: the folder {target.parent} does not exist")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            async with aiosqlite.connect(str(target)) as dest:
-                await self.conn.backup(dest)
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"{target}: the backup failed ({exc})") from None
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DatabaseError(f"{target}: cannot create the backup ({exc.strerror})") from None
+
+
+async def backup_connection(conn: aiosqlite.Connection, target: Path) -> None:
+    """Copy an open database to a new file ``target``, created owner-only (0600)."""
+    # Created empty and owner-only first: SQLite then writes into it (and gives a journal
+    # it makes beside it the same permissions).
+    create_owner_only(target)
+    try:
+        async with aiosqlite.connect(str(target)) as dest:
+            await conn.backup(dest)
+    except sqlite3.Error as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise DatabaseError(f"{target}: the backup failed ({exc})") from None
 
 
 # Each await on aiosqlite is a hop to its thread and back, the main cost of a small query;

@@ -197,10 +197,12 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
                 "answered_at": a["answered_at"],
             }
         )
+    # Every column, the provider's message ids and errors included: a subject access
+    # request gets everything held, not a summary.
     inbound = await fetch_all(
         conn,
-        "SELECT channel, text, received_at FROM inbound_messages WHERE panellist_id = ? "
-        "ORDER BY received_at, id",
+        "SELECT id, channel, provider_message_id, text, received_at FROM inbound_messages "
+        "WHERE panellist_id = ? ORDER BY received_at, id",
         p,
     )
     # Also messages to their addresses that carry no panellist id (sent before they had one).
@@ -208,7 +210,9 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
     match = " OR ".join(["panellist_id = ?"] + ["(channel = ? AND address = ?)"] * len(pairs))
     outbound = await fetch_all(
         conn,
-        "SELECT channel, address, kind, text, status, created_at, sent_at, error_code "
+        "SELECT id, channel, address, kind, text, status, created_at, sent_at, updated_at, "
+        "provider_message_id, error_code, error_class, last_error, attempts, "
+        "next_attempt_at, template, extra, priority, idempotency_key "
         f"FROM outbox WHERE {match} ORDER BY created_at, id",
         (panellist_id, *(v for pair in pairs for v in pair)),
     )
@@ -229,7 +233,7 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
         "invitations": _dicts(invitations),
         "survey_sessions": [{**dict(s), "answers": by_session.get(s["id"], [])} for s in sessions],
         "inbound_messages": _dicts(inbound),
-        "outbound_messages": _dicts(outbound),
+        "outbound_messages": [{**dict(o), "extra": _json_value(o["extra"])} for o in outbound],
         "audit_log": [{**dict(a), "detail": _json_value(a["detail"])} for a in audit],
     }
 
@@ -279,15 +283,23 @@ async def erase_records(
         f"WHERE ({match}) AND status IN ('queued', 'held')",
         (now, *match_params),
     )
+    # The provider's message ids go too (Twilio's API would give the number back for a
+    # SID), and so do the keys and times that could match a row to the provider's logs: a
+    # key becomes "erased:<row id>" and every time is kept to the day.
     await run(
         "outbox_messages",
         f"UPDATE outbox SET address = NULL, text = NULL, last_error = NULL, "
-        f"panellist_id = NULL, updated_at = ? WHERE {match}",
-        (now, *match_params),
+        f"provider_message_id = NULL, extra = '{{}}', panellist_id = NULL, "
+        f"idempotency_key = 'erased:' || id, created_at = {_day('created_at')}, "
+        f"sent_at = {_day('sent_at')}, next_attempt_at = {_day('next_attempt_at')}, "
+        f"updated_at = {_day('updated_at')} WHERE {match}",
+        match_params,
     )
     await run(
         "inbound_messages",
-        "UPDATE inbound_messages SET text = NULL, panellist_id = NULL WHERE panellist_id = ?",
+        "UPDATE inbound_messages SET text = NULL, panellist_id = NULL, "
+        f"provider_message_id = 'erased:' || id, received_at = {_day('received_at')} "
+        "WHERE panellist_id = ?",
         p,
     )
     # An open survey ends here; its answers so far stay, like a stopped survey's.
@@ -296,24 +308,57 @@ async def erase_records(
         "finished_at = ? WHERE panellist_id = ? AND state = 'active'",
         (now, panellist_id),
     )
+    # Answers stay for the results, but their times (to the millisecond, next to the
+    # inbound message they came in) would tie them back to a message at the provider.
+    await conn.execute(
+        f"UPDATE answers SET answered_at = {_day('answered_at')} WHERE session_id IN "
+        "(SELECT id FROM survey_sessions WHERE panellist_id = ?)",
+        p,
+    )
     await run(
         "survey_sessions",
-        "UPDATE survey_sessions SET panellist_id = NULL WHERE panellist_id = ?",
+        f"UPDATE survey_sessions SET panellist_id = NULL, started_at = {_day('started_at')}, "
+        f"finished_at = {_day('finished_at')} WHERE panellist_id = ?",
         p,
     )
     await conn.execute(
         "UPDATE invitations SET status = 'expired' WHERE panellist_id = ? AND status = 'waiting'",
         p,
     )
-    await run("invitations", "UPDATE invitations SET panellist_id = NULL WHERE panellist_id = ?", p)
+    await run(
+        "invitations",
+        f"UPDATE invitations SET panellist_id = NULL, created_at = {_day('created_at')}, "
+        f"sent_at = {_day('sent_at')}, reminded_at = {_day('reminded_at')} "
+        "WHERE panellist_id = ?",
+        p,
+    )
     await run("addresses", "DELETE FROM addresses WHERE panellist_id = ?", p)
+    # What was done stays on record (consent, opt-outs, this erasure), to the day only.
+    await conn.execute(
+        f"UPDATE audit_log SET at = {_day('at')} WHERE panellist_id = ?",
+        p,
+    )
+    today = _day_of(now)
     await conn.execute(
         "UPDATE panellists SET status = 'erased', locale = NULL, demographics = '{}', "
         "consent_at = NULL, consent_method = NULL, stage = NULL, stage_misses = 0, "
-        "link_code = NULL, opted_out_at = NULL, erased_at = ?, updated_at = ? WHERE id = ?",
-        (now, now, panellist_id),
+        f"link_code = NULL, opted_out_at = NULL, created_at = {_day('created_at')}, "
+        "erased_at = ?, updated_at = ? WHERE id = ?",
+        (today, today, panellist_id),
     )
     return counts
+
+
+_MIDNIGHT = "T00:00:00.000+00:00"
+
+
+def _day(column: str) -> str:
+    """SQL for a stored time cut to the day it fell on (UTC), NULL staying NULL."""
+    return f"(substr({column}, 1, 10) || '{_MIDNIGHT}')"
+
+
+def _day_of(stamp: str) -> str:
+    return stamp[:10] + _MIDNIGHT
 
 
 async def pragma(conn: aiosqlite.Connection, name: str) -> Any:
@@ -341,3 +386,45 @@ async def scrub_free_space(db: Database) -> bool:
             vacuumed = False  # e.g. another process is writing; the checkpoint still helps
         row = await fetch_one(db.conn, "PRAGMA wal_checkpoint(TRUNCATE)")
     return vacuumed and row is not None and row[0] == 0
+
+
+# -- retention ----------------------------------------------------------------------------
+
+# Rows changed per transaction when pruning, so the engine never waits long for the lock.
+PRUNE_CHUNK = 2000
+
+
+async def prune_messages(db: Database, before: str) -> dict[str, int]:
+    """Delete the texts of messages older than ``before`` (an ISO time); how many of each.
+
+    Inbound messages lose their text and the provider's id (Twilio keeps a message's body,
+    and gives it back for its SID); finished outbound messages lose their text, last error
+    and provider id. Queued and held rows are left alone. Answers are not touched: they
+    live in their own table, apart from the messages they came in.
+    """
+    counts = {"inbound_messages": 0, "outbox_messages": 0}
+    steps = (
+        (
+            "inbound_messages",
+            "UPDATE inbound_messages SET text = NULL, provider_message_id = 'pruned:' || id "
+            "WHERE id IN (SELECT id FROM inbound_messages WHERE received_at < ? "
+            "AND (text IS NOT NULL OR provider_message_id NOT LIKE 'pruned:%' "
+            "AND provider_message_id NOT LIKE 'erased:%') LIMIT ?)",
+        ),
+        (
+            "outbox_messages",
+            "UPDATE outbox SET text = NULL, last_error = NULL, provider_message_id = NULL "
+            "WHERE id IN (SELECT id FROM outbox WHERE created_at < ? "
+            "AND status IN ('sent', 'delivered', 'failed', 'cancelled') "
+            "AND (text IS NOT NULL OR last_error IS NOT NULL "
+            "OR provider_message_id IS NOT NULL) LIMIT ?)",
+        ),
+    )
+    for name, sql in steps:
+        while True:
+            async with db.transaction() as tx:
+                result = await tx.execute(sql, (before, PRUNE_CHUNK))
+            counts[name] += result.rowcount
+            if result.rowcount < PRUNE_CHUNK:
+                break
+    return counts
