@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -981,3 +982,74 @@ async def test_a_full_disk_while_sending_loses_no_answer_and_no_task(
     failures = [r for r in caplog.records if "could not record" in r.getMessage()]
     assert len(failures) <= 2 < stuck, ([r.getMessage() for r in failures], stuck)
     assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+# --- held messages: panelbot db held -------------------------------------------------------
+
+
+async def _cli(config: Path, *args: str) -> tuple[int, str, str]:
+    """``panelbot -c CONFIG ARGS...`` as a subprocess (the test's loop keeps running)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "-c",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_staff_list_and_release_held_messages(tmp_path: Path, fake: FakeTwilio) -> None:
+    # A WhatsApp invitation left "sending" by a crash, with the 24-hour window closed: it
+    # would have gone as a template, which cannot be matched by its text, so it is held.
+    settings = twilio_settings(tmp_path, fake, whatsapp_templates={"invitation": TEMPLATE})
+    config = tmp_path / "panelbot.toml"
+    config.write_text('[bot]\ndatabase = "panel.db"\n', encoding="utf-8")
+    bot = await Bot.create(settings)
+    async with bot.db.transaction() as conn:
+        row_id = await outbox_store.queue(
+            conn,
+            key="wave:1:panellist:1",
+            panellist_id=None,
+            address=Address("whatsapp", ALICE),
+            text="A survey from your local NHS: secret question text",
+            kind=MessageKind.INVITATION,
+        )
+        await outbox_store.claim_due(conn, now=utcnow(), limit=10, channels=["whatsapp"])
+    await bot.stop()
+    assert row_id is not None
+    async with running(settings, fake) as h:
+        row = await _settled(h, row_id, "held")
+        assert "template" in row["last_error"]
+
+        code, out, err = await _cli(config, "db", "held")
+        assert (code, err) == (0, "")
+        assert f"#{row_id} whatsapp +44740****101 invitation, held since" in out
+        assert "cannot be matched" in out
+        assert ALICE not in out and "secret question" not in out
+
+        for usage in (["db", "held", str(row_id)], ["db", "held", "--release"]):
+            code, _, err = await _cli(config, *usage)
+            assert code == 2, (usage, err)
+        code, _, err = await _cli(config, "db", "held", "--release-all", "--release", "1")
+        assert code == 2
+        code, out, err = await _cli(config, "db", "held", "--release", str(row_id), "999")
+        assert code == 1
+        assert err.count("\n") == 1 and "#999 does not exist" in err
+        assert "Traceback" not in err
+        assert await h.value("SELECT status FROM outbox WHERE id = ?", row_id) == "held"
+
+        code, out, err = await _cli(config, "db", "held", "--release", str(row_id))
+        assert (code, err) == (0, "")
+        assert f"released 1 message (#{row_id})" in out
+        row = await _settled(h, row_id, "sent")
+        (post,) = fake.posts()
+        assert post.form["ContentSid"] == TEMPLATE
+        assert row["provider_message_id"] == fake.messages[-1]["sid"]
+
+        code, out, _ = await _cli(config, "db", "held")
+        assert (code, out.strip()) == (0, "no held messages")
