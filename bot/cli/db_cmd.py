@@ -139,3 +139,97 @@ def register(cli: click.Group) -> None:
             )
         if failed:
             click.echo("panelbot db inbox --retry sends them back; --discard deletes them")
+
+    @db_group.command("held")
+    @click.argument("ids", nargs=-1, type=int)
+    @click.option("--release", is_flag=True, help="Queue the held messages IDS again.")
+    @click.option("--release-all", is_flag=True, help="Queue every held message again.")
+    @pass_cli
+    def held(obj: CliContext, ids: tuple[int, ...], release: bool, release_all: bool) -> None:
+        """Outbound messages held for a person to decide, and releasing them.
+
+        Lists each held message: its id, channel, masked address, kind, why it was held
+        and since when (never its text or the full address). A message is held when the
+        bot cannot tell whether the provider already has it (a WhatsApp template sent
+        before a crash) or when it may not be sent as it is (no approved WhatsApp template
+        outside the 24-hour window).
+
+        With --release ID [ID...] (or --release-all) they go back to the queue and the
+        running bot sends them within a poll interval; Twilio first looks for an earlier
+        attempt, so one that did reach Twilio is recorded, not sent twice.
+        """
+        from bot.storage import Database, DatabaseError
+        from bot.storage import outbox as outbox_store
+
+        if release and release_all:
+            raise click.UsageError("choose --release ID... or --release-all, not both")
+        if release and not ids:
+            raise click.UsageError("--release needs the ids of the messages to release")
+        if ids and not release:
+            raise click.UsageError("ids are for --release: panelbot db held --release ID...")
+        if release_all and ids:
+            raise click.UsageError("--release-all takes no ids")
+
+        async def go() -> Any:
+            try:
+                db = await Database.open(obj.settings.bot.database)
+            except DatabaseError as exc:
+                raise UserError(str(exc)) from None
+            try:
+                if not (release or release_all):
+                    return await outbox_store.held(db.conn)
+                async with db.transaction() as conn:
+                    if release:
+                        found = await outbox_store.statuses_of(conn, list(ids))
+                        wrong = [
+                            f"#{i} is {found[i]}" if i in found else f"#{i} does not exist"
+                            for i in dict.fromkeys(ids)
+                            if found.get(i) != "held"
+                        ]
+                        if wrong:
+                            raise UserError(
+                                f"nothing released: {', '.join(wrong)} (only held messages "
+                                "can be released)"
+                            )
+                    return await outbox_store.release_held(
+                        conn, list(dict.fromkeys(ids)) if release else None
+                    )
+            finally:
+                await db.close()
+
+        result = run(go())
+        if release or release_all:
+            count = len(result)
+            click.echo(
+                f"released {count} message{'s' if count != 1 else ''}"
+                + (f" ({', '.join(f'#{i}' for i in result)})" if result else "")
+                + ("; the running bot sends them" if result else "")
+            )
+            return
+        if not result:
+            click.echo("no held messages")
+            return
+        click.echo(f"{len(result)} held message{'s' if len(result) != 1 else ''}:")
+        for row in result:
+            click.echo(
+                f"  #{row['id']} {row['channel']} {_masked(row['channel'], row['address'])} "
+                f"{row['kind']}, held since {row['updated_at']}: {_why(row['last_error'])}"
+            )
+        click.echo("panelbot db held --release ID... queues them again; --release-all, all")
+
+
+def _masked(channel: str, address: str | None) -> str:
+    """An address fit for a terminal: a phone number masked, any other id shortened."""
+    from bot.channels.twilio import mask
+
+    if not address:
+        return "(erased)"
+    if channel in ("sms", "whatsapp"):
+        return mask(address)
+    return f"{address[:2]}****{address[-2:]}" if len(address) > 6 else "****"
+
+
+def _why(error: str | None) -> str:
+    from bot.channels.twilio import scrub
+
+    return scrub(error or "no reason recorded")
