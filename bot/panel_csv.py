@@ -260,14 +260,19 @@ def export_columns(settings: Settings) -> list[str]:
 
 
 def write_csv(rows: list[dict[str, Any]], settings: Settings, out: TextIO) -> None:
-    """Rows from ``bot.panel.export_rows`` as CSV that ``panel import`` reads back."""
+    """Rows from ``bot.panel.export_rows`` as CSV that ``panel import`` reads back.
+
+    A text cell a spreadsheet would run as a formula gets a ``'`` in front (``csv_cells``).
+    """
+    from bot.csv_cells import safe_row
+
     columns = export_columns(settings)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
         flat = {**row, **row.get("demographics", {})}
         flat["other_addresses"] = " ".join(row.get("other_addresses", []))
-        writer.writerow(["" if flat.get(c) is None else flat[c] for c in columns])
+        writer.writerow(safe_row("" if flat.get(c) is None else flat[c] for c in columns))
 
 
 def write_json(rows: list[dict[str, Any]], out: TextIO) -> None:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -218,23 +219,56 @@ def _table(header: list[str], rows: list[list[Any]]) -> None:
 
 
 def _results_csv(data: dict[str, Any]) -> str:
+    """One row per option, mean or free-text answer; formula-like text is quoted (csv_cells)."""
+    from bot.csv_cells import safe_row
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["question", "type", "group", "option", "count", "percent", "answered"])
     for q in data["questions"]:
         parts = [("all", q), *sorted(q.get("by", {}).items())]
         for group, part in parts:
-            for o in part.get("options", []):
-                writer.writerow(
-                    [q["id"], q["type"], group, o["id"], o["count"], o["percent"], part["answered"]]
-                )
+            rows = [
+                [q["id"], q["type"], group, o["id"], o["count"], o["percent"], part["answered"]]
+                for o in part.get("options", [])
+            ]
             if "mean" in part and "options" not in part:
-                writer.writerow(
-                    [q["id"], q["type"], group, "mean", part["mean"], "", part["answered"]]
-                )
+                rows.append([q["id"], q["type"], group, "mean", part["mean"], "", part["answered"]])
             for text in part.get("responses", []) if group == "all" else []:
-                writer.writerow([q["id"], q["type"], group, text, "", "", part["answered"]])
+                rows.append([q["id"], q["type"], group, text, "", "", part["answered"]])
+            writer.writerows(safe_row(row) for row in rows)
     return out.getvalue()
+
+
+LABEL_WIDTH = 40  # option labels in the table: longer ones wrap at a word boundary
+GROUP_LABEL_WIDTH = 24  # option labels on a --by line: longer ones end in an ellipsis
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, cut at a word boundary with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space >= width // 3:  # a word boundary not too far back; else cut the long word
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-/") + "…"
+
+
+def _summary(part: dict[str, Any]) -> str:
+    """Mean and median (and min and max of numbers) of one question or group, if it has them."""
+    if part.get("mean") is None:
+        return ""
+    text = f"mean {_number(part['mean'])}, median {_number(part['median'])}"
+    if part.get("min") is not None:
+        text += f", min {_number(part['min'])}, max {_number(part['max'])}"
+    return text
+
+
+def _number(value: float) -> str:
+    """10.0 as 10, 2.345 as 2.35."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0")
 
 
 def _results_table(data: dict[str, Any]) -> None:
@@ -249,12 +283,21 @@ def _results_table(data: dict[str, Any]) -> None:
         click.echo(f"{q['id']}: {q['text']}  [{q['type']}, {q['answered']} answered]")
         for o in q.get("options", []):
             bar = "#" * int(o["percent"] / 5)
-            click.echo(f"  {o['text'][:40]:<40} {o['count']:>5} {o['percent']:>6.1f}%  {bar}")
-        if "mean" in q:
-            click.echo(f"  mean {q['mean']}, median {q['median']}")
+            lines = textwrap.wrap(o["text"], LABEL_WIDTH, break_on_hyphens=False) or [""]
+            for line in lines[:-1]:
+                click.echo(f"  {line}")
+            click.echo(f"  {lines[-1]:<{LABEL_WIDTH}} {o['count']:>5} {o['percent']:>6.1f}%  {bar}")
+        if _summary(q):
+            click.echo(f"  {_summary(q)}")
         for text in q.get("responses", []):
             click.echo(f"  - {text}")
         for group, part in sorted(q.get("by", {}).items()):
-            shares = ", ".join(f"{o['text'][:20]} {o['percent']}%" for o in part.get("options", []))
-            click.echo(f"    {data['by']}={group} ({part['answered']}): {shares}")
+            shares = [
+                f"{_shorten(o['text'], GROUP_LABEL_WIDTH)} {o['percent']}%"
+                for o in part.get("options", [])
+            ]
+            if _summary(part):
+                shares.append(_summary(part))
+            line = f"    {data['by']}={group} ({part['answered']})"
+            click.echo(f"{line}: {', '.join(shares)}" if shares else line)
     sys.stdout.flush()
