@@ -221,6 +221,18 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
         "SELECT at, actor, action, detail FROM audit_log WHERE panellist_id = ? ORDER BY id",
         p,
     )
+    # Which browser started a simulator person: keyed hashes of its cookie and address.
+    sims = [a["address"] for a in addresses if a["channel"] == "sim"]
+    simulator = (
+        await fetch_all(
+            conn,
+            "SELECT address, owner_hash, client_hash, created_at FROM simulator_owners "
+            f"WHERE address IN ({','.join('?' * len(sims))})",
+            sims,
+        )
+        if sims
+        else []
+    )
     return {
         "panellist": person,
         "addresses": _dicts(addresses),
@@ -235,6 +247,7 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
         "inbound_messages": _dicts(inbound),
         "outbound_messages": [{**dict(o), "extra": _json_value(o["extra"])} for o in outbound],
         "audit_log": [{**dict(a), "detail": _json_value(a["detail"])} for a in audit],
+        "simulator_owners": _dicts(simulator),
     }
 
 
