@@ -1053,3 +1053,46 @@ async def test_staff_list_and_release_held_messages(tmp_path: Path, fake: FakeTw
 
         code, out, _ = await _cli(config, "db", "held")
         assert (code, out.strip()) == (0, "no held messages")
+
+
+# --- python -m tests.fakes, twice on one folder ----------------------------------------------
+
+
+async def _fakes_session(folder: Path, commands: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes",
+        "--data-dir",
+        str(folder),
+        "--workers",
+        "0",
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(commands.encode()), timeout=90)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out.decode()
+
+
+async def test_the_fakes_run_twice_on_one_folder_get_answers_both_times(tmp_path: Path) -> None:
+    # The fakes' ids restarted at 1, so the second run's messages were dropped as repeats
+    # of the first run's. Now each run's SIDs and Telegram ids start at a random point.
+    commands = "sms +447400100101 hello\ntg 4242 hello\nquit\n"
+    first = await _fakes_session(tmp_path, commands)
+    second = await _fakes_session(tmp_path, commands)
+    for out in (first, second):
+        assert "[twilio -> +447400100101]" in out, out
+        assert "[telegram -> 4242]" in out, out
+
+
+async def test_the_fakes_hand_out_different_ids_each_run() -> None:
+    from tests.fakes.__main__ import inbound_sids
+    from tests.fakes.telegram_api import FakeTelegram
+
+    one, two = inbound_sids(), inbound_sids()
+    assert {next(one) for _ in range(3)}.isdisjoint({next(two) for _ in range(3)})
+    a, b = FakeTelegram(), FakeTelegram()
+    assert a.message_update(1, "hi")["update_id"] != b.message_update(1, "hi")["update_id"]

@@ -19,10 +19,12 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import secrets
 import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -37,6 +39,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def inbound_sids() -> Iterator[str]:
+    """Inbound message SIDs with a random part: a second run on the same data folder must
+    not repeat the first run's SIDs, which the bot would drop as repeats."""
+    prefix = secrets.token_hex(12)
+    return (f"SM{prefix}{n:08x}" for n in itertools.count(1))
 
 
 def write_config(
@@ -83,7 +92,7 @@ poll_interval = 0.2
 
 async def main(data_dir: Path, workers: int = 1) -> int:
     port = free_port()
-    sids = itertools.count(1)
+    sids = inbound_sids()
     async with FakeTwilio().running() as twilio, FakeTelegram.running() as telegram:
         config = write_config(data_dir, port, twilio.url, telegram.base_url, workers)
         server = await asyncio.create_subprocess_exec(
@@ -101,6 +110,10 @@ async def main(data_dir: Path, workers: int = 1) -> int:
                 server.kill()
                 return 1
             print(f"panelbot is serving at {base}, config {config}")
+            print(
+                f"fake Twilio at {twilio.url} (POST /_fake/list-mode mode=ok|fail|hang to make "
+                "its message list fail or hang)"
+            )
             print("commands: sms NUMBER TEXT | wa NUMBER TEXT | tg CHAT_ID TEXT | quit")
             printer = asyncio.create_task(_print_sent(twilio, telegram))
             try:
@@ -113,7 +126,7 @@ async def main(data_dir: Path, workers: int = 1) -> int:
 
 
 async def _commands(
-    client: httpx.AsyncClient, base: str, *, twilio_next: itertools.count, telegram: FakeTelegram
+    client: httpx.AsyncClient, base: str, *, twilio_next: Iterator[str], telegram: FakeTelegram
 ) -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -125,7 +138,7 @@ async def _commands(
         who, _, text = rest.partition(" ")
         if kind in ("sms", "wa") and who:
             sender = f"whatsapp:{who}" if kind == "wa" else who
-            params = inbound_params(f"SM{next(twilio_next):032x}", sender, text)
+            params = inbound_params(next(twilio_next), sender, text)
             url = f"{base}/webhooks/twilio/messages"
             response = await client.post(
                 url, data=params, headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, params)}

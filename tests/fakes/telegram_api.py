@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -143,6 +144,11 @@ class ApiCall:
         return [button["text"] for row in markup.get("inline_keyboard", []) for button in row]
 
 
+def _random_count() -> Iterator[int]:
+    """Increasing ids from a random start below 2**31 (Telegram's ids are 32-bit here)."""
+    return itertools.count(1_000_000 + secrets.randbelow(2**31 - 100_000_000))
+
+
 @dataclass
 class FakeTelegram:
     """The fake Bot API. Build and serve it with :meth:`running`."""
@@ -155,10 +161,13 @@ class FakeTelegram:
     _confirmed: int = 0  # getUpdates offset: updates below it were acknowledged
     _update_queued: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition | None = None
-    _message_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
-    _update_ids: Iterator[int] = field(default_factory=lambda: itertools.count(500_000))
-    _query_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    _user_message_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    # Ids start at a random point, so a second run of the fake against the same database
+    # (``python -m tests.fakes --data-dir D`` twice) never repeats the first run's ids,
+    # which the bot would drop as repeats.
+    _message_ids: Iterator[int] = field(default_factory=lambda: _random_count())
+    _update_ids: Iterator[int] = field(default_factory=lambda: _random_count())
+    _query_ids: Iterator[int] = field(default_factory=lambda: _random_count())
+    _user_message_ids: Iterator[int] = field(default_factory=lambda: _random_count())
     # Each sent message's keyboard as it is now, by (chat id, message id).
     _markups: dict[tuple[Any, int], dict[str, Any]] = field(default_factory=dict)
 
