@@ -146,6 +146,13 @@ def _workers(value: int) -> int:
     return value
 
 
+def _check_token(value: str) -> str:
+    # The value itself is never repeated in a message: it is a secret.
+    if len(value) < 16:
+        raise ValueError(f"must be at least 16 characters, got {len(value)}")
+    return value
+
+
 def _not_negative(value: int) -> int:
     if value < 0:
         raise ValueError(f"must be 0 or more, got {value}")
@@ -232,6 +239,8 @@ class WebSettings:
     # With workers: how much the main process lowers its CPU priority (nice), so that under
     # a burst the web processes answer first and the engine catches up after. 0: equal.
     main_process_nice: int = field(default=5, metadata=_meta(_nice))
+    # Bearer token for GET /metrics (Prometheus); without one the route answers 404.
+    metrics_token: str | None = field(default=None, metadata=_meta(_check_token, secret=True))
 
 
 @dataclass(frozen=True, slots=True)

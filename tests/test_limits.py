@@ -330,6 +330,7 @@ async def test_every_route_answers_with_the_security_headers(tmp_path: Path) -> 
                 "forged webhook": await client.post(MESSAGES, data={"From": "+447400100101"}),
                 "telegram off": await client.post("/webhooks/telegram", json={}),
                 "not found": await client.get("/no/such/page"),
+                "metrics off": await client.get("/metrics"),
                 "wrong method": await client.delete("/healthz"),
             }
     assert answers["healthz"].status_code == 200

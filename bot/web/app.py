@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.inbox import InboxReader
-from bot.web import simulator
+from bot.web import metrics, simulator
 from bot.web.limits import Guard, server_config
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ async def build_app(bot: Bot) -> Starlette:
         routes.extend(channel.routes())
     if "sim" in bot.channels:
         routes.extend(simulator.routes())
+    routes.extend(metrics.routes())
     for _, extra in await bot.plugins.call_each("panelbot_register_routes", bot=bot):
         routes.extend(extra)
     app = Starlette(
