@@ -1,0 +1,508 @@
+"""The crash suite: ``panelbot serve`` killed with SIGKILL, and started again, nothing lost.
+
+Real processes and files only: ``panelbot serve`` (with its default one web process) as a
+subprocess on a real SQLite file, the real Twilio SDK talking to the fake Twilio from
+tests/fakes (run in this test's event loop, so it outlives every kill and remembers what
+the provider received), signed webhooks over HTTP.
+
+- A 1,000-person wave (``panelbot survey launch``) with serve killed at random points and
+  started again several times: every person has exactly one invitation AT THE FAKE.
+- The same with the provider's message list failing (500) at restart, and hanging at
+  restart: a failed lookup is tried again later (never a permanent hold), and webhooks are
+  answered while the lookups wait.
+- Bursts of signed inbound webhooks with the main process, then the web process, killed
+  mid-burst: every webhook answered 2xx is stored exactly once and answered exactly once.
+
+The kill points come from a seed, printed at the start of each test (and in every failure):
+``CRASH_SEED=N pytest tests/test_crash_suite.py`` repeats a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sqlite3
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from tests.conftest import REPO
+from tests.fakes.telegram_api import TOKEN, FakeTelegram
+from tests.fakes.twilio_api import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FakeTwilio,
+    inbound_params,
+    post_signed,
+)
+from tests.test_serve import free_port
+
+pytestmark = pytest.mark.slow
+
+SURVEY = REPO / "tests" / "data" / "every-type.toml"
+INVITATION_MARK = "How easy was it?"  # the first question, carried by every invitation
+BOT_NUMBER = "+447400100000"
+SECRET = "crash-suite-telegram-secret"
+MESSAGES = "/webhooks/twilio/messages"
+WAVE = 1000
+
+
+def crash_seed() -> int:
+    seed = int(os.environ.get("CRASH_SEED") or random.SystemRandom().randrange(1, 10**9))
+    print(f"crash suite seed {seed} (CRASH_SEED={seed} repeats this run)")
+    return seed
+
+
+class ChaosTwilio(FakeTwilio):
+    """The fake Twilio, whose message list (what reconciliation asks) can fail or hang.
+
+    ``chaos_list`` "ok" answers as Twilio does; "fail" answers every list call with a 500;
+    "hang" holds every list call until the mode changes (a provider that accepts the
+    connection and never answers).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chaos_list = "ok"
+        self._released = asyncio.Event()
+        self.hanging = 0  # list calls being held right now
+        self.failed_lists = 0
+
+    def set_list_mode(self, mode: str) -> None:
+        assert mode in ("ok", "fail", "hang")
+        self.chaos_list = mode
+        if mode == "hang":
+            self._released = asyncio.Event()
+        else:
+            self._released.set()
+
+    async def _list(self, request: web.Request) -> web.Response:
+        if self.chaos_list == "hang":
+            self.hanging += 1
+            try:
+                await self._released.wait()
+            finally:
+                self.hanging -= 1
+        if self.chaos_list == "fail":
+            _, refused = await self._record(request)
+            self.failed_lists += 1
+            return refused or self._error(500, 20500, "Internal Server Error")
+        return await super()._list(request)
+
+    def invitations(self) -> Counter[str]:
+        """Invitations the provider received, by number."""
+        return Counter(m["to"] for m in self.messages if INVITATION_MARK in (m["body"] or ""))
+
+
+def write_config(folder: Path, port: int, twilio_url: str, telegram_url: str) -> Path:
+    config = folder / "panelbot.toml"
+    config.write_text(
+        f"""
+[bot]
+name = "Crash Panel"
+database = "panel.db"
+quiet_hours = false
+public_base_url = "http://127.0.0.1:{port}"
+
+[web]
+port = {port}
+
+[[panel.fields]]
+name = "sex"
+values = ["female", "male"]
+text.en = "What is your sex?"
+
+[channels.twilio]
+enabled = true
+account_sid = "{ACCOUNT_SID}"
+auth_token = "{AUTH_TOKEN}"
+from_number = "{BOT_NUMBER}"
+api_base_url = "{twilio_url}"
+rate_per_second = 250
+request_timeout = 3
+
+[channels.telegram]
+enabled = true
+token = "{TOKEN}"
+mode = "webhook"
+secret_token = "{SECRET}"
+api_base_url = "{telegram_url}"
+
+[outbox]
+poll_interval = 0.2
+retry_backoff = ["2s"]
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return sorted(int(p) for task in tasks for p in (task / "children").read_text().split())
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def query(folder: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(folder / "panel.db", timeout=30)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def wait_until(
+    check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Panel:
+    """One panel's folder and its ``panelbot serve`` process, started and killed at will."""
+
+    def __init__(self, folder: Path, twilio_url: str, telegram_url: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.config = write_config(folder, self.port, twilio_url, telegram_url)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "serve.log"
+        self.process: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    async def start(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+        self.starts += 1
+        with self.log.open("ab") as log:
+            log.write(f"--- start {self.starts}\n".encode())
+            log.flush()
+            self.process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "bot", "-c", str(self.config), "serve"),
+                stdout=log,
+                stderr=log,
+            )
+        if wait:
+            await self.wait_ready(timeout)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"serve exited {self.process.returncode}:\n{self.tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.base}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise AssertionError(
+            f"serve did not answer /healthz within {timeout:.0f} s:\n{self.tail()}"
+        )
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def web_pids(self) -> list[int]:
+        assert self.process is not None
+        return [p for p in children_of(self.process.pid) if alive(p)]
+
+    async def kill_main(self) -> None:
+        """SIGKILL the main process; wait for it and for its web processes to be gone."""
+        assert self.process is not None
+        web_pids = self.web_pids()
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+        # A web process notices its main process has gone and stops (it holds the port).
+        await wait_until(
+            lambda: not any(alive(p) for p in web_pids), 20, "the orphaned web process to stop"
+        )
+
+    async def kill_web(self) -> None:
+        """SIGKILL the web process; serve starts another."""
+        before = self.web_pids()
+        assert before, "no web process to kill"
+        os.kill(before[0], signal.SIGKILL)
+        await wait_until(
+            lambda: (now := self.web_pids()) and before[0] not in now,
+            20,
+            "a new web process",
+        )
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), timeout=30)
+
+    async def cli(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot", "-c", str(self.config), *args),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    def unsettled(self) -> int:
+        """Outbox rows still to go: queued or in flight."""
+        return query(
+            self.folder, "SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')"
+        )[0][0]
+
+    def statuses(self) -> dict[str, int]:
+        return dict(query(self.folder, "SELECT status, count(*) FROM outbox GROUP BY status"))
+
+
+@contextlib.asynccontextmanager
+async def panel_running(folder: Path) -> AsyncIterator[tuple[Panel, ChaosTwilio, FakeTelegram]]:
+    async with ChaosTwilio().running() as twilio, FakeTelegram.running() as telegram:
+        panel = Panel(folder, twilio.url, telegram.base_url)
+        try:
+            yield panel, twilio, telegram
+        finally:
+            twilio.set_list_mode("ok")  # nothing left hanging in the fake
+            if panel.process is not None and panel.process.returncode is None:
+                for pid in panel.web_pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                panel.process.kill()
+                await panel.process.wait()
+
+
+def wave_numbers(count: int = WAVE) -> list[str]:
+    return [f"+4474009{i:05d}" for i in range(count)]
+
+
+async def prepare_wave(panel: Panel, numbers: list[str]) -> None:
+    csv = panel.folder / "panel.csv"
+    rows = [
+        f"{n},,en,2026-01-0{1 + i % 9},{('female', 'male')[i % 2]}" for i, n in enumerate(numbers)
+    ]
+    csv.write_text("phone,telegram_chat_id,locale,consent_at,sex\n" + "\n".join(rows) + "\n")
+    await panel.cli("panel", "import", str(csv))
+    await panel.cli("survey", "add", str(SURVEY))
+
+
+async def wave_settled(panel: Panel, twilio: ChaosTwilio, numbers: list[str], seed: int) -> None:
+    """Wait until the wave has gone, then check every person has exactly one invitation."""
+    await wait_until(
+        lambda: panel.unsettled() == 0 and len(twilio.invitations()) >= len(numbers),
+        120,
+        f"the wave to settle (seed {seed}; outbox {panel.statuses()}, "
+        f"{len(twilio.invitations())} people invited at the fake)",
+        interval=0.25,
+    )
+    await asyncio.sleep(1.0)  # a late second send of any row would show by now
+    received = twilio.invitations()
+    missing = [n for n in numbers if received[n] == 0]
+    twice = {n: c for n, c in received.items() if c > 1}
+    strangers = [n for n in received if n not in set(numbers)]
+    assert not missing and not twice and not strangers, (
+        f"seed {seed}: {len(missing)} people never invited (e.g. {missing[:3]}), "
+        f"{len(twice)} invited more than once (e.g. {list(twice.items())[:3]}), "
+        f"{len(strangers)} strangers; outbox {panel.statuses()}"
+    )
+    invitations = dict(
+        query(
+            panel.folder,
+            "SELECT status, count(*) FROM outbox WHERE kind = 'invitation' GROUP BY status",
+        )
+    )
+    assert invitations == {"sent": len(numbers)}, f"seed {seed}: {invitations}"
+
+
+async def test_a_wave_killed_at_random_points_invites_everyone_exactly_once(
+    tmp_path: Path,
+) -> None:
+    seed = crash_seed()
+    rng = random.Random(seed)
+    numbers = wave_numbers()
+    async with panel_running(tmp_path) as (panel, twilio, _):
+        await prepare_wave(panel, numbers)
+        await panel.start()
+        await panel.cli("survey", "launch", "every-type")
+        for kill in range(4):
+            await asyncio.sleep(rng.uniform(0.05, 1.2))
+            await panel.kill_main()
+            print(f"kill {kill + 1}: {len(twilio.invitations())} invited, {panel.statuses()}")
+            await panel.start()
+        await wave_settled(panel, twilio, numbers, seed)
+        assert await panel.stop() == 0, panel.tail()
+
+
+async def test_a_failing_message_list_at_restart_holds_no_one_for_good(tmp_path: Path) -> None:
+    """The lookups of rows left ``sending`` fail (Twilio 500) at restart: they are tried
+    again later, and once Twilio answers everyone has exactly one invitation."""
+    seed = crash_seed()
+    rng = random.Random(seed)
+    numbers = wave_numbers()
+    async with panel_running(tmp_path) as (panel, twilio, _):
+        await prepare_wave(panel, numbers)
+        await panel.start()
+        await panel.cli("survey", "launch", "every-type")
+        await wait_until(lambda: len(twilio.invitations()) >= 50, 30, "the wave to start")
+        await asyncio.sleep(rng.uniform(0.0, 0.8))
+        await panel.kill_main()
+        stuck = query(tmp_path, "SELECT count(*) FROM outbox WHERE status = 'sending'")[0][0]
+        print(f"killed with {stuck} rows sending, {len(twilio.invitations())} invited")
+        assert stuck > 0, f"seed {seed}: the kill left nothing to reconcile"
+        twilio.set_list_mode("fail")
+        await panel.start()
+        await wait_until(lambda: twilio.failed_lists > 0, 30, "a lookup to fail")
+        await asyncio.sleep(1.0)
+        twilio.set_list_mode("ok")
+        await wave_settled(panel, twilio, numbers, seed)
+        assert await panel.stop() == 0, panel.tail()
+
+
+async def test_a_hanging_message_list_at_restart_delays_no_webhook(tmp_path: Path) -> None:
+    """The lookups hang at restart: serve answers /healthz and signed webhooks meanwhile,
+    and once Twilio answers again everyone has exactly one invitation."""
+    seed = crash_seed()
+    rng = random.Random(seed)
+    numbers = wave_numbers()
+    async with panel_running(tmp_path) as (panel, twilio, _):
+        await prepare_wave(panel, numbers)
+        await panel.start()
+        await panel.cli("survey", "launch", "every-type")
+        await wait_until(lambda: len(twilio.invitations()) >= 50, 30, "the wave to start")
+        await asyncio.sleep(rng.uniform(0.0, 0.8))
+        await panel.kill_main()
+        stuck = query(tmp_path, "SELECT count(*) FROM outbox WHERE status = 'sending'")[0][0]
+        assert stuck > 0, f"seed {seed}: the kill left nothing to reconcile"
+        twilio.set_list_mode("hang")
+        await panel.start(wait=False)
+        # Served while a lookup is still held at the fake: reconciliation runs beside
+        # the web processes, not before them.
+        await panel.wait_ready(timeout=30)
+        async with httpx.AsyncClient(base_url=panel.base, timeout=10) as client:
+            params = inbound_params("SM" + "7e" * 16, "+447400299999", "Hello", to=BOT_NUMBER)
+            answer = await post_signed(client, MESSAGES, params, public_base_url=panel.base)
+        assert answer.status_code == 200, answer.text
+        await wait_until(
+            lambda: (
+                query(
+                    tmp_path,
+                    "SELECT count(*) FROM inbound_messages WHERE provider_message_id = ?",
+                    (params["MessageSid"],),
+                )[0][0]
+                == 1
+            ),
+            30,
+            "the webhook stored while the lookups hang",
+        )
+        assert twilio.hanging > 0, f"seed {seed}: no lookup was hanging; the test proved nothing"
+        twilio.set_list_mode("ok")
+        await wave_settled(panel, twilio, numbers, seed)
+        assert len(twilio.sent_to("+447400299999")) == 1
+        assert await panel.stop() == 0, panel.tail()
+
+
+class Burst:
+    """Signed inbound SMS webhooks: each sender says hello once; what each got back."""
+
+    def __init__(self, base: str, senders: int, rng: random.Random) -> None:
+        self.base = base
+        self.rng = rng
+        self.params = [
+            inbound_params(f"SM{i:032x}", f"+4474003{i:05d}", "Hello", to=BOT_NUMBER)
+            for i in range(senders)
+        ]
+        self.statuses: dict[str, list[int | str]] = {p["MessageSid"]: [] for p in self.params}
+
+    def answered(self) -> set[str]:
+        return {sid for sid, seen in self.statuses.items() if any(s == 200 for s in seen)}
+
+    async def send(self, params: list[dict[str, str]], concurrency: int = 20) -> None:
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=self.base, timeout=10) as client:
+
+            async def one(p: dict[str, str]) -> None:
+                async with gate:
+                    try:
+                        r = await post_signed(client, MESSAGES, p, public_base_url=self.base)
+                        self.statuses[p["MessageSid"]].append(r.status_code)
+                    except httpx.HTTPError as exc:
+                        self.statuses[p["MessageSid"]].append(type(exc).__name__)
+
+            await asyncio.gather(*(one(p) for p in params))
+
+
+async def test_inbound_bursts_killed_midway_store_and_answer_every_accepted_webhook_once(
+    tmp_path: Path,
+) -> None:
+    """600 signed webhooks in bursts; the main process killed mid-burst, then the web
+    process: each webhook answered 2xx is stored once and answered once (at the fake);
+    those never answered are sent again (as Twilio would with ``#rc``) until they are."""
+    seed = crash_seed()
+    rng = random.Random(seed)
+    async with panel_running(tmp_path) as (panel, twilio, _):
+        await panel.start()
+        burst = Burst(panel.base, 600, rng)
+        rounds = [burst.params[:300], burst.params[300:]]
+        for number, chunk in enumerate(rounds):
+            sending = asyncio.create_task(burst.send(chunk))
+            await asyncio.sleep(rng.uniform(0.05, 0.6))
+            if number == 0:
+                await panel.kill_main()
+                await sending
+                print(f"main killed mid-burst: {len(burst.answered())} answered 2xx so far")
+                await panel.start()
+            else:
+                await panel.kill_web()
+                await sending
+                print(f"web process killed mid-burst: {len(burst.answered())} answered 2xx")
+        statuses = Counter(s for seen in burst.statuses.values() for s in seen)
+        assert not any(isinstance(s, int) and s >= 500 for s in statuses), (seed, statuses)
+        # Twilio sends again what was not answered 2xx.
+        for _ in range(5):
+            left = [p for p in burst.params if p["MessageSid"] not in burst.answered()]
+            if not left:
+                break
+            await burst.send(left)
+        assert burst.answered() == set(burst.statuses), f"seed {seed}: {statuses}"
+
+        senders = [p["From"] for p in burst.params]
+        await wait_until(
+            lambda: panel.unsettled() == 0 and all(twilio.sent_to(n) for n in senders),
+            60,
+            f"every sender answered (seed {seed}; outbox {panel.statuses()})",
+            interval=0.25,
+        )
+        await asyncio.sleep(1.0)
+        stored = Counter(
+            sid
+            for (sid,) in query(
+                tmp_path, "SELECT provider_message_id FROM inbound_messages WHERE channel = 'sms'"
+            )
+        )
+        assert set(stored) == set(burst.statuses), f"seed {seed}"
+        assert set(stored.values()) == {1}, f"seed {seed}"
+        replies = Counter(m["to"] for m in twilio.messages)
+        wrong = {n: replies[n] for n in senders if replies[n] != 1}
+        assert not wrong, (
+            f"seed {seed}: senders not answered exactly once: {list(wrong.items())[:5]}"
+        )
+        assert await panel.stop() == 0, panel.tail()
