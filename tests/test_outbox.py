@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -192,6 +193,41 @@ async def test_pacing_never_exceeds_the_channel_rate(make_bot: BotFactory) -> No
     assert {r["status"] for r in rows} == {"sent"}
     assert len(channel.calls) == 40
     assert most_in_any_window([c.at for c in channel.calls]) <= 20
+
+
+class LateArrivals(ScriptedChannel):
+    """A provider that some requests reach late: the n-th send arrives ``late[n]`` seconds
+    after send() was called (a busy machine, a slow connection); ``arrivals`` are the
+    provider's own times."""
+
+    def __init__(self, late: dict[int, float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.late = late
+        self.arrivals: list[float] = []
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        delay = self.late.get(len(self.calls), 0.0)
+        result = await super().send(message)
+        await asyncio.sleep(delay)
+        self.arrivals.append(time_module.monotonic())
+        return result
+
+
+async def test_the_provider_never_counts_more_than_the_rate_when_requests_arrive_late(
+    make_bot: BotFactory,
+) -> None:
+    # Before, send() kept the limit but a request held up for 0.12 s landed in the next
+    # requests' second: the provider counted 21 in a second at a limit of 20.
+    channel = LateArrivals({0: 0.12, 23: 0.12, 46: 0.12}, rate_per_second=20)
+    bot = await make_bot(channel)
+    ids = [await queue(bot, f"l{n}", kind=MessageKind.INVITATION) for n in range(50)]
+
+    await bot.start(scheduler=False)
+    rows = await wait_rows(bot, ids, timeout=8)
+
+    assert {r["status"] for r in rows} == {"sent"}
+    assert most_in_any_window([c.at for c in channel.calls]) <= 20
+    assert most_in_any_window(channel.arrivals) <= 20
 
 
 async def test_message_cost_units_count_against_the_rate(make_bot: BotFactory) -> None:
