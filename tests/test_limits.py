@@ -203,6 +203,40 @@ async def test_a_connection_that_sends_no_request_is_closed_after_the_deadline(
                 w.close()
 
 
+async def test_when_every_connection_is_busy_new_requests_get_503_and_it_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(limits, "MAX_CONNECTIONS", 16)
+    monkeypatch.setattr(limits, "refused", limits.RefusalLog())
+    async with guarded(tmp_path) as (_, port, _bot):
+        busy = []
+        try:
+            # Sixteen requests in hand: each announced a body and sent only part of it.
+            for _ in range(16):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    b"POST /simulator/api/messages HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+                )
+                await writer.drain()
+                busy.append(writer)
+            await asyncio.sleep(0.3)
+            with caplog.at_level(logging.WARNING, logger="bot.web.limits"):
+                responses = [
+                    await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    for _ in range(5)
+                ]
+            assert [status_of(r) for r in responses] == [503] * 5
+        finally:
+            for writer in busy:
+                writer.close()
+        lines = [r.getMessage() for r in caplog.records if r.name == "bot.web.limits"]
+        assert any("all 16 connections are busy" in line for line in lines), lines
+        assert any("refused a request with 503" in line for line in lines), lines
+        # Rate-limited: one line per kind, not one per refusal.
+        assert len(lines) == 2, lines
+
+
 # --- idle connections at a low open file limit (a real `panelbot serve`) ---------------------
 
 
