@@ -35,6 +35,7 @@ from bot.config_schema import (
     TwilioSettings,
     WebSettings,
     format_duration,
+    mask_userinfo,
     parse_duration,
     parse_time,
 )
@@ -100,6 +101,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        value = mask_userinfo(value)
         return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
     if isinstance(value, dict):
         return "a table"
@@ -108,8 +110,33 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
+def _kind(value: Any) -> str:
+    """What a value is, without showing it (for secrets)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return "a value of another type"
+
+
 def _is_env_ref(value: Any) -> bool:
     return isinstance(value, dict) and list(value) == ["env"]
+
+
+# Keys of plugin sections (kept raw, with no schema) that hold secrets, guessed by name.
+_SECRET_NAME = re.compile(
+    r"secret|token|password|passwd|api_?key|private_?key|credential", re.IGNORECASE
+)
+PLAIN_SECRET = (
+    'a secret in plain text in the file; write { env = "NAME" } and set NAME in the '
+    "environment (secrets never go in the file)"
+)
 
 
 def _has_default(f: dataclasses.Field[Any]) -> bool:
@@ -123,10 +150,51 @@ class _Walker:
         self.base_dir = base_dir
         self.environ = environ
         self.problems: list[str] = []
+        # Not problems: ``config check`` prints them and exits 0 (1 with --strict).
+        self.warnings: list[str] = []
+        self._secret: str | None = None  # the path of the secret being read, if any
 
     def fail(self, path: str, expected: str, got: Any) -> object:
-        self.problems.append(f"{path}: expected {expected}, got {_describe(got)}")
+        if self._secret is not None:
+            # A secret's value never appears in a message, even a mistyped one.
+            self.problems.append(
+                f'{path}: expected {expected} or {{ env = "NAME" }}, got {_kind(got)} '
+                "(not shown: it is a secret)"
+            )
+        else:
+            self.problems.append(f"{path}: expected {expected}, got {_describe(got)}")
         return _INVALID
+
+    def secret(
+        self, raw: Any, hint: Any, path: str, local: list[tuple[str, str]], check: Any
+    ) -> Any:
+        """Read a secret: warn when it is plain text in the file, never show its value."""
+        if isinstance(raw, str) and raw:
+            self.warnings.append(f"{path}: {PLAIN_SECRET}")
+        before = len(self.problems)
+        self._secret = path
+        try:
+            value = self.value(raw, hint, path, local)
+            if value is not _INVALID and value is not None and check is not None:
+                try:
+                    value = check(value)
+                except ValueError as exc:
+                    self.problems.append(f"{path}: {exc}")
+                    value = _INVALID
+        finally:
+            self._secret = None
+        if isinstance(raw, str) and len(raw) >= 4:
+            self.problems[before:] = [p.replace(raw, "***") for p in self.problems[before:]]
+        return value
+
+    def plugin_secrets(self, table: Mapping[str, Any], path: str) -> None:
+        """Warn for plain-text secrets in a raw plugin section, guessing them by key name."""
+        for key, value in table.items():
+            sub = _join(path, str(key))
+            if isinstance(value, dict) and not _is_env_ref(value):
+                self.plugin_secrets(value, sub)
+            elif isinstance(value, str) and value and _SECRET_NAME.search(str(key)):
+                self.warnings.append(f"{sub}: {PLAIN_SECRET}")
 
     def dataclass(self, cls: type, data: Any, path: str, pending: list[tuple[str, str]]) -> Any:
         """Build ``cls`` from a table. ``pending`` receives unset environment variables,
@@ -144,6 +212,7 @@ class _Walker:
             f = fields.get(key)
             if f is None and extra_field and isinstance(raw, dict) and not _is_env_ref(raw):
                 kwargs[extra_field][key] = raw
+                self.plugin_secrets(raw, sub)
                 continue
             if f is None:
                 close = difflib.get_close_matches(key, list(fields), n=1)
@@ -153,8 +222,12 @@ class _Walker:
                     else f"{sub}: unknown key"
                 )
                 continue
-            value = self.value(raw, hints[key], sub, local)
             check = f.metadata.get("check")
+            if f.metadata.get("secret"):
+                value = self.secret(raw, hints[key], sub, local, check)
+                check = None  # applied by secret()
+            else:
+                value = self.value(raw, hints[key], sub, local)
             if value is not _INVALID and value is not None and check is not None:
                 try:
                     value = check(value)
@@ -260,15 +333,22 @@ class _Walker:
 
 
 def settings_from_dict(
-    data: Mapping[str, Any], base_dir: Path, source: Path | None = None
+    data: Mapping[str, Any],
+    base_dir: Path,
+    source: Path | None = None,
+    *,
+    warnings: list[str] | None = None,
 ) -> Settings:
     """Build settings from already-parsed TOML data; relative paths are under ``base_dir``.
 
-    Raises ConfigError listing every problem.
+    Raises ConfigError listing every problem. ``warnings``, if given, receives what is
+    allowed but unwise, one line each: secrets written in the file as plain text.
     """
     walker = _Walker(Path(base_dir), os.environ)
     pending: list[tuple[str, str]] = []
     settings = walker.dataclass(Settings, dict(data), "", pending)
+    if warnings is not None:
+        warnings.extend(walker.warnings)
     problems = walker.problems + [f"{path}: {message}" for path, message in pending]
     if not problems and settings is not _INVALID:
         problems = _cross_section_problems(settings)
@@ -305,10 +385,11 @@ def _cross_section_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def load_settings(path: Path | None) -> Settings:
+def load_settings(path: Path | None, *, warnings: list[str] | None = None) -> Settings:
     """Load and check a config file; ``None`` gives the built-in default (``./panelbot.db``).
 
-    Raises ConfigError, whose lines start with the file path as given.
+    Raises ConfigError, whose lines start with the file path as given. ``warnings``: see
+    :func:`settings_from_dict`.
     """
     if path is None:
         return settings_from_dict({}, Path.cwd(), None)
@@ -323,18 +404,17 @@ def load_settings(path: Path | None) -> Settings:
         raise ConfigError([f"TOML syntax error: {exc}"], path) from None
     source = path.absolute()
     try:
-        return settings_from_dict(data, source.parent, source)
+        return settings_from_dict(data, source.parent, source, warnings=warnings)
     except ConfigError as exc:
         raise ConfigError(exc.problems, path) from None
 
 
 # --- showing and writing ---------------------------------------------------------------------
 
-_SECRET_NAME = re.compile(r"secret|token|password|api_key", re.IGNORECASE)
-
 
 def settings_as_dict(value: Any, *, mask_secrets: bool = True) -> Any:
-    """Settings (or any part of them) as JSON-ready data; secrets set are shown as ``***``."""
+    """Settings (or any part of them) as JSON-ready data; secrets set are shown as ``***``,
+    and so are the user and password of any URL (``https://***@host``)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {}
         for f in dataclasses.fields(value):
@@ -358,6 +438,8 @@ def settings_as_dict(value: Any, *, mask_secrets: bool = True) -> Any:
         return value.strftime("%H:%M")
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, str) and mask_secrets:
+        return mask_userinfo(value)
     return value
 
 

@@ -108,9 +108,18 @@ def _check_locale_keys(table: dict[str, Any]) -> dict[str, Any]:
     return table
 
 
+# A URL's user and password: up to the last "@" before its path (a password may hold an "@").
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def mask_userinfo(text: str) -> str:
+    """Every URL in ``text`` without its user and password: ``https://***@host/...``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
 def _check_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f'"{url}" must start with http:// or https://')
+        raise ValueError(f'"{mask_userinfo(url)}" must start with http:// or https://')
     # Stored without the trailing slash so callers can always append "/path".
     return url.rstrip("/")
 

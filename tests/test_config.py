@@ -630,3 +630,103 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert shown["bot"]["database"] == str(tmp_path / "panelbot.db")
     assert shown["bot"]["reminder_after"] == "2d"
     assert "hush" not in result.stdout and "123:abc" not in result.stdout
+
+
+# --- secrets are never shown, and belong in the environment -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("auth_token = 12345", "a number"),
+        ("auth_token = 12345.678", "a number"),
+        ('auth_token = ["s3cr3t-in-a-list"]', "a list"),
+        ('auth_token = { value = "s3cr3t-in-a-table" }', "a table"),
+    ],
+)
+def test_config_check_never_echoes_a_wrongly_typed_secret(
+    tmp_path: Path, line: str, kind: str
+) -> None:
+    path = write(tmp_path / "panelbot.toml", f"[channels.twilio]\n{line}\n")
+    result = run_cli("-c", str(path), "config", "check", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}: channels.twilio.auth_token: expected a string or "
+        f'{{ env = "NAME" }}, got {kind} (not shown: it is a secret)'
+    ]
+    for secret in ("12345", "s3cr3t"):
+        assert secret not in result.stderr and secret not in result.stdout
+
+
+def test_a_wrongly_typed_setting_that_is_no_secret_is_still_shown(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, "[channels.twilio]\naccount_sid = 12345\n") == [
+        "channels.twilio.account_sid: expected a string, got 12345"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[channels.twilio]\nauth_token = "plain-secret"\n', "channels.twilio.auth_token"),
+        ('[channels.telegram]\ntoken = "123:abc"\n', "channels.telegram.token"),
+        ('[channels.telegram]\nsecret_token = "s3cr3t"\n', "channels.telegram.secret_token"),
+        ('[bot]\nsecret_key = "0123456789abcdef"\n', "bot.secret_key"),
+        ('[plugins.survey_sync]\napi_key = "k-123"\n', "plugins.survey_sync.api_key"),
+        ('[plugins.crm.auth]\npassword = "hunter22"\n', "plugins.crm.auth.password"),
+    ],
+)
+def test_config_check_warns_of_a_secret_in_plain_text(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path / "panelbot.toml", text)
+
+    result = run_cli("-c", str(path), "config", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"OK: {path}")
+    [warning] = result.stderr.splitlines()
+    assert warning == (
+        f"{path}: warning: {key}: a secret in plain text in the file; write "
+        '{ env = "NAME" } and set NAME in the environment (secrets never go in the file)'
+    )
+
+    strict = run_cli("-c", str(path), "config", "check", "--strict", cwd=tmp_path)
+    assert strict.returncode == 1
+    assert strict.stderr.splitlines() == [warning, f"{path}: 1 warning (--strict)"]
+    assert "OK" not in strict.stdout
+
+
+def test_secrets_from_the_environment_and_other_keys_give_no_warning(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "panelbot.toml",
+        '[channels.twilio]\naccount_sid = "AC123"\nauth_token = { env = "TWILIO_AUTH_TOKEN" }\n'
+        '[plugins.survey_sync]\napi_key = { env = "SYNC_KEY" }\nbase_url = "https://x.org"\n',
+    )
+    result = run_cli("-c", str(path), "config", "check", "--strict", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    example = run_cli("-c", str(EXAMPLE), "config", "check", "--strict", cwd=tmp_path)
+    assert example.returncode == 0, example.stderr
+
+
+def test_config_show_and_check_hide_the_userinfo_of_urls(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "panelbot.toml",
+        '[bot]\npublic_base_url = "https://panel:pa55w0rd@bot.example.org/"\n'
+        '[channels.twilio]\napi_base_url = "https://AC1:tok@en@api.twilio.example"\n'
+        '[plugins.survey_sync]\nurl = "postgres://sync:hunter22@db.example/panel"\n'
+        'urls = ["https://a:b1b2b3@one.example", "https://two.example/path@x"]\n',
+    )
+    result = run_cli("-c", str(path), "config", "show", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["bot"]["public_base_url"] == "https://***@bot.example.org"
+    assert shown["channels"]["twilio"]["api_base_url"] == "https://***@api.twilio.example"
+    sync = shown["plugins"]["config"]["survey_sync"]
+    assert sync["url"] == "postgres://***@db.example/panel"
+    assert sync["urls"] == ["https://***@one.example", "https://two.example/path@x"]
+    for secret in ("pa55w0rd", "tok@en", "hunter22", "b1b2b3"):
+        assert secret not in result.stdout
+
+    bad = write(tmp_path / "bad.toml", '[bot]\npublic_base_url = "ftp://panel:pa55w0rd@x.org"\n')
+    check = run_cli("-c", str(bad), "config", "check", cwd=tmp_path)
+    assert check.returncode == 1
+    assert "pa55w0rd" not in check.stderr and "ftp://***@x.org" in check.stderr
