@@ -176,11 +176,11 @@ _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def without_lone_surrogates(data: Any) -> Any:
-    """``data`` (parsed JSON) with each lone surrogate in its strings replaced by U+FFFD;
-    the same object when there is none. (A valid pair written as two escapes is one
-    character once parsed, so any surrogate left is a lone one.)"""
+    """``data`` (parsed JSON) without the lone surrogates in its strings (as the engine
+    drops them from message text); the same object when there is none. (A valid pair
+    written as two escapes is one character once parsed, so any left is a lone one.)"""
     if isinstance(data, str):
-        return _LONE_SURROGATE.sub("\ufffd", data) if _LONE_SURROGATE.search(data) else data
+        return _LONE_SURROGATE.sub("", data) if _LONE_SURROGATE.search(data) else data
     if isinstance(data, list):
         items = [without_lone_surrogates(v) for v in data]
         changed = any(new is not old for new, old in zip(items, data, strict=True))
@@ -367,10 +367,11 @@ class TelegramChannel:
         except RecursionError:
             return JSONResponse({"error": "malformed JSON"}, status_code=400)
         if cleaned is not data:
-            # Text with a lone surrogate ("\ud800") has no UTF-8 form and cannot be stored.
-            # The update passed the secret check, so it came from Telegram: refusing it would
-            # make Telegram send it again and again and hold back the chat's next updates.
-            # The bad characters become U+FFFD instead, and the person gets an answer.
+            # A lone surrogate ("\ud800") has no UTF-8 form: in a /start code or a name it
+            # would fail the update at the database. The update passed the secret check, so
+            # it came from Telegram: refusing it would make Telegram send it again and again
+            # and hold back the chat's next updates. The bad characters are dropped instead
+            # (as the engine drops them from message text), and the person gets an answer.
             data = cleaned
             body = json.dumps(data, ensure_ascii=False).encode("utf-8")
         update_id = data.get("update_id") if isinstance(data, dict) else None

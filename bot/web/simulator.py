@@ -46,8 +46,8 @@ REPLY_TIMEOUT = 5.0
 POLL = 0.02
 MAX_TEXT = 5000
 # A request body is refused past this size, before it is read: 5,000 characters of text
-# escaped as \uXXXX are 30 KB.
-MAX_BODY = 64 * 1024
+# escaped as \uXXXX are 30 KB. (The app's general cap for /simulator/ is the same.)
+MAX_BODY = 32 * 1024
 # The browser's cookie: a random token; the server keeps only its keyed hash.
 COOKIE = "panelbot_sim"
 COOKIE_MAX_AGE = 90 * 24 * 3600
