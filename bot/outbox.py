@@ -7,7 +7,13 @@
 - Every failure is classified: retryable ones are retried with backoff until
   ``max_attempts``; opted-out and unreachable mark the panellist and never retry.
 - A row is marked ``sending`` before the provider call; rows found in that state at start
-  (a crash) are reconciled through the channel, never blindly resent.
+  (a crash) are reconciled through the channel, never blindly resent. That runs in the
+  background (bounded, each look-up with a time limit) while sending starts; a look-up that
+  fails is asked again with backoff, and only a channel that can never tell holds a row.
+- Each channel's pacer counts a send until its request has completed, so the provider never
+  counts more than the rate in a second, however late a request reaches it.
+- A provider's answer that cannot be recorded (a full disk) stays in memory and is recorded
+  again with backoff; problems are logged once as they begin and once as they end.
 - Nobody opted out, erased or unreachable is sent anything but the STOP confirmation.
 """
 
