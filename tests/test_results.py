@@ -193,3 +193,33 @@ def test_table_wraps_long_labels_and_cuts_group_labels_at_a_word(config: Path) -
     for line in lines:
         for word in ("Neithe ", "becau ", "timin "):
             assert word not in line
+
+
+def test_a_free_text_answer_of_several_lines_stays_under_its_dash(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bot.cli.survey_cmd import _results_table
+
+    data = {
+        "title": "T",
+        "survey": "t",
+        "version": 1,
+        "weighted": False,
+        "invited": 1,
+        "started": 1,
+        "completed": 1,
+        "response_rate": 100.0,
+        "by": None,
+        "questions": [
+            {
+                "id": "comment",
+                "type": "text",
+                "text": "Anything else?",
+                "answered": 1,
+                "responses": ["first line\nsecond line"],
+            }
+        ],
+    }
+    _results_table(data)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["  - first line", "    second line"]

@@ -290,7 +290,8 @@ def _results_table(data: dict[str, Any]) -> None:
         if _summary(q):
             click.echo(f"  {_summary(q)}")
         for text in q.get("responses", []):
-            click.echo(f"  - {text}")
+            # An answer of several lines stays indented under its dash.
+            click.echo("  - " + "\n    ".join(text.splitlines() or [""]))
         for group, part in sorted(q.get("by", {}).items()):
             shares = [
                 f"{_shorten(o['text'], GROUP_LABEL_WIDTH)} {o['percent']}%"
