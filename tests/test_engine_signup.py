@@ -302,3 +302,33 @@ async def test_a_yes_after_declining_starts_again(bot: Bot, chat: Chat) -> None:
 def test_within_one_edit(a: str, b: str, close: bool) -> None:
     assert within_one_edit(a, b) is close
     assert within_one_edit(b, a) is close
+
+
+async def test_help_from_a_panellist_who_stopped_is_answered_and_sent(tmp_path: Path) -> None:
+    """The reply to HELP gets past the dispatcher's block on opted-out people."""
+    from bot.outbox import Dispatcher
+    from tests.scripted_channel import ScriptedChannel
+
+    settings = make_settings(tmp_path, outbox={"poll_interval": 0.05})
+    bot = await Bot.create(settings)
+    channel = ScriptedChannel(names=("sim",))
+    bot.channels = {name: channel for name in channel.names}
+    bot.dispatcher = Dispatcher(bot)
+    try:
+        chat = Chat(bot)
+        await chat.join("sim:uma")
+        await chat.say("sim:uma", "STOP")
+        assert (await status_of(bot, "sim:uma"))["status"] == "opted_out"
+        help_reply = await chat.say("sim:uma", "HELP")
+        assert help_reply and help_reply[0].startswith("Test Panel is run by")
+        assert await chat.say("sim:uma", "hello?") == []  # anything else: silence
+        await bot.start(scheduler=False)
+        await channel._wait(
+            lambda: any(t.startswith("Test Panel is run by") for t in channel.texts()), 10
+        )
+        assert channel.texts()[-2:] == [
+            "You have left Test Panel and will get no more messages. Reply START to rejoin.",
+            help_reply[0],
+        ]
+    finally:
+        await bot.stop()

@@ -395,6 +395,16 @@ class Engine:
         if keyword == Keyword.STOP:
             await self.opt_out(turn)
             return
+        if keyword == Keyword.HELP and p.status == PanellistStatus.OPTED_OUT:
+            # HELP is answered in every state, even after a STOP (carriers expect it). Like
+            # the STOP confirmation it is one of the few messages an opted-out person is
+            # sent, so it goes with that kind, which the dispatcher lets through.
+            turn.reply(
+                self.render("help", p.locale, languages=len(self.bot.locales) > 1, in_survey=False),
+                kind=MessageKind.STOP_CONFIRMATION,
+                template="help",
+            )
+            return
         if p.status == PanellistStatus.OPTED_OUT:
             yes = turn.text and self._is_yes(turn.text, p.locale)
             if keyword == Keyword.START or yes:
