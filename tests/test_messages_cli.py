@@ -418,6 +418,21 @@ def test_check_names_a_template_placed_in_the_catalog_that_would_reach_internals
     assert "cy: opted_out (broken), welcome (broken)" in result.stderr
 
 
+def test_export_refuses_an_english_template_that_would_reach_internals(
+    tmp_path: Path, messages: Path
+) -> None:
+    (messages / "en" / "welcome.txt.j2").write_text("{{ panel_name.__class__ }}\n")
+
+    result = panelbot(
+        "messages", "export", "--locale", "cy", "--messages-dir", str(messages), cwd=tmp_path
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "panelbot: en/welcome.txt.j2: uses __class__, which no message template may use"
+    ]
+
+
 def test_importing_a_new_language_creates_its_catalog_as_a_draft(
     tmp_path: Path, messages: Path
 ) -> None:

@@ -192,7 +192,10 @@ def export_po(messages_dir: Path, locale: str, *, now: datetime | None = None) -
     for name in sorted(template_names(SOURCE_LOCALE, [messages_dir])):
         source = _read_text(template_path(messages_dir, SOURCE_LOCALE, name)) or ""
         translated = _read_text(template_path(messages_dir, folder, name))
-        variables = sorted(english_variables(env, source))
+        try:
+            variables = sorted(english_variables(env, source))
+        except jinja2.TemplateError as exc:
+            raise PoError(f"{SOURCE_LOCALE}/{name}{TEMPLATE_SUFFIX}: {exc}") from None
         note = (
             "Variables: " + ", ".join("{{ " + v + " }}" for v in variables)
             if variables
