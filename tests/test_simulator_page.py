@@ -553,3 +553,44 @@ def test_choosing_an_imported_panellist_carries_on_their_survey(
     expect(choices.filter(has_text=f"panellist-{shared.chosen}")).to_have_count(1)
     assert page.locator("#existing option", has_text=label).count() == 0
     assert phone.problems == []
+
+
+def test_a_browser_keeps_its_people_to_itself(shared: SharedPanel) -> None:
+    """Two browsers on one panel: a name the first uses is refused to the second, on the
+    page's own form, and neither lists or reads the other's people."""
+    from playwright.sync_api import expect
+
+    with launch_chromium() as chromium:
+        first, second = (chromium.new_context(viewport={"width": 360, "height": 740}) for _ in "ab")
+        try:
+            ann, eve = Phone(first.new_page()), Phone(second.new_page())
+            ann.page.goto(shared.url + "/simulator")
+            ann.new_identity("Kept Name")
+            expect(ann.page.locator("#who-name")).to_have_text("kept-name")
+            ann.type("hello")
+            ann.bot_says("Reply YES to join.")
+            # The cookie that makes kept-name Ann's is out of reach of the page's script.
+            assert ann.page.evaluate("document.cookie") == ""
+            (cookie,) = [c for c in first.cookies() if c["name"] == "panelbot_sim"]
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+            eve.page.goto(shared.url + "/simulator")
+            expect(eve.page.get_by_label("Your name")).to_be_visible()
+            assert eve.page.locator("#existing option", has_text="kept-name").count() == 0
+            eve.new_identity("Kept Name")
+            expect(eve.page.locator("#name-error")).to_contain_text("belongs to someone else")
+            expect(eve.page.locator("#chat")).to_be_hidden()
+            # Eve's own name works, and her list has her person only, not Ann's.
+            eve.new_identity("Eve")
+            expect(eve.page.locator("#who-name")).to_have_text("eve")
+            eve.type("hi")
+            eve.bot_says("Reply YES to join.")
+            eve.page.get_by_role("button", name="Change person").click()
+            on_simulator = eve.page.locator("#existing optgroup[label='On the simulator'] option")
+            expect(on_simulator).to_have_count(1)
+            expect(on_simulator).to_have_text("eve")
+            assert ann.problems == []
+            assert not [p for p in eve.problems if p.startswith("page error")]
+        finally:
+            first.close()
+            second.close()
