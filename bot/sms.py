@@ -15,12 +15,12 @@ message into one more segment than plain division suggests.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 __all__ = [
@@ -125,10 +125,21 @@ def encode_info(text: str) -> SmsInfo:
     distinct = set(text)
     if distinct <= _GSM7_ALL:
         units = _septets(text, distinct)
-        segments = _segments(text, units, GSM7_SINGLE, GSM7_MULTI, _gsm7_size)
+        # GSM-7 has no combining marks or emoji: its only cluster, CRLF, Twilio splits.
+        segments = _segments(
+            units,
+            characters,
+            GSM7_SINGLE,
+            GSM7_MULTI,
+            (2 if char in GSM7_EXTENSION else 1 for char in text),
+        )
         return SmsInfo("GSM-7", units, segments, characters, (), segments > MAX_SEGMENTS)
     units = _utf16_units(text)
-    segments = _segments(text, units, UCS2_SINGLE, UCS2_MULTI, _utf16_units)
+    if any(map(_may_extend, distinct)):
+        segments = _segments(units, -1, UCS2_SINGLE, UCS2_MULTI, _ucs2_clusters(text))
+    else:  # every character is a cluster of its own (the usual case): no need to find them
+        sizes = (2 if ord(char) > 0xFFFF else 1 for char in text)
+        segments = _segments(units, characters, UCS2_SINGLE, UCS2_MULTI, sizes)
     non_gsm = tuple(sorted(distinct - _GSM7_ALL))
     return SmsInfo("UCS-2", units, segments, characters, non_gsm, segments > MAX_SEGMENTS)
 
@@ -138,48 +149,80 @@ def _utf16_units(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
-def _gsm7_size(text: str) -> int:
-    return _septets(text, set(text))
-
-
-def _segments(text: str, units: int, single: int, multi: int, size: Callable[[str], int]) -> int:
-    """Segments for ``text`` of ``units`` units, packed whole user-perceived character by one.
-
-    Twilio (and handsets) never split a grapheme cluster across two segments: a flag, a
-    ZWJ family, an emoji with a skin tone, a letter with a combining accent or CRLF that does
-    not fit in what is left of a segment starts the next one. A cluster larger than a whole
-    segment (hundreds of combining marks) is split between its characters.
-    """
+def _segments(units: int, characters: int, single: int, multi: int, sizes: Iterable[int]) -> int:
+    """Segments for ``units`` units; ``sizes`` (units per unsplittable piece) is read only
+    when needed. A piece that does not fit in what is left of a segment starts the next one."""
     if units == 0:
         return 0
     if units <= single:
         return 1
-    if units == len(text) and not _may_join(text):
-        # One unit per character and no clusters: nothing can straddle a boundary.
+    if units == characters:  # every character is one unit: nothing can straddle a boundary
         return math.ceil(units / multi)
     segments, used = 1, 0
-    for start, end in itertools.pairwise(_grapheme_cuts(text, len(text))):
-        cluster = text[start:end]
-        n = size(cluster)
-        # Twilio's calculator splits CRLF into its two characters again; a cluster larger
-        # than a segment cannot be kept whole, and is split between its characters.
-        parts = [cluster] if end - start == 1 or (cluster != "\r\n" and n <= multi) else cluster
-        for part in parts:
-            n = size(part) if len(parts) > 1 else n
-            if used + n > multi:
-                segments += 1
-                used = 0
-            used += n
+    for size in sizes:
+        if used + size > multi:
+            segments += 1
+            used = 0
+        used += size
     return segments
 
 
-def _may_join(text: str) -> bool:
-    """Whether ``text`` might hold a multi-character grapheme cluster (cheap, conservative)."""
-    if _ZWJ in text:
-        return True
-    return any(
-        unicodedata.category(char) in ("Mn", "Mc", "Me") or ord(char) > 0xFFFF for char in text
+def _ucs2_clusters(text: str) -> Iterator[int]:
+    """UTF-16 units of each user-perceived character (grapheme cluster) of ``text``.
+
+    Twilio never splits a cluster between segments: a flag, a ZWJ family, an emoji with a
+    skin tone, a letter with a combining accent that does not fit in what is left of a
+    segment starts the next one. As in Twilio's calculator, CR and LF stay two. A cluster
+    larger than a whole segment (hundreds of combining marks) cannot stay whole and is given
+    character by character. The same boundaries as :func:`_grapheme_cuts`, in one pass.
+    """
+    sizes: list[int] = []  # the current cluster's characters
+    previous = ""
+    regional_run = 0  # regional indicators in a row ending at ``previous``
+    for char in text:
+        code = ord(char)
+        size = 2 if code > 0xFFFF else 1
+        joins = bool(sizes) and (
+            char == _ZWJ
+            or previous == _ZWJ
+            or (
+                code >= 0x300  # nothing below U+0300 extends a cluster
+                and (
+                    0x1F3FB <= code <= 0x1F3FF  # skin tones
+                    or 0xE0020 <= code <= 0xE007F  # tags
+                    or (0x1F1E6 <= code <= 0x1F1FF and regional_run % 2 == 1)
+                    or unicodedata.category(char) in ("Mn", "Mc", "Me")
+                )
+            )
+        )
+        if not joins and sizes:
+            yield from _cluster(sizes)
+            sizes = []
+        sizes.append(size)
+        regional_run = regional_run + 1 if 0x1F1E6 <= code <= 0x1F1FF else 0
+        previous = char
+    if sizes:
+        yield from _cluster(sizes)
+
+
+@lru_cache(maxsize=4096)
+def _may_extend(char: str) -> bool:
+    """Whether ``char`` can join a cluster with its neighbour (ZWJ, marks, emoji parts)."""
+    code = ord(char)
+    return code >= 0x300 and (
+        char == _ZWJ
+        or 0x1F3FB <= code <= 0x1F3FF
+        or 0xE0020 <= code <= 0xE007F
+        or 0x1F1E6 <= code <= 0x1F1FF
+        or unicodedata.category(char) in ("Mn", "Mc", "Me")
     )
+
+
+def _cluster(sizes: list[int]) -> list[int]:
+    if len(sizes) == 1:
+        return sizes
+    total = sum(sizes)
+    return [total] if total <= UCS2_MULTI else sizes
 
 
 # sanitise: only characters whose GSM-7 replacement means exactly the same thing.
