@@ -243,7 +243,13 @@ async def send_reminders(bot: Bot, wave_id: int) -> int:
                 p,
                 p.addresses[0],
                 f"wave:{wave_id}:remind:{pid}",
-                render.Rendered(text, "reminder", question.options),
+                render.Rendered(
+                    text,
+                    "reminder",
+                    question.options,
+                    multi=question.multi,
+                    send_label=question.send_label,
+                ),
                 MessageKind.REMINDER,
             )
             await survey_store.mark_reminded(conn, wave_id, pid)
