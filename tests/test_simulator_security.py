@@ -230,6 +230,20 @@ async def test_a_browser_never_sees_or_speaks_for_another_browsers_people(tmp_pa
             assert token.encode() not in path.read_bytes(), path
 
 
+async def test_a_name_nobody_holds_reads_as_an_empty_conversation(tmp_path: Path) -> None:
+    async with running(tmp_path) as (bot, url), browser(url) as dee, browser(url) as eve:
+        fresh = await eve.get(MESSAGES, params={"address": "sim:not-yet"})
+        assert fresh.status_code == 200 and fresh.json()["messages"] == []
+        assert (await say(dee, "sim:dee", "hello")).status_code == 200
+        assert (await say(dee, "sim:dee", "no")).status_code == 200  # declines: forgotten
+        assert await panellist_store.find_by_address(bot.db.conn, Address("sim", "dee")) is None
+        rows = await bot.db.fetchall("SELECT 1 FROM simulator_owners WHERE address = 'dee'")
+        assert rows == []  # nothing kept of the name either
+        for client in (dee, eve):
+            read = await client.get(MESSAGES, params={"address": "sim:dee"})
+            assert read.status_code == 200 and read.json()["messages"] == []
+
+
 async def test_api_clients_that_keep_cookies_carry_on_across_requests(tmp_path: Path) -> None:
     async with running(tmp_path) as (_, url), browser(url) as client:
         assert (await say(client, "sim:bob", "hello")).status_code == 200

@@ -196,6 +196,14 @@ async def check_access(
     return None
 
 
+async def _held_by_nobody(bot: Bot, address: Address) -> bool:
+    """No browser owns the address and nobody on record holds it."""
+    conn = bot.db.conn
+    return await sim_store.owner_of(conn, address) is None and not (
+        await sim_store.address_in_use(conn, address)
+    )
+
+
 # -- reading a body: capped before it is read, JSON without surprises -------------------------
 
 
@@ -352,10 +360,16 @@ async def get_messages(request: Request) -> Response:
     address = sim_address(request.query_params.get("address"))
     if isinstance(address, str):
         return _bad(address)
-    refused = await check_access(bot, caller_of(request), address, create=False)
-    if refused is not None:
-        return refused
-    history = await outbox_store.conversation(bot.db.conn, address)
+    caller = caller_of(request)
+    if await _held_by_nobody(bot, address):
+        # Nothing to read: a name not started yet, or one whose person was forgotten (a
+        # declined sign-up, an erase), whose last words no other browser may see.
+        history: list[dict[str, Any]] = []
+    else:
+        refused = await check_access(bot, caller, address, create=False)
+        if refused is not None:
+            return refused
+        history = await outbox_store.conversation(bot.db.conn, address)
     sanitise = bot.settings.channels.twilio.sanitize
     return JSONResponse({"messages": [_message_json(m, sanitise) for m in history]})
 
