@@ -244,6 +244,17 @@ async def test_a_name_nobody_holds_reads_as_an_empty_conversation(tmp_path: Path
             assert read.status_code == 200 and read.json()["messages"] == []
 
 
+async def test_a_name_claimed_and_never_used_is_forgotten_after_a_day(tmp_path: Path) -> None:
+    async with running(tmp_path) as (bot, url), browser(url) as client:
+        assert (await client.post(IDENTITIES, json={"name": "typed-and-left"})).status_code == 200
+        assert (await say(client, "sim:chatting", "hello")).status_code == 200
+        async with bot.db.transaction() as conn:  # both claims made two days ago
+            await conn.execute("UPDATE simulator_owners SET created_at = '2000-01-01T00:00:00'")
+        assert (await client.post(IDENTITIES, json={"name": "next"})).status_code == 200
+        rows = await bot.db.fetchall("SELECT address FROM simulator_owners ORDER BY address")
+        assert [r["address"] for r in rows] == ["chatting", "next"]
+
+
 async def test_api_clients_that_keep_cookies_carry_on_across_requests(tmp_path: Path) -> None:
     async with running(tmp_path) as (_, url), browser(url) as client:
         assert (await say(client, "sim:bob", "hello")).status_code == 200

@@ -62,6 +62,17 @@ async def claim(
     return bool(result.rowcount)
 
 
+async def forget_unused_claims(conn: Any, before: datetime) -> None:
+    """Drop names claimed before ``before`` that never started a conversation: a name
+    typed and left keeps nothing for ever."""
+    await conn.execute(
+        "DELETE FROM simulator_owners WHERE created_at < ? AND NOT EXISTS "
+        "(SELECT 1 FROM addresses a WHERE a.channel = 'sim' "
+        "AND a.address = simulator_owners.address)",
+        (iso(before),),
+    )
+
+
 async def owned_addresses(
     conn: aiosqlite.Connection, owner_hash: str, limit: int
 ) -> list[tuple[Address, bool]]:

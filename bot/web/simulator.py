@@ -56,6 +56,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 # minute (several browsers behind one office or home router).
 PER_NETWORK_FACTOR = 5
 RETRY_AFTER = "5"
+# A name claimed but never used for a conversation is forgotten after this many days.
+UNUSED_CLAIM_DAYS = 1
 
 
 def _bad(reason: str, status_code: int = 400) -> Response:
@@ -166,6 +168,7 @@ async def claim_new(bot: Bot, caller: Caller, address: Address) -> Response | No
                 status_code=429,
                 headers={"Retry-After": "60"},
             )
+        await sim_store.forget_unused_claims(conn, sim_store.cutoff(now, UNUSED_CLAIM_DAYS * 86400))
         if not await sim_store.claim(conn, address, caller.owner_hash, caller.client_hash, now):
             return _bad(f"{address} belongs to someone else; choose another name", 403)
     return None
