@@ -1,6 +1,8 @@
 # The README's two commands: `make demo` and `make test`. Each creates .venv
 # when missing and (re)installs the project only when pyproject.toml changed.
+# `make demo PORT=8090` serves the demo on another port when 8080 is taken.
 PYTHON ?= python3
+PORT ?= 8080
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/panelbot demo
+	$(BIN)/panelbot demo --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,49 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     result = run(None, "frobnicate")
     assert result.returncode == 2
     assert "No such command" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["survey", "list"],
+        ["survey", "results", "gp-access-2026"],
+        ["panel", "export"],
+        ["panel", "show", "1"],
+        ["db", "inbox"],
+        ["db", "backup", "copy.db"],
+    ],
+)
+def test_a_read_only_command_without_a_database_says_where_it_looked(
+    tmp_path: Path, args: list[str]
+) -> None:
+    # A folder with no panelbot.toml: the built-in default's ./panelbot.db does not exist.
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PANELBOT_CONFIG"},
+    )
+    line = one_line_error(result)
+    assert f"no database at {tmp_path / 'panelbot.db'}" in line
+    assert "the built-in default" in line and "-c demo-data/panelbot.toml" in line
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_the_config_option_works_after_the_sub_command(config: Path) -> None:
+    assert run(config, "survey", "add", str(SURVEY)).returncode == 0
+    for option in (["-c", str(config)], [f"--config={config}"], ["--config", str(config)]):
+        result = run(None, "survey", "list", "--format", "json", *option)
+        assert result.returncode == 0, result.stderr
+        assert [s["id"] for s in json.loads(result.stdout)] == ["every-type"]
+    shown = run(None, "config", "show", "-c", str(config))
+    assert shown.returncode == 0 and "CLI Panel" in shown.stdout
+
+
+def test_inbox_with_retry_and_discard_is_a_usage_error(config: Path) -> None:
+    run(config, "survey", "add", str(SURVEY))  # the database exists
+    result = run(config, "db", "inbox", "--retry", "--discard")
+    assert result.returncode == 2
+    assert "choose --retry or --discard, not both" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import REPO
 from tests.test_serve import free_port
 
 
@@ -116,3 +118,71 @@ def test_chat_refuses_an_address_that_is_not_the_simulator(tmp_path: Path) -> No
     )
     assert result.returncode == 1
     assert result.stderr.strip() == ("panelbot: --as must be a simulator address such as sim:alice")
+
+
+def test_demo_on_a_busy_port_says_so_in_one_line_and_does_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = tmp_path / "demo"
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "demo", "--port", str(port), "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in lines[0]
+    assert "make demo PORT=8090" in lines[0]
+    assert not data.exists()  # no config written, no panel loaded, no wave opened
+
+
+def test_make_demo_takes_a_port() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "-W", "pyproject.toml", "demo", "PORT=8090"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "panelbot demo --port 8090" in dry.stdout
+    default = subprocess.run(
+        ["make", "-n", "demo"], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert "panelbot demo --port 8080" in default.stdout
+
+
+def test_chat_ends_quietly_when_its_output_is_closed(tmp_path: Path) -> None:
+    # `panelbot chat --as sim:x | head -2`: head exits, and chat must not wait on for input.
+    config = tmp_path / "panelbot.toml"
+    config.write_text(
+        '[bot]\nname = "Pipe Panel"\ndatabase = "panel.db"\nquiet_hours = false\n'
+        "[channels.simulator]\nenabled = true\n",
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "-c", str(config), "chat", "--as", "sim:piped"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write("hello\n")
+        process.stdin.flush()  # and stdin stays open, as a terminal's would
+        assert process.stdout.readline().startswith("chatting as sim:piped")
+        assert "bot> " in process.stdout.readline()
+        process.stdout.close()
+        assert process.wait(timeout=20) == 0
+        assert process.stderr is not None
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

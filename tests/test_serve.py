@@ -239,3 +239,20 @@ def test_a_live_panel_does_not_let_the_simulator_speak_as_panellists(server: Ser
     )
     assert linked.status_code == 403
     assert "allow_panellists" in linked.json()["error"]
+
+
+@pytest.mark.parametrize("workers", ["1", "0"])
+def test_a_second_serve_on_a_busy_port_exits_1_at_once(server: Server, workers: str) -> None:
+    # The first one holds the port; a second must not hang with the database open.
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "-c", str(server.config), "serve", "--workers", workers],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "is already in use" in lines[0] and "--port" in lines[0]
+    assert server.say("sim:still", "hello")  # the first one is untouched

@@ -29,12 +29,38 @@ class UserError(click.ClickException):
         click.echo(f"panelbot: {self.format_message()}", err=True)
 
 
+# Commands that only read or look up: on a database that does not exist they say where they
+# looked instead of creating an empty one (and answering "no surveys yet").
+NEEDS_DATABASE = frozenset(
+    {
+        ("survey", "list"),
+        ("survey", "results"),
+        ("survey", "launch"),
+        ("panel", "export"),
+        ("panel", "show"),
+        ("panel", "erase"),
+        ("db", "backup"),
+        ("db", "inbox"),
+    }
+)
+
+
 @dataclass
 class CliContext:
     """Shared by every sub-command: where the config is, and the loaded settings."""
 
     config_option: str | None
     _settings: Any = field(default=None, repr=False)
+    # The command reads an existing database (NEEDS_DATABASE): a missing one is an error.
+    needs_database: bool = False
+
+    def config_source(self) -> str:
+        """Where the config came from, for messages."""
+        if self.config_option:
+            return str(self.config_option)
+        if os.environ.get("PANELBOT_CONFIG"):
+            return f"$PANELBOT_CONFIG ({os.environ['PANELBOT_CONFIG']})"
+        return "./panelbot.toml" if Path("panelbot.toml").is_file() else "the built-in default"
 
     def config_path(self) -> Path | None:
         """-c, then $PANELBOT_CONFIG, then ./panelbot.toml, else None (embedded default)."""
@@ -52,9 +78,17 @@ class CliContext:
             from bot.config import ConfigError, load_settings
 
             try:
-                self._settings = load_settings(self.config_path())
+                settings = load_settings(self.config_path())
             except ConfigError as exc:
                 raise UserError(str(exc)) from None
+            database = Path(settings.bot.database)
+            if self.needs_database and str(database) != ":memory:" and not database.exists():
+                raise UserError(
+                    f"no database at {database} (config: {self.config_source()}); "
+                    "point at the panel's config, e.g. "
+                    "panelbot -c demo-data/panelbot.toml ..."
+                )
+            self._settings = settings
         return self._settings
 
 
@@ -70,32 +104,96 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 pass_cli = click.make_pass_decorator(CliContext)
 
+_CONFIG_FLAGS = ("-c", "--config")
+_HELP_FLAGS = ("-h", "--help")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def hoist_config(args: list[str]) -> list[str]:
+    """``-c PATH``/``--config PATH`` moved before the sub-command, wherever it was given.
+
+    ``panelbot survey list -c FILE`` then means ``panelbot -c FILE survey list``. Nothing
+    after ``--`` is touched; a later -c wins over an earlier one, as click does.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in _CONFIG_FLAGS and i + 1 < len(args):
+            front.extend((arg, args[i + 1]))
+            i += 2
+            continue
+        if arg.startswith("--config=") or (arg.startswith("-c") and len(arg) > 2):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def _command_path(args: list[str]) -> tuple[str, ...]:
+    """The first two words of a hoisted command line (``("survey", "list")``)."""
+    words: list[str] = []
+    i = 0
+    while i < len(args) and len(words) < 2:
+        arg = args[i]
+        if arg in _CONFIG_FLAGS:
+            i += 2
+            continue
+        if arg == "--" or (arg.startswith("-") and words):
+            break
+        if not arg.startswith("-"):
+            words.append(arg)
+        i += 1
+    return tuple(words)
+
+
+class _Root(click.Group):
+    """The root group: -c/--config is accepted after the sub-command too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = hoist_config(list(args))
+        ctx.meta["panelbot.needs_database"] = _command_path(args) in NEEDS_DATABASE and not any(
+            a in _HELP_FLAGS for a in args
+        )
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
     "config_option",
     metavar="PATH",
-    help="Config file (else $PANELBOT_CONFIG, else ./panelbot.toml, else the built-in default).",
+    help="Config file (else $PANELBOT_CONFIG, else ./panelbot.toml, else the built-in "
+    "default). Accepted before or after the sub-command.",
 )
 @click.version_option(__version__, prog_name="panelbot")
 @click.pass_context
 def cli(ctx: click.Context, config_option: str | None) -> None:
     """panelbot runs an NHS citizens' panel over SMS, WhatsApp, Telegram and a web simulator."""
-    ctx.obj = CliContext(config_option)
+    ctx.obj = CliContext(
+        config_option, needs_database=ctx.meta.get("panelbot.needs_database", False)
+    )
 
 
 def _config_from_argv(argv: list[str]) -> str | None:
     """The -c/--config value, read before click parses, so plugin commands honour it."""
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.partition("=")[2]
-        if not arg.startswith("-"):
-            break  # the sub-command: global options come before it
-    return None
+    found = None
+    args = hoist_config(argv)
+    for i, arg in enumerate(args):
+        if arg in _CONFIG_FLAGS and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith("--config="):
+            found = arg.partition("=")[2]
+        elif arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--"):
+            found = arg[2:]
+        elif not arg.startswith("-"):
+            break  # the sub-command: hoisted options come before it
+    return found
 
 
 def _register_commands(argv: list[str]) -> None:

@@ -118,7 +118,7 @@ def register(cli: click.Group) -> None:
         from bot.inbox import MAX_ATTEMPTS, inbox_status, settle_failed
 
         if retry and discard:
-            raise UserError("choose --retry or --discard, not both")
+            raise click.UsageError("choose --retry or --discard, not both")
         database = Path(obj.settings.bot.database)
         if retry or discard:
             changed = run(settle_failed(database, retry=retry))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import select
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,8 @@ def register(cli: click.Group) -> None:
         `panelbot -c DATA_DIR/panelbot.toml ...`. Running it again reuses the folder.
         """
         from bot.app import Bot
-        from bot.cli.serve_cmd import setup_logging
-        from bot.config import ConfigError
+        from bot.cli.serve_cmd import bind_port, setup_logging
+        from bot.config import ConfigError, load_settings
         from bot.demo import load_examples, settings_for
         from bot.panel import PanelFileError
         from bot.storage import DatabaseError
@@ -41,9 +45,24 @@ def register(cli: click.Group) -> None:
 
         setup_logging(verbose)
         folder = Path(data_dir)
+        # The port first: when it is taken, say so and stop before anything is written,
+        # loaded or opened.
+        host = "127.0.0.1"
+        try:
+            if (folder / "panelbot.toml").is_file():
+                host = load_settings(folder / "panelbot.toml").web.host
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        other = 8090 if port != 8090 else 8091
+        sock = bind_port(
+            host,
+            port,
+            hint=f"choose another: make demo PORT={other} (or panelbot demo --port {other})",
+        )
         try:
             config, settings = settings_for(folder, port)
         except ConfigError as exc:
+            sock.close()
             raise UserError(str(exc)) from None
         if settings.web.port != port:
             settings = dataclasses.replace(
@@ -77,7 +96,7 @@ def register(cli: click.Group) -> None:
                 sys.stdout.flush()
 
             try:
-                await serve(bot, host, port, on_ready=banner)
+                await serve(bot, host, port, on_ready=banner, sock=sock)
             except OSError as exc:
                 raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -137,18 +156,90 @@ async def _chat(settings: Any, who: Any) -> None:
                 return
             await asyncio.sleep(0.1)
 
-    click.echo(f"chatting as {who} with {settings.bot.name}; Ctrl+D to end")
+    lines = _StdinLines(asyncio.get_running_loop())
     try:
+        _say(f"chatting as {who} with {settings.bot.name}; Ctrl+D to end")
         await show_new(0)
         while True:
-            try:
-                line = await asyncio.to_thread(input, "you> ")
-            except EOFError:
+            _say("you> ", nl=False)
+            line = await lines.next_line()
+            if line is None:
                 break
             result = await bot.handle(InboundMessage(who, line, f"chat-{uuid.uuid4().hex}"))
             await show_new(3.0 if result.outbox_ids else 0.2)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        _silence_stdout()  # `panelbot chat ... | head`: the reader has gone; end quietly
     finally:
-        click.echo("")
+        with contextlib.suppress(BrokenPipeError):
+            _say("")
         await bot.stop()
+
+
+def _say(text: str, nl: bool = True) -> None:
+    """Print and flush at once (a pipe would otherwise hold the prompt back)."""
+    click.echo(text, nl=nl)
+    sys.stdout.flush()
+
+
+def _stdout_gone() -> bool:
+    """True once standard output is a pipe whose reader has closed it."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLERR)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so the flush at exit does not fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+class _StdinLines:
+    """Lines typed on standard input, read by a daemon thread.
+
+    A blocking ``input()`` would keep ``chat`` alive after the reader of its output has
+    gone (``panelbot chat --as sim:x | head -2``); this way the chat can notice that while
+    it waits for the next line, and the thread does not hold up the exit.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        threading.Thread(target=self._read, daemon=True, name="panelbot-chat-stdin").start()
+
+    def _put(self, line: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, line)
+
+    def _read(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(sys.stdin.fileno(), 65536)
+            except (OSError, ValueError, AttributeError):
+                chunk = b""
+            if not chunk:
+                if pending:
+                    self._put(pending.decode("utf-8", "replace").rstrip("\r"))
+                self._put(None)
+                return
+            pending += chunk
+            while b"\n" in pending:
+                line, _, pending = pending.partition(b"\n")
+                self._put(line.decode("utf-8", "replace").rstrip("\r"))
+
+    async def next_line(self) -> str | None:
+        """The next line; None at the end of input. BrokenPipeError once stdout is gone."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(self._queue.get(), 0.2)
+            if _stdout_gone():
+                raise BrokenPipeError("standard output was closed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -20,23 +21,47 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def bind_port(host: str, port: int, hint: str = "choose another with --port N") -> Any:
+    """The listening socket, bound before anything else starts: a busy port is one line."""
+    from bot.web.app import listen
+
+    try:
+        return listen(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"port {port} on {host} is already in use (another panelbot, or another "
+                f"program): stop it, or {hint}"
+            ) from None
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 async def run_bot(
-    settings: Any, *, host: str, port: int, banner: Any = None, workers: int = 0
+    settings: Any,
+    *,
+    host: str,
+    port: int,
+    banner: Any = None,
+    workers: int = 0,
+    sock: Any = None,
 ) -> None:
     from bot.app import Bot, StartupError
     from bot.storage import DatabaseError
     from bot.web.app import serve
     from bot.web.workers import WebProcessError, serve_with_workers
 
+    # The port first: a busy one stops serve at once, before the database is opened.
+    sock = sock if sock is not None else bind_port(host, port)
     try:
         bot = await Bot.create(settings)
     except DatabaseError as exc:
+        sock.close()
         raise UserError(str(exc)) from None
     try:
         if workers:
-            await serve_with_workers(bot, host, port, workers, on_ready=banner)
+            await serve_with_workers(bot, host, port, workers, on_ready=banner, sock=sock)
         else:
-            await serve(bot, host, port, on_ready=banner)
+            await serve(bot, host, port, on_ready=banner, sock=sock)
     except (StartupError, WebProcessError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

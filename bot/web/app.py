@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -94,8 +95,34 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
-    """Run the web app, dispatcher and scheduler until SIGINT/SIGTERM, then stop cleanly."""
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts; OSError if the port is busy.
+
+    ``serve`` and ``demo`` bind it first, so a busy port stops them at once, with nothing
+    loaded or opened; with web processes it is the socket they all share.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(
+    bot: Bot, host: str, port: int, *, on_ready=None, sock: socket.socket | None = None
+) -> None:
+    """Run the web app, dispatcher and scheduler until SIGINT/SIGTERM, then stop cleanly.
+
+    ``sock``: a socket from :func:`listen`; without one it is bound here, before the bot
+    starts, so a busy port raises OSError with nothing started.
+    """
+    if sock is None:
+        sock = listen(host, port)
     app = await build_app(bot)
     config = server_config(app, host=host, port=port)
     server = _Server(config)
@@ -104,7 +131,7 @@ async def serve(bot: Bot, host: str, port: int, *, on_ready=None) -> None:
         # Payloads web processes stored before a stop (when [web] workers was >= 1) are
         # still handled when the bot runs as one process.
         leftover = await InboxReader.for_leftovers(bot)
-        web = asyncio.create_task(server.serve(), name="panelbot-web")
+        web = asyncio.create_task(server.serve(sockets=[sock]), name="panelbot-web")
         try:
             await wait_started(server, web)
             if on_ready:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from bot.inbox import InboxReader, InboxWriter, open_inbox
-from bot.web.app import build_app, stop_on_signals, wait_started
+from bot.web.app import build_app, listen, stop_on_signals, wait_started
 from bot.web.limits import server_config
 
 if TYPE_CHECKING:
@@ -71,21 +71,6 @@ def lower_priority(nice: int) -> None:
 
 class WebProcessError(RuntimeError):
     """The web processes could not be started, or keep exiting."""
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """The listening socket all web processes share (inherited by them)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
 
 
 class WebPool:
@@ -198,9 +183,16 @@ async def serve_with_workers(
     workers: int,
     *,
     on_ready: Callable[[Any], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """The main process of ``serve`` with web processes; returns after SIGINT/SIGTERM."""
-    sock = listen(host, port)
+    """The main process of ``serve`` with web processes; returns after SIGINT/SIGTERM.
+
+    ``sock``: the listening socket from :func:`bot.web.app.listen` (``serve`` binds it
+    before opening the database, so a busy port stops it at once); bound here if None.
+    """
+    if sock is None:
+        sock = listen(host, port)
+    sock.set_inheritable(True)  # the web processes share it
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     reader: InboxReader | None = None
