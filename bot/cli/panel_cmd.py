@@ -45,8 +45,13 @@ def panel_group() -> None:
 
 @panel_group.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check every row and report the problems; store nothing (the database is not read).",
+)
 @pass_cli
-def import_cmd(cli_ctx: CliContext, file: Path) -> None:
+def import_cmd(cli_ctx: CliContext, file: Path, dry_run: bool) -> None:
     """Add or update panellists from a CSV file.
 
     Header row: phone and/or telegram_chat_id, then optional locale and consent_at (an ISO
@@ -54,35 +59,102 @@ def import_cmd(cli_ctx: CliContext, file: Path) -> None:
     config. People are matched on their phone number or Telegram chat id, so importing
     again updates them. People with a consent date become active; the others wait at the
     consent question and are not invited to surveys. Numbers on the suppression list
-    (erased or opted out) need a consent_at later than their removal. Each bad row is
-    reported on stderr with its line number and skipped; the good rows are stored.
+    (erased or opted out) need a consent_at later than their removal.
+
+    A phone must be a mobile (SMS and WhatsApp): landlines, freephone and other
+    non-geographic numbers, VoIP, personal numbers and pagers are refused, and so are
+    numbers with letters or an extension. A row with only a telegram_chat_id needs none.
+
+    Each bad row is reported on stderr with its line number and skipped (the first 20 in
+    full, the rest counted by reason); the good rows are stored. When more than half of
+    the first 1,000 rows are bad (in a file of 100 rows or more), nothing is stored. The
+    file is read row by row, so its size does not matter.
 
     A file from `panel export` can be imported again: its id, created_at and
     other_addresses columns are read past, and its opted-out and erased rows are refused.
     Exit code 1 if the file is unusable or no row could be imported.
     """
-    from bot.panel import PanelFileError, import_parsed, read_panel_file
+    from itertools import chain, islice
+
+    from bot.panel import PanelFileError, PanelRow, Problem, import_rows
+    from bot.panel_csv import MIN_SAMPLE, SAMPLE_ROWS, ProblemLog, open_panel_file
 
     settings = cli_ctx.settings
+    log = ProblemLog()
+
+    def show(problems: list[Problem]) -> None:
+        for problem in sorted(problems, key=lambda p: p.line):
+            line = log.add(problem)
+            if line is not None:
+                click.echo(line, err=True)
+
+    async def store(items: Any) -> tuple[int, int]:
+        added = updated = 0
+        batch: list[PanelRow] = []
+        problems: list[Problem] = []
+        async with _opened(cli_ctx) as bot:
+
+            async def flush() -> None:
+                nonlocal added, updated
+                if batch:
+                    report = await import_rows(bot.db, bot.hash_key, settings, batch)
+                    added, updated = added + report.added, updated + report.updated
+                    problems.extend(report.problems)
+                show(problems)
+                batch.clear()
+                problems.clear()
+
+            for item in items:
+                (batch if isinstance(item, PanelRow) else problems).append(item)
+                if len(batch) + len(problems) >= IMPORT_BATCH:
+                    await flush()
+            await flush()
+        return added, updated
+
     try:
-        parsed = read_panel_file(file, settings)
+        # A first, quick pass: a file that is not CSV to its end is refused before a row
+        # is stored.
+        with open_panel_file(file, settings) as stream:
+            stream.check_csv()
+        with open_panel_file(file, settings) as stream:
+            for warning in stream.warnings:
+                click.echo(warning, err=True)
+            rows = iter(stream)
+            first = list(islice(rows, SAMPLE_ROWS))
+            if not first:
+                raise UserError(f"{file}: no data rows below the header")
+            bad = [row for row in first if isinstance(row, Problem)]
+            if len(first) >= MIN_SAMPLE and 2 * len(bad) > len(first):
+                raise UserError(
+                    f"{file}: {len(bad):,} of the first {len(first):,} rows are bad "
+                    f"({bad[0]}); nothing imported: is this the panel file?"
+                )
+            if dry_run:
+                good = 0
+                for item in chain(first, rows):
+                    if isinstance(item, PanelRow):
+                        good += 1
+                    else:
+                        show([item])
+                if tail := log.tail():
+                    click.echo(tail, err=True)
+                click.echo(
+                    f"dry run: {good} row{'s' if good != 1 else ''} to import, "
+                    f"{log.total} rejected; nothing stored"
+                )
+                return
+            added, updated = run(store(chain(first, rows)))
     except PanelFileError as exc:
         raise UserError(f"{file}: {exc}") from None
-    if not parsed.rows and not parsed.problems:
-        raise UserError(f"{file}: no data rows below the header")
-
-    async def work() -> Any:
-        async with _opened(cli_ctx) as bot:
-            return await import_parsed(bot.db, bot.hash_key, settings, parsed)
-
-    report = run(work())
-    for line in report.warnings:
-        click.echo(line, err=True)
-    for problem in report.problems:
-        click.echo(str(problem), err=True)
-    click.echo(report.summary())
-    if report.added + report.updated == 0:
+    if tail := log.tail():
+        click.echo(tail, err=True)
+    click.echo(f"{added} added, {updated} updated, {log.total} rejected")
+    if added + updated == 0:
         raise UserError(f"{file}: no rows imported")
+
+
+# Rows (good or bad) handled at a time: a batch is one transaction, and memory stays small.
+IMPORT_BATCH = 500
 
 
 @panel_group.command("export")
