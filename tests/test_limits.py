@@ -19,6 +19,7 @@ import logging
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -334,6 +335,38 @@ async def test_hundreds_of_idle_connections_at_a_low_file_limit_do_not_lock_out_
         # One line per kind of refusal every few seconds, not one per connection.
         assert text.count("at the limit of") <= 2 * (workers + 1)
         assert "Too many open files" not in text
+
+
+def open_file_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open file limit in /proc")
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = min(hard, 4096)
+    port = free_port()
+    config = write_config(tmp_path, port, "http://127.0.0.1:9", workers=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "-c", str(config), "serve"],
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        assert open_file_limits(proc.pid) == (hard, hard)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
 
 
 # --- security headers ------------------------------------------------------------------------
