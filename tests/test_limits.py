@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from bot.app import Bot
+from bot.engine.sender_limit import SenderLimit
 from bot.models import Address, InboundMessage
 from bot.web import limits
 from bot.web.app import _Server, build_app
@@ -478,3 +479,14 @@ async def test_the_limit_is_a_sliding_minute_and_zero_turns_it_off(tmp_path: Pat
         assert all([await say(bot, "sim:free", "HELP", n) for n in range(40)])
     finally:
         await bot.stop()
+
+
+def test_a_message_handled_again_is_counted_once() -> None:
+    """A batch that fails is replayed message by message: the same messages again."""
+    limit = SenderLimit(3)
+    at = datetime.now(UTC)
+    who = Address("sms", "+447400100999")
+    assert [limit.allow(who, at, "m1") for _ in range(10)] == [True] * 10
+    assert [limit.allow(who, at, f"n{i}") for i in range(3)] == [True, True, False]
+    assert limit.allow(who, at, "n2") is False  # the same decision when seen again
+    assert limit.allow(who, at, "m1") is True

@@ -311,9 +311,9 @@ class Engine:
                     # most messages skip this write.
                     await panellist_store.touch_address(tx, message.address)
                 # Over the per-sender limit: stored, not answered (STOP still works).
-                if self.sender_limit.allow(message.address, message.received_at) or (
-                    self.keywords.classify(turn.text) == Keyword.STOP
-                ):
+                if self.sender_limit.allow(
+                    message.address, message.received_at, message.provider_message_id
+                ) or (self.keywords.classify(turn.text) == Keyword.STOP):
                     await self._route(turn)
                 if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
                     await outbox_store.set_inbound_panellist(tx, inbound_id, turn.panellist.id)
