@@ -1096,3 +1096,23 @@ async def test_the_fakes_hand_out_different_ids_each_run() -> None:
     assert {next(one) for _ in range(3)}.isdisjoint({next(two) for _ in range(3)})
     a, b = FakeTelegram(), FakeTelegram()
     assert a.message_update(1, "hi")["update_id"] != b.message_update(1, "hi")["update_id"]
+
+
+async def test_the_fake_list_can_be_switched_from_another_process(fake: FakeTwilio) -> None:
+    # What the crash suite and `python -m tests.fakes` users flip: POST /_fake/list-mode.
+    url = f"{fake.url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+    auth = (ACCOUNT_SID, AUTH_TOKEN)
+    async with httpx.AsyncClient() as client:
+        assert (
+            await client.post(f"{fake.url}/_fake/list-mode", data={"mode": "x"})
+        ).status_code == 400
+        assert (
+            await client.post(f"{fake.url}/_fake/list-mode", data={"mode": "fail"})
+        ).status_code == 200
+        assert (await client.get(url, auth=auth)).status_code == 500
+        await client.post(f"{fake.url}/_fake/list-mode", data={"mode": "hang"})
+        hanging = asyncio.create_task(client.get(url, auth=auth))
+        await asyncio.sleep(0.2)
+        assert not hanging.done()
+        await client.post(f"{fake.url}/_fake/list-mode", data={"mode": "ok"})
+        assert (await hanging).status_code == 200
