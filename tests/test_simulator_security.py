@@ -433,6 +433,18 @@ async def test_a_full_database_is_a_503_with_retry_after(tmp_path: Path) -> None
             await bot.db.conn.execute("PRAGMA max_page_count = 1073741823")
         again = await say(client, "sim:full", "yes")
         assert again.status_code == 200, again.text
+        # A new person refused by the full disk is still this browser's to try again.
+        assert (await say(client, "sim:other", "hello")).status_code == 200
+    async with running(tmp_path) as (bot, url), browser(url) as first:
+        pages = await bot.db.fetchone("PRAGMA page_count")
+        assert pages is not None
+        await bot.db.conn.execute(f"PRAGMA max_page_count = {pages[0]}")
+        try:
+            refused = await say(first, "sim:brand-new", "é" * 4000)
+            assert refused.status_code == 503
+        finally:
+            await bot.db.conn.execute("PRAGMA max_page_count = 1073741823")
+        assert (await say(first, "sim:brand-new", "hello")).status_code == 200
 
 
 # -- the Telegram webhook's JSON -------------------------------------------------------------------

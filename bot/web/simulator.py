@@ -100,18 +100,24 @@ class Caller:
 
 
 def caller_of(request: Request) -> Caller:
+    """The browser behind a request (one per request: a new cookie is made once)."""
+    known = getattr(request.state, "sim_caller", None)
+    if known is not None:
+        return known
     bot: Bot = request.app.state.bot
     token = request.cookies.get(COOKIE, "")
     fresh = not _TOKEN.fullmatch(token)
     if fresh:
         token = secrets.token_urlsafe(32)
     host = request.client.host if request.client else "unknown"
-    return Caller(
+    caller = Caller(
         token=token,
         owner_hash=_keyed(bot, "sim-owner", token),
         client_hash=_keyed(bot, "sim-client", host),
         issue_cookie=fresh,
     )
+    request.state.sim_caller = caller
+    return caller
 
 
 def _keyed(bot: Bot, purpose: str, value: str) -> str:
@@ -160,10 +166,15 @@ async def claim_new(bot: Bot, caller: Caller, address: Address) -> Response | No
             conn, caller.owner_hash, caller.client_hash, sim_store.cutoff(now, 60)
         )
         if by_owner >= limit or by_client >= limit * PER_NETWORK_FACTOR:
+            per = (
+                f"{limit} a minute from one browser"
+                if by_owner >= limit
+                else f"{limit * PER_NETWORK_FACTOR} a minute from one network address"
+            )
             return JSONResponse(
                 {
-                    "error": f"too many new people on the simulator: at most {limit} a "
-                    "minute from one browser; try again in a minute"
+                    "error": f"too many new people on the simulator: at most {per}; try again "
+                    "in a minute"
                 },
                 status_code=429,
                 headers={"Retry-After": "60"},
@@ -259,11 +270,14 @@ def storage_guarded(
                 exc,
                 exc_info=not isinstance(exc, sqlite3.OperationalError),
             )
-            return JSONResponse(
+            response = JSONResponse(
                 {"error": "the panel cannot store this just now; try again shortly"},
                 status_code=503,
                 headers={"Retry-After": RETRY_AFTER},
             )
+            caller = getattr(request.state, "sim_caller", None)
+            # A person claimed before the failure stays this browser's when it tries again.
+            return response if caller is None else with_cookie(request, caller, response)
 
     return guarded
 
