@@ -322,7 +322,12 @@ async def post_message(request: Request) -> Response:
         message = InboundMessage(address, text, provider_message_id=message_id)
         outbox_ids = (await bot.handle(message)).outbox_ids
     replies = await wait_for_replies(bot, outbox_ids, REPLY_TIMEOUT)
-    return with_cookie(request, caller, JSONResponse({"replies": replies}))
+    body: dict[str, Any] = {"replies": replies}
+    forgotten = await _forgotten(bot, address)
+    if forgotten:
+        # The message ended (or found) a conversation nothing is kept of: the page says so.
+        body["forgotten"] = forgotten
+    return with_cookie(request, caller, JSONResponse(body))
 
 
 async def replies_to(bot: Bot, message_id: str, timeout: float) -> list[int]:
@@ -388,7 +393,20 @@ async def get_messages(request: Request) -> Response:
             return refused
         history = await outbox_store.conversation(bot.db.conn, address)
     sanitise = bot.settings.channels.twilio.sanitize
-    return JSONResponse({"messages": [_message_json(m, sanitise) for m in history]})
+    body: dict[str, Any] = {"messages": [_message_json(m, sanitise) for m in history]}
+    body["forgotten"] = await _forgotten(bot, address)
+    return JSONResponse(body)
+
+
+async def _forgotten(bot: Bot, address: Address) -> str | None:
+    """Why nothing is kept for this address: "declined" (said no to joining) or
+    "opted_out" (STOP before joining), so the page can say so; None otherwise."""
+    from bot.storage import panellists as panellist_store
+
+    if await panellist_store.find_by_address(bot.db.conn, address) is not None:
+        return None
+    found = await panellist_store.suppression(bot.db.conn, bot.hash_key, address)
+    return found[0] if found and found[0] in ("declined", "opted_out") else None
 
 
 def _message_json(m: dict[str, Any], sanitise: bool) -> dict[str, Any]:
@@ -398,6 +416,10 @@ def _message_json(m: dict[str, Any], sanitise: bool) -> dict[str, Any]:
         "at": m["at"],
         "options": m["extra"].get("options", []),
     }
+    if m["extra"].get("multi"):
+        # Several options may be ticked, then sent together with this label.
+        out["multi"] = True
+        out["send_label"] = m["extra"].get("send_label") or "Send"
     if m["direction"] == "out":
         # What the same text would cost over SMS, shown under each bot message.
         _, info = sms.prepare(m["text"], sanitise_text=sanitise)

@@ -26,6 +26,7 @@
     identityStatus: $("identity-status"),
     chat: $("chat"),
     messages: $("messages"),
+    note: $("note"),
     quick: $("quick-replies"),
     status: $("status"),
     composer: $("composer"),
@@ -37,6 +38,8 @@
     address: null, // e.g. "sim:alice"
     keys: [], // one key per message shown, to append only what is new
     quickKey: null, // which message the quick replies belong to
+    picked: new Set(), // a multi-choice question's options ticked so far (their replies)
+    forgotten: null, // "declined" or "opted_out": the panel deleted this conversation
     pending: 0, // sends not yet answered
     sendChain: Promise.resolve(), // keeps sends in the order they were made
     sendSeq: 0, // bumped by every send, so a poll begun before it is ignored
@@ -216,6 +219,8 @@
     state.quickKey = null;
     el.messages.replaceChildren();
     renderQuickReplies(null);
+    state.forgotten = null;
+    showNote(null);
     el.status.textContent = "";
     el.whoName.textContent = label || address;
     el.who.hidden = false;
@@ -283,10 +288,39 @@
     el.messages.scrollTop = el.messages.scrollHeight;
   }
 
+  /** Bring the newest message into view: all of it, or its start if it is taller than the
+   *  list (a long question is read from the top). */
+  function scrollToNewest() {
+    scrollToBottom();
+    const last = el.messages.lastElementChild;
+    if (!last) return;
+    const list = el.messages.getBoundingClientRect();
+    const box = last.getBoundingClientRect();
+    if (box.height > list.height) el.messages.scrollTop += box.top - list.top;
+  }
+
+  /** Say, above the conversation, why it was deleted (after a no or a STOP before joining). */
+  function showNote(forgotten) {
+    const notes = {
+      declined:
+        "You said no to joining, so the panel deleted this conversation and keeps only a " +
+        "scrambled (hashed) form of your address. What you write now is not kept either. " +
+        "Send START (or YES) to join after all.",
+      opted_out:
+        "You sent STOP before joining, so the panel deleted this conversation and keeps " +
+        "only a scrambled (hashed) form of your address. It will not answer now, except to " +
+        "HELP. Send START to join after all.",
+    };
+    const text = notes[forgotten] || "";
+    el.note.textContent = text;
+    el.note.hidden = !text;
+  }
+
   /** Show the server's history: append what is new; redraw only if the past changed. */
-  function renderMessages(messages) {
+  function renderMessages(messages, forgotten) {
     const keys = messages.map(keyOf);
-    const stick = nearBottom();
+    const opening = state.keys.length === 0 && !el.messages.querySelector(".msg:not(.msg-pending)");
+    const stick = opening || nearBottom();
     const firstPending = el.messages.querySelector(".msg-pending");
     const samePast =
       keys.length >= state.keys.length && state.keys.every((key, i) => key === keys[i]);
@@ -301,10 +335,14 @@
     }
     const grew = keys.length !== state.keys.length || !samePast;
     state.keys = keys;
-    if (grew && stick) scrollToBottom();
+    state.forgotten = forgotten || null;
+    showNote(state.forgotten);
     const last = messages[messages.length - 1];
     const offer = last && last.direction === "out" && (last.options || []).length ? last : null;
+    // The buttons first: they take room from the list, and the newest message must stay in
+    // view above them (on opening or resuming a conversation too).
     renderQuickReplies(offer);
+    if (grew && stick) scrollToNewest();
   }
 
   function optionText(option) {
@@ -322,10 +360,16 @@
     if (key === state.quickKey) return;
     const hadFocus = el.quick.contains(document.activeElement);
     state.quickKey = key;
+    state.picked = new Set();
     el.quick.replaceChildren();
     el.quick.hidden = key === null;
     if (key === null) {
       if (hadFocus) el.text.focus(); // no choices left: typing is what comes next
+      return;
+    }
+    if (message.multi) {
+      renderMultiChoice(message);
+      if (hadFocus) el.quick.firstElementChild.focus();
       return;
     }
     for (const option of message.options) {
@@ -344,10 +388,53 @@
     if (hadFocus) el.quick.firstElementChild.focus();
   }
 
+  /** A multi-choice question: each option is a toggle (aria-pressed), and Send sends every
+   *  ticked one together ("1 3"), in the question's order. */
+  function renderMultiChoice(message) {
+    const toggles = [];
+    const sendButton = document.createElement("button");
+    sendButton.type = "button";
+    sendButton.className = "quick-reply quick-send";
+    sendButton.textContent = message.send_label || "Send";
+    const update = () => {
+      const none = state.picked.size === 0;
+      // Nothing ticked yet: Send waits (aria-disabled keeps it focusable and announced).
+      if (none || state.pending > 0) sendButton.setAttribute("aria-disabled", "true");
+      else sendButton.removeAttribute("aria-disabled");
+    };
+    for (const option of message.options) {
+      const reply = String(option.reply);
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "quick-reply quick-toggle";
+      button.dir = "auto";
+      button.textContent = optionText(option);
+      button.setAttribute("aria-pressed", "false");
+      button.addEventListener("click", () => {
+        if (button.getAttribute("aria-disabled") === "true") return;
+        if (state.picked.has(reply)) state.picked.delete(reply);
+        else state.picked.add(reply);
+        button.setAttribute("aria-pressed", String(state.picked.has(reply)));
+        update();
+      });
+      toggles.push(button);
+      el.quick.appendChild(button);
+    }
+    sendButton.addEventListener("click", () => {
+      if (sendButton.getAttribute("aria-disabled") === "true") return;
+      const chosen = message.options.map((o) => String(o.reply)).filter((r) => state.picked.has(r));
+      send(chosen.join(" "));
+    });
+    el.quick.appendChild(sendButton);
+    if (state.pending > 0) for (const button of toggles) button.setAttribute("aria-disabled", "true");
+    update();
+  }
+
   /** While a message is on its way the buttons stay (and keep focus) but do nothing. */
   function setQuickBusy(busy) {
     for (const button of el.quick.children) {
-      if (busy) {
+      const idleSend = button.classList.contains("quick-send") && state.picked.size === 0;
+      if (busy || idleSend) {
         button.setAttribute("aria-disabled", "true");
       } else {
         button.removeAttribute("aria-disabled");
@@ -367,6 +454,12 @@
         API + "/messages?address=" + encodeURIComponent(address),
         { cache: "no-store" },
       );
+      if (response.status === 404 && state.forgotten && address === state.address) {
+        // The panel deleted this conversation (a no before joining): nothing to fetch
+        // until they write again; keep what the page showed, with the note.
+        showNote(state.forgotten);
+        return;
+      }
       if (!response.ok) throw new Error(String(response.status));
       data = await response.json();
     } catch (err) {
@@ -380,7 +473,7 @@
     if (!force && (seq !== state.sendSeq || state.pending > 0)) return;
     state.shownTicket = ticket;
     if (el.status.textContent.startsWith("Cannot reach")) el.status.textContent = "";
-    renderMessages(data.messages || []);
+    renderMessages(data.messages || [], data.forgotten);
   }
 
   function schedulePoll() {
@@ -423,7 +516,7 @@
       item.remove();
       if (address === state.address) {
         await refresh(true);
-        scrollToBottom();
+        scrollToNewest();
       }
       if (state.pending === 0) setQuickBusy(false);
     });
@@ -436,13 +529,33 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ from: address, text: text }),
       });
-      if (response.ok) return true;
       const data = await response.json().catch(() => ({}));
+      if (response.ok) {
+        if (data.forgotten && address === state.address) forgotten(data);
+        return true;
+      }
       el.status.textContent = data.error || "The panel could not take that message.";
     } catch (err) {
       el.status.textContent = "Could not reach the panel; your message was not sent.";
     }
     return false;
+  }
+
+  /** The message just sent ended the conversation (a no before joining) and the panel
+   *  deleted it: show that, and the panel's answer, instead of an empty history. */
+  function forgotten(data) {
+    state.forgotten = data.forgotten;
+    for (const item of Array.from(el.messages.children)) {
+      if (!item.classList.contains("msg-pending")) item.remove();
+    }
+    const at = new Date().toISOString();
+    for (const text of data.replies || []) {
+      el.messages.appendChild(messageItem({ direction: "out", text: text, at: at }, false));
+    }
+    // Matches no history from the panel, so the next one shown replaces these.
+    state.keys = (data.replies || []).map(() => "local");
+    renderQuickReplies(null);
+    showNote(state.forgotten);
   }
 
   el.composer.addEventListener("submit", async (event) => {
