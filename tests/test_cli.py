@@ -191,6 +191,8 @@ def test_an_unknown_command_is_a_usage_error() -> None:
         ["panel", "show", "1"],
         ["db", "inbox"],
         ["db", "backup", "copy.db"],
+        ["db", "held"],
+        ["db", "prune"],
     ],
 )
 def test_a_read_only_command_without_a_database_says_where_it_looked(

@@ -41,6 +41,8 @@ NEEDS_DATABASE = frozenset(
         ("panel", "erase"),
         ("db", "backup"),
         ("db", "inbox"),
+        ("db", "held"),
+        ("db", "prune"),
     }
 )
 
