@@ -116,7 +116,9 @@ def status_of(response: bytes) -> int:
 # --- bodies ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/simulator/api/messages", MESSAGES, "/healthz", "/nowhere"])
+@pytest.mark.parametrize(
+    "path", ["/simulator/api/messages", MESSAGES, "/webhooks/telegram", "/healthz", "/nowhere"]
+)
 async def test_a_declared_body_over_the_cap_is_refused_before_it_is_read(
     tmp_path: Path, path: str
 ) -> None:

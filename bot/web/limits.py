@@ -32,10 +32,13 @@ logger = logging.getLogger(__name__)
 
 # --- figures ---------------------------------------------------------------------------------
 
-# Request bodies: a Twilio webhook is a few KB and a Telegram update rarely more; the
-# simulator's JSON holds one message. The first matching prefix sets the cap.
+# Request bodies: a Twilio webhook is a few KB; a Telegram update is too, but one quoting
+# a long message with many entities can be tens of KB, and refusing a real one makes
+# Telegram repeat it and hold back the chat's later updates; the simulator's JSON holds
+# one message. The first matching prefix sets the cap.
 MAX_BODY_BYTES = 64 * 1024
 BODY_CAPS: tuple[tuple[str, int], ...] = (
+    ("/webhooks/telegram", 256 * 1024),
     ("/webhooks/", 64 * 1024),
     ("/simulator/", 32 * 1024),
 )
