@@ -343,6 +343,22 @@ async def test_a_stale_link_never_acts_for_a_real_sms_panellist(tmp_path: Path) 
         assert stored is not None and stored[0] == 0
 
 
+async def test_a_demo_link_made_before_owners_can_be_taken_by_one_browser(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, demo=True, allow_panellists=True) as (bot, url):
+        pid = await add_imported(bot, "+447700900124")
+        async with bot.db.transaction() as conn:  # as an older panelbot linked it
+            await panellist_store.add_address(conn, pid, Address("sim", f"panellist-{pid}"))
+        async with browser(url) as first, browser(url) as second:
+            taken = await first.post(IDENTITIES, json={"panellist_id": pid})
+            assert taken.status_code == 200, taken.text
+            assert (await say(first, f"sim:panellist-{pid}", "HELP")).status_code == 200
+            again = await second.post(IDENTITIES, json={"panellist_id": pid})
+            assert again.status_code == 409
+            assert (await say(second, f"sim:panellist-{pid}", "STOP")).status_code == 403
+
+
 async def test_a_simulator_person_who_gains_a_real_address_is_no_longer_spoken_for(
     tmp_path: Path,
 ) -> None:

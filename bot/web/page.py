@@ -151,7 +151,9 @@ async def link_identity(request: Request) -> Response:
             # Someone typed "panellist-12" as a new name through the API; never take over
             # their conversation silently.
             return _bad(f"{address} is already used by someone else", status_code=409)
-        refused = await simulator.claim_new(bot, caller, address)
+        # A link to this same panellist with no owner was made before links had owners
+        # (an older demo): this browser may take it.
+        refused = await simulator.claim_new(bot, caller, address, held=holder is not None)
         if refused is not None:
             return simulator.with_cookie(request, caller, refused)
     elif not hmac.compare_digest(owner, caller.owner_hash):

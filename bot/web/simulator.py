@@ -154,12 +154,18 @@ def _not_a_panellist_here(address: Address) -> Response:
     )
 
 
-async def claim_new(bot: Bot, caller: Caller, address: Address) -> Response | None:
-    """Make ``address`` a new person of the caller's; a refusal (403, 409, 429) if not."""
+async def claim_new(
+    bot: Bot, caller: Caller, address: Address, *, held: bool = False
+) -> Response | None:
+    """Make ``address`` a new person of the caller's; a refusal (403, 409, 429) if not.
+
+    ``held``: the address is on record but no browser's, and the caller may take it (a
+    demo panellist linked before simulator people had owners).
+    """
     limit = bot.settings.channels.simulator.new_identities_per_minute
     now = utcnow()
     async with bot.db.transaction() as conn:
-        if await sim_store.address_in_use(conn, address):
+        if not held and await sim_store.address_in_use(conn, address):
             # On record, but no browser's (started from `panelbot chat`, or before owners).
             return _bad(f"{address} belongs to someone else; choose another name", 403)
         by_owner, by_client = await sim_store.recent_claims(
