@@ -155,8 +155,9 @@ def register(cli: click.Group) -> None:
         outside the 24-hour window).
 
         With --release ID [ID...] (or --release-all) they go back to the queue and the
-        running bot sends them within a poll interval; Twilio first looks for an earlier
-        attempt, so one that did reach Twilio is recorded, not sent twice.
+        running bot sends them within a poll interval. A template a crash left unconfirmed
+        may have reached the person already (its text cannot be matched at Twilio): look
+        the number up in Twilio's console before releasing it.
         """
         from bot.storage import Database, DatabaseError
         from bot.storage import outbox as outbox_store
