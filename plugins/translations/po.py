@@ -66,6 +66,8 @@ _WORD_NOTES = {
     "language": "Keywords that show the language menu, acting only as the whole reply.",
     "yes_label": "The label of option 1 of a yes/no question.",
     "no_label": "The label of option 2 of a yes/no question.",
+    "polite": "Words said around a yes or a no without changing it ('please', 'thank you').",
+    "send_label": "The button that sends the options ticked for a multi-choice question.",
 }
 
 
