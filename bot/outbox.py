@@ -362,7 +362,10 @@ class Dispatcher:
         backoff = [d.total_seconds() for d in self.bot.settings.outbox.retry_backoff] or [60.0]
         failures = 0
         while not self._stopping:
-            async with slots:
+            # The address's lock too: a new message to the same person (perhaps with the
+            # same text, a question asked again) is sent and recorded before or after the
+            # look-up, never during it, so its record is never taken for this row's.
+            async with slots, state.lock_for(message.address.id):
                 try:
                     async with asyncio.timeout(self.reconcile_timeout):
                         result = await state.channel.reconcile(message)

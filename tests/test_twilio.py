@@ -805,6 +805,42 @@ async def test_a_hanging_list_delays_neither_start_nor_webhooks(
             assert len(fake.posts()) == 11  # the reply and the ten, each once
 
 
+async def test_a_new_message_with_the_same_text_is_never_taken_for_the_stuck_one(
+    tmp_path: Path, fake: FakeTwilio
+) -> None:
+    # A question left "sending" by a crash, and the same question asked again after the
+    # restart. Sent during the look-up, the new one's Twilio record (its answer still on
+    # the way) was taken for the old row: one text, two rows claiming it.
+    settings = twilio_settings(tmp_path, fake, request_timeout=5)
+    text = "Please reply with a number from 1 to 5"
+    bot = await Bot.create(settings)
+    stuck = await _stuck(bot, "old", text)
+    await bot.stop()
+    fake.list_mode = "hang"
+    async with running(settings, fake) as h:
+        await eventually(lambda: _true(len(fake.gets()) >= 1))
+        fake.slow_next(1.0)  # Twilio creates the new one at once but answers late
+        async with h.bot.db.transaction() as conn:
+            again = await outbox_store.queue(
+                conn,
+                key="again",
+                panellist_id=None,
+                address=Address("sms", ALICE),
+                text=text,
+                kind=MessageKind.REPLY,
+            )
+        h.bot.wake_dispatcher()
+        await asyncio.sleep(0.5)
+        fake.list_mode = "ok"
+        old = await _settled(h, stuck, "sent", timeout=6)
+        new = await _settled(h, again or 0, "sent", timeout=6)
+        assert len(fake.posts()) == 2
+        assert old["provider_message_id"] != new["provider_message_id"]
+        assert {old["provider_message_id"], new["provider_message_id"]} == {
+            m["sid"] for m in fake.messages
+        }
+
+
 async def test_a_row_sending_for_25_hours_is_found_not_sent_again(
     tmp_path: Path, fake: FakeTwilio
 ) -> None:
