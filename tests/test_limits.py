@@ -207,6 +207,48 @@ async def test_a_connection_that_sends_no_request_is_closed_after_the_deadline(
                 w.close()
 
 
+@pytest.mark.parametrize("path", ["/simulator/api/messages", MESSAGES, "/healthz"])
+async def test_a_request_body_that_stalls_has_its_connection_closed(
+    tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(limits, "BODY_TIMEOUT", 0.5)
+    monkeypatch.setattr(limits, "refused", limits.RefusalLog())
+    async with guarded(tmp_path) as (_, port, _bot):
+        with caplog.at_level(logging.INFO):
+            kind = "x-www-form-urlencoded" if path == MESSAGES else "json"
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/{kind}\r\n"
+                "Content-Length: 100\r\n\r\n{".encode()
+            )
+            await writer.drain()
+            try:
+                # Closed by the server (a route that answers without reading the body, as
+                # /healthz does to a POST with 405, has answered first).
+                answer = await asyncio.wait_for(reader.read(), 10)
+            finally:
+                writer.close()
+            assert answer == b"" if path != "/healthz" else status_of(answer) == 405
+            # A body that keeps coming, however slowly, is read to the end.
+            body = b'{"from": "sim:slow", "text": "Hello"}'
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(
+                    b"POST /simulator/api/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                )
+                for i in range(0, len(body), 8):
+                    writer.write(body[i : i + 8])
+                    await writer.drain()
+                    await asyncio.sleep(0.2)  # 1 s in all, in steps under the deadline
+                assert status_of(await asyncio.wait_for(reader.read(), 10)) == 200
+            finally:
+                writer.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("request body stalled" in line for line in lines), lines
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], lines
+
+
 async def test_when_every_connection_is_busy_new_requests_get_503_and_it_is_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,10 +6,10 @@ connection limits, security headers on every response, and refusals that are log
   body is counted as it is read and cut at the cap, and every response gets the security
   headers (``nosniff``, no framing, no referrer, a Content-Security-Policy, ``no-store``).
 - ``GuardedProtocol``, uvicorn's httptools protocol with what it lacks: a cap on the size
-  of a request's head (431), a deadline for a connection to send a complete request head
-  (an idle or slow connection is closed), and when the connection limit is reached the
-  connection idle the longest is closed to make room; only when none is idle are requests
-  refused with 503.
+  of a request's head (431), deadlines for a connection to send a complete request head
+  and for a request body to make progress (an idle or slow connection is closed), and
+  when the connection limit is reached the connection idle the longest is closed to make
+  room; only when none is idle are requests refused with 503.
 - ``server_config``: uvicorn's settings (the protocol, ``limit_concurrency`` under the open
   file limit, ``timeout_keep_alive``), after raising the soft open file limit to the hard
   one. Refusals are logged, at most one line per kind every few seconds.
@@ -26,6 +26,7 @@ import time
 from typing import Any, ClassVar
 
 import uvicorn
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ MAX_HEAD_BYTES = 32 * 1024
 # A connection must send a complete request head within this many seconds of opening (or
 # of its first byte of a later request); one that sends nothing is closed.
 HEAD_TIMEOUT = 10.0
+# A request whose body makes no progress for this many seconds has its connection closed.
+BODY_TIMEOUT = 10.0
 # An idle keep-alive connection between two requests is closed after this many seconds.
 KEEP_ALIVE_TIMEOUT = 5
 # Connections (and requests in flight) per process; fewer when the open file limit is low.
@@ -201,7 +204,10 @@ class Guard:
                 await headers_send(body)
                 return
             # A body no longer than it said it is: httptools enforces Content-Length.
-            await self.app(scope, receive, headers_send)
+            try:
+                await self.app(scope, receive, headers_send)
+            except ClientDisconnect:
+                pass  # gone mid-body (or closed for stalling): nobody to answer
             return
         # No Content-Length: a chunked body, or none. Count what is read.
         seen = 0
@@ -230,6 +236,8 @@ class Guard:
                 start, body = _response(413, f"the body is over {cap} bytes", close=True)
                 await headers_send(start)
                 await headers_send(body)
+        except ClientDisconnect:
+            pass
 
 
 def _with_headers(send: Any, path: str) -> Any:
@@ -268,6 +276,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._heads = 0
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_at = 0.0
         self._idle_since = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -280,6 +290,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -312,14 +323,19 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse_head()
             return
         super().on_headers_complete()
+        # Until the body is complete (at once for a request without one).
+        self._body_at = time.monotonic()
+        self._body_timer = self.loop.call_later(BODY_TIMEOUT, self._body_timed_out)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
+            self._body_at = time.monotonic()
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._refused:
             return
+        self._cancel_body_timer()
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
@@ -339,6 +355,26 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self._in_head or self.transport.is_closing():
+            return
+        quiet = time.monotonic() - self._body_at
+        if quiet < BODY_TIMEOUT:  # the body moved meanwhile: wait for the rest of the time
+            self._body_timer = self.loop.call_later(BODY_TIMEOUT - quiet, self._body_timed_out)
+            return
+        refused(
+            "stalled",
+            "closed a connection whose request body stalled for %g s",
+            BODY_TIMEOUT,
+        )
+        self.transport.close()
+
     def _idle(self) -> bool:
         """No request in hand: waiting for (the rest of) a request head."""
         return (
@@ -356,7 +392,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         refused(
             "idle",
-            "closed a connection that sent no complete request in %.0f s",
+            "closed a connection that sent no complete request in %g s",
             HEAD_TIMEOUT,
             level=logging.INFO,
         )
