@@ -5,6 +5,12 @@ The real app over HTTP; the text is parsed with prometheus-client's own parser.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,7 @@ from bot.app import Bot
 from bot.config import ConfigError
 from bot.inbox import InboxWriter, open_inbox
 from tests.conftest import make_settings
+from tests.test_serve import free_port
 from tests.webserver import serving
 
 TOKEN = "metrics-token-for-tests-0123456789"
@@ -147,3 +154,54 @@ def test_the_token_comes_from_the_environment_and_must_be_long_enough(
         make_settings(tmp_path, web={"metrics_token": {"env": "PANELBOT_METRICS_TOKEN"}})
     assert "web.metrics_token: must be at least 16 characters" in str(caught.value)
     assert "short-secret" not in str(caught.value)
+
+
+def test_a_web_process_of_panelbot_serve_answers_metrics(tmp_path: Path) -> None:
+    """With [web] workers = 1 the route runs in a web process, the inbox its own."""
+    port = free_port()
+    config = tmp_path / "panelbot.toml"
+    config.write_text(
+        f"""
+[bot]
+database = "panel.db"
+
+[web]
+port = {port}
+workers = 1
+metrics_token = {{ env = "PANELBOT_METRICS_TOKEN" }}
+
+[channels.simulator]
+enabled = true
+""",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PANELBOT_METRICS_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "-c", str(config), "serve"],
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            said = client.post("/simulator/api/messages", json={"from": "sim:w", "text": "Hi"})
+            assert said.status_code == 200
+            assert client.get("/metrics").status_code == 401
+            found = samples(
+                client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+            )
+        assert found[("panelbot_inbound_messages_total", (("channel", "sim"),))] == 1
+        # The web process reads its inbox: the payload may still be there (they are deleted
+        # in batches once handled), but nothing else is.
+        assert found[("panelbot_inbox_waiting", ())] in (0, 1)
+        assert found[("panelbot_inbox_failed", ())] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
