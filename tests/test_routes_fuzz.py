@@ -46,6 +46,7 @@ from tests.test_serve import free_port
 pytestmark = pytest.mark.slow
 
 SECRET = "fuzz-telegram-secret"
+METRICS_TOKEN = "fuzz-metrics-token-0123456789abcdef"
 BOT_NUMBER = "+447400100000"
 GOOD_ALONGSIDE = 8  # good webhooks sent at the same time as each odd text
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -63,6 +64,7 @@ public_base_url = "http://127.0.0.1:{port}"
 
 [web]
 port = {port}
+metrics_token = "{METRICS_TOKEN}"
 
 [[panel.fields]]
 name = "sex"
@@ -238,7 +240,7 @@ def requests(draw: st.DrawFn, routes: list[tuple[str, str]]) -> dict[str, Any]:
     elif auth == "twilio":
         headers["X-Twilio-Signature"] = draw(header_values)
     elif auth == "bearer":
-        headers["Authorization"] = "Bearer " + draw(header_values)
+        headers["Authorization"] = "Bearer " + draw(st.just(METRICS_TOKEN) | header_values)
     elif auth == "basic":
         headers["Authorization"] = "Basic " + draw(header_values)
     query = draw(st.lists(st.tuples(any_text, any_text), max_size=4))
