@@ -334,16 +334,16 @@ def _parse_row(
         try:
             phone = mobile_phone(raw)
         except PhoneRefused as exc:
-            refuse(f'{PHONE} "{raw}": {exc}', f"{PHONE} {exc.kind}")
+            refuse(f'{PHONE} "{raw}": {exc}', f"{PHONE}: {exc.kind}")
         except ValueError as exc:
-            refuse(f'{PHONE} "{raw}": {exc}', f"{PHONE} {exc}")
+            refuse(f'{PHONE} "{raw}": {exc}', f"{PHONE}: {exc}")
     if raw := cell(TELEGRAM):
         if re.fullmatch(r"-?[0-9]{1,20}", raw):
             chat_id = str(int(raw))
         else:
             refuse(
                 f'{TELEGRAM} "{raw}": must be digits, optionally after a "-"',
-                f"{TELEGRAM} not digits",
+                f"{TELEGRAM}: not digits",
             )
     if not cell(PHONE) and not cell(TELEGRAM):
         refuse(f"needs a {PHONE} or a {TELEGRAM}")
@@ -355,7 +355,7 @@ def _parse_row(
         if locale is None:
             refuse(
                 f'{LOCALE} "{raw}": not one of {", ".join(settings.bot.locales)}',
-                f"{LOCALE} not one of the panel's",
+                f"{LOCALE}: not one of the panel's",
             )
 
     consent_at = None
@@ -363,7 +363,7 @@ def _parse_row(
         try:
             consent_at = parse_consent(raw, ZoneInfo(settings.bot.timezone))
         except ValueError as exc:
-            refuse(f'{CONSENT} "{raw}": {exc}', f"{CONSENT} {exc}")
+            refuse(f'{CONSENT} "{raw}": {exc}', f"{CONSENT}: {exc}")
 
     demographics = {}
     for f in settings.panel.fields:
@@ -373,7 +373,7 @@ def _parse_row(
             if value is None:
                 refuse(
                     f'{f.name} "{raw}": not one of {", ".join(f.values)}',
-                    f"{f.name} not one of its values",
+                    f"{f.name}: not one of its values",
                 )
             else:
                 demographics[f.name] = value
@@ -404,7 +404,7 @@ class ProblemLog:
         return None
 
     def tail(self) -> str | None:
-        """ "... and 472,950 more rows: phone not a mobile number (a landline) (12,000), ..."."""
+        """E.g. "... and 472,950 more rows: phone: not a mobile number (a landline) (12,000)"."""
         more = self.total - self.shown
         if more <= 0:
             return None

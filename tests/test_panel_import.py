@@ -132,8 +132,8 @@ def test_many_bad_rows_are_summarised_by_reason(cfg: Path) -> None:
     assert len(lines) == 21, result.stderr
     assert all(line.startswith("line ") for line in lines[:20])
     assert lines[20] == (
-        "... and 331 more rows: phone not a mobile number (a landline) (280), "
-        "sex not one of its values (50), telegram_chat_id not digits (1)"
+        "... and 331 more rows: phone: not a mobile number (a landline) (280), "
+        "sex: not one of its values (50), telegram_chat_id: not digits (1)"
     )
 
 
