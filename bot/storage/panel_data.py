@@ -9,6 +9,7 @@ SQL lives here, in one place that a new table's author can find.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -328,6 +329,25 @@ async def erase_records(
         "(SELECT id FROM survey_sessions WHERE panellist_id = ?)",
         p,
     )
+    # So would their row ids: numbered in the order things happened, between other
+    # people's rows with exact times. Their sessions and answers get new ids, past every
+    # other, in a random order.
+    sessions = await fetch_all(
+        conn, "SELECT id FROM survey_sessions WHERE panellist_id = ?", (panellist_id,)
+    )
+    answers = await fetch_all(
+        conn,
+        "SELECT a.id FROM answers a JOIN survey_sessions ss ON ss.id = a.session_id "
+        "WHERE ss.panellist_id = ?",
+        p,
+    )
+    # answers.session_id follows its session within the transaction (checked at COMMIT).
+    await conn.execute("PRAGMA defer_foreign_keys = ON")
+    for table, rows, references in (
+        ("survey_sessions", sessions, ("answers", "session_id")),
+        ("answers", answers, None),
+    ):
+        await _renumber(conn, table, [r[0] for r in rows], references)
     await run(
         "survey_sessions",
         f"UPDATE survey_sessions SET panellist_id = NULL, started_at = {_day('started_at')}, "
@@ -360,6 +380,27 @@ async def erase_records(
         (today, today, panellist_id),
     )
     return counts
+
+
+async def _renumber(
+    conn: aiosqlite.Connection,
+    table: str,
+    ids: list[int],
+    references: tuple[str, str] | None,
+) -> None:
+    """Give rows new ids after the largest in ``table``, in a random order, and point the
+    ``(table, column)`` that refers to them at the new ids."""
+    if not ids:
+        return
+    order = list(ids)
+    secrets.SystemRandom().shuffle(order)
+    row = await fetch_one(conn, f"SELECT max(id) FROM {table}")
+    top = int(row[0]) if row and row[0] is not None else 0
+    moves = [(top + n, old) for n, old in enumerate(order, start=1)]
+    await conn.executemany(f"UPDATE {table} SET id = ? WHERE id = ?", moves)
+    if references is not None:
+        other, column = references
+        await conn.executemany(f"UPDATE {other} SET {column} = ? WHERE {column} = ?", moves)
 
 
 _MIDNIGHT = "T00:00:00.000+00:00"
