@@ -79,8 +79,13 @@ class Scheduler:
 
     async def checkpoint(self) -> None:
         """Empty the database's write-ahead log, so that what an erasure or the retention
-        job removed does not linger in old log frames (SQLite's own checkpoints leave them)."""
+        job removed does not linger in old log frames (SQLite's own checkpoints leave them).
+
+        First, clear what sends in flight at an erasure recorded since (provider ids)."""
+        from bot.storage.panel_data import scrub_erased_stragglers
+
         try:
+            await scrub_erased_stragglers(self.bot.db)
             if not await self.bot.db.truncate_log(wait=CHECKPOINT_WAIT):
                 logger.debug("checkpoint: another connection was busy; next time")
         except Exception:

@@ -458,3 +458,35 @@ async def test_a_lone_surrogate_in_a_burst_loses_no_other_message(
         assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
         stored = await bot.db.fetchall("SELECT provider_message_id FROM inbound_messages")
     assert sorted(r[0] for r in stored) == sorted(f"s-{i}" for i in range(20))
+
+
+async def test_a_send_in_flight_at_the_erasure_loses_its_provider_id_at_the_next_checkpoint(
+    panel_settings: Settings,
+) -> None:
+    async with opened(panel_settings) as bot:
+        pid = await seed_person_with_history(bot)
+        async with bot.db.transaction() as conn:
+            row = await outbox_store.queue(
+                conn, key="test:flight", panellist_id=pid, address=Address("sms", PHONE),
+                text="On its way", kind=MessageKind.REPLY,
+            )  # fmt: skip
+        # The dispatcher has claimed it and is waiting for Twilio when the erasure comes.
+        await bot.db.execute_write("UPDATE outbox SET status = 'sending' WHERE id = ?", (row,))
+        await erase_panellist(bot.db, bot.hash_key, pid)
+        async with bot.db.transaction() as conn:
+            await outbox_store.mark_sent(conn, row or 0, provider_message_id="SMlate0001")
+        late = await bot.db.fetchone("SELECT provider_message_id FROM outbox WHERE id = ?", (row,))
+        assert late is not None and late[0] == "SMlate0001"  # what the dispatcher wrote
+
+        await Scheduler(bot).checkpoint()
+        after = await bot.db.fetchone(
+            "SELECT provider_message_id, status, sent_at, updated_at FROM outbox WHERE id = ?",
+            (row,),
+        )
+        other = await bot.db.fetchone(
+            "SELECT count(*) FROM outbox WHERE provider_message_id IS NOT NULL"
+        )
+    assert after is not None and after["provider_message_id"] is None
+    assert after["status"] == "sent"
+    assert after["sent_at"].endswith(MIDNIGHT) and after["updated_at"].endswith(MIDNIGHT)
+    assert other is not None and other[0] == 0

@@ -382,6 +382,25 @@ async def erase_records(
     return counts
 
 
+async def scrub_erased_stragglers(db: Database) -> int:
+    """Clear what a send in flight at an erasure wrote afterwards; how many rows.
+
+    A message already handed to the provider when its person was erased is recorded as
+    sent once the provider answers, with its message id and the exact time. Their rows
+    are known by their keys ("erased:<id>"); this runs every minute while the bot serves.
+    """
+    async with db.transaction() as tx:
+        result = await tx.execute(
+            "UPDATE outbox SET provider_message_id = NULL, last_error = NULL, "
+            f"sent_at = {_day('sent_at')}, updated_at = {_day('updated_at')} "
+            "WHERE idempotency_key >= 'erased:' AND idempotency_key < 'erased;' "
+            "AND (provider_message_id IS NOT NULL OR last_error IS NOT NULL "
+            f"OR substr(updated_at, 11) != '{_MIDNIGHT}' "
+            f"OR substr(sent_at, 11) != '{_MIDNIGHT}')",
+        )
+    return result.rowcount
+
+
 async def _renumber(
     conn: aiosqlite.Connection,
     table: str,
