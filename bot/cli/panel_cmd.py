@@ -259,8 +259,8 @@ def erase_cmd(cli_ctx: CliContext, who: str, yes: bool) -> None:
     the texts of their messages are cleared, with the providers' message ids for them;
     queued messages are cancelled; times that could tie their answers back to a message
     are kept to the day; the record stays as an id with status "erased". Their webhook
-    payloads still waiting in the inbox are deleted, and the database and the inbox are
-    rewritten and their write-ahead logs emptied so no old copy is left in the files.
+    payloads still waiting in the inbox are deleted; then the database is rewritten and
+    its and the inbox's write-ahead logs emptied, so no old copy is left in the files.
     Backups made before the erasure still hold them (see docs/PRIVACY.md). Survey
     answers are kept for results, detached from the person, and that includes free-text
     answers. Each address they had goes on
