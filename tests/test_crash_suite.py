@@ -213,13 +213,19 @@ class Panel:
             while time.monotonic() < deadline:
                 if self.process.returncode is not None:
                     raise AssertionError(f"serve exited {self.process.returncode}:\n{self.tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.base}/healthz")).status_code == 200:
-                        return
+                # The banner comes once serve has started every part (its web process
+                # answers /healthz a moment before it reports ready).
+                if self.banners() >= self.starts:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(f"{self.base}/healthz")).status_code == 200:
+                            return
                 await asyncio.sleep(0.1)
         raise AssertionError(
             f"serve did not answer /healthz within {timeout:.0f} s:\n{self.tail()}"
         )
+
+    def banners(self) -> int:
+        return self.log.read_text(errors="replace").count("panelbot serving on")
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
@@ -239,16 +245,20 @@ class Panel:
             lambda: not any(alive(p) for p in web_pids), 20, "the orphaned web process to stop"
         )
 
-    async def kill_web(self) -> None:
-        """SIGKILL the web process; serve starts another."""
+    async def kill_web(self, *, wait: bool = True) -> int:
+        """SIGKILL the web process; serve starts another (waited for until it answers,
+        unless not ``wait``). Returns the pid killed."""
         before = self.web_pids()
         assert before, "no web process to kill"
         os.kill(before[0], signal.SIGKILL)
-        await wait_until(
-            lambda: (now := self.web_pids()) and before[0] not in now,
-            20,
-            "a new web process",
-        )
+        if wait:
+            await wait_until(
+                lambda: (now := self.web_pids()) and before[0] not in now,
+                20,
+                f"a new web process:\n{self.tail()}",
+            )
+            await self.wait_ready()
+        return before[0]
 
     async def stop(self) -> int:
         assert self.process is not None
@@ -343,11 +353,17 @@ async def test_a_wave_killed_at_random_points_invites_everyone_exactly_once(
         await prepare_wave(panel, numbers)
         await panel.start()
         await panel.cli("survey", "launch", "every-type")
-        for kill in range(4):
+        for kill in range(5):
             await asyncio.sleep(rng.uniform(0.05, 1.2))
-            await panel.kill_main()
-            print(f"kill {kill + 1}: {len(twilio.invitations())} invited, {panel.statuses()}")
-            await panel.start()
+            # Mostly the main process (it sends); now and then the web process.
+            if rng.random() < 0.25:
+                await panel.kill_web()
+                which = "web process"
+            else:
+                await panel.kill_main()
+                await panel.start()
+                which = "main process"
+            print(f"kill {kill + 1} ({which}): {len(twilio.invitations())} invited")
         await wave_settled(panel, twilio, numbers, seed)
         assert await panel.stop() == 0, panel.tail()
 
@@ -505,4 +521,32 @@ async def test_inbound_bursts_killed_midway_store_and_answer_every_accepted_webh
         assert not wrong, (
             f"seed {seed}: senders not answered exactly once: {list(wrong.items())[:5]}"
         )
+        assert await panel.stop() == 0, panel.tail()
+
+
+async def test_a_web_process_killed_while_it_starts_is_started_again(tmp_path: Path) -> None:
+    """The replacement of a dead web process is killed too, before it is ready (the
+    kernel's OOM killer, an operator): serve starts another and keeps serving."""
+    async with panel_running(tmp_path) as (panel, twilio, _):
+        await panel.start()
+        first = await panel.kill_web(wait=False)
+        try:
+            replacement = await wait_until(
+                lambda: [p for p in panel.web_pids() if p != first],
+                20,
+                "a replacement web process",
+                interval=0.005,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{panel.tail()}") from None
+        os.kill(replacement[0], signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        assert panel.process is not None
+        assert panel.process.returncode is None, f"serve gave up:\n{panel.tail()}"
+        await panel.wait_ready()
+        async with httpx.AsyncClient(base_url=panel.base, timeout=10) as client:
+            params = inbound_params("SM" + "5a" * 16, "+447400299998", "Hello", to=BOT_NUMBER)
+            answer = await post_signed(client, MESSAGES, params, public_base_url=panel.base)
+        assert answer.status_code == 200
+        await wait_until(lambda: twilio.sent_to("+447400299998"), 20, "the welcome")
         assert await panel.stop() == 0, panel.tail()
