@@ -437,48 +437,66 @@ async def test_a_hanging_message_list_at_restart_delays_no_webhook(tmp_path: Pat
 
 
 class Burst:
-    """Signed inbound SMS webhooks: each sender says hello once; what each got back."""
+    """Inbound webhooks: signed Twilio SMS (each number says hello once) and Telegram
+    updates with the secret (each chat says hi once), shuffled; every answer each got."""
 
-    def __init__(self, base: str, senders: int, rng: random.Random) -> None:
+    def __init__(self, base: str, telegram: FakeTelegram, sms: int, chats: int) -> None:
         self.base = base
-        self.rng = rng
-        self.params = [
+        self.sms = [
             inbound_params(f"SM{i:032x}", f"+4474003{i:05d}", "Hello", to=BOT_NUMBER)
-            for i in range(senders)
+            for i in range(sms)
         ]
-        self.statuses: dict[str, list[int | str]] = {p["MessageSid"]: [] for p in self.params}
+        self.updates = [telegram.message_update(70_000 + i, "hi") for i in range(chats)]
+        # key (what the engine dedupes on) -> the request
+        self.requests: dict[str, tuple[str, dict[str, Any]]] = {
+            **{p["MessageSid"]: ("sms", p) for p in self.sms},
+            **{f"update:{u['update_id']}": ("telegram", u) for u in self.updates},
+        }
+        self.statuses: dict[str, list[int | str]] = {key: [] for key in self.requests}
 
     def answered(self) -> set[str]:
-        return {sid for sid, seen in self.statuses.items() if any(s == 200 for s in seen)}
+        return {key for key, seen in self.statuses.items() if any(s == 200 for s in seen)}
 
-    async def send(self, params: list[dict[str, str]], concurrency: int = 20) -> None:
+    async def send(self, keys: list[str], concurrency: int = 20) -> None:
         gate = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(base_url=self.base, timeout=10) as client:
 
-            async def one(p: dict[str, str]) -> None:
+            async def one(key: str) -> None:
+                kind, body = self.requests[key]
                 async with gate:
                     try:
-                        r = await post_signed(client, MESSAGES, p, public_base_url=self.base)
-                        self.statuses[p["MessageSid"]].append(r.status_code)
+                        if kind == "sms":
+                            r = await post_signed(client, MESSAGES, body, public_base_url=self.base)
+                        else:
+                            r = await client.post(
+                                "/webhooks/telegram",
+                                json=body,
+                                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+                            )
+                        self.statuses[key].append(r.status_code)
                     except httpx.HTTPError as exc:
-                        self.statuses[p["MessageSid"]].append(type(exc).__name__)
+                        self.statuses[key].append(type(exc).__name__)
 
-            await asyncio.gather(*(one(p) for p in params))
+            await asyncio.gather(*(one(key) for key in keys))
 
 
 async def test_inbound_bursts_killed_midway_store_and_answer_every_accepted_webhook_once(
     tmp_path: Path,
 ) -> None:
-    """600 signed webhooks in bursts; the main process killed mid-burst, then the web
-    process: each webhook answered 2xx is stored once and answered once (at the fake);
-    those never answered are sent again (as Twilio would with ``#rc``) until they are."""
+    """600 signed SMS webhooks and 100 Telegram updates in two bursts; the main process
+    killed mid-burst, then the web process. Each webhook answered 2xx is stored exactly
+    once; each SMS sender is answered exactly once at the fake (a Telegram chat at least
+    once, and at most twice: the Bot API cannot be asked whether a send went through, see
+    TelegramChannel.reconcile). Those never answered 2xx are sent again (as Twilio would
+    with ``#rc``, and as Telegram does) until they are."""
     seed = crash_seed()
     rng = random.Random(seed)
-    async with panel_running(tmp_path) as (panel, twilio, _):
+    async with panel_running(tmp_path) as (panel, twilio, telegram):
         await panel.start()
-        burst = Burst(panel.base, 600, rng)
-        rounds = [burst.params[:300], burst.params[300:]]
-        for number, chunk in enumerate(rounds):
+        burst = Burst(panel.base, telegram, 600, 100)
+        keys = list(burst.requests)
+        rng.shuffle(keys)
+        for number, chunk in enumerate([keys[:350], keys[350:]]):
             sending = asyncio.create_task(burst.send(chunk))
             await asyncio.sleep(rng.uniform(0.05, 0.6))
             if number == 0:
@@ -492,26 +510,33 @@ async def test_inbound_bursts_killed_midway_store_and_answer_every_accepted_webh
                 print(f"web process killed mid-burst: {len(burst.answered())} answered 2xx")
         statuses = Counter(s for seen in burst.statuses.values() for s in seen)
         assert not any(isinstance(s, int) and s >= 500 for s in statuses), (seed, statuses)
-        # Twilio sends again what was not answered 2xx.
+        # The providers send again what was not answered 2xx.
         for _ in range(5):
-            left = [p for p in burst.params if p["MessageSid"] not in burst.answered()]
+            left = [key for key in keys if key not in burst.answered()]
             if not left:
                 break
             await burst.send(left)
         assert burst.answered() == set(burst.statuses), f"seed {seed}: {statuses}"
 
-        senders = [p["From"] for p in burst.params]
+        senders = [p["From"] for p in burst.sms]
+        chats = [u["message"]["chat"]["id"] for u in burst.updates]
         await wait_until(
-            lambda: panel.unsettled() == 0 and all(twilio.sent_to(n) for n in senders),
+            lambda: (
+                panel.unsettled() == 0
+                and all(twilio.sent_to(n) for n in senders)
+                and all(telegram.sent(c) for c in chats)
+            ),
             60,
             f"every sender answered (seed {seed}; outbox {panel.statuses()})",
             interval=0.25,
         )
         await asyncio.sleep(1.0)
         stored = Counter(
-            sid
-            for (sid,) in query(
-                tmp_path, "SELECT provider_message_id FROM inbound_messages WHERE channel = 'sms'"
+            key
+            for (key,) in query(
+                tmp_path,
+                "SELECT provider_message_id FROM inbound_messages "
+                "WHERE channel IN ('sms', 'telegram')",
             )
         )
         assert set(stored) == set(burst.statuses), f"seed {seed}"
@@ -521,6 +546,8 @@ async def test_inbound_bursts_killed_midway_store_and_answer_every_accepted_webh
         assert not wrong, (
             f"seed {seed}: senders not answered exactly once: {list(wrong.items())[:5]}"
         )
+        telegram_wrong = {c: len(telegram.sent(c)) for c in chats if len(telegram.sent(c)) > 2}
+        assert not telegram_wrong, f"seed {seed}: {telegram_wrong}"
         assert await panel.stop() == 0, panel.tail()
 
 
