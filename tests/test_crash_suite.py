@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from tests.conftest import REPO
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
@@ -64,40 +63,8 @@ def crash_seed() -> int:
 
 
 class ChaosTwilio(FakeTwilio):
-    """The fake Twilio, whose message list (what reconciliation asks) can fail or hang.
-
-    ``chaos_list`` "ok" answers as Twilio does; "fail" answers every list call with a 500;
-    "hang" holds every list call until the mode changes (a provider that accepts the
-    connection and never answers).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.chaos_list = "ok"
-        self._released = asyncio.Event()
-        self.hanging = 0  # list calls being held right now
-        self.failed_lists = 0
-
-    def set_list_mode(self, mode: str) -> None:
-        assert mode in ("ok", "fail", "hang")
-        self.chaos_list = mode
-        if mode == "hang":
-            self._released = asyncio.Event()
-        else:
-            self._released.set()
-
-    async def _list(self, request: web.Request) -> web.Response:
-        if self.chaos_list == "hang":
-            self.hanging += 1
-            try:
-                await self._released.wait()
-            finally:
-                self.hanging -= 1
-        if self.chaos_list == "fail":
-            _, refused = await self._record(request)
-            self.failed_lists += 1
-            return refused or self._error(500, 20500, "Internal Server Error")
-        return await super()._list(request)
+    """The fake Twilio, whose message list (what reconciliation asks) the tests switch to
+    fail (500) or hang with ``list_mode`` (see tests/fakes/twilio_api.py)."""
 
     def invitations(self) -> Counter[str]:
         """Invitations the provider received, by number."""
@@ -292,7 +259,7 @@ async def panel_running(folder: Path) -> AsyncIterator[tuple[Panel, ChaosTwilio,
         try:
             yield panel, twilio, telegram
         finally:
-            twilio.set_list_mode("ok")  # nothing left hanging in the fake
+            twilio.list_mode = "ok"  # nothing left hanging in the fake
             if panel.process is not None and panel.process.returncode is None:
                 for pid in panel.web_pids():
                     with contextlib.suppress(ProcessLookupError):
@@ -384,11 +351,12 @@ async def test_a_failing_message_list_at_restart_holds_no_one_for_good(tmp_path:
         stuck = query(tmp_path, "SELECT count(*) FROM outbox WHERE status = 'sending'")[0][0]
         print(f"killed with {stuck} rows sending, {len(twilio.invitations())} invited")
         assert stuck > 0, f"seed {seed}: the kill left nothing to reconcile"
-        twilio.set_list_mode("fail")
+        twilio.list_mode = "fail"
+        asked = len(twilio.gets())
         await panel.start()
-        await wait_until(lambda: twilio.failed_lists > 0, 30, "a lookup to fail")
+        await wait_until(lambda: len(twilio.gets()) > asked, 30, "a lookup to fail")
         await asyncio.sleep(1.0)
-        twilio.set_list_mode("ok")
+        twilio.list_mode = "ok"
         await wave_settled(panel, twilio, numbers, seed)
         assert await panel.stop() == 0, panel.tail()
 
@@ -408,7 +376,8 @@ async def test_a_hanging_message_list_at_restart_delays_no_webhook(tmp_path: Pat
         await panel.kill_main()
         stuck = query(tmp_path, "SELECT count(*) FROM outbox WHERE status = 'sending'")[0][0]
         assert stuck > 0, f"seed {seed}: the kill left nothing to reconcile"
-        twilio.set_list_mode("hang")
+        twilio.list_mode = "hang"
+        asked = len(twilio.gets())
         await panel.start(wait=False)
         # Served while a lookup is still held at the fake: reconciliation runs beside
         # the web processes, not before them.
@@ -429,8 +398,9 @@ async def test_a_hanging_message_list_at_restart_delays_no_webhook(tmp_path: Pat
             30,
             "the webhook stored while the lookups hang",
         )
-        assert twilio.hanging > 0, f"seed {seed}: no lookup was hanging; the test proved nothing"
-        twilio.set_list_mode("ok")
+        # Every look-up asked since the restart is still held at the fake.
+        assert len(twilio.gets()) > asked, f"seed {seed}: no look-up hangs; this proved nothing"
+        twilio.list_mode = "ok"
         await wave_settled(panel, twilio, numbers, seed)
         assert len(twilio.sent_to("+447400299999")) == 1
         assert await panel.stop() == 0, panel.tail()
