@@ -308,6 +308,14 @@ async def wave_settled(panel: Panel, twilio: ChaosTwilio, numbers: list[str], se
         )
     )
     assert invitations == {"sent": len(numbers)}, f"seed {seed}: {invitations}"
+    assert_no_numbers_logged(panel, numbers)
+
+
+def assert_no_numbers_logged(panel: Panel, numbers: list[str]) -> None:
+    """Phone numbers never appear in clear in serve's log, crashes or not."""
+    log = panel.log.read_text(errors="replace")
+    shown = [n for n in numbers if n in log or n[1:] in log]
+    assert not shown, f"numbers in the log: {shown[:3]}"
 
 
 async def test_a_wave_killed_at_random_points_invites_everyone_exactly_once(
@@ -518,6 +526,7 @@ async def test_inbound_bursts_killed_midway_store_and_answer_every_accepted_webh
         )
         telegram_wrong = {c: len(telegram.sent(c)) for c in chats if len(telegram.sent(c)) > 2}
         assert not telegram_wrong, f"seed {seed}: {telegram_wrong}"
+        assert_no_numbers_logged(panel, senders)
         assert await panel.stop() == 0, panel.tail()
 
 
