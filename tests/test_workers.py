@@ -384,6 +384,41 @@ async def test_a_web_process_that_dies_is_replaced(tmp_path: Path) -> None:
         assert "starting another" in stderr
 
 
+async def test_a_web_process_killed_before_serve_is_ready_is_started_again(
+    tmp_path: Path,
+) -> None:
+    """The first web process killed while serve starts (the OOM killer, an operator): serve
+    starts another, counted against its restart budget, instead of ending with exit 1."""
+    async with FakeTwilio().running() as twilio, FakeTelegram.running() as telegram:
+        port = free_port()
+        config = write_config(tmp_path, port, twilio.url, telegram.base_url, 1)
+        server = Serve(tmp_path, config, port)
+        killed: list[int] = []
+
+        async def kill_the_first_web_process() -> None:
+            await wait_until(lambda: server.process is not None, 30, "serve to start")
+            assert server.process is not None
+            pid = server.process.pid
+            first = await wait_until(lambda: children_of(pid), 30, "a web process")
+            os.kill(first[0], signal.SIGKILL)
+            killed.append(first[0])
+
+        try:
+            killer = asyncio.create_task(kill_the_first_web_process())
+            await server.start()
+            await killer
+            assert server.process is not None
+            assert killed and killed[0] not in children_of(server.process.pid)
+            assert "Reply YES to join" in await sms_reply(server, twilio, "+447400200009", "Hi")
+            code, stderr = await server.stop()
+            assert code == 0, stderr
+        finally:
+            if server.process is not None and server.process.returncode is None:
+                server.process.kill()
+                await server.process.wait()
+            await server.client.aclose()
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 async def test_payloads_stored_before_a_stop_are_handled_at_the_next_start(
     tmp_path: Path, workers: int

@@ -73,6 +73,14 @@ class WebProcessError(RuntimeError):
     """The web processes could not be started, or keep exiting."""
 
 
+class WebProcessDied(WebProcessError):
+    """A web process exited before it reported ready."""
+
+    def __init__(self, returncode: int) -> None:
+        super().__init__(f"a web process exited while starting (exit code {returncode})")
+        self.returncode = returncode
+
+
 class WebPool:
     """Starts, watches and stops the web processes."""
 
@@ -111,11 +119,10 @@ class WebPool:
                     if os.read(ready_r, 1):
                         return
                 if proc.poll() is not None:
-                    raise WebProcessError(
-                        f"a web process exited while starting (exit code {proc.returncode})"
-                    )
+                    raise WebProcessDied(proc.returncode)
                 if time.monotonic() > deadline:
                     proc.kill()
+                    proc.wait()
                     raise WebProcessError(f"a web process did not start in {READY_TIMEOUT:.0f} s")
                 await asyncio.sleep(0.02)
         finally:
@@ -124,11 +131,63 @@ class WebPool:
     async def _spawn_async(self) -> tuple[subprocess.Popen[bytes], int]:
         return await asyncio.get_running_loop().run_in_executor(self._spawner, self._spawn)
 
+    def _count_restart(self) -> None:
+        """One more restart; WebProcessError when there were too many in RESTART_WINDOW."""
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+        if len(self.restarts) > MAX_RESTARTS:
+            raise WebProcessError(
+                f"web processes exited {len(self.restarts)} times in "
+                f"{RESTART_WINDOW:.0f} s; stopping"
+            )
+
+    async def _start_slot(
+        self, i: int, first: tuple[subprocess.Popen[bytes], int] | None = None
+    ) -> None:
+        """Start web process ``i`` (``first``: one already spawned, at serve's start) and
+        wait until it is ready, starting another each time one dies on the way.
+
+        Each death counts against the restart budget (MAX_RESTARTS in RESTART_WINDOW). At
+        serve's start, a web process that fails by itself (a non-zero exit: bad settings,
+        a database it cannot open) ends serve at once: another would fail the same way.
+        One killed by a signal (the OOM killer, an operator) is started again.
+        """
+        spawned = first
+        while True:
+            if spawned is None:
+                spawned = await self._spawn_async()
+            proc, ready_r = spawned
+            spawned = None
+            self.procs[i] = proc
+            try:
+                await self._wait_ready(proc, ready_r)
+                return
+            except WebProcessDied as exc:
+                if first is not None and exc.returncode > 0:
+                    raise
+                if self.stopping:
+                    return
+                self._count_restart()
+                logger.error(
+                    "web process %d exited while starting (code %s); starting another",
+                    proc.pid,
+                    exc.returncode,
+                )
+            except WebProcessError:
+                if first is not None or self.stopping:
+                    raise
+                self._count_restart()
+                logger.error(
+                    "web process %d did not start in %.0f s; starting another",
+                    proc.pid,
+                    READY_TIMEOUT,
+                )
+
     async def start(self) -> None:
         started = [await self._spawn_async() for _ in range(self.count)]
         for i, (proc, _) in enumerate(started):
             self.procs[i] = proc
-        await asyncio.gather(*(self._wait_ready(proc, r) for proc, r in started))
+        await asyncio.gather(*(self._start_slot(i, pair) for i, pair in enumerate(started)))
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Start a web process again when one exits, until ``stop`` is set."""
@@ -140,19 +199,11 @@ class WebPool:
             for i, proc in enumerate(self.procs):
                 if proc is None or proc.poll() is None:
                     continue
-                now = time.monotonic()
-                self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
-                if len(self.restarts) > MAX_RESTARTS:
-                    raise WebProcessError(
-                        f"web processes exited {len(self.restarts)} times in "
-                        f"{RESTART_WINDOW:.0f} s; stopping"
-                    )
+                self._count_restart()
                 logger.error(
                     "web process %d exited (code %s); starting another", proc.pid, proc.returncode
                 )
-                new, ready_r = await self._spawn_async()
-                self.procs[i] = new
-                await self._wait_ready(new, ready_r)
+                await self._start_slot(i)
 
     async def stop(self) -> None:
         """SIGTERM each web process (they finish requests in hand), then wait; kill stragglers."""
