@@ -1,7 +1,10 @@
 """panelbot's built-in plugins.
 
-Each sub-package is an ordinary pluggy plugin that uses only ``bot``'s public API
-(``bot.hookspecs.hookimpl``, ``bot.models``, the ``Bot`` it is handed). They are declared
-as entry points in the group ``panelbot.plugins`` in pyproject.toml, loaded exactly as a
-third party's plugin is, and can be switched off with ``[plugins] disabled = [...]``.
+Each sub-package is an ordinary pluggy plugin that imports ``bot`` only through
+``bot.plugin_api`` (``hookimpl``, the types hooks receive, message rendering, SMS measuring,
+the transaction, command-line helpers), exactly as a third party's plugin should; ``make
+lint`` (import-linter, contracts in pyproject.toml) fails when one reaches further into
+``bot``. They are declared as entry points in the group ``panelbot.plugins`` in
+pyproject.toml, loaded exactly as a third party's plugin is, and can be switched off with
+``[plugins] disabled = [...]``.
 """

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from bot.hookspecs import hookimpl
+from bot.plugin_api import hookimpl
 
 if TYPE_CHECKING:
-    from bot.app import Bot
+    from bot.plugin_api import Bot
 
 logger = logging.getLogger(__name__)
 

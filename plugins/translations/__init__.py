@@ -21,8 +21,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from bot.hookspecs import hookimpl
-from bot.resources import messages_dir
+from bot.plugin_api import core_messages_dir, hookimpl
 from plugins.translations import bidi
 from plugins.translations.catalogs import is_rtl, offered_locales
 from plugins.translations.detect import guess_locale
@@ -30,9 +29,7 @@ from plugins.translations.detect import guess_locale
 if TYPE_CHECKING:
     import click
 
-    from bot.app import Bot
-    from bot.config import Settings
-    from bot.models import OutboundMessage, Panellist
+    from bot.plugin_api import Bot, OutboundMessage, Panellist, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +39,7 @@ STATE_KEY = "translations"
 @hookimpl
 def panelbot_locales(bot: Bot | None, settings: Settings) -> list[str]:
     """The configured locales that have a catalog with a consent message in their language."""
-    offered, dropped = offered_locales(settings.bot.locales, [messages_dir()])
+    offered, dropped = offered_locales(settings.bot.locales, [core_messages_dir()])
     for locale, reason in dropped.items():
         logger.warning(
             "bot.locales lists %s but it is not offered: %s; add the catalog or remove it",

@@ -20,7 +20,7 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 
-from bot.messages import WORDS_FILE, template_names
+from bot.plugin_api import WORDS_FILE, template_names
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """``panelbot messages check``: is each catalog complete, and what does each message cost?
 
 For every locale and every message English has, the check resolves the template through the
-real :class:`bot.messages.MessageCatalog` (so it sees exactly the fallbacks a panellist
+real :class:`bot.plugin_api.MessageCatalog` (so it sees exactly the fallbacks a panellist
 would), renders a typical message with the sample values below, and measures the text as it
 would be sent over SMS: with the right-to-left marks this plugin adds and the sanitising the
-Twilio channel does, through :func:`bot.sms.encode_info`.
+Twilio channel does, through :func:`bot.plugin_api.sms_info`.
 
 A message is *present* in the locale, *falls back* to its base language (``pa-Arab`` to
 ``pa``: still the right language), is *missing* (the panellist would get English) or is
@@ -24,15 +24,16 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from bot.engine.render import language_name
-from bot.messages import (
+from bot.plugin_api import (
     TEMPLATE_SUFFIX,
     MessageCatalog,
     MissingMessage,
     UnsafeTemplate,
     fallback_chain,
+    language_name,
+    sanitise,
+    sms_info,
 )
-from bot.sms import encode_info, sanitise
 from plugins.translations import bidi
 from plugins.translations.catalogs import (
     SOURCE_LOCALE,
@@ -419,7 +420,7 @@ def check_catalogs(
     :param locales: the locales to check; None for every locale folder found.
     :param price_per_segment: the SMS price per segment, in GBP.
     :param panel_name: the panel's name, as messages will carry it.
-    :param sanitise_sms: measure text after :func:`bot.sms.sanitise`, as the Twilio channel
+    :param sanitise_sms: measure text after :func:`bot.plugin_api.sanitise`, as the Twilio channel
         sends it (``[channels.twilio] sanitize``).
     :param menu_locales: the languages the language menu lists (the panel's); None for every
         catalog found. Each language is named in its own script, so one Urdu name makes the
@@ -493,7 +494,7 @@ def _check_locale(
             text = bidi.mark_lines(text)  # as panelbot_before_send will send it
         if sanitise_sms:
             text = sanitise(text)
-        sms = encode_info(text)
+        sms = sms_info(text)
         result.messages.append(
             MessageCheck(
                 name,

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from bot.cli import CliContext, UserError, pass_cli
-from bot.resources import messages_dir as core_messages_dir
+from bot.plugin_api import CliContext, UserError, core_messages_dir, pass_cli
 from plugins.translations import po
 from plugins.translations.catalogs import (
     SOURCE_LOCALE,

@@ -39,8 +39,13 @@ from babel.messages.catalog import Catalog
 from babel.messages.pofile import PoFileError, read_po, write_po
 from jinja2 import meta
 
-from bot import __version__
-from bot.messages import TEMPLATE_SUFFIX, WORDS_FILE, MessageCatalog, UnsafeTemplate
+from bot.plugin_api import (
+    PANELBOT_VERSION,
+    TEMPLATE_SUFFIX,
+    WORDS_FILE,
+    MessageCatalog,
+    UnsafeTemplate,
+)
 from plugins.translations import check, words_file
 from plugins.translations.catalogs import (
     CATALOG_TABLE,
@@ -180,7 +185,7 @@ def export_po(messages_dir: Path, locale: str, *, now: datetime | None = None) -
             "# Import with: panelbot messages import FILE.po"
         ),
         project="panelbot",
-        version=__version__,
+        version=PANELBOT_VERSION,
         creation_date=now,
         revision_date=now,
         language_team=parsed.get_display_name(parsed) or folder,

@@ -1,0 +1,1 @@
+"""The conversation engine: keywords, sign-up, the survey runner and waves."""

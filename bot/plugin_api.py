@@ -1,0 +1,182 @@
+"""The one module plugins import: everything a panelbot plugin may rely on.
+
+``plugins/**`` (the built-in plugins) import ``bot`` only through this module, and a third
+party's plugin should do the same: what is here is kept stable, what is elsewhere in ``bot``
+may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
+
+- **Hooks**: :data:`hookimpl` marks a hook implementation; the hooks themselves are specified
+  in ``bot/hookspecs.py`` and described in ``docs/plugins.md``.
+- **What hooks receive**: :class:`Bot` (the part of the running bot a plugin may use),
+  :class:`Settings`, :class:`Panellist`, :class:`InboundMessage`, :class:`OutboundMessage`,
+  :class:`DeliveryReport`, :class:`SendResult`, :class:`SendError`, :class:`Address`,
+  :class:`SignupDecision` and the enums they use.
+- **The transaction** (:class:`Transaction`) a hook called inside the engine's write
+  transaction is handed as ``tx``; :class:`Database` is ``bot.db``.
+- **Messages**: :func:`render_message` renders a named message in a locale (with the panel's
+  fallback chain); :class:`MessageCatalog` and the catalog helpers are for translation tools.
+- **SMS**: :func:`sms_info` measures a text (encoding, segments, cost), :func:`sanitise`
+  swaps typographic punctuation for GSM-7.
+- **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
+  :func:`with_bot` for the commands added in ``panelbot_register_commands``.
+- **Routes and jobs**: :class:`Route`, :class:`Mount` and :class:`BaseRoute` for
+  ``panelbot_register_routes``; ``bot.scheduler.add_job(...)`` (:class:`JobScheduler`) in
+  ``panelbot_register_jobs``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from bot import __version__ as PANELBOT_VERSION
+from bot.cli import CliContext, UserError, pass_cli, with_bot
+from bot.config import Settings
+from bot.engine.render import language_name
+from bot.hookspecs import hookimpl
+from bot.messages import (
+    TEMPLATE_SUFFIX,
+    WORDS_FILE,
+    MessageCatalog,
+    MissingMessage,
+    UnsafeTemplate,
+    fallback_chain,
+    template_names,
+)
+from bot.models import (
+    Address,
+    DeliveryReport,
+    ErrorClass,
+    InboundMessage,
+    MessageKind,
+    OutboundMessage,
+    Panellist,
+    PanellistStatus,
+    SendError,
+    SendResult,
+    SignupDecision,
+)
+from bot.resources import messages_dir
+from bot.sms import SmsInfo, encode_info, sanitise
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute, Mount, Route
+
+    from bot.storage import Database
+    from bot.storage.tx import Tx as Transaction
+
+# Imported when first used, so that the command line (which loads every plugin) does not
+# pay for the web framework and the database driver: ``from bot.plugin_api import Route``.
+_LAZY = {
+    "BaseRoute": ("starlette.routing", "BaseRoute"),
+    "Mount": ("starlette.routing", "Mount"),
+    "Route": ("starlette.routing", "Route"),
+    "Database": ("bot.storage", "Database"),
+    "Transaction": ("bot.storage.tx", "Tx"),
+}
+
+__all__ = [
+    "PANELBOT_VERSION",
+    "TEMPLATE_SUFFIX",
+    "WORDS_FILE",
+    "Address",
+    "BaseRoute",
+    "Bot",
+    "CliContext",
+    "Database",
+    "DeliveryReport",
+    "ErrorClass",
+    "InboundMessage",
+    "JobScheduler",
+    "MessageCatalog",
+    "MessageKind",
+    "MissingMessage",
+    "Mount",
+    "OutboundMessage",
+    "Panellist",
+    "PanellistStatus",
+    "Route",
+    "SendError",
+    "SendResult",
+    "Settings",
+    "SignupDecision",
+    "SmsInfo",
+    "Transaction",
+    "UnsafeTemplate",
+    "UserError",
+    "core_messages_dir",
+    "fallback_chain",
+    "hookimpl",
+    "language_name",
+    "pass_cli",
+    "render_message",
+    "sanitise",
+    "sms_info",
+    "template_names",
+    "with_bot",
+]
+
+
+@runtime_checkable
+class JobScheduler(Protocol):
+    """``bot.scheduler``: where ``panelbot_register_jobs`` adds the jobs a plugin owns."""
+
+    def add_job(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """APScheduler 3's ``AsyncIOScheduler.add_job``; give a stable ``id=`` and
+        ``replace_existing=True`` so that a restart does not add the job twice."""
+        ...
+
+
+@runtime_checkable
+class Bot(Protocol):
+    """The running bot as a plugin sees it: what hooks may use, and nothing more.
+
+    Hooks are handed panelbot's real bot object; this protocol names the part of it that is
+    public to plugins (``tests/test_plugin_api.py`` checks a real bot has every member).
+    """
+
+    #: The loaded configuration; a plugin's own table is ``settings.plugins.for_plugin(name)``.
+    settings: Settings
+    #: The database: ``await bot.db.fetchall(sql, params)`` reads committed rows;
+    #: ``async with bot.db.transaction() as tx`` writes (never inside a hook handed ``tx``).
+    db: Database
+    #: Messages in every locale; :func:`render_message` is the short way to use it.
+    messages: MessageCatalog
+    #: The locales the panel speaks, the default first.
+    locales: list[str]
+    #: Runtime state plugins keep, one key per plugin (``bot.state.setdefault("mine", {})``).
+    state: dict[str, Any]
+    #: Where plugins add their scheduled jobs (``panelbot_register_jobs``).
+    scheduler: JobScheduler
+
+
+def render_message(bot: Bot, name: str, locale: str, **context: Any) -> str:
+    """Message ``name`` (``messages/<locale>/<name>.txt.j2``) rendered in ``locale``.
+
+    Falls back along the panel's chain (``pa-Arab`` -> ``pa`` -> default -> ``en``) when the
+    locale has no such message; raises :class:`MissingMessage` when none has.
+    """
+    return bot.messages.render(name, locale, **context)
+
+
+def sms_info(text: str) -> SmsInfo:
+    """Encoding (GSM-7 or UCS-2), units, segments and cap status of ``text`` as one SMS.
+
+    ``sms_info(text).cost(price_per_segment)`` is what sending it once costs.
+    """
+    return encode_info(text)
+
+
+def core_messages_dir() -> Path:
+    """The core's message catalogs (``messages/``, one folder per locale)."""
+    return messages_dir()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
