@@ -20,7 +20,7 @@ from bot.models import (
     parse_iso,
 )
 from bot.outbox import Dispatcher
-from bot.plugins import PanelPlugins, load_plugins
+from bot.plugins import PanelPlugins, plugins_for
 from bot.resources import messages_dir
 from bot.scheduler import Scheduler
 from bot.storage import Database
@@ -87,7 +87,7 @@ class Bot:
     ) -> Bot:
         bot = cls()
         bot.settings = settings
-        bot.plugins = plugins or load_plugins(settings.plugins.disabled)
+        bot.plugins = plugins or plugins_for(settings)
         bot.db = await Database.open(settings.bot.database, migrate=migrate)
         extra_dirs: list[Path] = []
         for _, dirs in bot.plugins.call_each_sync("panelbot_message_dirs", bot=bot):

@@ -184,6 +184,15 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return check
 
 
+def _check_plugin_directories(folders: list[Path]) -> list[Path]:
+    # Checked with the config, so that `config check` names the key rather than every
+    # command failing later while it loads plugins.
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValueError(f"no folder at {folder}")
+    return folders
+
+
 def _meta(check: Callable[[Any], Any] | None = None, **extra: Any) -> dict[str, Any]:
     return {"check": check, **extra} if check else extra
 
@@ -413,6 +422,9 @@ class PrivacySettings:
 @dataclass(frozen=True, slots=True)
 class PluginsSettings:
     disabled: list[str] = field(default_factory=list)
+    # Folders (relative to the config file) whose every .py file is a plugin named after the
+    # file, loaded without packaging (like Datasette's --plugins-dir). See bot/plugins.py.
+    directories: list[Path] = field(default_factory=list, metadata=_meta(_check_plugin_directories))
     # Each other table under [plugins] is one plugin's own section, kept raw for the plugin.
     config: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"toml": False})
 

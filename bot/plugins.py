@@ -1,9 +1,14 @@
-"""The plugin manager: built-in plugins and third-party ones, all through entry points.
+"""The plugin manager: built-in plugins, installed ones (entry points) and local files.
 
 Built-in plugins (``plugins/quotas`` and friends) are declared in pyproject.toml under the
 entry point group ``panelbot.plugins``, exactly as a third party would declare theirs, and
 are loaded by the same call. Only when running from a source tree without an install are
 they imported directly. ``bot/`` never imports ``plugins/`` by name anywhere else.
+
+Local plugins need no packaging: every ``.py`` file in a folder named in ``[plugins]
+directories`` is loaded as a plugin named after the file (``plugins.d/quota_check.py`` is
+the plugin ``quota_check``), as Datasette's ``--plugins-dir`` does. A file that fails to
+load is one line naming it (:class:`PluginLoadError`).
 
 pluggy calls hooks synchronously and stops at the first exception, so the core never calls
 ``pm.hook.<name>(...)`` itself: it goes through ``PanelPlugins``, which calls each
@@ -14,17 +19,23 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import logging
-from collections.abc import Collection, Iterator
+import sys
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from pluggy import HookImpl
 
 from bot import hookspecs
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +51,9 @@ HOOK_NAMES: tuple[str, ...] = tuple(
 SOURCE_BUILTIN_ENTRY_POINT = f"built-in (entry point {ENTRY_POINT_GROUP})"
 SOURCE_BUILTIN_TREE = "built-in (source tree)"
 SOURCE_REGISTERED = "registered in code"
+SOURCE_LOCAL_FILE = "local file"  # followed by the file's path
+# Local plugin files are imported as modules of this (otherwise empty) package name.
+LOCAL_MODULE_PREFIX = "panelbot_local_plugins"
 
 
 class PluginLoadError(Exception):
@@ -144,6 +158,13 @@ class PanelPlugins:
             infos.extend(self._disabled.values())
         return sorted(infos, key=lambda info: info.name)
 
+    def describe_one(self, name: str) -> str:
+        """Where the loaded plugin ``name`` came from, for messages."""
+        for info in self.describe():
+            if info.name == name:
+                return info.source
+        return "unknown"
+
     # -- calling hooks ------------------------------------------------------------------
 
     def _impls(self, hook_name: str, kwargs: dict[str, Any]) -> Iterator[HookImpl]:
@@ -238,12 +259,26 @@ class PanelPlugins:
 
     # -- loading ------------------------------------------------------------------------
 
-    def _record_disabled(self, disabled: Collection[str], found: dict[str, _EntryPoint]) -> None:
+    def _record_disabled(
+        self,
+        disabled: Collection[str],
+        found: dict[str, _EntryPoint],
+        local: dict[str, Path] | None = None,
+    ) -> None:
         """Remember what each disabled name would have loaded, for ``plugins list``."""
+        local = local or {}
         for name in disabled:
             if name in found:
                 entry = found[name]
                 info = PluginInfo(name, entry.source, [], entry.value, enabled=False)
+            elif name in local:
+                info = PluginInfo(
+                    name,
+                    _local_source(local[name]),
+                    [],
+                    f"{LOCAL_MODULE_PREFIX}.{name}",
+                    enabled=False,
+                )
             elif name in BUILTIN_PLUGINS:
                 info = PluginInfo(name, SOURCE_BUILTIN_TREE, [], f"plugins.{name}", enabled=False)
             else:
@@ -284,14 +319,80 @@ def _load_failure(pm: pluggy.PluginManager, found: dict[str, _EntryPoint], exc: 
     )
 
 
-def load_plugins(disabled: Collection[str] = (), *, entry_points: bool = True) -> PanelPlugins:
-    """Load the built-in plugins and those installed under entry point group panelbot.plugins.
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line (pluggy's validation errors span three)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _local_source(path: Path) -> str:
+    return f"{SOURCE_LOCAL_FILE} {path}"
+
+
+def local_plugin_files(directories: Sequence[Path]) -> dict[str, Path]:
+    """Plugin name -> file, for every ``.py`` file in ``directories`` (in name order).
+
+    :raises PluginLoadError: two files give the same plugin name.
+    """
+    found: dict[str, Path] = {}
+    for folder in directories:
+        for path in sorted(Path(folder).glob("*.py")):
+            if not path.is_file():
+                continue
+            name = path.stem
+            if name in found:
+                raise PluginLoadError(
+                    f"plugin {name!r} is in two local files, {found[name]} and {path}; rename one"
+                )
+            found[name] = path
+    return found
+
+
+def _load_local_file(plugins: PanelPlugins, name: str, path: Path) -> None:
+    """Import one local plugin file as a module and register it under ``name``."""
+    where = f"plugin {name!r} ({_local_source(path)})"
+    if plugins.pm.has_plugin(name):
+        raise PluginLoadError(
+            f"{where}: a plugin named {name!r} is already loaded "
+            f"({plugins.describe_one(name)}); rename the file"
+        )
+    if not name.isidentifier():
+        raise PluginLoadError(f"{where}: the file name must be a Python identifier")
+    module_name = f"{LOCAL_MODULE_PREFIX}.{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has one
+        raise PluginLoadError(f"{where} failed to load: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    # In sys.modules while it runs, as any import is (dataclasses and pickling look there).
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+        plugins.register(module, name, source=_local_source(path))
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        if plugins.pm.has_plugin(name):
+            plugins.pm.unregister(name=name)
+        raise PluginLoadError(
+            f"{where} failed to load: {type(exc).__name__}: {_one_line(exc)} "
+            "(fix the file, or disable it with [plugins] disabled = [...])"
+        ) from exc
+
+
+def load_plugins(
+    disabled: Collection[str] = (),
+    *,
+    entry_points: bool = True,
+    directories: Sequence[Path] = (),
+) -> PanelPlugins:
+    """Load the built-in plugins, those installed under entry point group panelbot.plugins,
+    and the ``.py`` files in ``directories``.
 
     :param disabled: plugin names never to load (config ``[plugins] disabled``). A name
         matching no plugin is logged as a warning.
     :param entry_points: False to skip installed entry points (tests): built-ins are then
         imported from the source tree.
-    :raises PluginLoadError: an entry point could not be imported.
+    :param directories: folders of one-file plugins (config ``[plugins] directories``).
+    :raises PluginLoadError: an entry point or a local file could not be imported; the
+        message (one line) names which.
     """
     if isinstance(disabled, str):  # "quotas" would otherwise disable q, u, o, ...
         disabled = [disabled]
@@ -313,6 +414,21 @@ def load_plugins(disabled: Collection[str] = (), *, entry_points: bool = True) -
         module = importlib.import_module(f"plugins.{name}")
         plugins.register(module, name, source=SOURCE_BUILTIN_TREE)
 
-    plugins._record_disabled(disabled, found)
+    local = local_plugin_files(directories)
+    for name, path in local.items():
+        if name not in disabled:
+            _load_local_file(plugins, name, path)
+
+    plugins._record_disabled(disabled, found, local)
     plugins.check_hooks()
     return plugins
+
+
+def plugins_for(settings: Settings, *, entry_points: bool = True) -> PanelPlugins:
+    """The plugins a bot with these settings loads (``[plugins] disabled`` and
+    ``directories``)."""
+    return load_plugins(
+        settings.plugins.disabled,
+        entry_points=entry_points,
+        directories=settings.plugins.directories,
+    )

@@ -26,6 +26,7 @@ from bot.plugins import (
     SOURCE_BUILTIN_TREE,
     SOURCE_REGISTERED,
     PanelPlugins,
+    PluginLoadError,
     load_plugins,
 )
 
@@ -422,3 +423,145 @@ async def test_a_hook_wrapper_is_ignored_with_a_warning(
     assert await plugins.call_each("panelbot_resolve_locale", **locale_kwargs()) == [
         ("welsh", "cy")
     ]
+
+
+# -- local plugin directories ([plugins] directories) ------------------------------------
+
+HELLO_FILE = '''
+import click
+
+from bot.plugin_api import hookimpl
+
+
+@hookimpl
+def panelbot_register_commands(cli):
+    @cli.command("hello-local")
+    def hello():
+        """Say hello from a local plugin."""
+        click.echo("Hello from plugins.d")
+
+
+@hookimpl
+def panelbot_resolve_locale(text):
+    return "cy" if "shwmae" in text.lower() else None
+'''
+
+
+def local_panel(tmp_path: Path, files: dict[str, str], extra: str = "") -> Path:
+    """A config beside a plugins.d folder holding ``files``; returns the config path."""
+    folder = tmp_path / "plugins.d"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    config = tmp_path / "panel" / "panelbot.toml"
+    config.parent.mkdir()
+    # Relative to the config file, not to where the command runs.
+    config.write_text(f'[plugins]\ndirectories = ["../plugins.d"]\n{extra}')
+    return config
+
+
+def test_a_local_plugin_file_is_loaded_and_listed_with_its_path(tmp_path: Path) -> None:
+    config = local_panel(tmp_path, {"hello.py": HELLO_FILE, "notes.txt": "not a plugin"})
+    path = (tmp_path / "panel" / ".." / "plugins.d" / "hello.py").resolve()
+
+    result = run_panelbot(tmp_path, "-c", str(config), "plugins", "list", "--format", "json")
+
+    assert result.returncode == 0, result.stderr
+    listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    assert set(listed) == {*BUILTIN_PLUGINS, "hello"}
+    hello = listed["hello"]
+    assert hello["status"] == "enabled"
+    assert Path(hello["source"].removeprefix("local file ")).resolve() == path
+    assert hello["source"].startswith("local file ")
+    assert hello["hooks"] == ["panelbot_register_commands", "panelbot_resolve_locale"]
+    assert hello["module"] == "panelbot_local_plugins.hello"
+
+    table = run_panelbot(tmp_path, "-c", str(config), "plugins", "list")
+    [row] = [row for row in table.stdout.splitlines() if row.startswith("hello ")]
+    assert "local file " in row and row.endswith("register_commands, resolve_locale")
+
+    # Its command is there, as an installed plugin's would be.
+    said = run_panelbot(tmp_path, "-c", str(config), "hello-local")
+    assert (said.returncode, said.stdout) == (0, "Hello from plugins.d\n"), said.stderr
+
+
+async def test_a_local_plugin_takes_part_in_hooks(tmp_path: Path) -> None:
+    (tmp_path / "welsh.py").write_text(HELLO_FILE)
+    plugins = load_plugins(entry_points=False, directories=[tmp_path])
+
+    assert await plugins.call_first("panelbot_resolve_locale", **locale_kwargs("Shwmae")) == "cy"
+    [info] = [info for info in plugins.describe() if info.name == "welsh"]
+    assert info.source == f"local file {tmp_path / 'welsh.py'}"
+
+
+def test_a_local_plugin_can_be_disabled_and_is_then_never_run(tmp_path: Path) -> None:
+    config = local_panel(
+        tmp_path,
+        {"hello.py": HELLO_FILE, "boom.py": 'raise RuntimeError("never imported")\n'},
+        extra='disabled = ["boom"]\n',
+    )
+
+    listed = {
+        entry["name"]: entry
+        for entry in json.loads(
+            run_panelbot(tmp_path, "-c", str(config), "plugins", "list", "--format", "json").stdout
+        )
+    }
+
+    assert listed["boom"]["status"] == "disabled"
+    assert listed["boom"]["source"].startswith("local file ")
+    assert listed["boom"]["source"].endswith("boom.py")
+    assert listed["hello"]["status"] == "enabled"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('raise RuntimeError("needs a licence key")\n', "RuntimeError: needs a licence key"),
+        ("def broken(:\n", "SyntaxError: "),
+        ("import panelbot_no_such_module\n", "ModuleNotFoundError: "),
+        (
+            "from bot.plugin_api import hookimpl\n\n@hookimpl\n"
+            "def panelbot_startup(bot, extra):\n    pass\n",
+            "PluginValidationError: ",
+        ),
+    ],
+)
+def test_a_broken_local_file_is_one_line_naming_it(tmp_path: Path, text: str, reason: str) -> None:
+    config = local_panel(tmp_path, {"quota_check.py": text})
+
+    for command in (["plugins", "list"], ["config", "check"], ["serve"]):
+        result = run_panelbot(tmp_path, "-c", str(config), *command)
+
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith("panelbot: plugin 'quota_check' (local file "), line
+        assert f"quota_check.py) failed to load: {reason}" in line
+
+
+def test_a_local_file_named_like_a_loaded_plugin_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "quotas.py").write_text("")
+    with pytest.raises(
+        PluginLoadError,
+        match=r"plugin 'quotas' \(local file .*quotas.py\): a "
+        r"plugin named 'quotas' is already loaded \(built-in",
+    ):
+        load_plugins(entry_points=False, directories=[tmp_path])
+
+
+def test_two_local_files_with_one_name_are_refused(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.py").write_text("")
+    with pytest.raises(PluginLoadError, match="plugin 'same' is in two local files"):
+        load_plugins(entry_points=False, directories=[tmp_path / "a", tmp_path / "b"])
+
+
+def test_a_missing_plugins_directory_is_a_config_problem_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "panelbot.toml").write_text('[plugins]\ndirectories = ["plugins.d"]\n')
+
+    result = run_panelbot(tmp_path, "config", "check")
+
+    assert result.returncode == 1
+    assert f"plugins.directories: no folder at {tmp_path / 'plugins.d'}" in result.stderr

@@ -202,15 +202,15 @@ def _register_commands(argv: list[str]) -> None:
     # Imported here so that `panelbot --help` stays quick and each area stays in its module.
     from bot.cli import commands
     from bot.cli.plugins_cmd import register_plugin_commands
-    from bot.plugins import PluginLoadError, load_plugins
+    from bot.plugins import PluginLoadError, load_plugins, plugins_for
 
     commands.register(cli)
     try:
-        disabled = CliContext(_config_from_argv(argv)).settings.plugins.disabled
+        settings = CliContext(_config_from_argv(argv)).settings
     except click.ClickException:
-        disabled = []  # the command itself reports a broken config, once
+        settings = None  # the command itself reports a broken config, once
     try:
-        plugins = load_plugins(disabled)
+        plugins = load_plugins() if settings is None else plugins_for(settings)
     except PluginLoadError as exc:
         click.echo(f"panelbot: {exc}", err=True)
         sys.exit(1)

@@ -15,36 +15,39 @@ import click
 from bot.cli import CliContext, UserError
 
 if TYPE_CHECKING:
+    from bot.config import Settings
     from bot.plugins import PanelPlugins, PluginInfo
 
 logger = logging.getLogger(__name__)
 
 
-def disabled_plugins(ctx: CliContext) -> list[str]:
-    """``[plugins] disabled`` from the config, or none when no config can be loaded.
+def loaded_settings(ctx: CliContext) -> Settings | None:
+    """The settings, or None when the config cannot be loaded.
 
     Listing plugins must work even with a broken config, so that a user can see what is
     installed while fixing it; a config that fails to load is reported as a warning.
     """
     try:
-        return list(ctx.settings.plugins.disabled)
+        return ctx.settings
     except ImportError:
-        return []  # bot.config not available (a partial source tree)
+        return None  # bot.config not available (a partial source tree)
     except Exception as exc:  # whatever went wrong, listing plugins should still work
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
         click.echo(
-            f"panelbot: warning: config not loaded ({message}); no plugin treated as disabled",
+            f"panelbot: warning: config not loaded ({message}); no plugin treated as disabled "
+            "and no local plugin directory read",
             err=True,
         )
-        return []
+        return None
 
 
 def load_for_cli(ctx: CliContext) -> PanelPlugins:
-    """Load plugins as the bot would, honouring the config's disabled list."""
-    from bot.plugins import PluginLoadError, load_plugins
+    """Load plugins as the bot would: the config's disabled list and local directories."""
+    from bot.plugins import PluginLoadError, load_plugins, plugins_for
 
+    settings = loaded_settings(ctx)
     try:
-        return load_plugins(disabled_plugins(ctx))
+        return load_plugins() if settings is None else plugins_for(settings)
     except PluginLoadError as exc:
         raise UserError(str(exc)) from None
 
@@ -87,7 +90,7 @@ def _as_table(infos: list[PluginInfo]) -> str:
 def register(cli: click.Group) -> None:
     @cli.group("plugins")
     def plugins_group() -> None:
-        """Plugins: built-in and installed ones, and the hooks they implement."""
+        """Plugins: built-in, installed and local ones, and the hooks they implement."""
 
     @plugins_group.command("list")
     @click.option(
@@ -102,7 +105,9 @@ def register(cli: click.Group) -> None:
     def list_plugins(obj: CliContext, output_format: str) -> None:
         """List plugins: name, status, where each comes from and the hooks it implements.
 
-        Plugins disabled with [plugins] disabled = [...] are shown as "disabled".
+        SOURCE is "built-in", the installed distribution of an entry point, or "local file
+        PATH" for a .py file in a [plugins] directories folder. Plugins disabled with
+        [plugins] disabled = [...] are shown as "disabled".
         """
         infos = load_for_cli(obj).describe(include_disabled=True)
         if output_format == "json":
