@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -419,6 +420,20 @@ class PrivacySettings:
     )
 
 
+def _resolve_env(value: Any, path: str) -> Any:
+    """``value`` with each ``{ env = "NAME" }`` replaced by that environment variable."""
+    if isinstance(value, dict):
+        if list(value) == ["env"] and isinstance(value["env"], str):
+            found = os.environ.get(value["env"])
+            if not found:
+                raise ValueError(f"{path}: environment variable {value['env']} is not set")
+            return found
+        return {key: _resolve_env(item, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class PluginsSettings:
     disabled: list[str] = field(default_factory=list)
@@ -432,8 +447,13 @@ class PluginsSettings:
     extra_tables_field: ClassVar[str] = "config"
 
     def for_plugin(self, name: str) -> dict[str, Any]:
-        """The plugin's own ``[plugins.<name>]`` section, or an empty dict."""
-        return dict(self.config.get(name, {}))
+        """The plugin's own ``[plugins.<name>]`` section, or an empty dict.
+
+        A value written ``{ env = "NAME" }`` is read from the environment here, as every
+        other secret is; the section itself stays as written (``config show`` never sees
+        the value). An unset variable is a ``ValueError`` naming the key and the variable.
+        """
+        return _resolve_env(self.config.get(name, {}), f"plugins.{name}")
 
 
 @dataclass(frozen=True, slots=True)

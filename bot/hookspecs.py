@@ -165,7 +165,8 @@ def panelbot_select_sample(
 
     :param bot: the running bot.
     :param survey: the survey definition being launched.
-    :param wave: the wave being opened (its id, schedule and options such as stratify-by).
+    :param wave: the wave being opened (its ``id``, ``sample_size``, ``include_new``,
+        ``opens_at``, ``closes_at``).
     :param eligible: active, reachable panellists who may be invited.
     :param size: how many to invite, or None to invite everyone eligible.
     :return: the ids of the panellists to invite (a subset of ``eligible``), or None.
@@ -216,6 +217,7 @@ def panelbot_results_weights(
 
     :param bot: the running bot.
     :param survey: the survey whose results are being computed.
-    :param respondents: one dict per respondent: ``panellist_id`` and their demographics.
+    :param respondents: one dict per respondent,
+        ``{"panellist_id": 12, "demographics": {"age_band": "75+", ...}}``.
     :return: a weight per panellist id (missing ids weigh 1.0), or None for no opinion.
     """

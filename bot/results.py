@@ -1,7 +1,8 @@
 """Survey results: response counts, per-option counts and percentages, free text.
 
-``weighted`` asks the plugins (``panelbot_results_weights``, e.g. the quotas plugin's raking)
-for a weight per respondent; ``by`` breaks every question down by a demographic field.
+``weighted`` asks the plugins (``panelbot_results_weights``) for a weight per respondent (no
+built-in plugin provides weights yet: the quotas plugin will); ``by`` breaks every question
+down by a demographic field.
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ async def survey_results(
             "panelbot_results_weights", bot=bot, survey=survey, respondents=respondents
         )
         if found is None:
-            raise ResultsError("--weighted: no plugin provides weights (enable the quotas plugin)")
+            raise ResultsError(
+                "--weighted: no plugin provides weights yet (no loaded plugin implements "
+                "panelbot_results_weights; see docs/plugins.md)"
+            )
         weights = {int(k): float(v) for k, v in found.items()}
 
     def group_of(pid: int | None) -> str:

@@ -565,3 +565,27 @@ def test_a_missing_plugins_directory_is_a_config_problem_naming_the_key(tmp_path
 
     assert result.returncode == 1
     assert f"plugins.directories: no folder at {tmp_path / 'plugins.d'}" in result.stderr
+
+
+def test_a_plugin_reads_its_secrets_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.config import load_settings
+
+    config = tmp_path / "panelbot.toml"
+    config.write_text(
+        '[plugins.hello]\ngreeting = "Shwmae"\n'
+        'api = { key = { env = "HELLO_API_KEY" }, urls = [{ env = "HELLO_URL" }] }\n'
+    )
+    plugins = load_settings(config).plugins
+    monkeypatch.setenv("HELLO_API_KEY", "k-123")
+    monkeypatch.setenv("HELLO_URL", "https://hello.example")
+
+    assert plugins.for_plugin("hello") == {
+        "greeting": "Shwmae",
+        "api": {"key": "k-123", "urls": ["https://hello.example"]},
+    }
+    assert plugins.config["hello"]["api"]["key"] == {"env": "HELLO_API_KEY"}  # as written
+    monkeypatch.delenv("HELLO_URL")
+    with pytest.raises(ValueError, match=r"plugins.hello.api.urls\[0\]: environment variable "):
+        plugins.for_plugin("hello")

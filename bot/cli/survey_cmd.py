@@ -181,7 +181,8 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--weighted",
         is_flag=True,
-        help="Weight respondents to the population (needs a weights plugin: quotas).",
+        help="Weight respondents to the population. Needs a plugin implementing "
+        "panelbot_results_weights; no built-in plugin does yet.",
     )
     @click.option("--by", "by", metavar="FIELD", help="Break each question down by a panel field.")
     @click.option(
