@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from bot.hookspecs import hookimpl
+from bot.plugin_api import hookimpl
 
 # Bots this plugin has seen start; lets a test prove the async hook was awaited.
 STARTED: list[Any] = []
