@@ -358,6 +358,12 @@ def _load_local_file(plugins: PanelPlugins, name: str, path: Path) -> None:
     if not name.isidentifier():
         raise PluginLoadError(f"{where}: the file name must be a Python identifier")
     module_name = f"{LOCAL_MODULE_PREFIX}.{name}"
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        # Already imported in this process (the command line loads plugins, then the bot
+        # does): one module, as for any import, so its module-level state is shared.
+        plugins.register(loaded, name, source=_local_source(path))
+        return
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has one
         raise PluginLoadError(f"{where} failed to load: not a Python file")

@@ -589,3 +589,17 @@ def test_a_plugin_reads_its_secrets_from_the_environment(
     monkeypatch.delenv("HELLO_URL")
     with pytest.raises(ValueError, match=r"plugins.hello.api.urls\[0\]: environment variable "):
         plugins.for_plugin("hello")
+
+
+def test_a_local_file_loaded_twice_in_one_process_is_one_module(tmp_path: Path) -> None:
+    # The command line loads plugins, then the bot does: the file runs once.
+    (tmp_path / "once.py").write_text(
+        "from pathlib import Path\n\n"
+        "with Path(__file__).with_suffix('.runs').open('a') as f:\n"
+        "    f.write('ran\\n')\n"
+    )
+    first = load_plugins(entry_points=False, directories=[tmp_path]).pm.get_plugin("once")
+    second = load_plugins(entry_points=False, directories=[tmp_path]).pm.get_plugin("once")
+
+    assert first is second
+    assert (tmp_path / "once.runs").read_text() == "ran\n"
