@@ -23,7 +23,7 @@ import pytest
 
 from bot.config import Settings, dump_toml, settings_from_dict
 from bot.inbox import InboxWriter, inbox_path, open_inbox
-from bot.models import Address, InboundMessage, MessageKind
+from bot.models import Address, InboundMessage, MessageKind, iso, utcnow
 from bot.panel import erase_panellist
 from bot.scheduler import Scheduler
 from bot.storage import outbox as outbox_store
@@ -460,7 +460,7 @@ async def test_a_lone_surrogate_in_a_burst_loses_no_other_message(
     assert sorted(r[0] for r in stored) == sorted(f"s-{i}" for i in range(20))
 
 
-async def test_a_send_in_flight_at_the_erasure_loses_its_provider_id_at_the_next_checkpoint(
+async def test_a_send_in_flight_at_the_erasure_records_no_provider_id_or_exact_time(
     panel_settings: Settings,
 ) -> None:
     async with opened(panel_settings) as bot:
@@ -475,8 +475,15 @@ async def test_a_send_in_flight_at_the_erasure_loses_its_provider_id_at_the_next
         await erase_panellist(bot.db, bot.hash_key, pid)
         async with bot.db.transaction() as conn:
             await outbox_store.mark_sent(conn, row or 0, provider_message_id="SMlate0001")
-        late = await bot.db.fetchone("SELECT provider_message_id FROM outbox WHERE id = ?", (row,))
-        assert late is not None and late[0] == "SMlate0001"  # what the dispatcher wrote
+        # Recorded as sent, but neither Twilio's id nor the exact time goes on the row.
+        late = await bot.db.fetchone(
+            "SELECT provider_message_id, status, sent_at, updated_at FROM outbox WHERE id = ?",
+            (row,),
+        )
+        assert late is not None and late["provider_message_id"] is None
+        assert late["status"] == "sent"
+        assert late["sent_at"].endswith(MIDNIGHT)
+        assert late["updated_at"].endswith(MIDNIGHT)
 
         await Scheduler(bot).checkpoint()
         after = await bot.db.fetchone(
@@ -490,3 +497,63 @@ async def test_a_send_in_flight_at_the_erasure_loses_its_provider_id_at_the_next
     assert after["status"] == "sent"
     assert after["sent_at"].endswith(MIDNIGHT) and after["updated_at"].endswith(MIDNIGHT)
     assert other is not None and other[0] == 0
+
+
+STRANGER = "+447700900555"
+
+
+async def test_replies_to_people_we_keep_nothing_about_lose_text_then_address(
+    panel_settings: Settings,
+) -> None:
+    """A stranger who says no: the reply to the no carries no panellist. Its text goes when
+    it is sent; its number and Twilio's id (kept for the status callbacks) a day later, at
+    the checkpoint job; so do the provider ids of what they sent."""
+    async with opened(panel_settings) as bot:
+        pid = await seed_person_with_history(bot)
+        for n, text in enumerate(["hello", "1", "no"]):
+            await bot.handle(InboundMessage(Address("sms", STRANGER), text, f"SMin{n}"))
+            async with bot.db.transaction() as conn:  # the dispatcher sends the replies
+                claimed = await outbox_store.claim_due(
+                    conn, now=utcnow(), limit=50, channels=["sms", "whatsapp", "telegram"]
+                )
+                for message, _ in claimed:
+                    await outbox_store.mark_sent(
+                        conn, message.id, provider_message_id=f"SMout{message.id}"
+                    )
+        strangers = "SELECT * FROM outbox WHERE panellist_id IS NULL ORDER BY id"
+        sent = await bot.db.fetchall(strangers)
+        assert {r["status"] for r in sent} == {"sent"}, [dict(r) for r in sent]
+        assert [r["text"] for r in sent] == [None] * len(sent)  # the reply to the no: at once
+        assert sent[-1]["address"] == STRANGER  # kept a while
+        assert all(r["provider_message_id"] for r in sent)  # status callbacks still match
+        kept = await bot.db.fetchall(
+            "SELECT text FROM outbox WHERE panellist_id = ? AND text IS NOT NULL", (pid,)
+        )
+        assert kept  # a panellist's messages are theirs to keep (retention aside)
+
+        await Scheduler(bot).checkpoint()  # a minute later: too soon for the address
+        assert (await bot.db.fetchall(strangers))[-1]["address"] == STRANGER
+
+        day_ago = iso(utcnow() - timedelta(days=1, minutes=1))
+        async with bot.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET created_at = ?, updated_at = ? WHERE panellist_id IS NULL",
+                (day_ago, day_ago),
+            )
+            await conn.execute("UPDATE inbound_messages SET received_at = ?", (day_ago,))
+        await Scheduler(bot).checkpoint()
+        after = await bot.db.fetchall(strangers)
+        inbound = await bot.db.fetchall(
+            "SELECT text, provider_message_id FROM inbound_messages WHERE panellist_id IS NULL"
+        )
+        kept_after = await bot.db.fetchall(
+            "SELECT text FROM outbox WHERE panellist_id = ? AND text IS NOT NULL", (pid,)
+        )
+    assert len(after) == len(sent)
+    for row in after:
+        assert (row["address"], row["provider_message_id"], row["text"]) == (None, None, None)
+    assert len(inbound) == 3
+    assert all(
+        r["text"] is None and r["provider_message_id"].startswith("pruned:") for r in inbound
+    )
+    assert len(kept_after) == len(kept)

@@ -210,3 +210,30 @@ def test_after_declining_the_page_says_the_conversation_was_deleted(
     type_reply(page, "START")
     bot_says(page, "Reply YES to join.")
     expect(note).to_be_hidden(timeout=TIMEOUT)
+
+
+def test_a_remembered_name_whose_cookie_was_cleared_goes_back_to_choosing(
+    page: Page, server: PanelServer
+) -> None:
+    from playwright.sync_api import expect
+
+    start(page, server, "forgetful")
+    type_reply(page, "hello")
+    bot_says(page, "Reply YES to join.")
+    # The page remembers sim:forgetful, but the browser lost the cookie it belongs to: the
+    # panel answers 404, and the page says so once instead of failing to poll for ever.
+    page.context.clear_cookies()
+    page.reload()
+    expect(page.locator("#identity")).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("#chat")).to_be_hidden()
+    expect(page.locator("#identity-status")).to_contain_text(
+        "can no longer open the conversation as sim:forgetful"
+    )
+    assert "Cannot reach" not in page.locator("#status").inner_text()
+    # Reloading again starts afresh (the address is not remembered), and a new name works.
+    page.reload()
+    expect(page.locator("#identity")).to_be_visible(timeout=TIMEOUT)
+    start(page, server, "remembering")
+    type_reply(page, "hello")
+    bot_says(page, "Reply YES to join.")
+    expect(page.locator("#identity-status")).to_have_text("")

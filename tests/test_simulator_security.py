@@ -231,17 +231,60 @@ async def test_a_browser_never_sees_or_speaks_for_another_browsers_people(tmp_pa
 
 
 async def test_a_name_nobody_holds_reads_as_an_empty_conversation(tmp_path: Path) -> None:
-    async with running(tmp_path) as (bot, url), browser(url) as dee, browser(url) as eve:
+    async with running(tmp_path) as (_, url), browser(url) as eve:
         fresh = await eve.get(MESSAGES, params={"address": "sim:not-yet"})
-        assert fresh.status_code == 200 and fresh.json()["messages"] == []
+        assert fresh.status_code == 200
+        assert fresh.json() == {"messages": [], "forgotten": None}
+
+
+async def test_only_the_browser_whose_person_declined_is_told_so(tmp_path: Path) -> None:
+    async with running(tmp_path) as (bot, url), browser(url) as dee, browser(url) as eve:
         assert (await say(dee, "sim:dee", "hello")).status_code == 200
-        assert (await say(dee, "sim:dee", "no")).status_code == 200  # declines: forgotten
+        said = await say(dee, "sim:dee", "no")  # declines: the person is forgotten
+        assert said.status_code == 200 and said.json()["forgotten"] == "declined"
         assert await panellist_store.find_by_address(bot.db.conn, Address("sim", "dee")) is None
-        rows = await bot.db.fetchall("SELECT 1 FROM simulator_owners WHERE address = 'dee'")
-        assert rows == []  # nothing kept of the name either
-        for client in (dee, eve):
-            read = await client.get(MESSAGES, params={"address": "sim:dee"})
-            assert read.status_code == 200 and read.json()["messages"] == []
+        # The name stays dee's browser's (released), so only it learns what happened.
+        mine = await dee.get(MESSAGES, params={"address": "sim:dee"})
+        assert mine.status_code == 200 and mine.json()["forgotten"] == "declined"
+        assert [m["direction"] for m in mine.json()["messages"]] in ([], ["out"])
+        theirs = await eve.get(MESSAGES, params={"address": "sim:dee"})
+        assert theirs.status_code == 404 and "declined" not in theirs.text
+        assert (await say(eve, "sim:dee", "hello")).status_code == 403
+        assert (await eve.post(IDENTITIES, json={"name": "dee"})).status_code == 403
+        # dee's browser carries on: told it declined, and may still join.
+        again = await say(dee, "sim:dee", "hello?")
+        assert again.status_code == 200 and again.json()["forgotten"] == "declined"
+        assert "chose not to join" in again.json()["replies"][0]
+
+
+async def test_a_declined_name_is_freed_after_a_day_and_its_next_holder_learns_nothing(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as (bot, url), browser(url) as dee, browser(url) as eve:
+        assert (await say(dee, "sim:dee", "hello")).status_code == 200
+        declined = await say(dee, "sim:dee", "no")
+        assert declined.status_code == 200 and declined.json()["replies"], declined.text
+        rows = await bot.db.fetchall("SELECT released_at FROM simulator_owners")
+        assert [r["released_at"] is not None for r in rows] == [True]
+        async with bot.db.transaction() as conn:  # the decline was two days ago
+            await conn.execute(
+                "UPDATE simulator_owners SET created_at = '2000-01-01T00:00:00.000+00:00', "
+                "released_at = '2000-01-01T00:00:00.000+00:00'"
+            )
+        # Freed: another browser may take the name, and reads none of what was said to
+        # the person before (the reply to the no is still in the outbox for a minute).
+        taken = await eve.post(IDENTITIES, json={"name": "dee"})
+        assert taken.status_code == 200, taken.text
+        read = await eve.get(MESSAGES, params={"address": "sim:dee"})
+        assert read.status_code == 200
+        assert read.json() == {"messages": [], "forgotten": None}
+        # A new person: the full sign-up, not "you chose not to join".
+        hello = await say(eve, "sim:dee", "hello")
+        assert hello.status_code == 200 and not hello.json().get("forgotten")
+        assert "Reply YES to join" in hello.json()["replies"][0]
+        history = (await eve.get(MESSAGES, params={"address": "sim:dee"})).json()["messages"]
+        assert [m["text"] for m in history if m["direction"] == "in"] == ["hello"]
+        assert not any("chose not to join" in m["text"] for m in history)
 
 
 async def test_a_name_claimed_and_never_used_is_forgotten_after_a_day(tmp_path: Path) -> None:
@@ -528,3 +571,26 @@ async def test_telegram_updates_with_a_lone_surrogate_are_answered_not_repeated(
         if stored is not None:
             row = await bot.db.fetchone("SELECT text FROM inbound_messages")
             assert row is not None and row["text"] == stored
+
+
+async def test_a_name_claimed_before_the_inbox_refuses_stays_with_the_browser(
+    tmp_path: Path,
+) -> None:
+    """With web processes: the claim is stored in the panel's file, then the message cannot
+    be stored in the full inbox. The 503 carries the cookie the name was claimed for."""
+    from tests.test_full_disk import fill, free, served
+
+    async with FakeTwilio().running() as twilio, served(tmp_path, twilio) as parts:
+        await fill(parts["inbox"], parts["writer"], parts["reader"])
+        async with browser(parts["url"]) as client, browser(parts["url"]) as other:
+            # Too long to fit in what a full page has left (a short one might).
+            refused = await say(client, "sim:full", "é" * 4000)
+            assert refused.status_code == 503, refused.text
+            claimed = await parts["main"].db.fetchall("SELECT address FROM simulator_owners")
+            assert [r["address"] for r in claimed] == ["full"]  # the claim was stored...
+            assert refused.headers.get("set-cookie", "").startswith(f"{COOKIE}=")  # ...and sent
+            await free(parts["inbox"], parts["writer"], parts["reader"])
+            again = await say(client, "sim:full", "hello")
+            assert again.status_code == 200, again.text
+            assert "Reply YES to join" in again.json()["replies"][0]
+            assert (await say(other, "sim:full", "hello")).status_code == 403

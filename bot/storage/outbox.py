@@ -205,11 +205,28 @@ async def mark_sent(
     provider_message_id: str | None,
     status: OutboxStatus = OutboxStatus.SENT,
 ) -> None:
+    """Record a send the provider accepted.
+
+    A row whose person was erased while it was in flight (key ``erased:<id>``) gets its
+    status only: no provider id, and its times stay cut to the day. A reply to someone we
+    keep nothing about (no panellist: a no, STOP or HELP before joining) loses its text at
+    once, except on the simulator, whose page reads the text back (it goes a minute or two
+    later, see ``panel_data.scrub_strangers``).
+    """
     now = iso(utcnow())
     await conn.execute(
+        "UPDATE outbox SET status = ?, "
+        "sent_at = COALESCE(sent_at, substr(?, 1, 10) || 'T00:00:00.000+00:00') "
+        "WHERE id = ? AND status IN ('sending', 'queued') "
+        "AND substr(idempotency_key, 1, 7) = 'erased:'",
+        (status.value, now, message_id),
+    )
+    await conn.execute(
         "UPDATE outbox SET status = ?, provider_message_id = COALESCE(?, provider_message_id), "
-        "sent_at = COALESCE(sent_at, ?), updated_at = ?, last_error = NULL WHERE id = ? "
-        "AND status IN ('sending', 'queued')",
+        "sent_at = COALESCE(sent_at, ?), updated_at = ?, last_error = NULL, "
+        "text = CASE WHEN panellist_id IS NULL AND channel != 'sim' THEN NULL ELSE text END "
+        "WHERE id = ? AND status IN ('sending', 'queued') "
+        "AND substr(idempotency_key, 1, 7) != 'erased:'",
         (status.value, provider_message_id, now, now, message_id),
     )
 
@@ -305,7 +322,7 @@ async def conversation(
           UNION ALL
           SELECT 'out', o.text, COALESCE(o.sent_at, o.created_at), o.id, o.status, o.extra
           FROM outbox o WHERE o.channel = ? AND o.address = ?
-            AND o.status IN ('sent', 'delivered')
+            AND o.status IN ('sent', 'delivered') AND o.text IS NOT NULL
         ) ORDER BY at, direction DESC, id LIMIT ?
         """,
         (address.channel, address.id, address.channel, address.id, limit),

@@ -13,11 +13,13 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiosqlite
 
 from bot.models import Address, iso, utcnow
+from bot.storage import simulator as sim_store
 from bot.storage.db import Database, fetch_all, fetch_one
 from bot.storage.panellists import PHONE_CHANNELS
 
@@ -366,6 +368,13 @@ async def erase_records(
         p,
     )
     await run("addresses", "DELETE FROM addresses WHERE panellist_id = ?", p)
+    # Which browser started a simulator person (keyed hashes of its cookie and network
+    # address) goes too; a declined sign-up keeps it a day, an erasure does not.
+    sims = [a.id for a in addresses if a.channel == "sim"]
+    if sims:
+        await conn.execute(
+            f"DELETE FROM simulator_owners WHERE address IN ({','.join('?' * len(sims))})", sims
+        )
     # What was done stays on record (consent, opt-outs, this erasure), to the day only.
     await conn.execute(
         f"UPDATE audit_log SET at = {_day('at')} WHERE panellist_id = ?",
@@ -387,8 +396,10 @@ async def scrub_erased_stragglers(db: Database) -> int:
 
     A message already handed to the provider when its person was erased is recorded as
     sent once the provider answers, with its message id and the exact time. Their rows
-    are known by their keys ("erased:<id>"); this runs every minute while the bot serves.
+    are known by their keys ("erased:<id>"); this runs every minute while the bot serves
+    (the checkpoint job), and so does what :func:`scrub_strangers` clears.
     """
+    strangers = await scrub_strangers(db)
     async with db.transaction() as tx:
         result = await tx.execute(
             "UPDATE outbox SET provider_message_id = NULL, last_error = NULL, "
@@ -398,7 +409,55 @@ async def scrub_erased_stragglers(db: Database) -> int:
             f"OR substr(updated_at, 11) != '{_MIDNIGHT}' "
             f"OR substr(sent_at, 11) != '{_MIDNIGHT}')",
         )
-    return result.rowcount
+    return result.rowcount + sum(strangers.values())
+
+
+# A reply to someone we keep nothing about (a stranger who said no, or sent STOP or HELP,
+# before joining) is queued with no panellist. Its text goes when it is sent (mark_sent),
+# or on the simulator, whose page reads it back, this long after; its address and the
+# provider's id (Twilio gives the number back for it) once the provider's status callbacks
+# are over. Their inbound messages keep no text already; the provider's id goes then too.
+STRANGER_TEXT_AFTER = timedelta(minutes=2)
+STRANGER_ADDRESS_AFTER = timedelta(days=1)
+_FINAL = "('sent', 'delivered', 'failed', 'cancelled')"
+
+
+async def scrub_strangers(db: Database, now: datetime | None = None) -> dict[str, int]:
+    """Clear what is left of messages to and from people we keep nothing about; how many
+    rows of each kind. Rows of an erased person ("erased:" keys) are cleared at the erasure."""
+    now = now or utcnow()
+    stranger = (
+        f"panellist_id IS NULL AND status IN {_FINAL} "
+        "AND substr(idempotency_key, 1, 7) != 'erased:'"
+    )
+    async with db.transaction() as tx:
+        texts = await tx.execute(
+            "UPDATE outbox SET text = NULL, last_error = NULL, extra = '{}' "
+            f"WHERE {stranger} AND (text IS NOT NULL OR last_error IS NOT NULL) "
+            "AND updated_at < ?",
+            (iso(now - STRANGER_TEXT_AFTER),),
+        )
+        addresses = await tx.execute(
+            "UPDATE outbox SET address = NULL, provider_message_id = NULL, text = NULL, "
+            "last_error = NULL, extra = '{}' "
+            f"WHERE {stranger} AND (address IS NOT NULL OR provider_message_id IS NOT NULL) "
+            "AND created_at < ?",
+            (iso(now - STRANGER_ADDRESS_AFTER),),
+        )
+        inbound = await tx.execute(
+            "UPDATE inbound_messages SET text = NULL, provider_message_id = 'pruned:' || id "
+            "WHERE panellist_id IS NULL AND received_at < ? AND (text IS NOT NULL OR "
+            "(provider_message_id NOT LIKE 'pruned:%' "
+            "AND provider_message_id NOT LIKE 'erased:%'))",
+            (iso(now - STRANGER_ADDRESS_AFTER),),
+        )
+        # Simulator names claimed and never used, or released by a no, a day ago.
+        await sim_store.forget_unused_claims(tx, now - STRANGER_ADDRESS_AFTER)
+    return {
+        "outbox_texts": texts.rowcount,
+        "outbox_addresses": addresses.rowcount,
+        "inbound_messages": inbound.rowcount,
+    }
 
 
 async def _renumber(

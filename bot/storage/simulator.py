@@ -24,6 +24,14 @@ async def owner_of(conn: Any, address: Address) -> str | None:
     return None if row is None else str(row["owner_hash"])
 
 
+async def claimed_at(conn: Any, address: Address) -> str | None:
+    """When the address's owner claimed it (an ISO time), or None when nobody has."""
+    row = await fetch_one(
+        conn, "SELECT created_at FROM simulator_owners WHERE address = ?", (address.id,)
+    )
+    return None if row is None else str(row["created_at"])
+
+
 async def address_in_use(conn: Any, address: Address) -> bool:
     """Whether anyone on record holds this address (an erased person no longer does)."""
     row = await fetch_one(
@@ -63,10 +71,12 @@ async def claim(
 
 
 async def forget_unused_claims(conn: Any, before: datetime) -> None:
-    """Drop names claimed before ``before`` that never started a conversation: a name
-    typed and left keeps nothing for ever."""
+    """Drop names claimed before ``before`` that never started a conversation, and names
+    whose person said no (or STOP) before joining before ``before`` (``released_at``): a
+    name typed and left, or declined, keeps nothing for ever."""
     await conn.execute(
-        "DELETE FROM simulator_owners WHERE created_at < ? AND NOT EXISTS "
+        "DELETE FROM simulator_owners WHERE COALESCE(released_at, created_at) < ? "
+        "AND NOT EXISTS "
         "(SELECT 1 FROM addresses a WHERE a.channel = 'sim' "
         "AND a.address = simulator_owners.address)",
         (iso(before),),

@@ -33,6 +33,7 @@ from bot import sms
 from bot.inbox import UnstorablePayload
 from bot.models import Address, InboundMessage, utcnow
 from bot.storage import outbox as outbox_store
+from bot.storage import panellists as panellist_store
 from bot.storage import simulator as sim_store
 
 if TYPE_CHECKING:
@@ -126,8 +127,11 @@ def _keyed(bot: Bot, purpose: str, value: str) -> str:
 
 
 def with_cookie(request: Request, caller: Caller, response: Response) -> Response:
-    """Give a browser that had no cookie the one its new people now belong to."""
-    if caller.issue_cookie:
+    """Give a browser that had no cookie the one its new people now belong to (once)."""
+    mine = COOKIE.encode() + b"="
+    if caller.issue_cookie and not any(
+        name == b"set-cookie" and value.startswith(mine) for name, value in response.raw_headers
+    ):
         response.set_cookie(
             COOKIE,
             caller.token,
@@ -188,6 +192,10 @@ async def claim_new(
         await sim_store.forget_unused_claims(conn, sim_store.cutoff(now, UNUSED_CLAIM_DAYS * 86400))
         if not await sim_store.claim(conn, address, caller.owner_hash, caller.client_hash, now):
             return _bad(f"{address} belongs to someone else; choose another name", 403)
+        if not held:
+            # A name nobody holds starts a new person: what an earlier holder of the name
+            # said (a no or a STOP before joining) is not this browser's to inherit or learn.
+            await panellist_store.lift_suppression(conn, bot.hash_key, address)
     return None
 
 
@@ -201,6 +209,14 @@ async def check_access(
     "not found", so that nobody learns whose people exist.
     """
     owner = await sim_store.owner_of(bot.db.conn, address)
+    if create and owner is not None and not hmac.compare_digest(owner, caller.owner_hash):
+        # Another browser's, unless its claim has run out (unused, or released by a no a
+        # day ago): forget such claims now, then look again.
+        async with bot.db.transaction() as conn:
+            await sim_store.forget_unused_claims(
+                conn, sim_store.cutoff(utcnow(), UNUSED_CLAIM_DAYS * 86400)
+            )
+        owner = await sim_store.owner_of(bot.db.conn, address)
     if owner is None or not hmac.compare_digest(owner, caller.owner_hash):
         if not create:
             return _bad(f"no conversation with {address} in this browser", 404)
@@ -260,12 +276,19 @@ def _too_large() -> Response:
 def storage_guarded(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
-    """A database that is full, locked or failing gives 503 and Retry-After, never 500."""
+    """A database that is full, locked or failing gives 503 and Retry-After, never 500.
+
+    The caller (and a new browser's cookie) is settled before the handler runs, and every
+    answer gives a new browser its cookie, whatever happens after: a name claimed before a
+    failure (the inbox full after the claim, say) is never left with a browser that did
+    not get the cookie it was claimed for.
+    """
 
     @functools.wraps(handler)
     async def guarded(request: Request) -> Response:
+        caller = caller_of(request)
         try:
-            return await handler(request)
+            return with_cookie(request, caller, await handler(request))
         except sqlite3.DatabaseError as exc:
             # Full, locked, read-only or failing: nothing the client can fix but waiting.
             logger.warning(
@@ -281,9 +304,8 @@ def storage_guarded(
                 status_code=503,
                 headers={"Retry-After": RETRY_AFTER},
             )
-            caller = getattr(request.state, "sim_caller", None)
             # A person claimed before the failure stays this browser's when it tries again.
-            return response if caller is None else with_cookie(request, caller, response)
+            return with_cookie(request, caller, response)
 
     return guarded
 
@@ -389,26 +411,35 @@ async def get_messages(request: Request) -> Response:
     if isinstance(address, str):
         return _bad(address)
     caller = caller_of(request)
-    if await _held_by_nobody(bot, address):
-        # Nothing to read: a name not started yet, or one whose person was forgotten (a
-        # declined sign-up, an erase), whose last words no other browser may see.
-        history: list[dict[str, Any]] = []
-    else:
+    history: list[dict[str, Any]] = []
+    forgotten = None
+    if not await _held_by_nobody(bot, address):
         refused = await check_access(bot, caller, address, create=False)
         if refused is not None:
             return refused
-        history = await outbox_store.conversation(bot.db.conn, address)
+        # Only what happened since this browser claimed the name: an earlier holder's
+        # messages (a forgotten person's last words) are never another browser's to read.
+        since = await sim_store.claimed_at(bot.db.conn, address) or ""
+        history = [
+            m
+            for m in await outbox_store.conversation(bot.db.conn, address)
+            if m["at"] >= since and m["text"] is not None
+        ]
+        # Why nothing is kept, told only to the browser whose person it was: its name stays
+        # its own (released) for a day after a no or a STOP before joining.
+        forgotten = await _forgotten(bot, address)
+    # A name nobody holds (not started yet, or its person forgotten a while ago) reads as
+    # an empty conversation, saying nothing about who had it before.
     sanitise = bot.settings.channels.twilio.sanitize
     body: dict[str, Any] = {"messages": [_message_json(m, sanitise) for m in history]}
-    body["forgotten"] = await _forgotten(bot, address)
+    body["forgotten"] = forgotten
     return JSONResponse(body)
 
 
 async def _forgotten(bot: Bot, address: Address) -> str | None:
     """Why nothing is kept for this address: "declined" (said no to joining) or
-    "opted_out" (STOP before joining), so the page can say so; None otherwise."""
-    from bot.storage import panellists as panellist_store
-
+    "opted_out" (STOP before joining), so the page can say so; None otherwise. Only for
+    the browser that owns the address (the caller has passed :func:`check_access`)."""
     if await panellist_store.find_by_address(bot.db.conn, address) is not None:
         return None
     found = await panellist_store.suppression(bot.db.conn, bot.hash_key, address)

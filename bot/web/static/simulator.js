@@ -211,6 +211,24 @@
     return null;
   }
 
+  /** The remembered person is not this browser's: back to the identity screen. */
+  function lostAccess(address) {
+    stopPolling();
+    state.address = null;
+    state.forgotten = null;
+    forget();
+    el.chat.hidden = true;
+    el.who.hidden = true;
+    el.switchButton.hidden = true;
+    el.identity.hidden = false;
+    el.identityStatus.textContent =
+      "This browser can no longer open the conversation as " +
+      address +
+      " (its cookie was cleared, or the name is another browser's). Choose a name to start again.";
+    loadIdentities();
+    el.name.focus();
+  }
+
   // -- the conversation -------------------------------------------------------------------
 
   function startChat(address, label) {
@@ -222,6 +240,7 @@
     state.forgotten = null;
     showNote(null);
     el.status.textContent = "";
+    el.identityStatus.textContent = "";
     el.whoName.textContent = label || address;
     el.who.hidden = false;
     el.switchButton.hidden = false;
@@ -454,10 +473,10 @@
         API + "/messages?address=" + encodeURIComponent(address),
         { cache: "no-store" },
       );
-      if (response.status === 404 && state.forgotten && address === state.address) {
-        // The panel deleted this conversation (a no before joining): nothing to fetch
-        // until they write again; keep what the page showed, with the note.
-        showNote(state.forgotten);
+      if (response.status === 404) {
+        // Not this browser's (any more): its cookie was lost or cleared. Polling would
+        // only fail for ever; go back to choosing who to be, and say why.
+        if (address === state.address) lostAccess(address);
         return;
       }
       if (!response.ok) throw new Error(String(response.status));
