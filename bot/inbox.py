@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -100,6 +101,11 @@ MAX_ATTEMPTS = 5
 BUSY_WAIT = 10.0
 # Failed rows are tried again this often; without a wake-up the inbox is read this often.
 RETRY_EVERY = 5.0
+# While the database cannot store what payloads bring (full, locked, failing), the rows
+# wait, their attempts uncounted, and are tried again ever less often, up to this.
+MAX_STORAGE_BACKOFF = 30.0
+# While a problem lasts, a line about it at most this often.
+TROUBLE_LOG_EVERY = 60.0
 IDLE_POLL = 1.0
 # Handled rows are deleted at most this often, or once this many are waiting.
 FLUSH_EVERY = 0.25
@@ -121,6 +127,115 @@ def _is_busy(exc: BaseException) -> bool:
         sqlite3.SQLITE_BUSY,
         sqlite3.SQLITE_LOCKED,
     )
+
+
+# SQLite's primary result codes that say "the database", not the data written.
+_STORAGE_CODES = frozenset(
+    (
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_READONLY,
+    )
+)
+_STORAGE_MESSAGES = (
+    "database or disk is full",
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+)
+_STORAGE_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EIO) if code
+)
+
+
+def storage_error(exc: BaseException | None) -> str | None:
+    """What is wrong with the storage itself (the database full, busy, locked, failing
+    disk I/O), when ``exc`` or one of its causes says so; None for any other failure.
+
+    Such a failure is nobody's payload's fault: it passes once there is room (or the lock
+    is released), so it is reported without a traceback and retried without counting.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlite3.OperationalError):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if (code is not None and code & 0xFF in _STORAGE_CODES) or any(
+                text in str(exc).lower() for text in _STORAGE_MESSAGES
+            ):
+                return getattr(exc, "sqlite_errorname", None) or str(exc)
+        elif isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            return errno.errorcode.get(exc.errno, str(exc.errno))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class Trouble:
+    """A failure that repeats, logged without flooding: one line when it starts (with a
+    traceback only when it is not a known storage failure), then at most one every
+    ``every`` seconds with how many happened since, and one when it ends.
+
+    ``what`` says what failed; it is logged as it is, so it must hold no personal data.
+    """
+
+    def __init__(self, log: logging.Logger, what: str, *, every: float = TROUBLE_LOG_EVERY):
+        self.log = log
+        self.what = what
+        self.every = every
+        self.since: float | None = None
+        self.failures = 0  # in this episode
+        self._unlogged = 0
+        self._last_line = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        known = storage_error(exc)
+        reason = known or f"{type(exc).__name__}: {exc}"[:200]
+        self.failures += 1
+        if self.since is None:
+            self.since = now
+            self._last_line = now
+            self._unlogged = 0
+            if known:
+                self.log.warning("%s: %s", self.what, reason)
+            else:
+                self.log.error("%s: %s", self.what, reason, exc_info=exc)
+            return
+        self._unlogged += 1
+        if now - self._last_line >= self.every:
+            self.log.warning(
+                "%s: %d more times in %.0f s (%s; failing for %.0f s)",
+                self.what,
+                self._unlogged,
+                now - self._last_line,
+                reason,
+                now - self.since,
+                exc_info=None if known else exc,
+            )
+            self._last_line = now
+            self._unlogged = 0
+
+    def ok(self) -> bool:
+        """The failure is over (logged once); True when there was one."""
+        if self.since is None:
+            return False
+        self.log.warning(
+            "%s: resolved after %.0f s (%d failures)",
+            self.what,
+            time.monotonic() - self.since,
+            self.failures,
+        )
+        self.since = None
+        self.failures = 0
+        self._unlogged = 0
+        return True
 
 
 def _unstorable(exc: Exception) -> Exception:
@@ -295,6 +410,13 @@ class InboxReader:
         self._room.set()
         self.handled = 0
         self.truncations = 0
+        # Rows whose handler failed because of the database (full, locked): not counted
+        # as attempts; tried again, ever less often, until the database takes them.
+        self.storage = Trouble(logger, "inbox: payloads wait, the database cannot store them")
+        self._storage_backoff = RETRY_EVERY
+        self._retry_now = False
+        self.recording = Trouble(logger, "inbox: could not record handled rows")
+        self._read_trouble = Trouble(logger, "inbox: reading failed")
 
     @classmethod
     async def open(cls, bot: Bot, *, wake_fd: int | None = None) -> InboxReader:
@@ -376,9 +498,14 @@ class InboxReader:
                 if time.monotonic() - last_flush >= FLUSH_EVERY or len(self._done) >= FLUSH_AT:
                     await self._flush()
                     last_flush = time.monotonic()
-                if time.monotonic() >= next_retry:
+                if self._retry_now or time.monotonic() >= next_retry:
+                    self._retry_now = False
                     await self._retry_failed()
-                    next_retry = time.monotonic() + RETRY_EVERY
+                    if self.storage.active:
+                        next_retry = time.monotonic() + self._storage_backoff
+                        self._storage_backoff = min(self._storage_backoff * 2, MAX_STORAGE_BACKOFF)
+                    else:
+                        next_retry = time.monotonic() + RETRY_EVERY
                 if not got:
                     # Idle: back in time for the next flush when there is one to make.
                     pending = self._done or self._failed or self._in_flight
@@ -391,10 +518,11 @@ class InboxReader:
                         await asyncio.wait_for(
                             self._wake.wait(), FLUSH_EVERY if pending else IDLE_POLL
                         )
+                self._read_trouble.ok()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("inbox: reading failed; trying again in a second")
+            except Exception as exc:
+                self._read_trouble.failed(exc)  # tried again in a second
                 await asyncio.sleep(1.0)
 
     async def _read_once(self) -> bool:
@@ -445,12 +573,21 @@ class InboxReader:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if storage_error(exc) is not None:
+                # The database's fault, not the payload's: no attempt counted; the row is
+                # tried again (_retry_failed) until the database takes it.
+                self.storage.failed(exc)
+                return
             # The payload holds personal data: the log names the row and the error only.
             logger.warning("inbox: row %d (%s) failed: %s", row_id, source, type(exc).__name__)
             self._failed.append((row_id, f"{type(exc).__name__}: {exc}"[:500]))
         else:
             self._done.append(row_id)
             self.handled += 1
+            if self.storage.ok():
+                # The database takes payloads again: the ones waiting go now.
+                self._storage_backoff = RETRY_EVERY
+                self._retry_now = True
         finally:
             self._in_flight.pop(row_id, None)
             if len(self._in_flight) < MAX_IN_FLIGHT:
@@ -479,8 +616,9 @@ class InboxReader:
             self._failed.extend(failed)
             if not isinstance(exc, Exception):
                 raise
-            logger.exception("inbox: could not record %d handled rows", len(done))
+            self.recording.failed(exc)  # tried again at the next flush
             return
+        self.recording.ok()
         for row_id, _ in failed:
             logger.debug("inbox: row %d will be tried again", row_id)
 

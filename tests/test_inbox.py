@@ -1032,3 +1032,166 @@ async def test_a_wake_during_a_read_is_not_lost(
         await writer_db.close()
         os.close(read_end)
         os.close(write_end)
+
+
+# --- storage failures: the database's fault, not the payload's -------------------------------
+
+
+async def fill_up(db: Database) -> None:
+    """Make ``db``'s file full for its own (writing) connection, as on a full disk: every
+    page taken with ballast and no page more allowed (``PRAGMA max_page_count``); SQLite
+    then answers SQLITE_FULL."""
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE IF NOT EXISTS ballast (b BLOB)")
+    async with db.exclusive() as conn:
+        ((pages,),) = await conn.execute_fetchall("PRAGMA page_count")
+        await conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    for size in (4000, 1000, 100, 10, 1):
+        while True:
+            try:
+                async with db.transaction() as tx:
+                    await tx.execute("INSERT INTO ballast VALUES (zeroblob(?))", (size,))
+            except sqlite3.OperationalError as exc:
+                assert "full" in str(exc), exc
+                break
+
+
+async def make_room(db: Database) -> None:
+    async with db.exclusive() as conn:
+        await conn.execute("PRAGMA max_page_count = 1073741823")
+
+
+def full_error() -> sqlite3.OperationalError:
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE t (b BLOB)")
+        conn.execute("PRAGMA max_page_count = 2")
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    except sqlite3.OperationalError as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("SQLite took 100 kB in two pages")
+
+
+def test_storage_error_tells_the_database_from_the_payload() -> None:
+    full = full_error()
+    assert inbox_module.storage_error(full) == "SQLITE_FULL"
+    wrapped = RuntimeError("not handled")
+    wrapped.__cause__ = full
+    assert inbox_module.storage_error(wrapped) == "SQLITE_FULL"
+    assert inbox_module.storage_error(sqlite3.OperationalError("database is locked"))
+    assert inbox_module.storage_error(OSError(28, "No space left on device")) == "ENOSPC"
+    assert inbox_module.storage_error(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
+    assert inbox_module.storage_error(sqlite3.OperationalError("no such table: x")) is None
+    assert inbox_module.storage_error(KeyError("from")) is None
+
+
+async def test_payloads_wait_while_the_panels_database_is_full_and_are_all_handled_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The main bot's database full (SQLITE_FULL) for longer than MAX_ATTEMPTS retries: a
+    payload the engine cannot store is not given up on (the failures are the database's,
+    not its own) and none is counted as an attempt; once there is room every one is
+    handled. One line when it starts, one when it ends, no traceback."""
+    from bot.app import Bot
+    from tests.conftest import make_settings
+
+    monkeypatch.setattr(inbox_module, "RETRY_EVERY", 0.1)
+    monkeypatch.setattr(inbox_module, "MAX_STORAGE_BACKOFF", 0.2, raising=False)
+    monkeypatch.setattr(inbox_module, "IDLE_POLL", 0.05)
+    bot = await Bot.create(make_settings(tmp_path))
+    inbox_db = await open_inbox(bot.db.path, writer=True)
+    writer = InboxWriter(inbox_db)
+    reader: InboxReader | None = None
+    tries: dict[str, int] = {}
+    try:
+        await bot.start()
+        await fill_up(bot.db)
+        reader = await InboxReader.open(bot)
+        handle = reader.handlers["sim-message"]
+
+        async def counted(payload: str, received_at: datetime) -> None:
+            key = json.loads(payload)["id"]
+            tries[key] = tries.get(key, 0) + 1
+            await handle(payload, received_at)
+
+        reader.handlers["sim-message"] = counted
+        # Messages long enough that the engine needs new pages for them: a page may still
+        # hold one or two in its free bytes (as on a real full disk), not all of them.
+        keys = [f"full-{i}" for i in range(4)]
+        with caplog.at_level("WARNING", logger="bot.inbox"):
+            for i, key in enumerate(keys):
+                text = f"message {i} " + "x" * 1990
+                payload = json.dumps({"from": f"sim:full{i}", "text": text, "id": key})
+                await writer.put("sim-message", key, payload)
+
+            async def each_waiting_row_tried_more_than_max_attempts() -> bool:
+                rows = await stored(inbox_db)
+                return bool(rows) and all(tries.get(r["key"], 0) > MAX_ATTEMPTS + 2 for r in rows)
+
+            await wait_until(
+                each_waiting_row_tried_more_than_max_attempts,
+                timeout=60,
+                what="more than MAX_ATTEMPTS tries of each payload left",
+            )
+            rows = await stored(inbox_db)
+            assert {r["attempts"] for r in rows} == {0}, [dict(r) for r in rows]
+            await make_room(bot.db)
+            await wait_until(lambda: empty(inbox_db), timeout=30, what="every payload handled")
+        got = await bot.db.fetchall("SELECT provider_message_id FROM inbound_messages")
+        assert sorted(r[0] for r in got) == keys
+        lines = [r for r in caplog.records if r.name == "bot.inbox"]
+        assert [r.getMessage() for r in lines if "row" in r.getMessage()] == []
+        waiting = [r for r in lines if "the database cannot store them" in r.getMessage()]
+        assert len(waiting) == 2, [r.getMessage() for r in waiting]
+        assert "SQLITE_FULL" in waiting[0].getMessage()
+        assert "resolved" in waiting[1].getMessage()
+        assert all(r.exc_info is None for r in lines)
+    finally:
+        if reader is not None:
+            await reader.close()
+        await writer.close()
+        await inbox_db.close()
+        await bot.stop()
+
+
+async def test_a_full_inbox_is_logged_once_while_handled_rows_cannot_be_recorded(
+    inbox: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Recording what was handled (attempts, errors, deletes) fails while the inbox's file
+    is full: one line without a traceback when it starts, one when it ends, none between,
+    though the reader tries again every FLUSH_EVERY."""
+    monkeypatch.setattr(inbox_module, "RETRY_EVERY", 0.1)
+    monkeypatch.setattr(inbox_module, "IDLE_POLL", 0.05)
+    writer = InboxWriter(inbox)
+    # Errors recorded for all of them take more than the page they share has free.
+    for i in range(12):
+        await writer.put("sim-message", f"k{i}", sim(f"sim:{i}", "hello"))
+    calls = 0
+
+    async def handler(payload: str, received_at: datetime) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("this payload is bad " + "x" * 400)  # a long last_error
+
+    reader = InboxReader(inbox, {"sim-message": handler})
+    await fill_up(reader.db)  # the reader's connection records attempts
+    with caplog.at_level("WARNING", logger="bot.inbox"):
+        async with running(reader):
+            await wait_until(lambda: calls == 12, what="every row handled once")
+            await wait_until(
+                lambda: reader.recording.failures >= 8, timeout=30, what="failed flushes"
+            )
+            assert {r["attempts"] for r in await stored(inbox)} == {0}
+            await make_room(reader.db)
+
+            async def counted() -> bool:
+                return all(r["attempts"] > 0 for r in await stored(inbox))
+
+            await wait_until(counted, what="attempts recorded once there is room")
+    lines = [r for r in caplog.records if "could not record" in r.getMessage()]
+    assert len(lines) == 2, [r.getMessage() for r in lines]
+    assert "SQLITE_FULL" in lines[0].getMessage()
+    assert "resolved" in lines[1].getMessage()
+    assert all(r.exc_info is None for r in lines)
