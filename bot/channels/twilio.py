@@ -40,6 +40,7 @@ from twilio.request_validator import RequestValidator, add_port, compare, remove
 from twilio.rest import Client
 
 from bot import sms
+from bot.inbox import Trouble
 from bot.models import (
     Address,
     DeliveryReport,
@@ -336,6 +337,10 @@ class _Reject(Exception):
         self.reason = reason
 
 
+# While webhooks are refused because storage fails, a line about it at most this often.
+REFUSALS_LOG_EVERY = 10.0
+
+
 class TwilioChannel:
     """SMS and WhatsApp through Twilio: webhooks in, the REST API out."""
 
@@ -362,6 +367,18 @@ class TwilioChannel:
         self._created: OrderedDict[str, float] = OrderedDict()
         # When each WhatsApp address last wrote, as seen by this process.
         self._last_inbound: dict[str, datetime] = {}
+        # Webhooks refused with 503 because storage failed (a full disk, a locked file):
+        # one line when it starts, then one every REFUSALS_LOG_EVERY s with a count.
+        self._store_trouble = Trouble(
+            logger,
+            "twilio: webhooks refused (503), they could not be stored",
+            every=REFUSALS_LOG_EVERY,
+        )
+        self._handle_trouble = Trouble(
+            logger,
+            "twilio: inbound messages refused (503), they could not be handled",
+            every=REFUSALS_LOG_EVERY,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -696,21 +713,31 @@ class TwilioChannel:
         assert self.bot is not None and self.bot.inbox is not None
         try:
             await self.bot.inbox.put(source, key, body)
-        except Exception:
-            logger.exception("twilio: %s %s could not be stored", source, key)
+        except Exception as exc:
+            self._store_trouble.failed(exc)
             return False
+        self._store_trouble.ok()
         return True
 
     async def _message_from_inbox(self, payload: str, received_at: datetime) -> None:
         params = parse_form(payload)
         sid, sender = _message_ids(params)
-        if not await self._accept_message(sid, sender, params, received_at):
+        # The engine's error itself goes to the inbox's reader, which tells a storage
+        # failure (retried without counting) from this payload's own.
+        if not await self._accept_message(sid, sender, params, received_at, from_inbox=True):
             raise RuntimeError(f"inbound {sid} was not handled")
 
     async def _accept_message(
-        self, sid: str, sender: str, params: FormParams, received_at: datetime
+        self,
+        sid: str,
+        sender: str,
+        params: FormParams,
+        received_at: datetime,
+        *,
+        from_inbox: bool = False,
     ) -> bool:
-        """Hand a verified message to the engine, once; False when it could not be stored.
+        """Hand a verified message to the engine, once; False when it could not be stored
+        (``from_inbox``: the engine's error is raised instead, for the inbox's reader).
 
         Nothing is awaited before the engine has queued the message, so messages started
         in order reach the engine in order.
@@ -738,16 +765,19 @@ class TwilioChannel:
             result = await self.bot.handle(
                 InboundMessage(address, text, sid, received_at=received_at, extra=extra)
             )
-        except Exception:
+        except Exception as exc:
             # Everything one message causes is written in one transaction, so a failure here
             # stored nothing. 503 + Retry-After (never 500) says "not taken, try again": with
             # retries switched on for the webhook (Twilio's "#rc=" connection override) the
             # message arrives again; without them Twilio logs the failure in its console,
             # which is still better than a 200 claiming a message nobody will answer.
-            logger.exception("twilio: inbound %s from %s could not be handled", sid, mask(sender))
+            if from_inbox:
+                raise
+            self._handle_trouble.failed(exc)
             return False
         else:
             done.set_result(True)
+            self._handle_trouble.ok()
         finally:
             self._inflight.pop(sid, None)
             if not done.done():
