@@ -8,13 +8,16 @@ ran in the same transaction as the messages it queues).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.engine import waves
+from bot.inbox import Trouble, storage_error
 from bot.models import utcnow
 from bot.storage import surveys as survey_store
 
@@ -39,6 +42,10 @@ class Scheduler:
             # A job that is late (the bot was down) still runs, once.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
+        # The database busy or locked a moment (a long write, a backup, an operator's
+        # lock): the next sync, SYNC_SECONDS later, tries again. One line, no traceback.
+        self.sync_trouble = Trouble(logger, "scheduler: the waves could not be read")
+        self._bad_waves: set[tuple[int, str]] = set()
 
     def add_job(self, *args, **kwargs):
         """Plugins add their jobs here (``panelbot_register_jobs``)."""
@@ -97,34 +104,47 @@ class Scheduler:
 
     def _schedule(self, job_id: str, when, func, *args) -> None:
         if self.aps.get_job(job_id) is None:
-            self.aps.add_job(func, "date", run_date=when, args=args, id=job_id)
+            # Added meanwhile (a wave's open step syncing too): it is there, as wanted.
+            with contextlib.suppress(ConflictingIdError):
+                self.aps.add_job(func, "date", run_date=when, args=args, id=job_id)
 
     async def sync(self) -> None:
-        """Make sure every pending wave step has a job (due ones run at once)."""
+        """Make sure every pending wave step has a job (due ones run at once).
+
+        Only reads, outside any write transaction: a sync never waits for the engine's
+        writes, nor they for it. Scheduled waves are read before open ones, so a wave that
+        opens in between is seen at least once. The database busy or locked is expected
+        now and then: one line, and the next sync tries again.
+        """
         try:
-            async with self.bot.db.transaction() as conn:
-                pending = await survey_store.waves(conn, status="scheduled")
-                opened = await survey_store.waves(conn, status="open")
-        except Exception:
-            logger.exception("scheduler sync failed")
+            pending = await survey_store.waves(self.bot.db.conn, status="scheduled")
+            opened = await survey_store.waves(self.bot.db.conn, status="open")
+        except Exception as exc:
+            if storage_error(exc) is None:
+                logger.exception("scheduler: sync failed; trying again in %.0f s", SYNC_SECONDS)
+            else:
+                self.sync_trouble.failed(exc)
             return
+        self.sync_trouble.ok()
         now = utcnow()
         for wave in pending:
-            self._schedule(
-                f"wave:{wave.id}:open", max(wave.opens_at, now), self._run, "open", wave.id
-            )
+            self._schedule_wave(wave, "open", wave.opens_at, now)
         for wave in opened:
             if wave.reminder_at and wave.reminded_at is None:
-                self._schedule(
-                    f"wave:{wave.id}:remind",
-                    max(wave.reminder_at, now),
-                    self._run,
-                    "remind",
-                    wave.id,
+                self._schedule_wave(wave, "remind", wave.reminder_at, now)
+            self._schedule_wave(wave, "close", wave.closes_at, now)
+
+    def _schedule_wave(self, wave, step: str, when, now) -> None:
+        """One step's job; a wave whose step cannot be scheduled is logged (with a
+        traceback, once) and does not keep the other waves from being scheduled."""
+        try:
+            self._schedule(f"wave:{wave.id}:{step}", max(when, now), self._run, step, wave.id)
+        except Exception:
+            if (wave.id, step) not in self._bad_waves:
+                self._bad_waves.add((wave.id, step))
+                logger.exception(
+                    "scheduler: wave %s: its %s step cannot be scheduled", wave.id, step
                 )
-            self._schedule(
-                f"wave:{wave.id}:close", max(wave.closes_at, now), self._run, "close", wave.id
-            )
 
     async def _run(self, step: str, wave_id: int) -> None:
         try:
