@@ -4,8 +4,12 @@
   a chunked body is counted and cut.
 - Request heads: over the cap, 431 and the connection closed; a connection that sends no
   complete request is closed after the deadline.
-- Connections: ``panelbot serve`` run with a low open file limit, hundreds of idle
-  connections open, a signed webhook still gets its 200 and the refusals are logged.
+- Request bodies that stall, trickle under the minimum rate after their grace, or take
+  longer than the request deadline have their connections closed.
+- Connections: at the limit, the slowest connection still sending its request is closed
+  to make room; ``panelbot serve`` run with a low open file limit, with hundreds of idle
+  connections or dozens trickling request bodies, still answers a signed webhook with 200,
+  and the refusals are logged.
 - Security headers on every route's answers.
 - The per-sender limit: past ``[bot] max_inbound_per_minute`` messages in a minute from
   one address, messages are stored but not answered.
@@ -249,11 +253,170 @@ async def test_a_request_body_that_stalls_has_its_connection_closed(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], lines
 
 
+class Trickle:
+    """A client sending a POST's announced body a few bytes at a time until the server
+    closes the connection (or the body is all sent)."""
+
+    def __init__(self, path: str = MESSAGES, length: int = 60_000) -> None:
+        self.path = path
+        self.length = length
+        self.sent = 0
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self, port: int, first: bytes = b"A") -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        kind = "x-www-form-urlencoded" if self.path == MESSAGES else "json"
+        self.writer.write(
+            f"POST {self.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/{kind}\r\n"
+            f"Content-Length: {self.length}\r\n\r\n".encode()
+            + first
+        )
+        self.sent = len(first)
+        await self.writer.drain()
+
+    def closed(self) -> bool:
+        """Whether the server has closed the connection (it answers these with nothing)."""
+        assert self.reader is not None
+        return self.reader.at_eof()
+
+    async def send(self, data: bytes) -> bool:
+        """Send more of the body; False once the server has closed the connection."""
+        assert self.writer is not None
+        if self.closed():
+            return False
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except ConnectionError:
+            return False
+        self.sent += len(data)
+        return True
+
+    async def until_closed(self, step: bytes, every: float, limit: float) -> bool:
+        """Send ``step`` every ``every`` seconds; whether the server closed the connection
+        before ``limit`` seconds (and before the body was all sent)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and self.sent + len(step) < self.length:
+            if not await self.send(step):
+                return True
+            await asyncio.sleep(every)
+        # Whatever the server does on its own within the rest of the time.
+        assert self.reader is not None
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(self.reader.read(), max(deadline - time.monotonic(), 0.1))
+        return self.closed()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def test_a_body_trickled_under_the_minimum_rate_is_closed_after_its_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A byte every 0.1 s is progress, so the stall deadline never came: the connection was
+    held as long as the client liked. Now the body must average MIN_BODY_RATE after its
+    grace."""
+    monkeypatch.setattr(limits, "BODY_GRACE", 0.5)
+    monkeypatch.setattr(limits, "refused", limits.RefusalLog())
+    async with guarded(tmp_path) as (_, port, bot):
+        with caplog.at_level(logging.INFO):
+            trickle = Trickle()
+            await trickle.open(port)
+            try:
+                assert await trickle.until_closed(b"A", every=0.1, limit=20)
+            finally:
+                trickle.close()
+            # A body over the grace but well above the rate is read to the end: 20 KB of
+            # JSON (padded with spaces) in steps of 2 KB every 0.1 s.
+            body = b'{"from": "sim:steady", "text": "Hello"}' + b" " * 20_000
+            steady = Trickle("/simulator/api/messages", len(body))
+            await steady.open(port, body[:2048])
+            try:
+                for i in range(2048, len(body), 2048):
+                    assert await steady.send(body[i : i + 2048])
+                    await asyncio.sleep(0.1)
+                assert steady.reader is not None
+                head = await asyncio.wait_for(steady.reader.readuntil(b"\r\n\r\n"), 10)
+                assert status_of(head) == 200
+            finally:
+                steady.close()
+        rows = await bot.db.fetchall("SELECT text FROM inbound_messages")
+        assert [r[0] for r in rows] == ["Hello"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.web.limits"]
+    assert any("closed a connection sending its request body at" in line for line in lines), lines
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], lines
+
+
+async def test_a_request_that_keeps_coming_is_closed_at_the_request_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2 KB every 0.2 s is never a stall and is above the minimum rate, but a 60 KB body at
+    that pace would hold the connection for 6 s: the whole request has a deadline."""
+    monkeypatch.setattr(limits, "REQUEST_TIMEOUT", 1.0)
+    monkeypatch.setattr(limits, "refused", limits.RefusalLog())
+    async with guarded(tmp_path) as (_, port, bot):
+        with caplog.at_level(logging.INFO):
+            trickle = Trickle()
+            await trickle.open(port, b"A" * 2048)
+            try:
+                assert await trickle.until_closed(b"A" * 2048, every=0.2, limit=20)
+            finally:
+                trickle.close()
+            assert trickle.sent < trickle.length
+        assert await bot.db.fetchall("SELECT id FROM inbound_messages") == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.web.limits"]
+    assert any("took over 1 s to send its request" in line for line in lines), lines
+
+
+async def test_at_the_limit_the_slowest_request_is_closed_to_make_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only idle connections used to be closed to make room: connections trickling request
+    bodies counted as busy, and every webhook got 503 while they held the limit."""
+    monkeypatch.setattr(limits, "MAX_CONNECTIONS", 16)
+    monkeypatch.setattr(limits, "SLOW_AFTER", 0.3)
+    # Neither the grace nor the request deadline closes them during the test.
+    monkeypatch.setattr(limits, "BODY_GRACE", 60.0)
+    monkeypatch.setattr(limits, "REQUEST_TIMEOUT", 60.0)
+    monkeypatch.setattr(limits, "refused", limits.RefusalLog())
+    async with guarded(tmp_path) as (base, port, _bot):
+        trickles = [Trickle() for _ in range(15)]
+        try:
+            # Fifteen requests half sent (the sixteenth place is for the webhook); the
+            # sixth has sent one byte of its body, the others 500: it is the slowest.
+            for n, trickle in enumerate(trickles):
+                await trickle.open(port, b"A" if n == 5 else b"A" * 500)
+            await asyncio.sleep(0.6)  # all older than SLOW_AFTER
+            with caplog.at_level(logging.WARNING, logger="bot.web.limits"):
+                async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                    params = inbound_params("SM" + "3" * 32, "+447400100102", "Hi", to=SENDER)
+                    response = await post_signed(client, MESSAGES, params, public_base_url=PUBLIC)
+                    assert response.status_code == 200, response.text
+            slowest = trickles[5]
+            assert slowest.reader is not None
+            assert await asyncio.wait_for(slowest.reader.read(), 10) == b""
+            await asyncio.sleep(0.2)
+            assert [n for n, t in enumerate(trickles) if t.closed()] == [5]
+        finally:
+            for trickle in trickles:
+                trickle.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.web.limits"]
+    assert any(
+        "at the limit of 16 connections: closed one sending its request at" in line
+        for line in lines
+    ), lines
+
+
 async def test_when_every_connection_is_busy_new_requests_get_503_and_it_is_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(limits, "MAX_CONNECTIONS", 16)
     monkeypatch.setattr(limits, "refused", limits.RefusalLog())
+    # Requests that began sending their bodies under SLOW_AFTER ago are busy, not slow.
+    monkeypatch.setattr(limits, "SLOW_AFTER", 60.0)
+    monkeypatch.setattr(limits, "BODY_GRACE", 60.0)
     async with guarded(tmp_path) as (_, port, _bot):
         busy = []
         try:
@@ -380,6 +543,89 @@ async def test_hundreds_of_idle_connections_at_a_low_file_limit_do_not_lock_out_
         # One line per kind of refusal every few seconds, not one per connection.
         assert text.count("at the limit of") <= 2 * (workers + 1)
         assert "Too many open files" not in text
+
+
+TRICKLE_FILES = 128
+
+
+def _trickle_file_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (TRICKLE_FILES, TRICKLE_FILES))
+
+
+async def test_connections_trickling_bodies_at_a_low_file_limit_do_not_lock_out_webhooks(
+    tmp_path: Path,
+) -> None:
+    """The attack: at a file limit of 128 (64 connections), 70 connections each announce a
+    60,000-byte webhook body and send a byte every 2 s. The body deadline only looked for
+    progress and "close the idlest" never picked them: webhooks and /healthz got 503, and
+    the connections were never closed. Now a signed webhook gets its 200 within a bounded
+    time, every trickling connection is closed, and it is logged."""
+    limit = limits.connection_limit(TRICKLE_FILES)
+    async with FakeTwilio().running() as twilio:
+        port = free_port()
+        config = write_config(tmp_path, port, twilio.url, workers=0)
+        log = (tmp_path / "serve.log").open("w+b")
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot", "-c", str(config), "serve"),
+            stderr=log,
+            preexec_fn=_trickle_file_limit,
+        )
+        base = f"http://127.0.0.1:{port}"
+        trickles = [Trickle() for _ in range(limit + 6)]
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                deadline = time.monotonic() + 30
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    assert proc.returncode is None, "serve exited"
+                    assert time.monotonic() < deadline, "serve did not start"
+                    await asyncio.sleep(0.1)
+            for trickle in trickles:
+                with contextlib.suppress(ConnectionError):
+                    await trickle.open(port)
+            started = time.monotonic()
+            sending = [
+                asyncio.create_task(t.until_closed(b"A", every=2.0, limit=45)) for t in trickles
+            ]
+            await asyncio.sleep(1.5)
+            # A signed webhook, and /healthz, each on a new connection: 200 within 15 s
+            # (a 503 while every trickle is younger than SLOW_AFTER is allowed).
+            answers: dict[str, int] = {}
+            for n in range(3):
+                while True:
+                    async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                        params = inbound_params(
+                            f"SM{n:032x}", f"+4474001003{n:02d}", "Hi", to=SENDER
+                        )
+                        webhook = await post_signed(fresh, MESSAGES, params, public_base_url=base)
+                    async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                        health = await fresh.get("/healthz")
+                    answers = {"webhook": webhook.status_code, "healthz": health.status_code}
+                    if answers == {"webhook": 200, "healthz": 200}:
+                        break
+                    assert time.monotonic() - started < 15, answers
+                    await asyncio.sleep(0.5)
+            # Every trickling connection is closed by the server, well before its body ends.
+            closed = await asyncio.gather(*sending)
+            assert closed.count(True) == len(trickles), closed
+        finally:
+            for trickle in trickles:
+                trickle.close()
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 20)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+        assert "closed a connection sending its request body at" in text, text
+        assert "Too many open files" not in text
+        assert "Traceback" not in text, text
+        assert "+447400100300" not in text
 
 
 def open_file_limits(pid: int) -> tuple[int, int]:

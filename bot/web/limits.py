@@ -6,10 +6,13 @@ connection limits, security headers on every response, and refusals that are log
   body is counted as it is read and cut at the cap, and every response gets the security
   headers (``nosniff``, no framing, no referrer, a Content-Security-Policy, ``no-store``).
 - ``GuardedProtocol``, uvicorn's httptools protocol with what it lacks: a cap on the size
-  of a request's head (431), deadlines for a connection to send a complete request head
-  and for a request body to make progress (an idle or slow connection is closed), and
-  when the connection limit is reached the connection idle the longest is closed to make
-  room; only when none is idle are requests refused with 503.
+  of a request's head (431); deadlines for a connection to send a complete request head,
+  for a request body to make progress, and for the whole request (head and body), and a
+  minimum rate for a body once its grace period is over (an idle, stalled or trickling
+  connection is closed); and when the connection limit is reached, a connection is closed
+  to make room: one that is idle or has been sending its request for a while, the
+  slowest first. Only when every connection has a request in hand (or began one less
+  than ``SLOW_AFTER`` ago) are requests refused with 503.
 - ``server_config``: uvicorn's settings (the protocol, ``limit_concurrency`` under the open
   file limit, ``timeout_keep_alive``), after raising the soft open file limit to the hard
   one. Refusals are logged, at most one line per kind every few seconds.
@@ -50,6 +53,18 @@ MAX_HEAD_BYTES = 32 * 1024
 HEAD_TIMEOUT = 10.0
 # A request whose body makes no progress for this many seconds has its connection closed.
 BODY_TIMEOUT = 10.0
+# A request (head and body) not complete this many seconds after its first byte (or after
+# the connection opened) has its connection closed, however steadily its bytes come.
+REQUEST_TIMEOUT = 30.0
+# A body still incomplete BODY_GRACE seconds after its head must have come at no less than
+# MIN_BODY_RATE bytes a second on average (from the end of the head), or its connection is
+# closed: a trickle of a byte every few seconds makes progress but only holds a connection.
+# Real bodies (a few KB from Twilio, tens of KB at most from Telegram) come within the grace.
+BODY_GRACE = 5.0
+MIN_BODY_RATE = 1024.0
+# At the connection limit, a connection sending its request for at least this many seconds
+# may be closed to make room (the slowest first); a younger one counts as busy.
+SLOW_AFTER = 1.0
 # An idle keep-alive connection between two requests is closed after this many seconds.
 KEEP_ALIVE_TIMEOUT = 5
 # Connections (and requests in flight) per process; fewer when the open file limit is low.
@@ -266,8 +281,9 @@ def _with_headers(send: Any, path: str) -> Any:
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a cap on the request head, a deadline to send it,
-    and idle connections closed first when the connection limit is reached."""
+    """uvicorn's httptools protocol with a cap on the request head, deadlines to send the
+    head, the body and the whole request, a minimum body rate, and idle or slow connections
+    closed to make room when the connection limit is reached."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -277,12 +293,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._body_at = 0.0
+        self._body_at = 0.0  # the last byte of the body
+        self._body_started = 0.0  # the end of the head
+        self._body_bytes = 0
+        self._request_at = 0.0  # the first byte of the request in hand (or the opening)
+        self._request_bytes = 0  # bytes of it received so far, head and body
         self._idle_since = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._idle_since = time.monotonic()
+        self._idle_since = self._request_at = time.monotonic()
         self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
         limit = self.limit_concurrency
         if limit is not None and len(self.connections) >= limit:
@@ -297,6 +317,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._refused:
             return
         heads = self._heads
+        if self._in_head and self._request_bytes == 0 and self._heads:
+            self._request_at = time.monotonic()  # a later request on a kept-alive connection
+        self._request_bytes += len(data)
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_timer is None:
@@ -324,12 +347,14 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         # Until the body is complete (at once for a request without one).
-        self._body_at = time.monotonic()
-        self._body_timer = self.loop.call_later(BODY_TIMEOUT, self._body_timed_out)
+        self._body_at = self._body_started = time.monotonic()
+        self._body_bytes = 0
+        self._arm_body_timer(self._body_at)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
             self._body_at = time.monotonic()
+            self._body_bytes += len(body)
             super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -339,6 +364,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
+        self._request_bytes = 0
+        self._request_at = time.monotonic()
 
     def on_response_complete(self) -> None:
         self._idle_since = time.monotonic()
@@ -360,19 +387,57 @@ class GuardedProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
 
+    def _arm_body_timer(self, now: float) -> None:
+        """Wake up when the body, if no more of it comes, would break one of its limits."""
+        due = min(self._body_at + BODY_TIMEOUT, self._request_at + REQUEST_TIMEOUT)
+        if MIN_BODY_RATE > 0:
+            too_slow = self._body_started + max(BODY_GRACE, self._body_bytes / MIN_BODY_RATE)
+            due = min(due, too_slow)
+        self._body_timer = self.loop.call_later(max(due - now, 0.001), self._body_timed_out)
+
     def _body_timed_out(self) -> None:
         self._body_timer = None
         if self._in_head or self.transport.is_closing():
             return
-        quiet = time.monotonic() - self._body_at
-        if quiet < BODY_TIMEOUT:  # the body moved meanwhile: wait for the rest of the time
-            self._body_timer = self.loop.call_later(BODY_TIMEOUT - quiet, self._body_timed_out)
+        now = time.monotonic()
+        if self.flow.read_paused:
+            # The app has not read what came (or a pipelined request waits its turn): the
+            # client cannot send more, which is not its delay. Count from when reading resumes.
+            self._body_at = now
+            self._body_started = now - self._body_bytes / MIN_BODY_RATE if MIN_BODY_RATE else now
+            self._request_at = max(self._request_at, now + BODY_TIMEOUT - REQUEST_TIMEOUT)
+            self._body_timer = self.loop.call_later(BODY_TIMEOUT, self._body_timed_out)
             return
-        refused(
-            "stalled",
-            "closed a connection whose request body stalled for %g s",
-            BODY_TIMEOUT,
-        )
+        since_body = now - self._body_started
+        if now - self._body_at >= BODY_TIMEOUT:
+            refused(
+                "stalled",
+                "closed a connection whose request body stalled for %g s",
+                BODY_TIMEOUT,
+            )
+        elif now - self._request_at >= REQUEST_TIMEOUT:
+            refused(
+                "deadline",
+                "closed a connection that took over %g s to send its request",
+                REQUEST_TIMEOUT,
+            )
+        elif (
+            MIN_BODY_RATE > 0
+            and since_body >= BODY_GRACE
+            and self._body_bytes < MIN_BODY_RATE * since_body
+        ):
+            refused(
+                "slow",
+                "closed a connection sending its request body at %.0f bytes a second after "
+                "%.0f s (the minimum is %g after %g s)",
+                self._body_bytes / max(since_body, 0.001),
+                since_body,
+                MIN_BODY_RATE,
+                BODY_GRACE,
+            )
+        else:  # within its limits (the timer may wake a little early): until the next one
+            self._arm_body_timer(now)
+            return
         self.transport.close()
 
     def _idle(self) -> bool:
@@ -411,28 +476,62 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
         self._refused = True  # whatever else arrives before the close is ignored
 
+    def _pace(self, now: float) -> tuple[bool, float, float] | None:
+        """How this connection ranks to be closed to make room (lowest first): whether it is
+        young, the bytes a second of the request it is sending (0 for none), and since when.
+        None for one that may not be closed: its request is in the app's hands, or it began
+        sending its body less than SLOW_AFTER seconds ago."""
+        if self.transport.is_closing():
+            return (False, -1.0, 0.0)  # going anyway: closing it frees its place at once
+        if self._idle():
+            start = self._request_at if self._request_bytes else self._idle_since
+        elif not self._in_head and not self._refused:  # still receiving the body
+            start = self._request_at
+            if now - self._body_started < SLOW_AFTER:
+                return None
+        else:
+            return None
+        age = now - start
+        return (age < SLOW_AFTER, self._request_bytes / max(age, 0.001), start)
+
     def _make_room(self, limit: int) -> None:
-        """At the connection limit: close the connection idle the longest, if any is."""
-        idle = [
-            c
-            for c in self.connections
-            if c is not self and isinstance(c, GuardedProtocol) and c._idle()
-        ]
-        if not idle:
+        """At the connection limit: close the idle or slow connection that ranks lowest:
+        connections idle or sending a request for at least SLOW_AFTER seconds before
+        younger idle ones, and among them the slowest, then the oldest."""
+        now = time.monotonic()
+        best: tuple[tuple[bool, float, float], GuardedProtocol] | None = None
+        for c in self.connections:
+            if c is self or not isinstance(c, GuardedProtocol):
+                continue
+            pace = c._pace(now)
+            if pace is not None and (best is None or pace < best[0]):
+                best = (pace, c)
+        if best is None:
             refused(
                 "full",
                 "all %d connections are busy: new requests get 503 until one is free",
                 limit,
             )
             return
-        victim = min(idle, key=lambda c: c._idle_since)
-        refused(
-            "evict",
-            "at the limit of %d connections: closed the one idle the longest to make room",
-            limit,
-        )
+        (_young, rate, start), victim = best
+        if victim._idle() or victim.transport.is_closing():
+            refused(
+                "evict",
+                "at the limit of %d connections: closed an idle one to make room",
+                limit,
+            )
+        else:
+            refused(
+                "evict-slow",
+                "at the limit of %d connections: closed one sending its request at %.0f "
+                "bytes a second for %.0f s to make room",
+                limit,
+                rate,
+                now - start,
+            )
         self.connections.discard(victim)
         victim._cancel_head_timer()
+        victim._cancel_body_timer()
         victim.transport.close()
 
 
