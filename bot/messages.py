@@ -4,15 +4,22 @@ Templates are plain text (no HTML autoescape) rendered with StrictUndefined, so 
 variable is an error in tests rather than a blank in someone's SMS. Translators write them,
 so they are untrusted: they compile in Jinja2's ``ImmutableSandboxedEnvironment``, and before
 that :func:`unsafe_parts` refuses any template that reaches Python internals (``__class__``,
-``mro``, ``func_globals`` ...) or calls a method that changes a value, with
-:class:`UnsafeTemplate`. Such a template never renders: at send time its locale is skipped
-(logged as an error) and the next locale of the chain is used. A locale without a
+``mro``, ``func_globals`` ...) or calls a method that changes a value, and
+:func:`refused_parts` refuses anything outside the little a message needs (an allowlist:
+output, ``if``, ``for`` over values passed in, at most two loops deep, comparisons, a few
+filters with bounded arguments; no calls, ``set``, macros, ``include`` or arithmetic that
+builds values), both with :class:`UnsafeTemplate`. Such a template never renders: at send
+time its locale is skipped (logged as an error) and the next locale of the chain is used.
+What no static check bounds is bounded while rendering (:meth:`MessageCatalog.render_template`):
+a loop over more than :data:`MAX_LOOP_ITEMS` items, a text past :data:`MAX_OUTPUT` characters,
+running out of memory or recursion refuse the template the same way. A locale without a
 template falls back along a chain (``pa-Arab`` → ``pa`` → the panel default → ``en``); each
 fallback is logged and counted so translators can see what is missing.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tomllib
 from collections import Counter
@@ -90,6 +97,240 @@ _MAX_EXPONENT = 64
 _MAX_LENGTH = 10_000
 
 
+# What a message template may be made of (see refused_parts): nothing else compiles.
+MAX_OUTPUT = 10_000  # characters of one rendered message; SMS, WhatsApp, Telegram take far less
+MAX_LOOP_ITEMS = 200  # items one {% for %} may go over (a question's options, the languages)
+MAX_LOOP_NESTING = 2
+MAX_NESTING = 30  # tags and expressions inside one another; shipped templates use under 10
+_MAX_ARGUMENT = 100  # characters of a quoted argument (a join separator, a date format)
+LOOP_ITEMS_FILTER = "panelbot_loop_items"  # wraps every loop's items; not for templates
+
+_STATEMENTS = {
+    nodes.Macro: "{% macro %}",
+    nodes.CallBlock: "{% call %}",
+    nodes.FilterBlock: "{% filter %}",
+    nodes.With: "{% with %}",
+    nodes.Block: "{% block %}",
+    nodes.Extends: "{% extends %}",
+    nodes.Include: "{% include %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from ... import %}",
+    nodes.ExprStmt: "{% do %}",
+    nodes.Assign: "{% set %}",
+    nodes.AssignBlock: "{% set %}",
+    nodes.Continue: "{% continue %}",
+    nodes.Break: "{% break %}",
+    nodes.NSRef: "{% set x.y %}",
+    nodes.Mul: "the * operator",
+    nodes.Div: "the / operator",
+    nodes.FloorDiv: "the // operator",
+    nodes.Mod: "the % operator",
+    nodes.Pow: "the ** operator",
+    nodes.Dict: "{...} dictionaries",
+    nodes.Pair: "{...} dictionaries",
+}
+_ALLOWED_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.If,
+    nodes.For,
+    nodes.Name,
+    nodes.Const,
+    nodes.Tuple,
+    nodes.List,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.Slice,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Neg,
+    nodes.Pos,
+    nodes.Add,
+    nodes.Sub,
+    nodes.Concat,
+    nodes.CondExpr,
+    nodes.Filter,
+    nodes.Test,
+    nodes.Keyword,
+)
+_PLURAL_FORMS = frozenset({"zero", "one", "two", "few", "many", "other"})
+# Filters with no arguments: each gives a value no bigger than what it is given.
+_PLAIN_FILTERS = frozenset(
+    {
+        "length",
+        "count",
+        "lower",
+        "upper",
+        "title",
+        "capitalize",
+        "trim",
+        "first",
+        "last",
+        "reverse",
+        "string",
+        "wordcount",
+        "abs",
+        "int",
+        "round",
+        "number",  # ours: a number as the message's language writes it
+        LOOP_ITEMS_FILTER,  # what every loop's items go through (harmless written by hand)
+    }
+)
+_TESTS = frozenset(
+    {
+        "defined",
+        "undefined",
+        "none",
+        "number",
+        "string",
+        "sequence",
+        "boolean",
+        "true",
+        "false",
+        "integer",
+        "float",
+        "even",
+        "odd",
+        "eq",
+        "equalto",
+        "==",
+        "ne",
+        "!=",
+        "lt",
+        "lessthan",
+        "<",
+        "le",
+        "<=",
+        "gt",
+        "greaterthan",
+        ">",
+        "ge",
+        ">=",
+        "in",
+        "sameas",
+    }
+)
+
+
+def _short_text(node: nodes.Node) -> bool:
+    return (
+        isinstance(node, nodes.Const)
+        and isinstance(node.value, str)
+        and len(node.value) <= _MAX_ARGUMENT
+    )
+
+
+def _filter_problem(node: nodes.Filter) -> str | None:
+    """Why a filter is refused (its name and arguments), or None when it is allowed."""
+    name = node.name
+    kwargs = {kw.key: kw.value for kw in node.kwargs}
+    if node.dyn_args is not None or node.dyn_kwargs is not None:
+        return f"|{name}(*...)"
+    if name in _PLAIN_FILTERS:
+        return None if not node.args and not kwargs else f"|{name}(...)"
+    if name == "join":
+        # A quoted separator only: join(x|join) multiplies lengths at each level.
+        if not kwargs and len(node.args) <= 1 and all(_short_text(a) for a in node.args):
+            return None
+        return "|join(...) with anything but a short quoted separator"
+    if name in ("default", "d"):
+        if not kwargs and len(node.args) <= 2:
+            return None
+        return f"|{name}(...) with more than a value"
+    if name in ("date", "datetime"):  # ours: a date in the message's language
+        if not kwargs and len(node.args) <= 1 and all(_short_text(a) for a in node.args):
+            return None
+        return f"|{name}(...) with anything but a short quoted format"
+    if name == "plural":  # ours: one="# question", other="# questions"
+        if "other" not in kwargs:
+            return "|plural(...) without other="  # the form every language falls back on
+        if (
+            not node.args
+            and set(kwargs) <= _PLURAL_FORMS
+            and all(_short_text(v) for v in kwargs.values())
+        ):
+            return None
+        return "|plural(...) with anything but quoted forms (one=, few=, many=, other=...)"
+    return f"|{name}"
+
+
+def _call_name(node: nodes.Call) -> str:
+    if isinstance(node.node, nodes.Name):
+        return f"{node.node.name}()"
+    if isinstance(node.node, nodes.Getattr):
+        return f".{node.node.attr}()"
+    return "a call"
+
+
+def refused_parts(tree: nodes.Template) -> list[tuple[int, str]]:
+    """Every place a parsed template goes beyond what a message template may use.
+
+    ``(line, what)`` pairs, by line. Allowed: text, ``{{ output }}``, ``if``/``elif``/``else``,
+    ``for`` (not ``recursive``; at most :data:`MAX_LOOP_NESTING` deep), names, constants,
+    lists and tuples, ``.attr``, ``[item]``, comparisons, ``and``/``or``/``not``, ``+``, ``-``,
+    ``~``, ``x if c else y``, the tests in ``_TESTS`` and the filters in ``_PLAIN_FILTERS``
+    plus ``join`` (a quoted separator), ``default``, ``date``/``datetime`` (a quoted format)
+    and ``plural`` (quoted forms). No calls at all (``range()``, ``namespace()``, a macro,
+    a method), no ``set``, ``with``, macros, blocks, ``include``/``import``, no ``*``,
+    ``/``, ``%`` or ``**``. Nothing of the template runs to find these.
+    """
+    found: list[tuple[int, str]] = []
+    # An explicit stack (node, loops around it, depth): a deep template must not make the
+    # check itself recurse.
+    stack: list[tuple[nodes.Node, int, int]] = [(tree, 0, 0)]
+    while stack:
+        node, loops, depth = stack.pop()
+        line = getattr(node, "lineno", 1) or 1
+        if depth > MAX_NESTING:
+            found.append((line, f"more than {MAX_NESTING} tags or expressions inside one another"))
+            continue
+        if isinstance(node, nodes.Call):
+            found.append((line, _call_name(node)))
+        elif not isinstance(node, _ALLOWED_NODES):
+            found.append((line, _STATEMENTS.get(type(node), f"{{% {type(node).__name__} %}}")))
+        elif isinstance(node, nodes.Filter):
+            problem = _filter_problem(node)
+            if problem:
+                found.append((line, problem))
+        elif isinstance(node, nodes.Test):
+            if node.name not in _TESTS or node.dyn_args is not None or node.dyn_kwargs is not None:
+                found.append((line, f"is {node.name}"))
+        elif isinstance(node, nodes.For):
+            if node.recursive:
+                found.append((line, "recursive loops"))
+            if loops >= MAX_LOOP_NESTING:
+                found.append((line, f"more than {MAX_LOOP_NESTING} loops inside one another"))
+            stack.append((node.iter, loops, depth + 1))
+            stack.extend((child, loops + 1, depth + 1) for child in (node.target, *node.body))
+            stack.extend((child, loops, depth + 1) for child in node.else_)
+            if node.test is not None:
+                stack.append((node.test, loops + 1, depth + 1))
+            continue
+        stack.extend((child, loops, depth + 1) for child in node.iter_child_nodes())
+    return sorted(found, key=lambda item: item[0])
+
+
+def _bound_loops(tree: nodes.Template) -> None:
+    """Put every loop's items through :data:`LOOP_ITEMS_FILTER`, which stops a huge one."""
+    for loop in tree.find_all(nodes.For):
+        loop.iter = nodes.Filter(
+            loop.iter, LOOP_ITEMS_FILTER, [], [], None, None, lineno=loop.lineno
+        )
+
+
+def _loop_items(value: Any) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        return value  # iterating it raises (StrictUndefined) as it would have
+    items = list(itertools.islice(iter(value), MAX_LOOP_ITEMS + 1))
+    if len(items) > MAX_LOOP_ITEMS:
+        raise RenderRefused(f"a loop over more than {MAX_LOOP_ITEMS} items")
+    return items
+
+
 def _unsafe_name(value: object) -> bool:
     return isinstance(value, str) and (value.startswith("_") or value in _UNSAFE_ATTRIBUTES)
 
@@ -136,8 +377,14 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"**", "*"})
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = super()._parse(source, name, filename)
-        problems = unsafe_parts(tree)
+        try:
+            tree = super()._parse(source, name, filename)
+        except RecursionError:
+            raise UnsafeTemplate(
+                "nests tags or brackets too deeply for a message template", 1, name, filename
+            ) from None
+        # Internals first, by name (what an attack reaches for); then the allowlist.
+        problems = unsafe_parts(tree) or refused_parts(tree)
         if problems:
             whats = list(dict.fromkeys(what for _, what in sorted(problems)))
             shown = ", ".join(whats[:3]) + (f" and {len(whats) - 3} more" if len(whats) > 3 else "")
@@ -147,6 +394,7 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
                 name,
                 filename,
             )
+        _bound_loops(tree)
         return tree
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -169,6 +417,35 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+class RenderRefused(SecurityError):
+    """A template stopped while rendering: a loop or a text too long, memory or recursion."""
+
+
+def render_bounded(template: jinja2.Template, context: dict[str, Any]) -> str:
+    """Render ``template``, stopping past :data:`MAX_OUTPUT` characters.
+
+    Running out of memory or of recursion while rendering is :class:`RenderRefused` too, so
+    that a template refused this way is one line, never a traceback.
+    """
+    pieces: list[str] = []
+    size = 0
+    stream = template.generate(**context)
+    try:
+        for piece in stream:
+            size += len(piece)
+            if size > MAX_OUTPUT:
+                raise RenderRefused(f"its text passed {MAX_OUTPUT:,} characters")
+            pieces.append(piece)
+    except MemoryError:
+        pieces.clear()
+        raise RenderRefused("it ran out of memory") from None
+    except RecursionError:
+        raise RenderRefused("it recursed too deeply") from None
+    finally:
+        stream.close()
+    return "".join(pieces)
+
+
 def _range(*args: int) -> range:
     """``range`` as the sandbox allows it, refusing a huge one as the sandbox refuses others."""
     try:
@@ -188,6 +465,7 @@ def make_environment(loader: jinja2.BaseLoader | None = None) -> SafeEnvironment
         keep_trailing_newline=False,
     )
     env.globals["range"] = _range
+    env.filters[LOOP_ITEMS_FILTER] = _loop_items
     return env
 
 
@@ -218,7 +496,8 @@ class MessageCatalog:
         )
         self.fallbacks: Counter[tuple[str, str, str]] = Counter()
         self._resolved: dict[tuple[str, str], tuple[str, jinja2.Template]] = {}
-        # "cy/welcome" -> why that template was refused (see UnsafeTemplate).
+        # "cy/welcome" -> why that template was refused: "never rendered: uses ..." (see
+        # UnsafeTemplate) or "stopped while rendering: ..." (see render_bounded).
         self.refused: dict[str, str] = {}
         self._words: dict[str, dict[str, Any]] = {}
 
@@ -251,15 +530,20 @@ class MessageCatalog:
             except jinja2.TemplateNotFound:
                 continue
             except UnsafeTemplate as exc:
-                self._refuse(candidate, name, f"{exc.message} (line {exc.lineno})")
+                self._refuse(candidate, name, f"never rendered: {exc.message} (line {exc.lineno})")
                 continue
             self._resolved[key] = (candidate, template)
             return candidate, template
         raise MissingMessage(f"no message {name!r} for locale {locale!r} or its fallbacks")
 
+    @staticmethod
+    def render_template(template: jinja2.Template, **context: Any) -> str:
+        """Render a compiled template within the bounds of :func:`render_bounded`."""
+        return render_bounded(template, context)
+
     def _refuse(self, locale: str, name: str, reason: str) -> None:
         self.refused[f"{locale}/{name}"] = reason
-        logger.error("message %s/%s refused, never rendered: %s", locale, name, reason)
+        logger.error("message %s/%s refused, %s", locale, name, reason)
         for key, (used, _) in list(self._resolved.items()):
             if key[0] == name and used == locale:
                 del self._resolved[key]
@@ -269,11 +553,14 @@ class MessageCatalog:
         while True:
             used, template = self.resolve(name, locale)
             try:
-                text = template.render(locale=used, **context)
+                text = self.render_template(template, locale=used, **context)
+            except RenderRefused as exc:
+                self._refuse(used, name, f"stopped while rendering: {exc}")
+                continue
             except SecurityError as exc:
                 # What no static check could see (a name built while rendering): the
                 # sandbox stopped it; this template is refused from now on.
-                self._refuse(used, name, f"the sandbox refused it: {exc}")
+                self._refuse(used, name, f"stopped while rendering: the sandbox refused it: {exc}")
                 continue
             break
         if used != locale:

@@ -7,6 +7,7 @@ every other locale; a new locale folder is checked by every test here without ch
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
 from datetime import UTC, datetime
@@ -14,14 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jinja2.sandbox import SecurityError
 
 from bot.app import Bot
 from bot.config import settings_from_dict
 from bot.demo import _FIELDS, demo_config
 from bot.engine import render
 from bot.engine.keywords import Keyword, KeywordRouter, normalise
-from bot.messages import TEMPLATE_SUFFIX, WORDS_FILE, MessageCatalog
+from bot.messages import (
+    TEMPLATE_SUFFIX,
+    WORDS_FILE,
+    MessageCatalog,
+    RenderRefused,
+    UnsafeTemplate,
+    refused_parts,
+)
 from bot.resources import examples_dir, messages_dir
 from bot.surveys.answers import normalise_reply
 from bot.surveys.loader import load_survey_file, parse_survey
@@ -442,20 +449,134 @@ def test_survey_texts_are_values_never_templates(catalog: MessageCatalog) -> Non
 
 
 @pytest.mark.parametrize(
-    "source",
+    ("source", "refused"),
     [
-        "{{ 'x' * 100000000 }}",
-        "{{ [0] * n * n }}",
-        "{{ 9 ** 100000 }}",
-        "{{ n ** n ** n ** n }}",
-        "{% for i in range(10 ** 9) %}{% endfor %}",
+        ("{{ 'x' * 100000000 }}", "the * operator"),
+        ("{{ [0] * n * n }}", "the * operator"),
+        ("{{ 9 ** 100000 }}", "the ** operator"),
+        ("{{ n ** n ** n ** n }}", "the ** operator"),
+        ("{% for i in range(10 ** 9) %}{% endfor %}", "range(), the ** operator"),
+        # Issue 9, follow-up: each of these ran out of memory or time under the sandbox alone.
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            "namespace(), range(), {% set %} and 1 more",
+        ),
+        ("{{ 'x'|center(999999999) }}", "|center"),
+        ("{{ n|indent(999999999) }}", "|indent"),
+        ("{{ n|wordwrap(999999999) }}", "|wordwrap"),
+        ("{{ range(99999)|join(range(99999)|join) }}", "range(), |join(...)"),
+        ("{{ n|join(n|join(n|join)) }}", "|join(...) with anything but a short quoted separator"),
+        (
+            "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
+            "range()",
+        ),
+        ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "m(), {% macro %}"),
+        ("{% for x in n recursive %}{{ loop(x) }}{% endfor %}", "loop(), recursive loops"),
+        (
+            "{% for a in n %}{% for b in n %}{% for c in n %}{% endfor %}{% endfor %}{% endfor %}",
+            "more than 2 loops inside one another",
+        ),
+        ("{% set s = n ~ n %}{% set s = s ~ s %}{{ s }}", "{% set %}"),
+        ("{% with s = n ~ n %}{{ s }}{% endwith %}", "{% with %}"),
+        ("{% include 'en/greedy.txt.j2' %}", "{% include %}"),
+        ("{{ '%999999999s' % n }}", "the % operator"),
+        ("{{ n|replace('', n) }}", "|replace"),
+        ("{{ n.upper() }}", ".upper()"),
+        ("{{ n|plural(one='# day') }}", "|plural(...) without other="),  # a KeyError at send
+        ("{{ n|plural(one=n, other='#') }}", "|plural(...) with anything but quoted forms"),
+        (
+            "{{ n|lower|lower|lower|lower|lower|lower|lower|lower|lower|lower"
+            + "|lower" * 30
+            + " }}",
+            "more than 30 tags or expressions inside one another",
+        ),
     ],
 )
-def test_a_template_cannot_build_a_huge_value(tmp_path: Path, source: str) -> None:
+def test_a_template_that_could_build_a_huge_value_is_refused_before_it_runs(
+    tmp_path: Path, source: str, refused: str
+) -> None:
     (tmp_path / "en").mkdir()
     (tmp_path / "en" / "greedy.txt.j2").write_text(source, encoding="utf-8")
-    with pytest.raises(SecurityError):
-        MessageCatalog([tmp_path]).env.get_template("en/greedy.txt.j2").render(n=100000)
+    with pytest.raises(UnsafeTemplate) as caught:
+        MessageCatalog([tmp_path]).env.get_template("en/greedy.txt.j2")
+    assert caught.value.message.startswith(f"uses {refused}")
+    assert caught.value.message.endswith(", which no message template may use")
+
+
+def test_brackets_nested_past_what_jinja_can_parse_are_one_refusal(tmp_path: Path) -> None:
+    (tmp_path / "en").mkdir()
+    source = "{{ " + "(" * 500 + "n" + ")" * 500 + " }}"  # RecursionError in Jinja's parser
+    (tmp_path / "en" / "deep.txt.j2").write_text(source, encoding="utf-8")
+    with pytest.raises(UnsafeTemplate, match="nests tags or brackets too deeply"):
+        MessageCatalog([tmp_path]).env.get_template("en/deep.txt.j2")
+
+
+def test_every_shipped_template_is_within_the_allowlist() -> None:
+    catalog = MessageCatalog([MESSAGES])
+    paths = sorted(MESSAGES.glob(f"*/*{TEMPLATE_SUFFIX}"))
+    assert len(paths) > 100
+    for path in paths:
+        tree = catalog.env.parse(path.read_text(encoding="utf-8"))
+        assert refused_parts(tree) == [], path
+
+
+def test_what_a_translator_may_write_still_compiles_and_renders(tmp_path: Path) -> None:
+    (tmp_path / "en").mkdir()
+    source = (
+        "{% for a in options if a != 'x' %}{% for b in options %}{{ loop.index }}"
+        "{% endfor %}{{ a|upper }}{% else %}none{% endfor %}"
+        "{{ options|join(', ') }} {{ options|length }} {{ who|default('you')|title }}"
+        "{% if n is not none and n > 1 and who in ('a', 'b') %} many{% endif %}"
+        "{{ ' ' ~ n|plural(one='# day', other='# days') }} {{ -n + 1 - 1 }} {{ options[0][:1] }}"
+        "{{ ' soon' if n else '' }}"
+    )
+    (tmp_path / "en" / "fine.txt.j2").write_text(source, encoding="utf-8")
+    text = MessageCatalog([tmp_path]).render("fine", "en", options=["p", "q"], n=2, who="b")
+    assert text == "12P12Qp, q 2 B many 2 days -2 p soon"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("abcdefghij" * 15, "its text passed 10,000 characters"),  # 150 x 150 x 2 characters
+        ("abcdefghij" * 30, "a loop over more than 200 items"),
+    ],
+)
+def test_a_translation_stopped_while_rendering_falls_back_to_the_next_locale(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, value: str, reason: str
+) -> None:
+    for locale in ("en", "cy"):
+        (tmp_path / locale).mkdir()
+    (tmp_path / "en" / "note.txt.j2").write_text("Note: {{ text }}\n", encoding="utf-8")
+    (tmp_path / "cy" / "note.txt.j2").write_text(
+        "{% for a in text %}{% for b in text %}{{ a }}{{ b }}{% endfor %}{% endfor %}\n",
+        encoding="utf-8",
+    )
+    catalog = MessageCatalog([tmp_path])
+
+    with caplog.at_level(logging.INFO, logger="bot.messages"):
+        first = catalog.render("note", "cy", text=value)
+        second = catalog.render("note", "cy", text="ab")
+
+    assert first == second.replace("ab", value) == f"Note: {value}"
+    assert catalog.refused == {"cy/note": f"stopped while rendering: {reason}"}
+    assert f"message cy/note refused, stopped while rendering: {reason}" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_a_value_that_exhausts_memory_while_rendering_is_a_refusal(tmp_path: Path) -> None:
+    # MemoryError and RecursionError are refusals (RenderRefused, a SecurityError) whatever
+    # raises them: here a value whose text cannot be built.
+    class Huge:
+        def __str__(self) -> str:
+            raise MemoryError
+
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "note.txt.j2").write_text("{{ text }}", encoding="utf-8")
+    template = MessageCatalog([tmp_path]).env.get_template("en/note.txt.j2")
+    with pytest.raises(RenderRefused, match="it ran out of memory"):
+        MessageCatalog.render_template(template, text=Huge())
 
 
 def test_demo_speaks_every_locale_in_every_field(tmp_path: Path) -> None:

@@ -310,13 +310,26 @@ def test_import_writes_changed_templates_and_words_and_nothing_else(
         ),
         (
             {"invitation": "{{ questions|plural(one='# cwestiwn') }}"},
-            "cy.po: invitation: does not render: KeyError: 'other'",
+            "cy.po: cy/invitation: refused, not run: uses |plural(...) without other=, which "
+            "no message template may use (line 1)",
         ),
         ({"words:yes": "ie | | do"}, "cy.po: words:yes: an empty word in 'ie | | do'"),
         (
-            # A name built while rendering gets past the static check; the sandbox stops it.
+            # A name built while rendering, which only the sandbox could stop: |attr is not on
+            # the allowlist, so nothing of it runs.
             {"opted_out": "{{ panel_name|attr('_' ~ '_class__') }}"},
-            "cy.po: opted_out: does not render: SecurityError: access to attribute '__class__'",
+            "cy.po: cy/opted_out: refused, not run: uses |attr, which no message template "
+            "may use (line 1)",
+        ),
+        (
+            # Within the allowlist, but 7 x 7 times the question's text: stopped at the cap.
+            {
+                "field_question": "{% for a in options %}{% for b in options %}"
+                + "{{ text }}" * 10
+                + "{% endfor %}{% endfor %}"
+            },
+            "cy.po: cy/field_question: refused, stopped while rendering: "
+            "its text passed 10,000 characters",
         ),
     ],
 )
@@ -386,6 +399,77 @@ def test_a_translation_that_would_run_code_is_refused_before_anything_renders(
     )
     assert final == "panelbot: import refused: 1 problem; nothing written"
     assert tree(messages) == before
+
+
+# What exhausted memory or time under the sandbox alone (issue 9, follow-up), and what each
+# is refused for: the allowlist of what a message template may use.
+EXHAUSTING_TEMPLATES = {
+    "{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}": "namespace(), range(), {% set %} and 1 more",
+    "{{ 'x'|center(999999999) }}": "|center",
+    "{{ range(99999)|join(range(99999)|join) }}": "range(), |join(...) with anything but a "
+    "short quoted separator",
+    "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}": "range()",
+    "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}": "m(), {% macro %}",
+}
+
+
+@pytest.mark.parametrize("template", list(EXHAUSTING_TEMPLATES))
+def test_a_translation_that_would_exhaust_memory_or_time_is_one_line_at_import(
+    tmp_path: Path, messages: Path, template: str
+) -> None:
+    before = tree(messages)
+    po_file = tmp_path / "cy.po"
+    po_file.write_bytes(
+        edited_po(read_export("cy", tmp_path, messages), {"opted_out": template + "Hwyl."})
+    )
+
+    result = panelbot(
+        "messages",
+        "import",
+        str(po_file),
+        "--dry-run",
+        "--messages-dir",
+        str(messages),
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 1
+    problem, final = result.stderr.splitlines()
+    assert problem == (
+        f"cy.po: cy/opted_out: refused, not run: uses {EXHAUSTING_TEMPLATES[template]}, "
+        "which no message template may use (line 1)"
+    )
+    assert final == "panelbot: import refused: 1 problem; nothing written"
+    assert tree(messages) == before
+
+
+def test_check_names_each_template_that_would_exhaust_memory_or_time(
+    tmp_path: Path, messages: Path
+) -> None:
+    names = ["welcome", "opted_out", "opted_in", "survey_closed", "help"]
+    for name, template in zip(names, EXHAUSTING_TEMPLATES, strict=True):
+        (messages / "cy" / f"{name}.txt.j2").write_text(template + "\n", encoding="utf-8")
+
+    result = panelbot("messages", "check", "--messages-dir", str(messages), cwd=tmp_path)
+
+    assert result.returncode == 1
+    reasons = {
+        name: f"uses {EXHAUSTING_TEMPLATES[template]}, which no message template may use (line 1)"
+        for name, template in zip(names, EXHAUSTING_TEMPLATES, strict=True)
+    }
+    # One line for each refused template (the catalog's log), then the check's own line.
+    *logged, final = result.stderr.splitlines()
+    assert sorted(logged) == sorted(
+        f"message cy/{name} refused, never rendered: {reason}" for name, reason in reasons.items()
+    )
+    assert final == "panelbot: messages missing or broken: cy: " + ", ".join(
+        f"{name} (broken)" for name in sorted(names)
+    )
+    rows = {tuple(r.split()[:2]): r for r in result.stdout.splitlines() if r.startswith("cy ")}
+    for name, reason in reasons.items():
+        assert "BROKEN" in rows[("cy", name)]
+        assert f"refused, never rendered: {reason}" in rows[("cy", name)]
 
 
 @pytest.mark.parametrize(

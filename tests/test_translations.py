@@ -425,7 +425,8 @@ class HostileCatalog:
             "{% endif %}{% endfor %}Croeso!\n",
             encoding="utf-8",
         )
-        # A name built while rendering: only the sandbox can stop this one.
+        # A name built while rendering, which only the sandbox could stop: |attr is not on the
+        # allowlist of what a message template may use, so this is refused when it compiles.
         (root / "cy" / "opted_out.txt.j2").write_text(
             "{{ panel_name|attr('_' ~ '_class__') }}\n", encoding="utf-8"
         )
@@ -455,9 +456,7 @@ async def test_a_hostile_template_in_the_catalog_never_runs_at_send_time(
         assert left.startswith("You have left Test Panel")
         assert "class" not in left
         assert "message cy/welcome refused, never rendered: uses __builtins__" in caplog.text
-        assert "message cy/opted_out refused, never rendered: the sandbox refused it" in (
-            caplog.text
-        )
+        assert "message cy/opted_out refused, never rendered: uses |attr" in caplog.text
         assert set(bot.messages.refused) == {"cy/welcome", "cy/opted_out"}
     finally:
         await bot.stop()

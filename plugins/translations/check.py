@@ -478,7 +478,7 @@ def _check_locale(
             # the check names it, so that it is fixed rather than silently bypassed.
             reason = catalog.refused[f"{refused[0]}/{name}"]
             result.messages.append(
-                MessageCheck(name, BROKEN, refused[0], error=f"refused, never rendered: {reason}")
+                MessageCheck(name, BROKEN, refused[0], error=f"refused, {reason}")
             )
             continue
         if error is not None:

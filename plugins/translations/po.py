@@ -16,8 +16,10 @@ msgstr differ in it) and put back on import as the file had it, so an export fol
 import changes no byte.
 
 An import is all or nothing: every template must compile with Jinja2, pass the sandbox's
-check (no ``__class__`` and the like: see :func:`bot.messages.unsafe_parts`, checked before
-anything renders), use only the variables English uses, and render with typical values;
+checks (no ``__class__`` and the like, and nothing beyond the allowlist of what a message
+template may use: see :func:`bot.messages.unsafe_parts` and :func:`bot.messages.refused_parts`,
+checked before anything renders), use only the variables English uses, and render with
+typical values within the bounds of :func:`bot.messages.render_bounded`;
 otherwise nothing is written and each problem is reported on its own line. Entries left
 empty are skipped (a translation is never deleted by an import), and fuzzy entries are
 imported too: a draft catalog's texts are all fuzzy. Changing a reviewed catalog marks it
@@ -38,6 +40,7 @@ import jinja2
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import PoFileError, read_po, write_po
 from jinja2 import meta
+from jinja2.sandbox import SecurityError
 
 from bot.plugin_api import (
     PANELBOT_VERSION,
@@ -398,7 +401,12 @@ def _template_ok(
         )
         return False
     try:
-        template.render(locale=locale, **renderer.context(name, locale))
+        # Bounded as at send time: a text past MAX_OUTPUT characters, a loop over too many
+        # items, running out of memory or recursion are a refusal, never a traceback.
+        catalog.render_template(template, locale=locale, **renderer.context(name, locale))
+    except SecurityError as exc:
+        plan.problem(f"{locale}/{name}", f"refused, stopped while rendering: {exc}")
+        return False
     except (jinja2.TemplateError, check.SampleMissing, TypeError, ValueError, KeyError) as exc:
         plan.problem(name, f"does not render: {type(exc).__name__}: {exc}")
         return False
