@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, parse_pattern
 from babel.numbers import format_decimal
 from jinja2 import nodes
 from jinja2.sandbox import (
@@ -242,9 +242,15 @@ def _filter_problem(node: nodes.Filter) -> str | None:
             return None
         return f"|{name}(...) with more than a value"
     if name in ("date", "datetime"):  # ours: a date in the message's language
-        if not kwargs and len(node.args) <= 1 and all(_short_text(a) for a in node.args):
-            return None
-        return f"|{name}(...) with anything but a short quoted format"
+        if kwargs or len(node.args) > 1 or not all(_short_text(a) for a in node.args):
+            return f"|{name}(...) with anything but a short quoted format"
+        for arg in node.args:
+            try:
+                parse_pattern(arg.value)  # type: ignore[attr-defined]
+            except ValueError:
+                # Else a ValueError each time the message is sent.
+                return f"|{name}({arg.value!r}), a format Babel cannot read"
+        return None
     if name == "plural":  # ours: one="# question", other="# questions"
         if "other" not in kwargs:
             return "|plural(...) without other="  # the form every language falls back on

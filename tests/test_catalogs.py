@@ -485,6 +485,8 @@ def test_survey_texts_are_values_never_templates(catalog: MessageCatalog) -> Non
         ("{{ n.upper() }}", ".upper()"),
         ("{{ n|plural(one='# day') }}", "|plural(...) without other="),  # a KeyError at send
         ("{{ n|plural(one=n, other='#') }}", "|plural(...) with anything but quoted forms"),
+        ("{{ n|date('qqqqqqq') }}", "|date('qqqqqqq'), a format Babel cannot read"),
+        ("{{ n|datetime(n) }}", "|datetime(...) with anything but a short quoted format"),
         (
             "{{ n|lower|lower|lower|lower|lower|lower|lower|lower|lower|lower"
             + "|lower" * 30
