@@ -472,6 +472,30 @@ def test_check_names_each_template_that_would_exhaust_memory_or_time(
         assert f"refused, never rendered: {reason}" in rows[("cy", name)]
 
 
+def test_check_names_a_template_stopped_while_rendering(tmp_path: Path, messages: Path) -> None:
+    # Within the allowlist, but 7 x 7 times the question's text: stopped at 10,000 characters.
+    (messages / "cy" / "field_question.txt.j2").write_text(
+        "{% for a in options %}{% for b in options %}" + "{{ text }}" * 10 + "{% endfor %}"
+        "{% endfor %}\n",
+        encoding="utf-8",
+    )
+
+    result = panelbot("messages", "check", "--messages-dir", str(messages), cwd=tmp_path)
+
+    assert result.returncode == 1
+    rows = {tuple(r.split()[:2]): r for r in result.stdout.splitlines() if r.startswith("cy ")}
+    assert "BROKEN" in rows[("cy", "field_question")]
+    assert (
+        "refused, stopped while rendering: its text passed 10,000 characters"
+        in rows[("cy", "field_question")]
+    )
+    assert result.stderr.splitlines() == [
+        "message cy/field_question refused, stopped while rendering: its text passed 10,000 "
+        "characters",
+        "panelbot: messages missing or broken: cy: field_question (broken)",
+    ]
+
+
 @pytest.mark.parametrize(
     "template",
     [

@@ -470,6 +470,14 @@ def _check_locale(
                 text = renderer.render(name, locale)
             except (jinja2.TemplateError, SampleMissing, TypeError, ValueError) as exc:
                 error = exc
+            try:
+                # A template stopped while rendering (too long, a loop too big) is refused and
+                # the catalog rendered the next locale's: the one that was really used.
+                used = catalog.resolve(name, locale)[0]
+            except MissingMessage:
+                used = ""
+            except jinja2.TemplateError as exc:
+                error = error or exc
         chain = fallback_chain(locale, SOURCE_LOCALE)
         tried = chain[: chain.index(used)] if used in chain else chain
         refused = [c for c in tried if f"{c}/{name}" in catalog.refused]
