@@ -144,8 +144,11 @@ def import_command(file: Path, dry_run: bool, messages_dir: Path | None) -> None
 
     Every template must compile, use only the variables English uses and render; otherwise
     each problem is reported on its own line and nothing is written. A template reaching
-    Python internals (__class__ and the like) is refused before any of it runs, with or
-    without --dry-run. Empty entries are skipped; words.toml lists are updated in place.
+    Python internals (__class__ and the like) or using what no message template may (calls
+    such as range(), set, macros, include, * or %, |center...: see the README) is refused
+    before any of it runs, with or without --dry-run; one longer than 10,000 characters or
+    looping over more than 200 items is stopped while rendering. Empty entries are skipped;
+    words.toml lists are updated in place.
     """
     folder = messages_dir or core_messages_dir()
     plan = po.plan_import(folder, file.read_bytes(), source=file.name)
