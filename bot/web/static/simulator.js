@@ -337,6 +337,14 @@
 
   /** Show the server's history: append what is new; redraw only if the past changed. */
   function renderMessages(messages, forgotten) {
+    // After a no before joining the panel keeps nothing, so its history is empty: keep the
+    // answer the page was handed with the message (forgotten()) until something new comes.
+    const localOnly = state.keys.length > 0 && state.keys.every((key) => key === "local");
+    if (localOnly && messages.length === 0) {
+      state.forgotten = forgotten || state.forgotten;
+      showNote(state.forgotten);
+      return;
+    }
     const keys = messages.map(keyOf);
     const opening = state.keys.length === 0 && !el.messages.querySelector(".msg:not(.msg-pending)");
     const stick = opening || nearBottom();
