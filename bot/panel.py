@@ -29,13 +29,13 @@ from bot.panel_csv import (
     Problem,
     expected_header,
     export_columns,
-    mask,
     normalise_phone,
     parse_panel_csv,
     read_panel_file,
     write_csv,
     write_json,
 )
+from bot.privacy import mask
 from bot.storage import panel_data
 from bot.storage import panellists as panellist_store
 from bot.storage.panel_data import Known

@@ -88,16 +88,6 @@ class ParsedFile:
     warnings: list[str] = field(default_factory=list)
 
 
-def mask(value: str | None) -> str:
-    """A number or chat id fit for a log line: ``+447400100101`` becomes ``+44740****101``."""
-    if not value:
-        return ""
-    if len(value) <= 6:
-        return "*" * len(value)
-    keep_start = min(6, len(value) - 4)
-    return value[:keep_start] + "*" * (len(value) - keep_start - 3) + value[-3:]
-
-
 def normalise_phone(text: str) -> str:
     """A phone number in any UK or international format as E.164; raises ValueError."""
     try:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bot.cli import CliContext, UserError, pass_cli, run
+from bot.privacy import masked_address, scrub
 
 
 def register(cli: click.Group) -> None:
@@ -114,7 +115,6 @@ def register(cli: click.Group) -> None:
         Shows how many wait and, for each payload the bot gave up on after repeated
         failures, its source, attempts and last error (never its contents).
         """
-        from bot.channels.twilio import scrub
         from bot.inbox import MAX_ATTEMPTS, inbox_status, settle_failed
 
         if retry and discard:
@@ -213,24 +213,11 @@ def register(cli: click.Group) -> None:
         click.echo(f"{len(result)} held message{'s' if len(result) != 1 else ''}:")
         for row in result:
             click.echo(
-                f"  #{row['id']} {row['channel']} {_masked(row['channel'], row['address'])} "
+                f"  #{row['id']} {row['channel']} {masked_address(row['channel'], row['address'])} "
                 f"{row['kind']}, held since {row['updated_at']}: {_why(row['last_error'])}"
             )
         click.echo("panelbot db held --release ID... queues them again; --release-all, all")
 
 
-def _masked(channel: str, address: str | None) -> str:
-    """An address fit for a terminal: a phone number masked, any other id shortened."""
-    from bot.channels.twilio import mask
-
-    if not address:
-        return "(erased)"
-    if channel in ("sms", "whatsapp"):
-        return mask(address)
-    return f"{address[:2]}****{address[-2:]}" if len(address) > 6 else "****"
-
-
 def _why(error: str | None) -> str:
-    from bot.channels.twilio import scrub
-
     return scrub(error or "no reason recorded")

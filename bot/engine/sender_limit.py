@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from datetime import datetime, timedelta
 
 from bot.models import Address
-from bot.panel_csv import mask
+from bot.privacy import mask
 
 logger = logging.getLogger(__name__)
 
