@@ -3,8 +3,10 @@ connection limits, security headers on every response, and refusals that are log
 
 - ``Guard``, an ASGI middleware in front of every route: a request whose Content-Length is
   over the route's cap gets 413 before a byte of its body is read, a streamed (chunked)
-  body is counted as it is read and cut at the cap, and every response gets the security
-  headers (``nosniff``, no framing, no referrer, a Content-Security-Policy, ``no-store``).
+  body is counted as it is read and cut at the cap, the app is called only once the whole
+  body has come (a client gone or closed mid-body never reaches it), and every response
+  gets the security headers (``nosniff``, no framing, no referrer, a
+  Content-Security-Policy, ``no-store``).
 - ``GuardedProtocol``, uvicorn's httptools protocol with what it lacks: a cap on the size
   of a request's head (431); deadlines for a connection to send a complete request head,
   for a request body to make progress, and for the whole request (head and body), and a
@@ -218,41 +220,50 @@ class Guard:
                 await headers_send(start)
                 await headers_send(body)
                 return
-            # A body no longer than it said it is: httptools enforces Content-Length.
-            try:
-                await self.app(scope, receive, headers_send)
-            except ClientDisconnect:
-                pass  # gone mid-body (or closed for stalling): nobody to answer
-            return
-        # No Content-Length: a chunked body, or none. Count what is read.
-        seen = 0
-        started = False
-
-        async def counted_receive() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > cap:
-                    raise BodyTooLarge
-            return message
-
-        async def tracked_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await headers_send(message)
-
+        # The whole body is read (at most the cap) before the app is called: a client that
+        # goes away or is closed for being slow never reaches the app (nothing to answer, and
+        # no line logged per connection), and a route's handler never waits on a client.
+        # httptools holds a body to its Content-Length; a chunked one is counted here.
         try:
-            await self.app(scope, counted_receive, tracked_send)
+            content = await _read_body(receive, cap)
         except BodyTooLarge:
             refused("body", "cut a streamed body on %r at %d bytes with 413", path[:100], cap)
-            if not started:
-                start, body = _response(413, f"the body is over {cap} bytes", close=True)
-                await headers_send(start)
-                await headers_send(body)
+            start, answer = _response(413, f"the body is over {cap} bytes", close=True)
+            await headers_send(start)
+            await headers_send(answer)
+            return
+        if content is None:
+            return  # gone mid-body (or closed for being slow): nobody to answer
+        delivered = False
+
+        async def replay() -> Any:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": content, "more_body": False}
+            return await receive()  # http.disconnect, when it comes
+
+        try:
+            await self.app(scope, replay, headers_send)
         except ClientDisconnect:
-            pass
+            pass  # gone before the answer: nobody to answer
+
+
+async def _read_body(receive: Any, cap: int) -> bytes | None:
+    """The request's body, or None if the client went (or was closed) before its end."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > cap:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _with_headers(send: Any, path: str) -> Any:
