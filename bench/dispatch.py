@@ -22,7 +22,7 @@ Per channel, from the fakes' times:
 
 The fakes' times, not the dispatcher's, are what a provider counts: a request that reaches
 the fake late (a busy machine) can land in the next requests' second, so the dispatcher's
-pacer counts each send until its request has completed (``bot.outbox.Pacer``), and the
+pacer counts each send until its request has completed (``bot.dispatcher.Pacer``), and the
 fakes' busiest window stays within the limit however late requests arrive. On a loaded
 two-core machine (load average 5-6) the previous pacer showed 102 SMS and 33 Telegram
 messages in a second; this one 100 and 30, at no lower rate.

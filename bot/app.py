@@ -9,22 +9,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.channels import build_channels
+from bot.dispatcher import Dispatcher
+from bot.engine import waves
 from bot.engine.conversation import Engine, HandleResult
 from bot.messages import MessageCatalog
 from bot.models import (
     Address,
     DeliveryReport,
-    ErrorClass,
     InboundMessage,
-    PanellistStatus,
+    OutboundMessage,
+    SendError,
+    SendResult,
     parse_iso,
 )
-from bot.outbox import Dispatcher
 from bot.plugins import PanelPlugins, plugins_for
 from bot.resources import messages_dir
 from bot.scheduler import Scheduler
 from bot.storage import Database
-from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 
 if TYPE_CHECKING:
@@ -103,12 +104,37 @@ class Bot:
                 bot.hash_key = await panellist_store.hash_key(conn)
         bot.channels = build_channels(settings)
         bot.engine = Engine(bot)
-        bot.dispatcher = Dispatcher(bot)
-        bot.scheduler = Scheduler(bot)
+        bot.dispatcher = bot.build_dispatcher()
+        bot.scheduler = Scheduler(bot.db, settings, bot.run_wave_step)
         return bot
 
-    def channel_for(self, channel_name: str) -> Channel | None:
-        return self.channels.get(channel_name)
+    def build_dispatcher(self) -> Dispatcher:
+        """A dispatcher for the current channels, with the plugins' send hooks."""
+
+        async def before_send(message: OutboundMessage) -> OutboundMessage | None:
+            return await self.plugins.call_chain(
+                "panelbot_before_send", "message", bot=self, message=message
+            )
+
+        async def after_send(message: OutboundMessage, report: SendResult | SendError) -> None:
+            await self.plugins.call_each(
+                "panelbot_after_send", bot=self, message=message, report=report
+            )
+
+        return Dispatcher(
+            self.db, self.settings, self.channels, before_send=before_send, after_send=after_send
+        )
+
+    async def run_wave_step(self, step: str, wave_id: int) -> None:
+        """A wave's scheduled step (open, remind, close): what the scheduler runs."""
+        if step == "open":
+            await waves.open_wave(self, wave_id)
+        elif step == "remind":
+            await waves.send_reminders(self, wave_id)
+        elif step == "close":
+            await waves.close_wave(self, wave_id)
+        else:
+            raise ValueError(f"unknown wave step {step!r}")
 
     async def start(self, *, dispatcher: bool = True, scheduler: bool = True) -> None:
         for channel in set(self.channels.values()):
@@ -171,24 +197,7 @@ class Bot:
         A final failure classified as opted-out or unreachable marks the panellist too.
         Returns the outbox row id, or None for an unknown provider message id.
         """
-        async with self.db.transaction() as conn:
-            row_id = await outbox_store.apply_report(conn, report)
-            if row_id is None or report.error_class not in (
-                ErrorClass.OPTED_OUT,
-                ErrorClass.UNREACHABLE,
-            ):
-                return row_id
-            panellist_id = await outbox_store.panellist_of(conn, row_id)
-            if panellist_id:
-                status = (
-                    PanellistStatus.OPTED_OUT
-                    if report.error_class == ErrorClass.OPTED_OUT
-                    else PanellistStatus.UNREACHABLE
-                )
-                await panellist_store.update(conn, panellist_id, status=status)
-                await outbox_store.cancel_for_panellist(conn, panellist_id)
-                self.dispatcher.block(panellist_id)
-        return row_id
+        return await self.dispatcher.apply_report(report)
 
     async def last_inbound_at(self, address: Address) -> datetime | None:
         """When this address last wrote to us (WhatsApp's 24-hour window is counted from it)."""

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.engine import waves
 from bot.inbox import Trouble, storage_error
 from bot.models import utcnow
 from bot.storage import surveys as survey_store
 
 if TYPE_CHECKING:
-    from bot.app import Bot
+    from bot.config import Settings
+    from bot.storage.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,19 @@ CHECKPOINT_WAIT = 0.5
 PRUNE_FIRST_AFTER = timedelta(minutes=1)
 
 
+# Runs one step ("open", "remind" or "close") of a wave: the Bot's run_wave_step.
+WaveStep = Callable[[str, int], Awaitable[None]]
+
+
 class Scheduler:
-    def __init__(self, bot: Bot) -> None:
-        self.bot = bot
+    """Given only what it uses: the database, the settings, and what runs a wave's step."""
+
+    def __init__(self, db: Database, settings: Settings, run_wave_step: WaveStep) -> None:
+        self.db = db
+        self.settings = settings
+        self.run_wave_step = run_wave_step
         self.aps = AsyncIOScheduler(
-            timezone=bot.settings.bot.timezone,
+            timezone=settings.bot.timezone,
             # A job that is late (the bot was down) still runs, once.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
@@ -80,7 +89,7 @@ class Scheduler:
         from bot.panel import prune_messages
 
         try:
-            await prune_messages(self.bot.db, self.bot.settings.privacy.keep_messages_for)
+            await prune_messages(self.db, self.settings.privacy.keep_messages_for)
         except Exception:
             logger.exception("retention: pruning old messages failed; trying again tomorrow")
 
@@ -92,8 +101,8 @@ class Scheduler:
         from bot.storage.panel_data import scrub_erased_stragglers
 
         try:
-            await scrub_erased_stragglers(self.bot.db)
-            if not await self.bot.db.truncate_log(wait=CHECKPOINT_WAIT):
+            await scrub_erased_stragglers(self.db)
+            if not await self.db.truncate_log(wait=CHECKPOINT_WAIT):
                 logger.debug("checkpoint: another connection was busy; next time")
         except Exception:
             logger.exception("checkpoint failed")
@@ -117,8 +126,8 @@ class Scheduler:
         now and then: one line, and the next sync tries again.
         """
         try:
-            pending = await survey_store.waves(self.bot.db.conn, status="scheduled")
-            opened = await survey_store.waves(self.bot.db.conn, status="open")
+            pending = await survey_store.waves(self.db.conn, status="scheduled")
+            opened = await survey_store.waves(self.db.conn, status="open")
         except Exception as exc:
             if storage_error(exc) is None:
                 logger.exception("scheduler: sync failed; trying again in %.0f s", SYNC_SECONDS)
@@ -148,12 +157,8 @@ class Scheduler:
 
     async def _run(self, step: str, wave_id: int) -> None:
         try:
+            await self.run_wave_step(step, wave_id)
             if step == "open":
-                await waves.open_wave(self.bot, wave_id)
                 await self.sync()
-            elif step == "remind":
-                await waves.send_reminders(self.bot, wave_id)
-            elif step == "close":
-                await waves.close_wave(self.bot, wave_id)
         except Exception:
             logger.exception("wave %s: %s failed", wave_id, step)

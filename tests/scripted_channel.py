@@ -11,7 +11,7 @@ Use it by replacing the channel before the dispatcher is built::
     bot = await Bot.create(settings)
     channel = ScriptedChannel()
     bot.channels = {name: channel for name in channel.names}
-    bot.dispatcher = Dispatcher(bot)  # the dispatcher reads bot.channels when built
+    bot.dispatcher = bot.build_dispatcher()  # the dispatcher reads bot.channels when built
 """
 
 from __future__ import annotations

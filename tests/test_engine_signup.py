@@ -306,14 +306,13 @@ def test_within_one_edit(a: str, b: str, close: bool) -> None:
 
 async def test_help_from_a_panellist_who_stopped_is_answered_and_sent(tmp_path: Path) -> None:
     """The reply to HELP gets past the dispatcher's block on opted-out people."""
-    from bot.outbox import Dispatcher
     from tests.scripted_channel import ScriptedChannel
 
     settings = make_settings(tmp_path, outbox={"poll_interval": 0.05})
     bot = await Bot.create(settings)
     channel = ScriptedChannel(names=("sim",))
     bot.channels = {name: channel for name in channel.names}
-    bot.dispatcher = Dispatcher(bot)
+    bot.dispatcher = bot.build_dispatcher()
     try:
         chat = Chat(bot)
         await chat.join("sim:uma")

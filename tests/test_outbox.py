@@ -35,7 +35,7 @@ from bot.models import (
     parse_iso,
     utcnow,
 )
-from bot.outbox import Dispatcher, in_quiet_hours
+from bot.dispatcher import in_quiet_hours
 from bot.plugins import PanelPlugins
 from bot.storage import Database
 from bot.storage import outbox as outbox_store
@@ -69,7 +69,7 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
         # No plugins but the ones a test registers: the outbox does not depend on them.
         bot = await Bot.create(settings, plugins=PanelPlugins())
         bot.channels = {name: channel for name in channel.names}
-        bot.dispatcher = Dispatcher(bot)  # it reads bot.channels when built
+        bot.dispatcher = bot.build_dispatcher()  # it reads bot.channels when built
         bots.append(bot)
         return bot
 

@@ -364,7 +364,7 @@ async def test_the_scheduler_prunes_daily_with_the_configured_limit(tmp_path: Pa
         await bot.handle(InboundMessage(Address("sim", "ann"), "hello there", "sim-1"))
         await bot.handle(InboundMessage(Address("sim", "bob"), "recent words", "sim-2"))
         await age(bot.db, 31, "provider_message_id = 'sim-1'")
-        scheduler = Scheduler(bot)
+        scheduler = Scheduler(bot.db, bot.settings, bot.run_wave_step)
         await scheduler.start()
         try:
             job = scheduler.aps.get_job("panelbot:retention")
@@ -485,7 +485,7 @@ async def test_a_send_in_flight_at_the_erasure_records_no_provider_id_or_exact_t
         assert late["sent_at"].endswith(MIDNIGHT)
         assert late["updated_at"].endswith(MIDNIGHT)
 
-        await Scheduler(bot).checkpoint()
+        await bot.scheduler.checkpoint()
         after = await bot.db.fetchone(
             "SELECT provider_message_id, status, sent_at, updated_at FROM outbox WHERE id = ?",
             (row,),
@@ -531,7 +531,7 @@ async def test_replies_to_people_we_keep_nothing_about_lose_text_then_address(
         )
         assert kept  # a panellist's messages are theirs to keep (retention aside)
 
-        await Scheduler(bot).checkpoint()  # a minute later: too soon for the address
+        await bot.scheduler.checkpoint()  # a minute later: too soon for the address
         assert (await bot.db.fetchall(strangers))[-1]["address"] == STRANGER
 
         day_ago = iso(utcnow() - timedelta(days=1, minutes=1))
@@ -541,7 +541,7 @@ async def test_replies_to_people_we_keep_nothing_about_lose_text_then_address(
                 (day_ago, day_ago),
             )
             await conn.execute("UPDATE inbound_messages SET received_at = ?", (day_ago,))
-        await Scheduler(bot).checkpoint()
+        await bot.scheduler.checkpoint()
         after = await bot.db.fetchall(strangers)
         inbound = await bot.db.fetchall(
             "SELECT text, provider_message_id FROM inbound_messages WHERE panellist_id IS NULL"

@@ -967,7 +967,7 @@ async def test_a_full_disk_while_sending_loses_no_answer_and_no_task(
     # Recording Twilio's answers fails (SQLITE_FULL): the answers are kept in memory and
     # recorded once there is room again; no row is left "sending", none is sent twice,
     # no task dies unseen, and the problem is logged once, not once per row.
-    caplog.set_level(logging.WARNING, logger="bot.outbox")
+    caplog.set_level(logging.WARNING, logger="bot.dispatcher")
     unseen: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, context: unseen.append(context))

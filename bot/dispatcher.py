@@ -27,10 +27,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from bot.models import (
+    DeliveryReport,
     ErrorClass,
     MessageKind,
     OutboundMessage,
@@ -44,8 +45,9 @@ from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 
 if TYPE_CHECKING:
-    from bot.app import Bot
     from bot.channels.base import Channel
+    from bot.config import Settings
+    from bot.storage.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +166,44 @@ class ProblemLog:
         return dict(self._active)
 
 
-def in_quiet_hours(bot: Bot, now: datetime) -> datetime | None:
+class HasSettings(Protocol):
+    settings: Settings
+
+
+# Plugin hooks around each send: before (may return a changed message), after (the report).
+BeforeSend = Callable[[OutboundMessage], Awaitable["OutboundMessage | None"]]
+AfterSend = Callable[[OutboundMessage, "SendResult | SendError"], Awaitable[None]]
+
+
+async def _no_change(message: OutboundMessage) -> None:
+    return None
+
+
+async def _nothing_after(message: OutboundMessage, report: SendResult | SendError) -> None:
+    return None
+
+
+async def mark_undeliverable(conn: Any, panellist_id: int, error_class: ErrorClass) -> bool:
+    """A final failure a provider classified as opted-out or unreachable: mark the
+    panellist so and cancel what is still queued for them (inside the caller's
+    transaction). False, and nothing done, for any other class of failure."""
+    if error_class == ErrorClass.OPTED_OUT:
+        status = PanellistStatus.OPTED_OUT
+    elif error_class == ErrorClass.UNREACHABLE:
+        status = PanellistStatus.UNREACHABLE
+    else:
+        return False
+    await panellist_store.update(conn, panellist_id, status=status)
+    await outbox_store.cancel_for_panellist(conn, panellist_id)
+    return True
+
+
+def in_quiet_hours(holder: HasSettings, now: datetime) -> datetime | None:
     """When the current quiet period ends (UTC), or None outside quiet hours."""
-    quiet = bot.settings.bot.quiet_hours
+    quiet = holder.settings.bot.quiet_hours
     if quiet is None:
         return None
-    tz = ZoneInfo(bot.settings.bot.timezone)
+    tz = ZoneInfo(holder.settings.bot.timezone)
     local = now.astimezone(tz)
     if not quiet.contains(local.time().replace(tzinfo=None)):
         return None
@@ -205,7 +239,12 @@ class _ChannelState:
 
 
 class Dispatcher:
-    """Runs as one task in the bot's event loop."""
+    """Runs as one task in the bot's event loop.
+
+    Given only what it uses: the database, the settings, the channels by address kind, and
+    the plugin hooks around each send (the Bot wires them: :meth:`bot.app.Bot.build_dispatcher`).
+    It is also what delivery reports are given to (:meth:`apply_report`).
+    """
 
     # Reconciling rows left in ``sending`` at start: how many look-ups at once, how long
     # one may take, and the longest wait between two tries of a look-up that failed.
@@ -216,8 +255,19 @@ class Dispatcher:
     # again after a wait that doubles up to this many seconds; the answer stays in memory.
     record_max_backoff = 10.0
 
-    def __init__(self, bot: Bot) -> None:
-        self.bot = bot
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        channels: dict[str, Channel],
+        *,
+        before_send: BeforeSend = _no_change,
+        after_send: AfterSend = _nothing_after,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self._before_send = before_send
+        self._after_send = after_send
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -229,7 +279,7 @@ class Dispatcher:
         self.problems = ProblemLog()
         # Rows left in ``sending`` by the last run that are still being looked up.
         self.reconciling: set[int] = set()
-        for channel in bot.channels.values():
+        for channel in channels.values():
             if channel.names[0] in self._states:
                 continue  # one channel serving several address kinds (Twilio: sms, whatsapp)
             state = _ChannelState(
@@ -247,7 +297,7 @@ class Dispatcher:
     async def start(self) -> None:
         """Start sending at once; rows a crash left in ``sending`` are reconciled meanwhile,
         in the background (a slow or failing provider never delays the start)."""
-        stuck = await outbox_store.stuck_sending(self.bot.db.conn)
+        stuck = await outbox_store.stuck_sending(self.db.conn)
         self._task = asyncio.create_task(self._run(), name="panelbot-dispatcher")
         if stuck:
             self.reconciling = {m.id for m in stuck}
@@ -313,7 +363,7 @@ class Dispatcher:
         failing: set[str] = set()
         while True:
             try:
-                async with self.bot.db.transaction() as conn:
+                async with self.db.transaction() as conn:
                     await work(conn)
             except Exception as exc:
                 key = f"write:{type(exc).__name__}:{exc}"
@@ -359,7 +409,7 @@ class Dispatcher:
         if state is None:
             self.reconciling.discard(message.id)
             return  # a channel switched off since: the row waits for it
-        backoff = [d.total_seconds() for d in self.bot.settings.outbox.retry_backoff] or [60.0]
+        backoff = [d.total_seconds() for d in self.settings.outbox.retry_backoff] or [60.0]
         failures = 0
         while not self._stopping:
             # The address's lock too: a new message to the same person (perhaps with the
@@ -446,7 +496,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _run(self) -> None:
-        poll = self.bot.settings.outbox.poll_interval
+        poll = self.settings.outbox.poll_interval
         while not self._stopping:
             try:
                 claimed = await self.dispatch_due()
@@ -474,12 +524,12 @@ class Dispatcher:
         Returns how many rows were claimed.
         """
         now = utcnow()
-        limit = self.bot.settings.outbox.batch_size
-        quiet_end = in_quiet_hours(self.bot, now)
+        limit = self.settings.outbox.batch_size
+        quiet_end = in_quiet_hours(self, now)
         states = {id(s): s for s in self._states.values()}.values()
         ready: list[tuple[_ChannelState, OutboundMessage]] = []
         claimed_total = 0
-        async with self.bot.db.transaction() as conn:
+        async with self.db.transaction() as conn:
             for state in states:
                 room = min(limit, state.max_pending - state.pending)
                 if room <= 0:
@@ -528,9 +578,7 @@ class Dispatcher:
                     f"outbox {message.id}'s send result",
                     lambda conn: self._record(conn, state, message, result),
                 )
-            await self.bot.plugins.call_each(
-                "panelbot_after_send", bot=self.bot, message=message, report=result
-            )
+            await self._after_send(message, result)
         except Exception as exc:
             # A database write before the provider call, or a plugin: the row stays as the
             # database has it (queued rows are claimed again, "sending" ones reconciled).
@@ -545,8 +593,11 @@ class Dispatcher:
             state.pending -= 1
             self._wake.set()
 
-    async def _requeue(self, message: OutboundMessage) -> None:
-        """Leave it queued for the next start rather than half-send on the way out."""
+    async def _requeued_if_stopping(self, message: OutboundMessage) -> bool:
+        """Stopping: leave it queued for the next start rather than half-send on the way
+        out (True, and the caller gives up on it); otherwise False."""
+        if not self._stopping:
+            return False
         await self._write(
             f"outbox {message.id} back to the queue",
             lambda conn: outbox_store.reschedule(
@@ -554,17 +605,15 @@ class Dispatcher:
             ),
             persist=False,
         )
+        return True
 
     async def _call_provider(
         self, state: _ChannelState, message: OutboundMessage
     ) -> tuple[OutboundMessage, SendResult | SendError] | None:
         """The checks, the pacing and the provider call; None when it was not made."""
-        if self._stopping:
-            await self._requeue(message)
+        if await self._requeued_if_stopping(message):
             return None
-        changed = await self.bot.plugins.call_chain(
-            "panelbot_before_send", "message", bot=self.bot, message=message
-        )
+        changed = await self._before_send(message)
         if isinstance(changed, OutboundMessage):
             message = changed
         interval = state.channel.per_address_interval
@@ -576,8 +625,7 @@ class Dispatcher:
         async with state.slots:
             # Checked once a slot is free, just before the provider call: a stop or
             # an opt-out may have come while this message waited for its turn.
-            if self._stopping:
-                await self._requeue(message)
+            if await self._requeued_if_stopping(message):
                 return None
             if await self._now_blocked(message):
                 return None
@@ -586,8 +634,7 @@ class Dispatcher:
             cost = state.channel.cost(message)
             await state.pacer.acquire(cost)
             try:
-                if self._stopping:
-                    await self._requeue(message)
+                if await self._requeued_if_stopping(message):
                     return None
                 if await self._now_blocked(message, memory_only=True):
                     return None
@@ -603,6 +650,22 @@ class Dispatcher:
             if interval:
                 state.last_to_address[message.address.id] = time.monotonic()
         return message, result
+
+    async def apply_report(self, report: DeliveryReport) -> int | None:
+        """A provider's status report (e.g. a Twilio status callback), never moving backwards.
+
+        A final failure classified as opted-out or unreachable marks the panellist too, and
+        stops anything of theirs still waiting here. Returns the outbox row id, or None for
+        an unknown provider message id.
+        """
+        async with self.db.transaction() as conn:
+            row_id = await outbox_store.apply_report(conn, report)
+            if row_id is None or report.error_class is None:
+                return row_id
+            panellist_id = await outbox_store.panellist_of(conn, row_id)
+            if panellist_id and await mark_undeliverable(conn, panellist_id, report.error_class):
+                self.block(panellist_id)
+        return row_id
 
     def block(self, panellist_id: int) -> None:
         """This process just opted someone out: stop anything of theirs at the last moment."""
@@ -626,7 +689,7 @@ class Dispatcher:
         elif memory_only:
             return False
         else:
-            found = await panellist_store.status_of(self.bot.db.conn, message.panellist_id)
+            found = await panellist_store.status_of(self.db.conn, message.panellist_id)
             status = found or PanellistStatus.ERASED.value
         if status not in BLOCKED_STATUSES:
             return False
@@ -646,7 +709,7 @@ class Dispatcher:
         result: SendResult | SendError,
     ) -> None:
         """Record the provider's answer (inside the caller's transaction)."""
-        settings = self.bot.settings.outbox
+        settings = self.settings.outbox
         if isinstance(result, SendResult) and result.status == OutboxStatus.HELD:
             await outbox_store.mark_final(
                 conn,
@@ -696,18 +759,10 @@ class Dispatcher:
             error_code=error.code,
             error_class=error.error_class.value,
         )
-        if message.panellist_id and error.error_class in (
-            ErrorClass.OPTED_OUT,
-            ErrorClass.UNREACHABLE,
+        if message.panellist_id and await mark_undeliverable(
+            conn, message.panellist_id, error.error_class
         ):
-            new_status = (
-                PanellistStatus.OPTED_OUT
-                if error.error_class == ErrorClass.OPTED_OUT
-                else PanellistStatus.UNREACHABLE
-            )
-            await panellist_store.update(conn, message.panellist_id, status=new_status)
             self._blocked.add(message.panellist_id)
-            await outbox_store.cancel_for_panellist(conn, message.panellist_id)
         logger.warning(
             "outbox %s failed (%s, code %s): %s",
             message.id,
