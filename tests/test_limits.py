@@ -385,9 +385,9 @@ async def test_at_the_limit_the_slowest_request_is_closed_to_make_room(
         trickles = [Trickle() for _ in range(15)]
         try:
             # Fifteen requests half sent (the sixteenth place is for the webhook); the
-            # sixth has sent one byte of its body, the others 500: it is the slowest.
+            # sixth has sent one byte of its body, the others 5,000: it is the slowest.
             for n, trickle in enumerate(trickles):
-                await trickle.open(port, b"A" if n == 5 else b"A" * 500)
+                await trickle.open(port, b"A" if n == 5 else b"A" * 5000)
             await asyncio.sleep(0.6)  # all older than SLOW_AFTER
             with caplog.at_level(logging.WARNING, logger="bot.web.limits"):
                 async with httpx.AsyncClient(base_url=base, timeout=10) as client:
