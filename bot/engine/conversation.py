@@ -20,6 +20,7 @@ import aiosqlite
 from bot.engine import render, signup, survey_runner
 from bot.engine.keywords import Keyword, KeywordRouter
 from bot.engine.sender_limit import SenderLimit
+from bot.engine.survey_cache import SurveyCache
 from bot.models import (
     Address,
     InboundMessage,
@@ -124,10 +125,9 @@ class Engine:
         self.catalog = bot.messages
         # Keywords of every shipped catalog work, whatever language a panellist chose.
         self.keywords = KeywordRouter(self.catalog, [*self.bot.locales, *self.catalog.locales()])
-        self._surveys: dict[int, Survey] = {}
-        self._conditional_after: dict[int, dict[str, bool]] = {}
-        self._questions: dict[tuple[Any, ...], Any] = {}
-        self._answer_words: dict[str, tuple[set[str], set[str], tuple[str, ...]]] = {}
+        # Collaborators sign-up, the survey runner and the waves are given.
+        self.renderer = render.Renderer(self.catalog, self.settings)
+        self.surveys = SurveyCache()
         self._inbox: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # transactions written for inbound messages (see bench/inbound.py)
@@ -138,75 +138,14 @@ class Engine:
         return self.settings.bot.default_locale
 
     def words(self, locale: str) -> dict[str, Any]:
-        return self.catalog.words(locale or self.default_locale)
+        return self.renderer.words(locale)
 
     def render(self, name: str, locale: str, **context: Any) -> str:
-        return self.catalog.render(
-            name,
-            locale or self.default_locale,
-            panel_name=self.settings.bot.name,
-            contact=self.settings.bot.contact,
-            **context,
-        )
+        return self.renderer.render(name, locale, **context)
 
     async def survey(self, conn: aiosqlite.Connection, row_id: int) -> Survey:
-        """A survey version's definition; versions never change, so they are cached."""
-        survey = self._surveys.get(row_id)
-        if survey is None:
-            stored = await survey_store.by_row_id(conn, row_id)
-            if stored is None:
-                raise LookupError(f"survey row {row_id} is missing")
-            survey = self._surveys[row_id] = stored.survey
-        return survey
-
-    def question(
-        self, row_id: int, survey: Survey, question: Any, locale: str, *, skipped: bool = False
-    ) -> Any:
-        """A question's message, rendered once per survey version, locale and lead-in.
-
-        Survey versions never change, so the text can be reused for everyone who reaches
-        the question (most inbound messages end by asking the next one).
-        """
-        key = (row_id, question.id, locale, skipped)
-        msg = self._questions.get(key)
-        if msg is None:
-            msg = render.question_message(
-                self.catalog,
-                survey,
-                question,
-                locale,
-                fallback=self.default_locale,
-                skipped=skipped,
-            )
-            if len(self._questions) > 10_000:
-                self._questions.clear()
-            self._questions[key] = msg
-        return msg
-
-    def answer_words(self, locale: str) -> tuple[set[str], set[str], tuple[str, ...]]:
-        """Yes, no and "and" words for reading answers: the locale's and always English."""
-        found = self._answer_words.get(locale)
-        if found is None:
-            words, english = self.words(locale), self.words("en")
-            found = (
-                set(words.get("yes", [])) | set(english.get("yes", [])),
-                set(words.get("no", [])) | set(english.get("no", [])),
-                tuple(set(words.get("and", [])) | set(english.get("and", []))),
-            )
-            self._answer_words[locale] = found
-        return found
-
-    def needs_answers_after(self, row_id: int, question_id: str) -> bool:
-        """Whether a question after this one has skip logic (so earlier answers are needed)."""
-        table = self._conditional_after.get(row_id)
-        if table is None:
-            survey = self._surveys[row_id]
-            table, later = {}, False
-            for q in reversed(survey.questions):
-                table[q.id] = later
-                later = later or q.condition is not None
-            self._conditional_after[row_id] = table
-        return table.get(question_id, True)
+        """A survey version's definition (the engine's :class:`SurveyCache`)."""
+        return await self.surveys.get(conn, row_id)
 
     async def handle(self, message: InboundMessage) -> HandleResult:
         """Process one inbound message; a repeat of a provider message id does nothing.
@@ -406,7 +345,7 @@ class Engine:
             )
             return
         if p.status == PanellistStatus.OPTED_OUT:
-            yes = turn.text and self._is_yes(turn.text, p.locale)
+            yes = turn.text and self.renderer.is_yes(turn.text, p.locale)
             if keyword == Keyword.START or yes:
                 await self.opt_in(turn)
             # Otherwise silence: they asked us to stop.
@@ -466,12 +405,6 @@ class Engine:
         else:
             await survey_runner.resend_current(self, turn, quiet=True)
         return True
-
-    def _is_yes(self, text: str, locale: str) -> bool:
-        from bot.engine.keywords import normalise
-
-        words = self.catalog.all_words("yes", {locale or self.default_locale, "en"})
-        return normalise(text) in words
 
     async def opt_out(self, turn: Turn) -> None:
         p = turn.panellist

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babel import Locale, UnknownLocaleError
 
 from bot.messages import MessageCatalog
 from bot.surveys.model import Question, QuestionType, Survey, pick
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 
 @dataclass(slots=True)
@@ -129,3 +132,79 @@ def language_menu(
     text = catalog.render("language_menu", default_locale, options=options, welcome=welcome)
     quick = [{"reply": str(i), "label": name} for i, name in enumerate(names, 1)]
     return Rendered(text, "language_menu", quick)
+
+
+class Renderer:
+    """Messages in a panellist's language: the catalog's templates with the panel's name
+    and contact filled in, the locale's words, whether a reply means yes, and each survey
+    question's message (rendered once per version, locale and lead-in).
+
+    The engine holds one (``engine.renderer``) and gives it to sign-up, the survey runner
+    and the waves.
+    """
+
+    def __init__(self, catalog: MessageCatalog, settings: Settings) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self._questions: dict[tuple[Any, ...], Rendered] = {}
+        self._answer_words: dict[str, tuple[set[str], set[str], tuple[str, ...]]] = {}
+
+    @property
+    def default_locale(self) -> str:
+        return self.settings.bot.default_locale
+
+    def words(self, locale: str) -> dict[str, Any]:
+        return self.catalog.words(locale or self.default_locale)
+
+    def render(self, name: str, locale: str, **context: Any) -> str:
+        return self.catalog.render(
+            name,
+            locale or self.default_locale,
+            panel_name=self.settings.bot.name,
+            contact=self.settings.bot.contact,
+            **context,
+        )
+
+    def is_yes(self, text: str, locale: str) -> bool:
+        """Whether a reply means yes, in the person's language or in English."""
+        from bot.engine.keywords import normalise
+
+        words = self.catalog.all_words("yes", {locale or self.default_locale, "en"})
+        return normalise(text) in words
+
+    def answer_words(self, locale: str) -> tuple[set[str], set[str], tuple[str, ...]]:
+        """Yes, no and "and" words for reading answers: the locale's and always English."""
+        found = self._answer_words.get(locale)
+        if found is None:
+            words, english = self.words(locale), self.words("en")
+            found = (
+                set(words.get("yes", [])) | set(english.get("yes", [])),
+                set(words.get("no", [])) | set(english.get("no", [])),
+                tuple(set(words.get("and", [])) | set(english.get("and", []))),
+            )
+            self._answer_words[locale] = found
+        return found
+
+    def question(
+        self, row_id: int, survey: Survey, question: Question, locale: str, *, skipped: bool = False
+    ) -> Rendered:
+        """A question's message, rendered once per survey version, locale and lead-in.
+
+        Survey versions never change, so the text can be reused for everyone who reaches
+        the question (most inbound messages end by asking the next one).
+        """
+        key = (row_id, question.id, locale, skipped)
+        msg = self._questions.get(key)
+        if msg is None:
+            msg = question_message(
+                self.catalog,
+                survey,
+                question,
+                locale,
+                fallback=self.default_locale,
+                skipped=skipped,
+            )
+            if len(self._questions) > 10_000:
+                self._questions.clear()
+            self._questions[key] = msg
+        return msg

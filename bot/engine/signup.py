@@ -63,7 +63,7 @@ async def _first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) ->
             turn.reply(engine.render("declined_again", default), template="declined_again")
             return
     elif reason == "opted_out":
-        if keyword != Keyword.START and not engine._is_yes(turn.text, default):
+        if keyword != Keyword.START and not engine.renderer.is_yes(turn.text, default):
             return  # they asked us to stop: silence, until START or YES
     locales = list(engine.bot.locales)
     guessed = await engine.bot.plugins.call_first(

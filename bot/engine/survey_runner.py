@@ -31,7 +31,7 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
         await _complete(engine, turn, session, survey)
         return
     locale = p.locale or engine.default_locale
-    yes_words, no_words, and_words = engine.answer_words(locale)
+    yes_words, no_words, and_words = engine.renderer.answer_words(locale)
     try:
         value: Any = parse_answer(
             question,
@@ -62,7 +62,7 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
     if answered:
         await survey_store.record_answer(conn, session, question.id, value)
     answers: dict[str, Any] = {}
-    if engine.needs_answers_after(session.survey_row_id, question.id):
+    if engine.surveys.needs_answers_after(session.survey_row_id, question.id):
         answers = await survey_store.session_answers(conn, session.id)
     following = survey.next_question(question.id, answers)
     if following is None:
@@ -70,7 +70,9 @@ async def handle_answer(engine: Engine, turn: Turn) -> None:
         await _complete(engine, turn, session, survey)
         return
     await survey_store.advance_session(conn, session.id, question=following.id, answered=answered)
-    msg = engine.question(session.survey_row_id, survey, following, locale, skipped=not answered)
+    msg = engine.renderer.question(
+        session.survey_row_id, survey, following, locale, skipped=not answered
+    )
     turn.reply(msg.text, template=msg.template, extra=msg.extra)
 
 

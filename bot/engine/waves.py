@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import aiosqlite
 
 from bot.engine import render
+from bot.engine.survey_cache import SurveyCache
 from bot.models import Address, MessageKind, Panellist, utcnow
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
@@ -34,14 +35,15 @@ class WaveError(Exception):
 
 
 async def begin_survey(
-    engine: Engine,
+    renderer: render.Renderer,
+    surveys: SurveyCache,
     conn: aiosqlite.Connection,
     panellist: Panellist,
     wave_id: int,
     survey_row_id: int,
 ) -> render.Rendered:
     """Open a session on the first question and render the invitation that carries it."""
-    survey = await engine.survey(conn, survey_row_id)
+    survey = await surveys.get(conn, survey_row_id)
     first = survey.first_question({})
     assert first is not None, "a stored survey always has a question"
     await survey_store.start_session(
@@ -54,10 +56,10 @@ async def begin_survey(
     await survey_store.set_invitation(conn, wave_id, panellist.id, "sent")
     wave = await survey_store.wave(conn, wave_id)
     assert wave is not None
-    locale = panellist.locale or engine.default_locale
-    fallback = engine.default_locale
-    question = render.question_message(engine.catalog, survey, first, locale, fallback=fallback)
-    text = engine.render(
+    locale = panellist.locale or renderer.default_locale
+    fallback = renderer.default_locale
+    question = render.question_message(renderer.catalog, survey, first, locale, fallback=fallback)
+    text = renderer.render(
         "invitation",
         locale,
         intro=survey.localized_intro(locale, fallback),
@@ -79,7 +81,7 @@ async def start_next_waiting(engine: Engine, turn: Turn) -> None:
     if waiting is None:
         return
     wave_id, survey_row_id = waiting
-    msg = await begin_survey(engine, turn.conn, p, wave_id, survey_row_id)
+    msg = await begin_survey(engine.renderer, engine.surveys, turn.conn, p, wave_id, survey_row_id)
     turn.reply(msg.text, template=msg.template, extra=msg.extra)
 
 
@@ -134,7 +136,7 @@ async def launch(
 
 async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) -> list[int]:
     async with bot.db.transaction() as conn:
-        survey = await bot.engine.survey(conn, wave.survey_row_id)
+        survey = await bot.engine.surveys.get(conn, wave.survey_row_id)
     chosen = await bot.plugins.call_first(
         "panelbot_select_sample",
         bot=bot,
@@ -154,7 +156,7 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
 
 async def open_wave(bot: Bot, wave_id: int) -> int:
     """Choose the invitees and queue their invitations. Returns how many were invited."""
-    engine = bot.engine
+    renderer, surveys = bot.engine.renderer, bot.engine.surveys
     async with bot.db.transaction() as conn:
         wave = await survey_store.wave(conn, wave_id)
         if wave is None or wave.status == "closed":
@@ -168,7 +170,7 @@ async def open_wave(bot: Bot, wave_id: int) -> int:
     for start in range(0, len(invitees), BATCH):
         async with bot.db.transaction() as conn:
             for pid in invitees[start : start + BATCH]:
-                invited += await _invite(engine, conn, wave, by_id[pid])
+                invited += await _invite(renderer, surveys, conn, wave, by_id[pid])
     async with bot.db.transaction() as conn:
         await survey_store.set_wave(conn, wave_id, status="open", opened_at=utcnow())
     bot.wake_dispatcher()
@@ -177,14 +179,18 @@ async def open_wave(bot: Bot, wave_id: int) -> int:
 
 
 async def _invite(
-    engine: Engine, conn: aiosqlite.Connection, wave: survey_store.Wave, p: Panellist
+    renderer: render.Renderer,
+    surveys: SurveyCache,
+    conn: aiosqlite.Connection,
+    wave: survey_store.Wave,
+    p: Panellist,
 ) -> int:
     busy = await survey_store.active_session(conn, p.id) is not None
     if not await survey_store.add_invitation(conn, wave.id, p.id, "waiting"):
         return 0
     if busy or not p.addresses:
         return 1  # waits until their open survey ends
-    msg = await begin_survey(engine, conn, p, wave.id, wave.survey_row_id)
+    msg = await begin_survey(renderer, surveys, conn, p, wave.id, wave.survey_row_id)
     await _queue_bulk(
         conn, p, p.addresses[0], f"wave:{wave.id}:invite:{p.id}", msg, MessageKind.INVITATION
     )
@@ -213,12 +219,12 @@ async def _queue_bulk(
 
 async def send_reminders(bot: Bot, wave_id: int) -> int:
     """One reminder to everyone invited who has not finished. Runs at most once per wave."""
-    engine = bot.engine
+    renderer = bot.engine.renderer
     async with bot.db.transaction() as conn:
         wave = await survey_store.wave(conn, wave_id)
         if wave is None or wave.status != "open" or wave.reminded_at is not None:
             return 0
-        survey = await engine.survey(conn, wave.survey_row_id)
+        survey = await bot.engine.surveys.get(conn, wave.survey_row_id)
         rows = await survey_store.unfinished_sessions(conn, wave_id)
         people = {p.id: p for p in await panellist_store.many(conn, [r[1] for r in rows])}
         sent = 0
@@ -226,16 +232,16 @@ async def send_reminders(bot: Bot, wave_id: int) -> int:
             p = people.get(pid)
             if p is None or p.status.value != "active" or not p.addresses or not question_id:
                 continue
-            locale = p.locale or engine.default_locale
+            locale = p.locale or renderer.default_locale
             question = render.question_message(
-                engine.catalog,
+                renderer.catalog,
                 survey,
                 survey.question(question_id),
                 locale,
-                fallback=engine.default_locale,
+                fallback=renderer.default_locale,
             )
-            title = survey.localized_title(locale, engine.default_locale)
-            text = engine.render(
+            title = survey.localized_title(locale, renderer.default_locale)
+            text = renderer.render(
                 "reminder", locale, title=title, question=question.text, closes_at=wave.closes_at
             )
             await _queue_bulk(
@@ -262,7 +268,7 @@ async def send_reminders(bot: Bot, wave_id: int) -> int:
 
 async def close_wave(bot: Bot, wave_id: int) -> int:
     """Close the wave: open sessions end, waiting invitations expire, queued ones move on."""
-    engine = bot.engine
+    renderer, surveys = bot.engine.renderer, bot.engine.surveys
     async with bot.db.transaction() as conn:
         wave = await survey_store.wave(conn, wave_id)
         if wave is None or wave.status == "closed":
@@ -275,7 +281,7 @@ async def close_wave(bot: Bot, wave_id: int) -> int:
             waiting = await survey_store.next_waiting_invitation(conn, p.id)
             if waiting is None or p.status.value != "active" or not p.addresses:
                 continue
-            msg = await begin_survey(engine, conn, p, waiting[0], waiting[1])
+            msg = await begin_survey(renderer, surveys, conn, p, waiting[0], waiting[1])
             await _queue_bulk(
                 conn,
                 p,
