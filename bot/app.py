@@ -89,7 +89,9 @@ class Bot:
         bot = cls()
         bot.settings = settings
         bot.plugins = plugins or plugins_for(settings)
-        bot.db = await Database.open(settings.bot.database, migrate=migrate)
+        bot.db = await Database.open(
+            settings.bot.database, migrate=migrate, plugins=bot.plugins.migration_folders()
+        )
         extra_dirs: list[Path] = []
         for _, dirs in bot.plugins.call_each_sync("panelbot_message_dirs", bot=bot):
             extra_dirs.extend(Path(d) for d in dirs)

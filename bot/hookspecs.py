@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         SendResult,
         SignupDecision,
     )
+    from bot.storage.tx import Tx
 
 __all__ = [
     "hookimpl",
@@ -37,6 +38,7 @@ __all__ = [
     "panelbot_before_send",
     "panelbot_locales",
     "panelbot_message_dirs",
+    "panelbot_migrations",
     "panelbot_register_commands",
     "panelbot_register_jobs",
     "panelbot_register_routes",
@@ -143,15 +145,38 @@ def panelbot_resolve_locale(bot: Bot, panellist: Panellist | None, text: str) ->
 
 
 @hookspec
-def panelbot_screen_signup(bot: Bot, panellist: Panellist) -> SignupDecision | None:
+def panelbot_screen_signup(bot: Bot, panellist: Panellist, tx: Tx) -> SignupDecision | None:
     """Accept, waitlist or decline a person who has just completed sign-up. May be async.
 
     The most restrictive answer wins (decline over waitlist over accept); when every
     plugin answers None the person is accepted.
 
+    Runs inside the engine's write transaction for the message that completed sign-up,
+    which it receives as ``tx``: read and write through ``tx`` (``await
+    tx.execute_fetchall(sql, params)``, ``await tx.execute(sql, params)``) and what you
+    write is committed together with the sign-up, or not at all; what you read includes
+    every other sign-up committed before it, so counting and reserving a place cannot
+    overshoot. Never open ``bot.db.transaction()`` here: it raises
+    ``NestedTransactionError`` at once (logged; this plugin's answer is then ignored).
+
     :param bot: the running bot.
     :param panellist: the new panellist with consent and demographics filled in.
+    :param tx: the engine's open write transaction (a ``Conn``).
     :return: a ``SignupDecision``, or None for no opinion.
+    """
+
+
+@hookspec
+def panelbot_migrations() -> str | Path | None:
+    """A folder of this plugin's numbered SQL migrations, for its own tables. Sync only.
+
+    Files named ``0001_create_reservations.sql``, ``0002_...``, numbered from 1 without
+    gaps, each applied once in its own transaction by ``panelbot db upgrade`` and when
+    the bot starts, after the core's; the version reached is kept per plugin (by the
+    plugin's name) in the table ``plugin_schema``. A database whose version for the
+    plugin is newer than the plugin's own migrations is refused (exit 1, one line).
+
+    :return: the folder (a path, or an ``importlib.resources`` folder), or None.
     """
 
 

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import aiosqlite
-
 if TYPE_CHECKING:
     from bot.app import Bot
     from bot.storage.db import Database
@@ -69,21 +67,10 @@ async def open_inbox(database: Path | str, *, writer: bool = False) -> Database:
     A ``writer`` (a web process) leaves checkpoints of the write-ahead log to the main
     process's reader, so that copying pages back into the file never delays an answer.
     """
-    from bot.storage.db import PRAGMAS, Database
+    from bot.storage.db import Database
 
-    path = inbox_path(Path(database))
-    conn = await aiosqlite.connect(str(path), isolation_level=None)
-    try:
-        conn.row_factory = sqlite3.Row
-        for pragma in PRAGMAS:
-            await conn.execute(pragma)
-        await conn.execute(SCHEMA)
-        if writer:
-            await conn.execute("PRAGMA wal_autocheckpoint = 0")
-    except BaseException:
-        await conn.close()
-        raise
-    return Database(path, conn)
+    setup = [SCHEMA, "PRAGMA wal_autocheckpoint = 0"] if writer else [SCHEMA]
+    return await Database.connect(inbox_path(Path(database)), setup=setup)
 
 
 # A handler takes the payload (the request body as text) and when it was received; it

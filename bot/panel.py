@@ -16,8 +16,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from bot.inbox import erase_payloads, payloads_of, prune_payloads, truncate_inbox_log
 from bot.models import Address, PanellistStatus, iso, parse_iso, utcnow
 from bot.panel_csv import (
@@ -38,6 +36,7 @@ from bot.panel_csv import (
 from bot.privacy import mask
 from bot.storage import panel_data
 from bot.storage import panellists as panellist_store
+from bot.storage.conn import Conn, ReadConn
 from bot.storage.panel_data import Known
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ async def import_rows(
 
 
 async def _import_batch(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     key: bytes,
     settings: Settings,
     rows: Sequence[PanelRow],
@@ -218,7 +217,7 @@ def _suppression_check(
     return None, lifts
 
 
-async def _create(conn: aiosqlite.Connection, settings: Settings, row: PanelRow) -> Known:
+async def _create(conn: Conn, settings: Settings, row: PanelRow) -> Known:
     consented = row.consent_at is not None
     status = PanellistStatus.ACTIVE if consented else PanellistStatus.PENDING
     # Without consent they wait at the consent question: waves only invite active people.
@@ -238,9 +237,7 @@ async def _create(conn: aiosqlite.Connection, settings: Settings, row: PanelRow)
     return Known(pid, status.value, locale, dict(row.demographics), consent, stage)
 
 
-async def _update(
-    conn: aiosqlite.Connection, settings: Settings, person: Known, row: PanelRow
-) -> None:
+async def _update(conn: Conn, settings: Settings, person: Known, row: PanelRow) -> None:
     # Blank cells keep what is stored: an import adds to what people told us in chat.
     changes: dict[str, Any] = {}
     locale = row.locale or person.locale or settings.bot.default_locale
@@ -263,7 +260,7 @@ async def _update(
 # -- export -------------------------------------------------------------------------------
 
 
-async def export_rows(conn: aiosqlite.Connection, settings: Settings) -> list[dict[str, Any]]:
+async def export_rows(conn: ReadConn, settings: Settings) -> list[dict[str, Any]]:
     """The whole panel, one dict per person; erased people carry only their id and status."""
     by_id = await panel_data.all_addresses(conn)
     out = []
@@ -304,7 +301,7 @@ def _candidates(text: str) -> list[Address]:
     return [Address("sms", phone), Address("whatsapp", phone)]
 
 
-async def resolve_panellist(conn: aiosqlite.Connection, hash_key: bytes, text: str) -> int | None:
+async def resolve_panellist(conn: ReadConn, hash_key: bytes, text: str) -> int | None:
     """The panellist named by a numeric id, a phone number in any format, or ``channel:id``.
 
     Returns None when nothing matches. Raises :class:`SuppressedOnly` when no record matches
@@ -334,7 +331,7 @@ async def resolve_panellist(conn: aiosqlite.Connection, hash_key: bytes, text: s
 
 
 async def subject_access(
-    conn: aiosqlite.Connection,
+    conn: ReadConn,
     hash_key: bytes,
     panellist_id: int,
     *,

@@ -233,6 +233,11 @@ class PanelPlugins:
                 value = result
         return value
 
+    def migration_folders(self) -> list[tuple[str, Any]]:
+        """(plugin name, folder of numbered SQL migrations) for each plugin that ships
+        migrations (``panelbot_migrations``); given to ``Database.open``."""
+        return self.call_each_sync("panelbot_migrations")
+
     def call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """``call_each`` for sync-only hooks (commands, message dirs), outside an event loop.
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import os
 import sqlite3
 import sys
@@ -27,14 +28,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import httpx
 import pytest
 
 from bot import inbox as inbox_module
 from bot.app import Bot
 from bot.inbox import InboxReader, InboxWriter, open_inbox
-from bot.storage.db import Database
+from bot.storage.db import Database, Writer
 from tests.conftest import REPO, make_settings
 from tests.fakes.twilio_api import (
     ACCOUNT_SID,
@@ -53,18 +53,18 @@ MESSAGES = "/webhooks/twilio/messages"
 UNLIMITED = 1073741823
 
 
-async def cap(conn: sqlite3.Connection | aiosqlite.Connection, pages: int) -> None:
+async def cap(conn: sqlite3.Connection | Writer, pages: int) -> None:
     result = conn.execute(f"PRAGMA max_page_count = {pages}")
-    if isinstance(conn, aiosqlite.Connection):
+    if inspect.isawaitable(result):
         await result
 
 
-async def fill(db: Database, *others: sqlite3.Connection | aiosqlite.Connection) -> None:
+async def fill(db: Database, *others: sqlite3.Connection | Writer) -> None:
     """Make ``db``'s file full for its connection (and ``others`` writing the same file):
     every page taken, none more allowed."""
-    await db.conn.execute("CREATE TABLE IF NOT EXISTS ballast (b BLOB)")
-    pages = (await (await db.conn.execute("PRAGMA page_count")).fetchone())[0]
-    await db.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    await db.writer.execute("CREATE TABLE IF NOT EXISTS ballast (b BLOB)")
+    pages = (await db.writer.execute_fetchall("PRAGMA page_count"))[0][0]
+    await db.writer.execute(f"PRAGMA max_page_count = {pages + 2}")
     for other in others:
         await cap(other, pages + 2)
     for size in (4000, 1000, 100, 10, 1):
@@ -77,8 +77,8 @@ async def fill(db: Database, *others: sqlite3.Connection | aiosqlite.Connection)
                 break
 
 
-async def free(db: Database, *others: sqlite3.Connection | aiosqlite.Connection) -> None:
-    await db.conn.execute(f"PRAGMA max_page_count = {UNLIMITED}")
+async def free(db: Database, *others: sqlite3.Connection | Writer) -> None:
+    await db.writer.execute(f"PRAGMA max_page_count = {UNLIMITED}")
     for other in others:
         await cap(other, UNLIMITED)
 
@@ -122,8 +122,8 @@ async def served(tmp_path: Path, twilio: FakeTwilio) -> AsyncIterator[dict[str, 
                 "main": main,
                 "inbox": inbox_db,
                 "writer": writer._conn,
-                "reader": reader.db.conn,
-                "web_main": web.db.conn,  # the web process writes the panel's file too
+                "reader": reader.db.writer,
+                "web_main": web.db.writer,  # the web process writes the panel's file too
                 "url": url,
             }
     finally:

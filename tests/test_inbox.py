@@ -178,8 +178,9 @@ async def test_a_writers_inbox_leaves_checkpoints_to_the_reader(database: Path) 
     reader_db = await open_inbox(database)
     writer_db = await open_inbox(database, writer=True)
     try:
-        assert (await writer_db.fetchone("PRAGMA wal_autocheckpoint"))[0] == 0
-        assert (await reader_db.fetchone("PRAGMA wal_autocheckpoint"))[0] > 0
+        # A connection's own setting: the one that writes (its readers never write).
+        assert (await writer_db.writer.execute_fetchall("PRAGMA wal_autocheckpoint"))[0][0] == 0
+        assert (await reader_db.writer.execute_fetchall("PRAGMA wal_autocheckpoint"))[0][0] > 0
         await InboxWriter(writer_db).put("sim-message", "k1", "x")
         assert [r["key"] for r in await stored(reader_db)] == ["k1"]
     finally:
@@ -667,7 +668,7 @@ async def test_close_stops_the_reader_and_closes_the_inbox(database: Path) -> No
     await writer.put("sim-message", "1", "last one")
     await reader.close()
     assert seen.payloads() == ["last one"]
-    with pytest.raises(ValueError):  # aiosqlite: the connection is closed
+    with pytest.raises(ValueError):  # the database is closed
         await db.fetchall("SELECT 1")
     check = await open_inbox(database)
     try:

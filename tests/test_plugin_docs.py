@@ -160,6 +160,12 @@ def write_panel(tmp_path: Path, example: Example) -> Path:
         "Hi from the doc plugin for {{ panel_name }}!"
     )
     (folder / f"{example.name}.py").write_text(example.code)
+    if "def panelbot_migrations(" in example.code:
+        # Its migrations beside it (plugins.d/<name>/), as the example says.
+        (folder / example.name).mkdir()
+        (folder / example.name / "0001_create_places.sql").write_text(
+            "CREATE TABLE places_taken (panellist_id INTEGER PRIMARY KEY);\n"
+        )
     multilingual = re.search(r"def panelbot_(locales|resolve_locale)\(", example.code)
     config = tmp_path / "panelbot.toml"
     config.write_text(
@@ -279,6 +285,9 @@ async def drive_hooks(bot: Bot, example: Example, hooks: list[str]) -> dict[str,
                 f"{base}/admin/hello", headers={"authorization": f"Bearer {HELLO_TOKEN}"}
             )
         seen["routes"] = (anonymous.status_code, signed.status_code, signed.json())
+    if "panelbot_migrations" in hooks:
+        seen["plugin_versions"] = await bot.db.plugin_versions()
+        seen["places"] = await bot.db.fetchall("SELECT * FROM places_taken")
     if "panelbot_register_jobs" in hooks:
         job = bot.scheduler.aps.get_job("hello:weekly-digest")
         await job.func(*job.args)  # the job itself runs, not only its registration
@@ -304,6 +313,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "doc_survey_completed": {"shares": {"easy": 50.0, "ok": 0.0, "hard": 50.0}},
     "doc_register_routes": {"routes": (404, 200, {"hello": "world"})},
     "doc_register_jobs": {"job": lambda trigger: "day_of_week='mon'" in trigger},
+    "doc_migrations": {"plugin_versions": {"doc_migrations": 1}, "places": []},
 }
 # What the examples that add commands print.
 COMMANDS = {

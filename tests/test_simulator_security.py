@@ -480,7 +480,7 @@ async def test_a_full_database_is_a_503_with_retry_after(tmp_path: Path) -> None
         pages = await bot.db.fetchone("PRAGMA page_count")
         assert pages is not None
         # SQLite itself now refuses to grow the file: SQLITE_FULL, as on a full disk.
-        await bot.db.conn.execute(f"PRAGMA max_page_count = {pages[0]}")
+        await bot.db.writer.execute(f"PRAGMA max_page_count = {pages[0]}")
         try:
             full = await say(client, "sim:full", "é" * 4000)
             assert full.status_code == 503, full.text
@@ -489,7 +489,7 @@ async def test_a_full_database_is_a_503_with_retry_after(tmp_path: Path) -> None
             new_person = await say(client, "sim:other", "é" * 4000)
             assert new_person.status_code == 503, new_person.text
         finally:
-            await bot.db.conn.execute("PRAGMA max_page_count = 1073741823")
+            await bot.db.writer.execute("PRAGMA max_page_count = 1073741823")
         again = await say(client, "sim:full", "yes")
         assert again.status_code == 200, again.text
         # A new person refused by the full disk is still this browser's to try again.
@@ -497,12 +497,12 @@ async def test_a_full_database_is_a_503_with_retry_after(tmp_path: Path) -> None
     async with running(tmp_path) as (bot, url), browser(url) as first:
         pages = await bot.db.fetchone("PRAGMA page_count")
         assert pages is not None
-        await bot.db.conn.execute(f"PRAGMA max_page_count = {pages[0]}")
+        await bot.db.writer.execute(f"PRAGMA max_page_count = {pages[0]}")
         try:
             refused = await say(first, "sim:brand-new", "é" * 4000)
             assert refused.status_code == 503
         finally:
-            await bot.db.conn.execute("PRAGMA max_page_count = 1073741823")
+            await bot.db.writer.execute("PRAGMA max_page_count = 1073741823")
         assert (await say(first, "sim:brand-new", "hello")).status_code == 200
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage import Database, DatabaseError, fetch_one
+from bot.storage import (
+    Conn,
+    Database,
+    DatabaseError,
+    NestedTransactionError,
+    ReadConn,
+    fetch_one,
+)
 from bot.storage.db import latest_version, migrations
 from tests.conftest import REPO
 
@@ -192,7 +199,7 @@ async def test_transaction_rolls_back_on_an_exception(tmp_path: Path) -> None:
                 raise RuntimeError("halfway")
 
         assert await db.fetchall("SELECT * FROM meta WHERE key IN ('a', 'b')") == []
-        assert not db.conn.in_transaction
+        assert not db.writer.in_transaction
         async with db.transaction() as conn:  # the connection is fit for the next one
             await conn.execute("INSERT INTO meta (key, value) VALUES ('c', '3')")
         assert (await db.fetchone("SELECT value FROM meta WHERE key = 'c'"))[0] == "3"  # type: ignore[index]
@@ -373,9 +380,218 @@ async def test_held_writes_keep_their_order_and_roll_back_together(tmp_path: Pat
         await db.close()
 
 
-def test_aiosqlite_still_offers_the_one_private_call_we_use() -> None:
-    """Database.run relies on aiosqlite's Connection._execute and ._conn (no public form)."""
-    import aiosqlite
+# -- a writer it owns, read connections apart from it -----------------------------------------
 
-    assert callable(aiosqlite.Connection._execute)
-    assert isinstance(aiosqlite.Connection._conn, property)
+
+async def test_a_read_never_sees_a_transaction_that_is_still_open(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "panel.db")
+    try:
+        inside, release = asyncio.Event(), asyncio.Event()
+
+        async def writer() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO meta (key, value) VALUES ('open', 'uncommitted')")
+                # Inside the transaction its own reads see its writes, through db too.
+                assert (await db.fetchone("SELECT value FROM meta WHERE key = 'open'")) is not None
+                assert await fetch_one(db.conn, "SELECT 1 FROM meta WHERE key = 'open'")
+                inside.set()
+                await release.wait()
+
+        task = asyncio.create_task(writer())
+        await inside.wait()
+        # Another task's reads (db.fetchone, db.conn, db.reader) see only what is committed.
+        assert await db.fetchone("SELECT value FROM meta WHERE key = 'open'") is None
+        assert await fetch_one(db.conn, "SELECT 1 FROM meta WHERE key = 'open'") is None
+        assert await fetch_one(db.reader, "SELECT 1 FROM meta WHERE key = 'open'") is None
+        release.set()
+        await task
+        row = await db.fetchone("SELECT value FROM meta WHERE key = 'open'")
+        assert row is not None and row[0] == "uncommitted"
+        # Read connections cannot write: writes go through a transaction.
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.reader.execute_fetchall("DELETE FROM meta")
+    finally:
+        await db.close()
+
+
+async def test_the_connections_are_what_storage_functions_say_they_take(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "panel.db")
+    try:
+        assert isinstance(db.reader, ReadConn) and not isinstance(db.reader, Conn)
+        async with db.transaction() as tx:
+            assert isinstance(tx, Conn) and isinstance(tx, ReadConn)
+            assert db.conn is tx  # this task's reads go through its transaction
+        assert db.conn is db.reader
+    finally:
+        await db.close()
+
+
+async def test_a_transaction_inside_another_fails_at_once_and_the_outer_one_goes_on(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(tmp_path / "panel.db")
+
+    async def a_helper_that_opens_its_own() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO meta (key, value) VALUES ('inner', 'x')")
+
+    try:
+        # A guard only: a nested transaction that waited would wait for ever.
+        async with asyncio.timeout(30):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO meta (key, value) VALUES ('outer', '1')")
+                with pytest.raises(NestedTransactionError, match="already open in this task"):
+                    await a_helper_that_opens_its_own()
+                with pytest.raises(NestedTransactionError, match="use the tx you were given"):
+                    await db.execute_write("INSERT INTO meta (key, value) VALUES ('w', 'x')")
+                with pytest.raises(NestedTransactionError):
+                    async with db.exclusive():
+                        pass
+                await tx.execute("UPDATE meta SET value = '2' WHERE key = 'outer'")
+        rows = await db.fetchall("SELECT key, value FROM meta WHERE key IN ('outer', 'inner', 'w')")
+        assert sorted((r[0], r[1]) for r in rows) == [("outer", "2")]
+        # Afterwards the same task opens transactions as before.
+        await a_helper_that_opens_its_own()
+        assert await db.fetchone("SELECT 1 FROM meta WHERE key = 'inner'") is not None
+    finally:
+        await db.close()
+
+
+async def test_a_transaction_in_another_task_waits_its_turn(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "panel.db")
+    try:
+        holding, release = asyncio.Event(), asyncio.Event()
+        order: list[str] = []
+
+        async def first() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO meta (key, value) VALUES ('turn', 'first')")
+                holding.set()
+                await release.wait()
+                order.append("first commits")
+
+        async def second() -> None:
+            await holding.wait()
+            async with db.transaction() as tx:
+                order.append("second begins")
+                row = await fetch_one(tx, "SELECT value FROM meta WHERE key = 'turn'")
+                assert row is not None and row[0] == "first"  # it waited for the commit
+                await tx.execute("UPDATE meta SET value = 'second' WHERE key = 'turn'")
+
+        tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
+        await holding.wait()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert order == []  # the second is waiting, not failing
+        release.set()
+        await asyncio.gather(*tasks)
+        assert order == ["first commits", "second begins"]
+        assert (await db.fetchone("SELECT value FROM meta WHERE key = 'turn'"))[0] == "second"  # type: ignore[index]
+    finally:
+        await db.close()
+
+
+def test_bot_uses_no_private_sqlite_driver_api() -> None:
+    """The storage layer owns its threads and connections: no aiosqlite in the bot."""
+    code = (
+        "import sys, bot.app, bot.cli.db_cmd, bot.inbox, bot.web.app; "
+        "print('aiosqlite' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+# -- plugins' own migrations ------------------------------------------------------------------
+
+RESERVATIONS_PLUGIN = """
+from pathlib import Path
+
+from bot.plugin_api import hookimpl
+
+
+@hookimpl
+def panelbot_migrations():
+    return Path(__file__).parent / "reservations_migrations"
+"""
+
+
+def plugin_panel(tmp_path: Path, migrations_sql: dict[str, str]) -> Path:
+    folder = tmp_path / "plugins.d"
+    (folder / "reservations_migrations").mkdir(parents=True, exist_ok=True)
+    (folder / "reservations.py").write_text(RESERVATIONS_PLUGIN)
+    for name, sql in migrations_sql.items():
+        (folder / "reservations_migrations" / name).write_text(sql)
+    config = tmp_path / "panelbot.toml"
+    config.write_text(
+        '[bot]\ndatabase = "panel.db"\nquiet_hours = false\n'
+        '[plugins]\ndirectories = ["plugins.d"]\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_a_plugins_migrations_are_applied_by_db_upgrade_and_tracked_per_plugin(
+    tmp_path: Path,
+) -> None:
+    first = {"0001_places.sql": "CREATE TABLE places (panellist_id INTEGER PRIMARY KEY);"}
+    config = plugin_panel(tmp_path, first)
+    result = panelbot(config, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "applied reservations/0001_places.sql" in result.stdout
+    again = panelbot(config, "db", "upgrade")
+    assert again.returncode == 0 and "reservations" not in again.stdout
+    # A second migration arrives with a new version of the plugin.
+    plugin_panel(tmp_path, {"0002_band.sql": "ALTER TABLE places ADD COLUMN band TEXT;"})
+    result = panelbot(config, "db", "upgrade")
+    assert "applied reservations/0002_band.sql" in result.stdout, result.stderr
+    with sqlite3.connect(tmp_path / "panel.db") as conn:
+        assert conn.execute("SELECT plugin, version FROM plugin_schema").fetchall() == [
+            ("reservations", 2)
+        ]
+        assert conn.execute("SELECT band FROM places").fetchall() == []
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
+
+
+def test_a_failing_plugin_migration_changes_nothing(tmp_path: Path) -> None:
+    config = plugin_panel(
+        tmp_path,
+        {"0001_places.sql": "CREATE TABLE places (id INTEGER);\nINSERT INTO nowhere VALUES (1);"},
+    )
+    result = panelbot(config, "db", "upgrade")
+    assert result.returncode != 0
+    with sqlite3.connect(tmp_path / "panel.db") as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "places" not in tables
+
+
+async def test_hook_migrations(tmp_path: Path) -> None:
+    """panelbot_migrations: the bot applies a plugin's migrations when it starts."""
+    from bot.app import Bot
+    from bot.config import load_settings
+
+    config = plugin_panel(tmp_path, {"0001_places.sql": "CREATE TABLE places (id INTEGER);"})
+    bot = await Bot.create(load_settings(config))
+    try:
+        assert await bot.db.plugin_versions() == {"reservations": 1}
+        assert await bot.db.fetchall("SELECT * FROM places") == []
+    finally:
+        await bot.db.close()
+
+
+def test_a_database_newer_than_a_plugin_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = plugin_panel(
+        tmp_path,
+        {
+            "0001_places.sql": "CREATE TABLE places (id INTEGER);",
+            "0002_more.sql": "CREATE TABLE more_places (id INTEGER);",
+        },
+    )
+    assert panelbot(config, "db", "upgrade").returncode == 0
+    # An older copy of the plugin, which knows only its first migration.
+    (tmp_path / "plugins.d" / "reservations_migrations" / "0002_more.sql").unlink()
+    for command in (["db", "upgrade"], ["serve"]):
+        line = one_line_error(panelbot(config, *command))
+        assert "the tables of plugin reservations are at version 2" in line, line
+        assert "only knows up to 1" in line

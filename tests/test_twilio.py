@@ -946,7 +946,7 @@ async def _fill_the_disk(bot: Bot) -> None:
     async with bot.db.transaction() as conn:
         await conn.execute("CREATE TABLE IF NOT EXISTS ballast (b BLOB)")
     pages = (await bot.db.fetchone("PRAGMA page_count"))[0]
-    await bot.db.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    await bot.db.writer.execute(f"PRAGMA max_page_count = {pages + 2}")
     for size in (1000, 100, 10):
         while True:
             try:
@@ -958,7 +958,7 @@ async def _fill_the_disk(bot: Bot) -> None:
 
 
 async def _free_the_disk(bot: Bot) -> None:
-    await bot.db.conn.execute("PRAGMA max_page_count = 1073741823")
+    await bot.db.writer.execute("PRAGMA max_page_count = 1073741823")
 
 
 async def test_a_full_disk_while_sending_loses_no_answer_and_no_task(

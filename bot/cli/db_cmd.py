@@ -19,12 +19,16 @@ def register(cli: click.Group) -> None:
     @db_group.command("upgrade")
     @pass_cli
     def upgrade(obj: CliContext) -> None:
-        """Apply pending schema migrations (the bot also does this when it starts)."""
+        """Apply pending schema migrations, the core's then each plugin's (the bot also
+        does this when it starts)."""
+        from bot.cli.plugins_cmd import load_for_cli
         from bot.storage import Database, DatabaseError
+
+        folders = load_for_cli(obj).migration_folders()
 
         async def go() -> tuple[list[str], int]:
             try:
-                db = await Database.open(obj.settings.bot.database, migrate=False)
+                db = await Database.open(obj.settings.bot.database, migrate=False, plugins=folders)
             except DatabaseError as exc:
                 raise UserError(str(exc)) from None
             try:

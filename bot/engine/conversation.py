@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from bot.engine import render, signup, survey_runner
 from bot.engine.keywords import Keyword, KeywordRouter
 from bot.engine.sender_limit import SenderLimit
@@ -33,6 +31,8 @@ from bot.storage import audit as audit_store
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
+from bot.storage.conn import Conn, ReadConn
+from bot.storage.tx import Tx
 
 if TYPE_CHECKING:
     from bot.app import Bot
@@ -60,7 +60,7 @@ class Reply:
 class Turn:
     """The working state of one inbound message inside its transaction."""
 
-    conn: aiosqlite.Connection
+    conn: Tx
     message: InboundMessage
     text: str
     panellist: Panellist | None
@@ -143,7 +143,7 @@ class Engine:
     def render(self, name: str, locale: str, **context: Any) -> str:
         return self.renderer.render(name, locale, **context)
 
-    async def survey(self, conn: aiosqlite.Connection, row_id: int) -> Survey:
+    async def survey(self, conn: ReadConn, row_id: int) -> Survey:
         """A survey version's definition (the engine's :class:`SurveyCache`)."""
         return await self.surveys.get(conn, row_id)
 
@@ -458,7 +458,7 @@ class Engine:
 
     async def audit(
         self,
-        conn: aiosqlite.Connection,
+        conn: Conn,
         action: str,
         panellist_id: int | None,
         detail: dict[str, Any] | None = None,

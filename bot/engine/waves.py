@@ -12,14 +12,13 @@ import random
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-import aiosqlite
-
 from bot.engine import render
 from bot.engine.survey_cache import SurveyCache
 from bot.models import Address, MessageKind, Panellist, utcnow
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
+from bot.storage.conn import Conn
 
 if TYPE_CHECKING:
     from bot.app import Bot
@@ -37,7 +36,7 @@ class WaveError(Exception):
 async def begin_survey(
     renderer: render.Renderer,
     surveys: SurveyCache,
-    conn: aiosqlite.Connection,
+    conn: Conn,
     panellist: Panellist,
     wave_id: int,
     survey_row_id: int,
@@ -181,7 +180,7 @@ async def open_wave(bot: Bot, wave_id: int) -> int:
 async def _invite(
     renderer: render.Renderer,
     surveys: SurveyCache,
-    conn: aiosqlite.Connection,
+    conn: Conn,
     wave: survey_store.Wave,
     p: Panellist,
 ) -> int:
@@ -198,7 +197,7 @@ async def _invite(
 
 
 async def _queue_bulk(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     p: Panellist,
     address: Address,
     key: str,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiosqlite
-
 from bot.models import iso, utcnow
+from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import fetch_all
 from bot.storage.tx import write_later
 
 
 async def record(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     action: str,
     panellist_id: int | None = None,
     detail: dict[str, Any] | None = None,
@@ -27,7 +26,7 @@ async def record(
     )
 
 
-async def for_panellist(conn: aiosqlite.Connection, panellist_id: int) -> list[dict[str, Any]]:
+async def for_panellist(conn: ReadConn, panellist_id: int) -> list[dict[str, Any]]:
     rows = await fetch_all(
         conn,
         "SELECT at, actor, action, detail FROM audit_log WHERE panellist_id = ? ORDER BY id",

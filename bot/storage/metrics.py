@@ -6,30 +6,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
+from bot.storage.conn import ReadConn
 from bot.storage.db import fetch_all
 
 
-async def inbound_by_channel(conn: aiosqlite.Connection) -> dict[str, int]:
+async def inbound_by_channel(conn: ReadConn) -> dict[str, int]:
     rows = await fetch_all(conn, "SELECT channel, count(*) FROM inbound_messages GROUP BY channel")
     return {r[0]: r[1] for r in rows}
 
 
-async def outbound_by_channel_status(conn: aiosqlite.Connection) -> dict[tuple[str, str], int]:
+async def outbound_by_channel_status(conn: ReadConn) -> dict[tuple[str, str], int]:
     rows = await fetch_all(
         conn, "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status"
     )
     return {(r[0], r[1]): r[2] for r in rows}
 
 
-async def panellists_by_status(conn: aiosqlite.Connection) -> dict[str, int]:
+async def panellists_by_status(conn: ReadConn) -> dict[str, int]:
     rows = await fetch_all(conn, "SELECT status, count(*) FROM panellists GROUP BY status")
     return {r[0]: r[1] for r in rows}
 
 
 async def send_latency(
-    conn: aiosqlite.Connection, buckets: Sequence[float]
+    conn: ReadConn, buckets: Sequence[float]
 ) -> dict[tuple[str, int], tuple[list[int], int, float]]:
     """Seconds from queued to accepted by the provider, per (channel, priority): the count
     at or under each bucket's bound (cumulative), the count and the sum."""

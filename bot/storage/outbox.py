@@ -7,8 +7,6 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from bot.models import (
     Address,
     DeliveryReport,
@@ -19,6 +17,7 @@ from bot.models import (
     parse_iso,
     utcnow,
 )
+from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import fetch_all, fetch_one
 from bot.storage.tx import Tx, write_later
 
@@ -34,9 +33,7 @@ STATUS_RANK = {
 }
 
 
-async def set_inbound_panellist(
-    conn: aiosqlite.Connection, inbound_id: int, panellist_id: int | None
-) -> None:
+async def set_inbound_panellist(conn: Conn, inbound_id: int, panellist_id: int | None) -> None:
     await write_later(
         conn,
         "UPDATE inbound_messages SET panellist_id = ? WHERE id = ?",
@@ -79,7 +76,7 @@ def _queue_params(
 
 
 async def queue(
-    conn: aiosqlite.Connection | Tx,
+    conn: Conn,
     *,
     key: str,
     panellist_id: int | None,
@@ -161,7 +158,7 @@ def to_message(row: sqlite3.Row) -> OutboundMessage:
 
 
 async def claim_due(
-    conn: aiosqlite.Connection, *, now: datetime, limit: int, channels: list[str]
+    conn: Conn, *, now: datetime, limit: int, channels: list[str]
 ) -> list[tuple[OutboundMessage, str | None]]:
     """Mark due rows as sending (replies first) and return them with the panellist's status.
 
@@ -199,7 +196,7 @@ async def claim_due(
 
 
 async def mark_sent(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     message_id: int,
     *,
     provider_message_id: str | None,
@@ -232,7 +229,7 @@ async def mark_sent(
 
 
 async def reschedule(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     message_id: int,
     *,
     at: datetime,
@@ -250,7 +247,7 @@ async def reschedule(
 
 
 async def mark_final(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     message_id: int,
     *,
     status: OutboxStatus,
@@ -265,7 +262,7 @@ async def mark_final(
     )
 
 
-async def cancel_for_panellist(conn: aiosqlite.Connection, panellist_id: int) -> int:
+async def cancel_for_panellist(conn: Conn, panellist_id: int) -> int:
     """Cancel everything still queued for someone who opted out or was erased."""
     cursor = await conn.execute(
         "UPDATE outbox SET status = 'cancelled', updated_at = ? WHERE panellist_id = ? "
@@ -275,7 +272,7 @@ async def cancel_for_panellist(conn: aiosqlite.Connection, panellist_id: int) ->
     return cursor.rowcount
 
 
-async def apply_report(conn: aiosqlite.Connection, report: DeliveryReport) -> int | None:
+async def apply_report(conn: Conn, report: DeliveryReport) -> int | None:
     """Apply a provider's status report, never moving a status backwards. Returns the row id."""
     row = await fetch_one(
         conn,
@@ -301,13 +298,13 @@ async def apply_report(conn: aiosqlite.Connection, report: DeliveryReport) -> in
     return row["id"]
 
 
-async def stuck_sending(conn: aiosqlite.Connection) -> list[OutboundMessage]:
+async def stuck_sending(conn: ReadConn) -> list[OutboundMessage]:
     rows = await fetch_all(conn, "SELECT * FROM outbox WHERE status = 'sending' ORDER BY id")
     return [to_message(r) for r in rows]
 
 
 async def conversation(
-    conn: aiosqlite.Connection, address: Address, *, after_id: int = 0, limit: int = 500
+    conn: ReadConn, address: Address, *, after_id: int = 0, limit: int = 500
 ) -> list[dict[str, Any]]:
     """Messages in and out of one address, oldest first (the simulator's history)."""
     rows = await fetch_all(
@@ -339,17 +336,17 @@ async def conversation(
     ]
 
 
-async def counts_by_status(conn: aiosqlite.Connection) -> dict[str, int]:
+async def counts_by_status(conn: ReadConn) -> dict[str, int]:
     rows = await fetch_all(conn, "SELECT status, COUNT(*) FROM outbox GROUP BY status")
     return {r[0]: r[1] for r in rows}
 
 
-async def panellist_of(conn: aiosqlite.Connection, row_id: int) -> int | None:
+async def panellist_of(conn: ReadConn, row_id: int) -> int | None:
     row = await fetch_one(conn, "SELECT panellist_id FROM outbox WHERE id = ?", (row_id,))
     return row[0] if row else None
 
 
-async def known_provider_ids(conn: aiosqlite.Connection, channel: str, ids: list[str]) -> set[str]:
+async def known_provider_ids(conn: ReadConn, channel: str, ids: list[str]) -> set[str]:
     """Which of these provider message ids an outbox row already records."""
     if not ids:
         return set()
@@ -363,7 +360,7 @@ async def known_provider_ids(conn: aiosqlite.Connection, channel: str, ids: list
     return {r[0] for r in rows}
 
 
-async def latest_with_options(conn: aiosqlite.Connection, address: Address) -> str | None:
+async def latest_with_options(conn: ReadConn, address: Address) -> str | None:
     """The provider id of the last message with buttons sent to this address."""
     row = await fetch_one(
         conn,
@@ -375,9 +372,7 @@ async def latest_with_options(conn: aiosqlite.Connection, address: Address) -> s
     return row[0] if row else None
 
 
-async def attempt_times(
-    conn: aiosqlite.Connection, message_id: int
-) -> tuple[datetime, datetime] | None:
+async def attempt_times(conn: ReadConn, message_id: int) -> tuple[datetime, datetime] | None:
     """When a row was queued and when it was last marked ``sending`` (its ``updated_at``
     while it is in that state), for looking its attempts up at the provider."""
     row = await fetch_one(
@@ -388,12 +383,12 @@ async def attempt_times(
     return parse_iso(row["created_at"]), parse_iso(row["updated_at"])
 
 
-async def note_error(conn: aiosqlite.Connection, message_id: int, error: str) -> None:
+async def note_error(conn: Conn, message_id: int, error: str) -> None:
     """Record why a row is waiting, changing neither its status nor its times."""
     await conn.execute("UPDATE outbox SET last_error = ? WHERE id = ?", (error, message_id))
 
 
-async def held(conn: aiosqlite.Connection) -> list[sqlite3.Row]:
+async def held(conn: ReadConn) -> list[sqlite3.Row]:
     """Rows held for a person to decide, oldest first (``panelbot db held``)."""
     return await fetch_all(
         conn,
@@ -402,7 +397,7 @@ async def held(conn: aiosqlite.Connection) -> list[sqlite3.Row]:
     )
 
 
-async def release_held(conn: aiosqlite.Connection, ids: list[int] | None) -> list[int]:
+async def release_held(conn: Conn, ids: list[int] | None) -> list[int]:
     """Held rows (these ``ids``, or all with None) back to the queue, due now.
 
     Their attempts are kept, so that a channel that looks for an earlier attempt before
@@ -424,7 +419,7 @@ async def release_held(conn: aiosqlite.Connection, ids: list[int] | None) -> lis
     return released
 
 
-async def statuses_of(conn: aiosqlite.Connection, ids: list[int]) -> dict[int, str]:
+async def statuses_of(conn: ReadConn, ids: list[int]) -> dict[int, str]:
     """The status of each of these rows that exists."""
     if not ids:
         return {}
@@ -433,7 +428,7 @@ async def statuses_of(conn: aiosqlite.Connection, ids: list[int]) -> dict[int, s
     return {r[0]: r[1] for r in rows}
 
 
-async def counts_by_channel_and_status(conn: aiosqlite.Connection) -> dict[tuple[str, str], int]:
+async def counts_by_channel_and_status(conn: ReadConn) -> dict[tuple[str, str], int]:
     """Outbox rows by (channel, status), e.g. ``{("sms", "held"): 2, ("sms", "sent"): 40}``:
     the outbox depth (``queued`` + ``sending``) and held messages per channel, for metrics."""
     rows = await fetch_all(

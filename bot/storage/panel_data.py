@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosqlite
-
 from bot.models import Address, iso, utcnow
 from bot.storage import simulator as sim_store
+from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import Database, fetch_all, fetch_one
 from bot.storage.panellists import PHONE_CHANNELS
 
@@ -45,7 +44,7 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 async def panellists_by_address(
-    conn: aiosqlite.Connection, channel: str, ids: Iterable[str]
+    conn: ReadConn, channel: str, ids: Iterable[str]
 ) -> dict[str, Known]:
     """Map each of ``ids`` on ``channel`` that belongs to someone to that panellist."""
     wanted = sorted(set(ids))
@@ -71,9 +70,7 @@ async def panellists_by_address(
     return found
 
 
-async def suppressions_by_hash(
-    conn: aiosqlite.Connection, hashes: Iterable[str]
-) -> dict[str, tuple[str, str]]:
+async def suppressions_by_hash(conn: ReadConn, hashes: Iterable[str]) -> dict[str, tuple[str, str]]:
     """Map each suppressed hash among ``hashes`` to (reason, created_at)."""
     wanted = sorted(set(hashes))
     found: dict[str, tuple[str, str]] = {}
@@ -90,7 +87,7 @@ async def suppressions_by_hash(
 
 
 async def record_audit_many(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     entries: Sequence[tuple[str, int | None, dict[str, Any]]],
     actor: str,
 ) -> None:
@@ -102,12 +99,12 @@ async def record_audit_many(
     )
 
 
-async def panellist_exists(conn: aiosqlite.Connection, panellist_id: int) -> bool:
+async def panellist_exists(conn: ReadConn, panellist_id: int) -> bool:
     row = await fetch_one(conn, "SELECT 1 FROM panellists WHERE id = ?", (panellist_id,))
     return row is not None
 
 
-async def owner_of_any(conn: aiosqlite.Connection, addresses: Iterable[Address]) -> int | None:
+async def owner_of_any(conn: ReadConn, addresses: Iterable[Address]) -> int | None:
     """The panellist holding the first of ``addresses`` that anyone holds."""
     for address in addresses:
         row = await fetch_one(
@@ -123,7 +120,7 @@ async def owner_of_any(conn: aiosqlite.Connection, addresses: Iterable[Address])
 # -- export -------------------------------------------------------------------------------
 
 
-async def all_panellists(conn: aiosqlite.Connection) -> list[sqlite3.Row]:
+async def all_panellists(conn: ReadConn) -> list[sqlite3.Row]:
     return await fetch_all(
         conn,
         "SELECT id, status, locale, demographics, consent_at, created_at FROM panellists "
@@ -131,7 +128,7 @@ async def all_panellists(conn: aiosqlite.Connection) -> list[sqlite3.Row]:
     )
 
 
-async def all_addresses(conn: aiosqlite.Connection) -> dict[int, list[Address]]:
+async def all_addresses(conn: ReadConn) -> dict[int, list[Address]]:
     """Every address by panellist id, in the order they were added."""
     rows = await fetch_all(
         conn, "SELECT panellist_id, channel, address FROM addresses ORDER BY panellist_id, id"
@@ -156,7 +153,7 @@ def _json_value(text: str) -> Any:
         return text
 
 
-async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dict[str, Any] | None:
+async def everything_about(conn: ReadConn, panellist_id: int) -> dict[str, Any] | None:
     """Every row that refers to one panellist, as plain data (a subject access request)."""
     row = await fetch_one(conn, "SELECT * FROM panellists WHERE id = ?", (panellist_id,))
     if row is None:
@@ -257,7 +254,7 @@ async def everything_about(conn: aiosqlite.Connection, panellist_id: int) -> dic
 # -- erasure ------------------------------------------------------------------------------
 
 
-async def addresses_of(conn: aiosqlite.Connection, panellist_id: int) -> list[Address]:
+async def addresses_of(conn: ReadConn, panellist_id: int) -> list[Address]:
     rows = await fetch_all(
         conn, "SELECT channel, address FROM addresses WHERE panellist_id = ?", (panellist_id,)
     )
@@ -273,9 +270,7 @@ def address_pairs(addresses: Iterable[Address]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-async def erase_records(
-    conn: aiosqlite.Connection, panellist_id: int, addresses: list[Address]
-) -> dict[str, int]:
+async def erase_records(conn: Conn, panellist_id: int, addresses: list[Address]) -> dict[str, int]:
     """Remove a person's data from every table, keeping answers detached from them.
 
     Runs inside the caller's transaction. Returns how many rows each step touched.
@@ -461,7 +456,7 @@ async def scrub_strangers(db: Database, now: datetime | None = None) -> dict[str
 
 
 async def _renumber(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     table: str,
     ids: list[int],
     references: tuple[str, str] | None,
@@ -493,7 +488,7 @@ def _day_of(stamp: str) -> str:
     return stamp[:10] + _MIDNIGHT
 
 
-async def pragma(conn: aiosqlite.Connection, name: str) -> Any:
+async def pragma(conn: ReadConn, name: str) -> Any:
     """The current value of a connection setting such as ``secure_delete``."""
     if not name.isidentifier():
         raise ValueError(f"not a pragma name: {name!r}")
@@ -510,13 +505,13 @@ async def scrub_free_space(db: Database) -> bool:
     """
     # VACUUM cannot run inside a transaction, so Database.transaction() does not fit; the
     # database's own write lock still keeps this process's other writers out meanwhile.
-    async with db.exclusive():
+    async with db.exclusive() as writer:
         vacuumed = True
         try:
-            await db.conn.execute("VACUUM")
+            await writer.execute("VACUUM")
         except sqlite3.OperationalError:
             vacuumed = False  # e.g. another process is writing; the checkpoint still helps
-        row = await fetch_one(db.conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+        row = await fetch_one(writer, "PRAGMA wal_checkpoint(TRUNCATE)")
     return vacuumed and row is not None and row[0] == 0
 
 

@@ -11,9 +11,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from bot.models import Address, Panellist, PanellistStatus, iso, parse_iso, utcnow
+from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import fetch_all, fetch_one
 from bot.storage.tx import write_later
 
@@ -38,7 +37,7 @@ def panellist_row(row: sqlite3.Row, addresses: list[Address]) -> Panellist:
     )
 
 
-async def addresses_of(conn: aiosqlite.Connection, panellist_id: int) -> list[Address]:
+async def addresses_of(conn: ReadConn, panellist_id: int) -> list[Address]:
     """A panellist's addresses, the most recently used first."""
     rows = await fetch_all(
         conn,
@@ -49,14 +48,14 @@ async def addresses_of(conn: aiosqlite.Connection, panellist_id: int) -> list[Ad
     return [Address(r["channel"], r["address"]) for r in rows]
 
 
-async def get(conn: aiosqlite.Connection, panellist_id: int) -> Panellist | None:
+async def get(conn: ReadConn, panellist_id: int) -> Panellist | None:
     row = await fetch_one(conn, _SELECT + " WHERE id = ?", (panellist_id,))
     if row is None:
         return None
     return panellist_row(row, await addresses_of(conn, panellist_id))
 
 
-async def find_by_address(conn: aiosqlite.Connection, address: Address) -> Panellist | None:
+async def find_by_address(conn: ReadConn, address: Address) -> Panellist | None:
     row = await fetch_one(
         conn,
         "SELECT p.id, p.status, p.locale, p.demographics, p.consent_at, p.stage, p.created_at "
@@ -69,13 +68,13 @@ async def find_by_address(conn: aiosqlite.Connection, address: Address) -> Panel
     return panellist_row(row, [address])
 
 
-async def stage_misses(conn: aiosqlite.Connection, panellist_id: int) -> int:
+async def stage_misses(conn: ReadConn, panellist_id: int) -> int:
     row = await fetch_one(conn, "SELECT stage_misses FROM panellists WHERE id = ?", (panellist_id,))
     return int(row[0]) if row else 0
 
 
 async def create(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     *,
     status: PanellistStatus,
     locale: str,
@@ -113,7 +112,7 @@ def new_link_code() -> str:
 
 
 async def add_address(
-    conn: aiosqlite.Connection, panellist_id: int, address: Address, *, inbound: bool = False
+    conn: Conn, panellist_id: int, address: Address, *, inbound: bool = False
 ) -> None:
     now = iso(utcnow())
     await write_later(
@@ -125,7 +124,7 @@ async def add_address(
     )
 
 
-async def touch_address(conn: aiosqlite.Connection, address: Address) -> None:
+async def touch_address(conn: Conn, address: Address) -> None:
     await write_later(
         conn,
         "UPDATE addresses SET last_inbound_at = ? WHERE channel = ? AND address = ?",
@@ -145,7 +144,7 @@ _UPDATABLE = {
 }
 
 
-async def update(conn: aiosqlite.Connection, panellist_id: int, **fields: Any) -> None:
+async def update(conn: Conn, panellist_id: int, **fields: Any) -> None:
     """Set the given columns. Values are converted: enums to text, dicts to JSON, times to ISO."""
     unknown = set(fields) - _UPDATABLE
     if unknown:
@@ -167,7 +166,7 @@ async def update(conn: aiosqlite.Connection, panellist_id: int, **fields: Any) -
     )
 
 
-async def delete_unconsented(conn: aiosqlite.Connection, panellist_id: int) -> None:
+async def delete_unconsented(conn: Conn, panellist_id: int) -> None:
     """Forget someone who never consented: their row, addresses and message texts."""
     await conn.execute(
         "UPDATE inbound_messages SET text = NULL, panellist_id = NULL WHERE panellist_id = ?",
@@ -190,7 +189,7 @@ async def delete_unconsented(conn: aiosqlite.Connection, panellist_id: int) -> N
     await conn.execute("DELETE FROM panellists WHERE id = ?", (panellist_id,))
 
 
-async def forget_inbound_text(conn: aiosqlite.Connection, inbound_id: int) -> None:
+async def forget_inbound_text(conn: Conn, inbound_id: int) -> None:
     """Drop the text of a message from someone we keep nothing about (no panellist)."""
     await write_later(conn, "UPDATE inbound_messages SET text = NULL WHERE id = ?", (inbound_id,))
 
@@ -209,7 +208,7 @@ def address_hash(key: bytes, address: Address) -> str:
     return hmac.new(key, suppression_key_material(address).encode(), hashlib.sha256).hexdigest()
 
 
-async def suppress(conn: aiosqlite.Connection, key: bytes, address: Address, reason: str) -> None:
+async def suppress(conn: Conn, key: bytes, address: Address, reason: str) -> None:
     await write_later(
         conn,
         "INSERT INTO suppressions (address_hash, reason, created_at) VALUES (?, ?, ?) "
@@ -219,9 +218,7 @@ async def suppress(conn: aiosqlite.Connection, key: bytes, address: Address, rea
     )
 
 
-async def suppression(
-    conn: aiosqlite.Connection, key: bytes, address: Address
-) -> tuple[str, datetime] | None:
+async def suppression(conn: ReadConn, key: bytes, address: Address) -> tuple[str, datetime] | None:
     row = await fetch_one(
         conn,
         "SELECT reason, created_at FROM suppressions WHERE address_hash = ?",
@@ -230,13 +227,13 @@ async def suppression(
     return (row["reason"], parse_iso(row["created_at"])) if row else None
 
 
-async def lift_suppression(conn: aiosqlite.Connection, key: bytes, address: Address) -> None:
+async def lift_suppression(conn: Conn, key: bytes, address: Address) -> None:
     await write_later(
         conn, "DELETE FROM suppressions WHERE address_hash = ?", (address_hash(key, address),)
     )
 
 
-async def hash_key(conn: aiosqlite.Connection) -> bytes:
+async def hash_key(conn: Conn) -> bytes:
     """The database's own key for the suppression hashes, made on first use."""
     row = await fetch_one(conn, "SELECT value FROM meta WHERE key = 'hash_key'")
     if row:
@@ -249,7 +246,7 @@ async def hash_key(conn: aiosqlite.Connection) -> bytes:
     return bytes.fromhex(row[0]) if row else key
 
 
-async def active_ids(conn: aiosqlite.Connection) -> list[int]:
+async def active_ids(conn: ReadConn) -> list[int]:
     """Everyone who may be invited: active, with at least one address."""
     rows = await fetch_all(
         conn,
@@ -259,7 +256,7 @@ async def active_ids(conn: aiosqlite.Connection) -> list[int]:
     return [r[0] for r in rows]
 
 
-async def many(conn: aiosqlite.Connection, ids: Iterable[int]) -> list[Panellist]:
+async def many(conn: ReadConn, ids: Iterable[int]) -> list[Panellist]:
     ids = list(ids)
     out: list[Panellist] = []
     for start in range(0, len(ids), 500):
@@ -279,7 +276,7 @@ async def many(conn: aiosqlite.Connection, ids: Iterable[int]) -> list[Panellist
     return out
 
 
-async def find_by_link_code(conn: aiosqlite.Connection, code: str) -> Panellist | None:
+async def find_by_link_code(conn: ReadConn, code: str) -> Panellist | None:
     """The panellist a join code belongs to (people may type it in lower case)."""
     row = await fetch_one(
         conn,
@@ -291,7 +288,7 @@ async def find_by_link_code(conn: aiosqlite.Connection, code: str) -> Panellist 
     return panellist_row(row, await addresses_of(conn, row["id"]))
 
 
-async def status_of(conn: aiosqlite.Connection, panellist_id: int) -> str | None:
+async def status_of(conn: ReadConn, panellist_id: int) -> str | None:
     """Just the status (the dispatcher checks it right before each send)."""
     row = await fetch_one(conn, "SELECT status FROM panellists WHERE id = ?", (panellist_id,))
     return row[0] if row else None

@@ -10,13 +10,12 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosqlite
-
 from bot.models import Address, iso
+from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import fetch_all, fetch_one
 
 
-async def owner_of(conn: Any, address: Address) -> str | None:
+async def owner_of(conn: ReadConn, address: Address) -> str | None:
     """The owner hash of a simulator address, or None when nobody has claimed it."""
     row = await fetch_one(
         conn, "SELECT owner_hash FROM simulator_owners WHERE address = ?", (address.id,)
@@ -32,7 +31,7 @@ async def claimed_at(conn: Any, address: Address) -> str | None:
     return None if row is None else str(row["created_at"])
 
 
-async def address_in_use(conn: Any, address: Address) -> bool:
+async def address_in_use(conn: ReadConn, address: Address) -> bool:
     """Whether anyone on record holds this address (an erased person no longer does)."""
     row = await fetch_one(
         conn,
@@ -43,7 +42,7 @@ async def address_in_use(conn: Any, address: Address) -> bool:
 
 
 async def recent_claims(
-    conn: Any, owner_hash: str, client_hash: str, since: datetime
+    conn: ReadConn, owner_hash: str, client_hash: str, since: datetime
 ) -> tuple[int, int]:
     """How many people this owner, and this network address, started since ``since``."""
     row = await fetch_one(
@@ -59,7 +58,7 @@ async def recent_claims(
 
 
 async def claim(
-    conn: Any, address: Address, owner_hash: str, client_hash: str, now: datetime
+    conn: Conn, address: Address, owner_hash: str, client_hash: str, now: datetime
 ) -> bool:
     """Make ``owner_hash`` the owner of an unclaimed address; False when someone has it."""
     result = await conn.execute(
@@ -70,7 +69,7 @@ async def claim(
     return bool(result.rowcount)
 
 
-async def forget_unused_claims(conn: Any, before: datetime) -> None:
+async def forget_unused_claims(conn: Conn, before: datetime) -> None:
     """Drop names claimed before ``before`` that never started a conversation, and names
     whose person said no (or STOP) before joining before ``before`` (``released_at``): a
     name typed and left, or declined, keeps nothing for ever."""
@@ -84,7 +83,7 @@ async def forget_unused_claims(conn: Any, before: datetime) -> None:
 
 
 async def owned_addresses(
-    conn: aiosqlite.Connection, owner_hash: str, limit: int
+    conn: ReadConn, owner_hash: str, limit: int
 ) -> list[tuple[Address, bool]]:
     """An owner's simulator people still on record, most recently active first, each with
     whether it speaks for someone who also has a real channel (an imported panellist)."""
@@ -103,7 +102,7 @@ async def owned_addresses(
     return [(Address("sim", r["address"]), bool(r["real"])) for r in rows]
 
 
-async def speaks_for_real_panellist(conn: Any, address: Address) -> bool:
+async def speaks_for_real_panellist(conn: ReadConn, address: Address) -> bool:
     """Whether this simulator address belongs to an imported panellist, or to someone who
     also has an SMS, WhatsApp or Telegram address: acting for them is acting for a person."""
     row = await fetch_one(
@@ -117,9 +116,7 @@ async def speaks_for_real_panellist(conn: Any, address: Address) -> bool:
     return row is not None
 
 
-async def unlinked_panellists(
-    conn: aiosqlite.Connection, limit: int
-) -> list[tuple[int, dict[str, Any]]]:
+async def unlinked_panellists(conn: ReadConn, limit: int) -> list[tuple[int, dict[str, Any]]]:
     """(id, demographics) of active panellists with no simulator address, oldest first."""
     rows = await fetch_all(
         conn,

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from bot.models import Address, Panellist, iso, parse_iso, utcnow
+from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import fetch_all, fetch_one
 from bot.storage.panellists import panellist_row
 from bot.storage.tx import write_later
@@ -70,7 +69,7 @@ class Session:
 # -- surveys ----------------------------------------------------------------------------
 
 
-async def add(conn: aiosqlite.Connection, survey: Survey) -> tuple[StoredSurvey, bool]:
+async def add(conn: Conn, survey: Survey) -> tuple[StoredSurvey, bool]:
     """Store a definition; an unchanged one is not duplicated, a changed one is a new version."""
     content_hash = survey.content_hash()
     latest = await latest_version(conn, survey.id)
@@ -102,7 +101,7 @@ def _stored(row: sqlite3.Row) -> StoredSurvey:
     )
 
 
-async def latest_version(conn: aiosqlite.Connection, survey_id: str) -> StoredSurvey | None:
+async def latest_version(conn: ReadConn, survey_id: str) -> StoredSurvey | None:
     row = await fetch_one(
         conn,
         "SELECT * FROM surveys WHERE survey_id = ? ORDER BY version DESC LIMIT 1",
@@ -111,12 +110,12 @@ async def latest_version(conn: aiosqlite.Connection, survey_id: str) -> StoredSu
     return _stored(row) if row else None
 
 
-async def by_row_id(conn: aiosqlite.Connection, row_id: int) -> StoredSurvey | None:
+async def by_row_id(conn: ReadConn, row_id: int) -> StoredSurvey | None:
     row = await fetch_one(conn, "SELECT * FROM surveys WHERE id = ?", (row_id,))
     return _stored(row) if row else None
 
 
-async def summary(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
+async def summary(conn: ReadConn) -> list[dict[str, Any]]:
     """Each survey's latest version with its waves and invitation/completion counts."""
     rows = await fetch_all(
         conn,
@@ -155,7 +154,7 @@ async def summary(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
 
 
 async def create_wave(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     *,
     survey_row_id: int,
     opens_at: datetime,
@@ -180,12 +179,12 @@ async def create_wave(
     return int(cursor.lastrowid or 0)
 
 
-async def wave(conn: aiosqlite.Connection, wave_id: int) -> Wave | None:
+async def wave(conn: ReadConn, wave_id: int) -> Wave | None:
     row = await fetch_one(conn, "SELECT * FROM waves WHERE id = ?", (wave_id,))
     return Wave.from_row(row) if row else None
 
 
-async def waves(conn: aiosqlite.Connection, *, status: str | None = None) -> list[Wave]:
+async def waves(conn: ReadConn, *, status: str | None = None) -> list[Wave]:
     if status:
         rows = await fetch_all(conn, "SELECT * FROM waves WHERE status = ? ORDER BY id", (status,))
     else:
@@ -193,7 +192,7 @@ async def waves(conn: aiosqlite.Connection, *, status: str | None = None) -> lis
     return [Wave.from_row(r) for r in rows]
 
 
-async def waves_of_survey(conn: aiosqlite.Connection, survey_id: str) -> list[Wave]:
+async def waves_of_survey(conn: ReadConn, survey_id: str) -> list[Wave]:
     rows = await fetch_all(
         conn,
         "SELECT w.* FROM waves w JOIN surveys s ON s.id = w.survey_row_id "
@@ -203,7 +202,7 @@ async def waves_of_survey(conn: aiosqlite.Connection, survey_id: str) -> list[Wa
     return [Wave.from_row(r) for r in rows]
 
 
-async def set_wave(conn: aiosqlite.Connection, wave_id: int, **fields: Any) -> None:
+async def set_wave(conn: Conn, wave_id: int, **fields: Any) -> None:
     allowed = {"status", "opened_at", "closed_at", "reminded_at"}
     if set(fields) - allowed:
         raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
@@ -244,7 +243,7 @@ def turn_from_row(
     return panellist, session, last
 
 
-async def active_session(conn: aiosqlite.Connection, panellist_id: int) -> Session | None:
+async def active_session(conn: ReadConn, panellist_id: int) -> Session | None:
     row = await fetch_one(
         conn,
         "SELECT * FROM survey_sessions WHERE panellist_id = ? AND state = 'active'",
@@ -253,7 +252,7 @@ async def active_session(conn: aiosqlite.Connection, panellist_id: int) -> Sessi
     return _session(row) if row else None
 
 
-async def latest_session(conn: aiosqlite.Connection, panellist_id: int) -> Session | None:
+async def latest_session(conn: ReadConn, panellist_id: int) -> Session | None:
     row = await fetch_one(
         conn,
         "SELECT * FROM survey_sessions WHERE panellist_id = ? ORDER BY id DESC LIMIT 1",
@@ -263,7 +262,7 @@ async def latest_session(conn: aiosqlite.Connection, panellist_id: int) -> Sessi
 
 
 async def start_session(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     *,
     wave_id: int,
     survey_row_id: int,
@@ -279,7 +278,7 @@ async def start_session(
 
 
 async def advance_session(
-    conn: aiosqlite.Connection, session_id: int, *, question: str | None, answered: bool
+    conn: Conn, session_id: int, *, question: str | None, answered: bool
 ) -> None:
     await write_later(
         conn,
@@ -289,13 +288,13 @@ async def advance_session(
     )
 
 
-async def count_miss(conn: aiosqlite.Connection, session_id: int) -> None:
+async def count_miss(conn: Conn, session_id: int) -> None:
     await write_later(
         conn, "UPDATE survey_sessions SET misses = misses + 1 WHERE id = ?", (session_id,)
     )
 
 
-async def finish_session(conn: aiosqlite.Connection, session_id: int, state: str) -> None:
+async def finish_session(conn: Conn, session_id: int, state: str) -> None:
     await write_later(
         conn,
         "UPDATE survey_sessions SET state = ?, current_question = NULL, finished_at = ? "
@@ -304,9 +303,7 @@ async def finish_session(conn: aiosqlite.Connection, session_id: int, state: str
     )
 
 
-async def record_answer(
-    conn: aiosqlite.Connection, session: Session, question_id: str, value: Any
-) -> None:
+async def record_answer(conn: Conn, session: Session, question_id: str, value: Any) -> None:
     await write_later(
         conn,
         "INSERT INTO answers (session_id, wave_id, survey_row_id, question_id, value, answered_at)"
@@ -323,7 +320,7 @@ async def record_answer(
     )
 
 
-async def session_answers(conn: aiosqlite.Connection, session_id: int) -> dict[str, Any]:
+async def session_answers(conn: ReadConn, session_id: int) -> dict[str, Any]:
     rows = await fetch_all(
         conn, "SELECT question_id, value FROM answers WHERE session_id = ?", (session_id,)
     )
@@ -333,9 +330,7 @@ async def session_answers(conn: aiosqlite.Connection, session_id: int) -> dict[s
 # -- invitations ------------------------------------------------------------------------
 
 
-async def add_invitation(
-    conn: aiosqlite.Connection, wave_id: int, panellist_id: int, status: str
-) -> bool:
+async def add_invitation(conn: Conn, wave_id: int, panellist_id: int, status: str) -> bool:
     """Record an invitation; False when this person was already invited to this wave."""
     now = iso(utcnow())
     cursor = await conn.execute(
@@ -346,9 +341,7 @@ async def add_invitation(
     return cursor.rowcount == 1
 
 
-async def set_invitation(
-    conn: aiosqlite.Connection, wave_id: int, panellist_id: int, status: str
-) -> None:
+async def set_invitation(conn: Conn, wave_id: int, panellist_id: int, status: str) -> None:
     extra = ", sent_at = ?" if status == "sent" else ""
     params: tuple[Any, ...] = (status,)
     if status == "sent":
@@ -360,9 +353,7 @@ async def set_invitation(
     )
 
 
-async def next_waiting_invitation(
-    conn: aiosqlite.Connection, panellist_id: int
-) -> tuple[int, int] | None:
+async def next_waiting_invitation(conn: ReadConn, panellist_id: int) -> tuple[int, int] | None:
     """(wave id, survey row id) of the oldest waiting invitation to a wave still open."""
     row = await fetch_one(
         conn,
@@ -374,9 +365,7 @@ async def next_waiting_invitation(
     return (row[0], row[1]) if row else None
 
 
-async def unfinished_sessions(
-    conn: aiosqlite.Connection, wave_id: int
-) -> list[tuple[int, int, str | None]]:
+async def unfinished_sessions(conn: ReadConn, wave_id: int) -> list[tuple[int, int, str | None]]:
     """(session, panellist, current question) for open sessions of a wave not yet reminded."""
     rows = await fetch_all(
         conn,
@@ -389,7 +378,7 @@ async def unfinished_sessions(
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-async def mark_reminded(conn: aiosqlite.Connection, wave_id: int, panellist_id: int) -> None:
+async def mark_reminded(conn: Conn, wave_id: int, panellist_id: int) -> None:
     await write_later(
         conn,
         "UPDATE invitations SET reminded_at = ? WHERE wave_id = ? AND panellist_id = ?",
@@ -397,7 +386,7 @@ async def mark_reminded(conn: aiosqlite.Connection, wave_id: int, panellist_id: 
     )
 
 
-async def close_sessions(conn: aiosqlite.Connection, wave_id: int) -> list[int]:
+async def close_sessions(conn: Conn, wave_id: int) -> list[int]:
     """End a wave's open sessions; returns the panellists whose session closed."""
     rows = await fetch_all(
         conn,
@@ -420,7 +409,7 @@ async def close_sessions(conn: aiosqlite.Connection, wave_id: int) -> list[int]:
 # -- results ----------------------------------------------------------------------------
 
 
-async def response_counts(conn: aiosqlite.Connection, survey_id: str) -> dict[str, int]:
+async def response_counts(conn: ReadConn, survey_id: str) -> dict[str, int]:
     """Invited, started (at least one answer) and completed, over every wave of the survey."""
     row = await fetch_one(
         conn,
@@ -440,7 +429,7 @@ async def response_counts(conn: aiosqlite.Connection, survey_id: str) -> dict[st
 
 
 async def answers_of_survey(
-    conn: aiosqlite.Connection, survey_id: str
+    conn: ReadConn, survey_id: str
 ) -> list[tuple[int, int | None, str, Any]]:
     """(session id, panellist id or None once erased, question id, value) for every answer."""
     rows = await fetch_all(
@@ -455,7 +444,7 @@ async def answers_of_survey(
 
 
 async def expire_waiting(
-    conn: aiosqlite.Connection, *, panellist_id: int | None = None, wave_id: int | None = None
+    conn: Conn, *, panellist_id: int | None = None, wave_id: int | None = None
 ) -> None:
     """Waiting invitations that will never start: the person left, or the wave closed."""
     if panellist_id is not None:

@@ -1,9 +1,10 @@
 """A write transaction that reaches SQLite in as few thread hops as it can.
 
-aiosqlite runs every call on its own thread; the hop there and back, not the SQL, is the main
-cost of a small statement (bench/inbound.py measures it). Inside a transaction most writes
-return nothing anyone reads (an UPDATE of a session, an audit row), so :meth:`Tx.later`
-holds them and sends them with the next statement whose result is needed, or with COMMIT.
+The database's writer runs every call on its own thread; the hop there and back, not the
+SQL, is the main cost of a small statement (bench/inbound.py measures it). Inside a
+transaction most writes return nothing anyone reads (an UPDATE of a session, an audit
+row), so :meth:`Tx.later` holds them and sends them with the next statement whose result
+is needed, or with COMMIT.
 ``BEGIN IMMEDIATE`` itself travels with the first statement. The order of statements is
 kept, and the transaction is still all-or-nothing: a held write that fails raises from the
 flush that carries it, and the transaction rolls back.
@@ -11,30 +12,36 @@ flush that carries it, and the transaction rolls back.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from bot.storage.db import Database
+from bot.storage.conn import Conn, Result
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What a write reports: the new row id and how many rows changed."""
-
-    lastrowid: int | None
-    rowcount: int
+__all__ = ["Result", "Tx", "write_later"]
 
 
 class Tx:
-    """Handed out by :meth:`Database.transaction`; storage functions take it as ``conn``."""
+    """Handed out by :meth:`Database.transaction`; storage functions take it as ``conn``.
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    Implements :class:`~bot.storage.conn.Conn`. ``run`` sends a function to the writer's
+    thread; ``owner`` (the database) and ``task`` (the task that opened it) let the
+    database refuse a second transaction opened by the same task.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]],
+        *,
+        owner: object = None,
+        task: asyncio.Task[Any] | None = None,
+    ) -> None:
+        self._send = run
+        self.owner = owner
+        self.task = task
         self._pending: list[tuple[str, Sequence[Any], bool]] = [("BEGIN IMMEDIATE", (), False)]
         self.begun = False
         self.finished = False
@@ -67,7 +74,7 @@ class Tx:
                     captured.append(cursor.lastrowid if inserted else None)
             return final(raw)
 
-        return await self._db.run(work)
+        return await self._send(work)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         def final(raw: sqlite3.Connection) -> Result:
@@ -95,7 +102,7 @@ class Tx:
         self.finished = True
 
 
-async def write_later(conn: Any, sql: str, params: Sequence[Any] = ()) -> None:
+async def write_later(conn: Conn, sql: str, params: Sequence[Any] = ()) -> None:
     """A write whose result is not needed: held inside a :class:`Tx`, else run now."""
     if isinstance(conn, Tx):
         conn.later(sql, params)
