@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -368,6 +369,48 @@ async def test_a_request_that_keeps_coming_is_closed_at_the_request_deadline(
         assert await bot.db.fetchall("SELECT id FROM inbound_messages") == []
     lines = [r.getMessage() for r in caplog.records if r.name == "bot.web.limits"]
     assert any("took over 1 s to send its request" in line for line in lines), lines
+
+
+async def test_a_client_that_stops_reading_its_answer_is_cut(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer bigger than the socket buffers, to a client that reads none of it: the
+    route's task waited to write for ever, holding a place under the limit. Any route
+    (a plugin's too) can answer with that much: here one of 64 MB, under serve's settings."""
+    monkeypatch.setattr(limits, "SEND_TIMEOUT", 0.5)
+    monkeypatch.setattr(limits, "refused", limits.RefusalLog())
+    done = asyncio.Event()
+    chunk = b"x" * 65536
+
+    async def big(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(1024):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        done.set()
+
+    server = _Server(limits.server_config(big, host="127.0.0.1", port=0))
+    task = asyncio.create_task(server.serve())
+    client = socket.socket()
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        with caplog.at_level(logging.WARNING, logger="bot.web.limits"):
+            client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            # The route's task finishes (its writes return once the connection is cut).
+            await asyncio.wait_for(done.wait(), 20)
+    finally:
+        client.close()
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.web.limits"]
+    assert any("took none of its answer for 0.5 s" in line for line in lines), lines
 
 
 async def test_at_the_limit_the_slowest_request_is_closed_to_make_room(

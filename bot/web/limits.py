@@ -11,7 +11,8 @@ connection limits, security headers on every response, and refusals that are log
   of a request's head (431); deadlines for a connection to send a complete request head,
   for a request body to make progress, and for the whole request (head and body), and a
   minimum rate for a body once its grace period is over (an idle, stalled or trickling
-  connection is closed); and when the connection limit is reached, a connection is closed
+  connection is closed), and for a client to take some of its answer (one that stops
+  reading is cut); and when the connection limit is reached, a connection is closed
   to make room: one that is idle or has been sending its request for a while, the
   slowest first. Only when every connection has a request in hand (or began one less
   than ``SLOW_AFTER`` ago) are requests refused with 503.
@@ -64,6 +65,9 @@ REQUEST_TIMEOUT = 30.0
 # Real bodies (a few KB from Twilio, tens of KB at most from Telegram) come within the grace.
 BODY_GRACE = 5.0
 MIN_BODY_RATE = 1024.0
+# An answer the client takes none of for this many seconds (its write buffer stays full: a
+# client that stops reading) has its connection cut, so the request's task is not held.
+SEND_TIMEOUT = 10.0
 # At the connection limit, a connection sending its request for at least this many seconds
 # may be closed to make room (the slowest first); a younger one counts as busy.
 SLOW_AFTER = 1.0
@@ -304,6 +308,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._body_at = 0.0  # the last byte of the body
         self._body_started = 0.0  # the end of the head
         self._body_bytes = 0
@@ -322,7 +327,17 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         self._cancel_body_timer()
+        self._cancel_write_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(SEND_TIMEOUT, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._cancel_write_timer()
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -397,6 +412,20 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        refused(
+            "send",
+            "cut a connection that took none of its answer for %g s",
+            SEND_TIMEOUT,
+        )
+        self.transport.abort()  # close() would wait to send what is buffered: for ever
 
     def _arm_body_timer(self, now: float) -> None:
         """Wake up when the body, if no more of it comes, would break one of its limits."""
