@@ -33,7 +33,7 @@ from bot.panel_csv import (
     write_csv,
     write_json,
 )
-from bot.privacy import mask
+from bot.privacy import PHONE_CHANNELS, address_hash, mask
 from bot.storage import panel_data
 from bot.storage import panellists as panellist_store
 from bot.storage.conn import Conn, ReadConn
@@ -142,7 +142,7 @@ async def _import_batch(
             conn, "telegram", [r.chat_id for r in rows if r.chat_id]
         ),
     }
-    hashes = {a: panellist_store.address_hash(key, a) for r in rows for a in r.addresses}
+    hashes = {a: address_hash(key, a) for r in rows for a in r.addresses}
     suppressed = await panel_data.suppressions_by_hash(conn, hashes.values())
     audit: list[tuple[str, int | None, dict[str, Any]]] = []
     for row in rows:
@@ -292,7 +292,7 @@ def _candidates(text: str) -> list[Address]:
     """The addresses ``text`` may name: ``channel:id`` or a phone number (SMS or WhatsApp)."""
     if ":" in text:
         address = Address.parse(text)  # ValueError for a malformed one
-        if address.channel not in panellist_store.PHONE_CHANNELS:
+        if address.channel not in PHONE_CHANNELS:
             return [address]
         phone = normalise_phone(address.id)
         other = "whatsapp" if address.channel == "sms" else "sms"
@@ -413,12 +413,12 @@ async def erase_panellist(
         if person.status == PanellistStatus.ERASED:
             report.already_erased = True
             return report
-        addresses = await panel_data.addresses_of(conn, panellist_id)
+        addresses = await panellist_store.addresses_of(conn, panellist_id)
         report.counts = await panel_data.erase_records(conn, panellist_id, addresses)
         hashes = set()
         for a in addresses:
             await panellist_store.suppress(conn, hash_key, a, "erased")
-            hashes.add(panellist_store.address_hash(hash_key, a))
+            hashes.add(address_hash(hash_key, a))
         report.suppressed = len(hashes)
         await panel_data.record_audit_many(
             conn,

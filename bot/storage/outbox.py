@@ -336,11 +336,6 @@ async def conversation(
     ]
 
 
-async def counts_by_status(conn: ReadConn) -> dict[str, int]:
-    rows = await fetch_all(conn, "SELECT status, COUNT(*) FROM outbox GROUP BY status")
-    return {r[0]: r[1] for r in rows}
-
-
 async def panellist_of(conn: ReadConn, row_id: int) -> int | None:
     row = await fetch_one(conn, "SELECT panellist_id FROM outbox WHERE id = ?", (row_id,))
     return row[0] if row else None

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.models import Address, iso, utcnow
+from bot.privacy import PHONE_CHANNELS
 from bot.storage import simulator as sim_store
 from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import Database, fetch_all, fetch_one
-from bot.storage.panellists import PHONE_CHANNELS
 
 # SQLite's limit on host parameters is 32766 on current builds; 500 keeps statements small.
 _CHUNK = 500
@@ -252,13 +252,6 @@ async def everything_about(conn: ReadConn, panellist_id: int) -> dict[str, Any] 
 
 
 # -- erasure ------------------------------------------------------------------------------
-
-
-async def addresses_of(conn: ReadConn, panellist_id: int) -> list[Address]:
-    rows = await fetch_all(
-        conn, "SELECT channel, address FROM addresses WHERE panellist_id = ?", (panellist_id,)
-    )
-    return [Address(r[0], r[1]) for r in rows]
 
 
 def address_pairs(addresses: Iterable[Address]) -> list[tuple[str, str]]:

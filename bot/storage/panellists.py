@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import sqlite3
@@ -12,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.models import Address, Panellist, PanellistStatus, iso, parse_iso, utcnow
+from bot.privacy import address_hash
 from bot.storage.conn import Conn, ReadConn
 from bot.storage.db import fetch_all, fetch_one
 from bot.storage.tx import write_later
@@ -20,8 +19,6 @@ _SELECT = """
 SELECT id, status, locale, demographics, consent_at, stage, created_at
 FROM panellists
 """
-
-PHONE_CHANNELS = ("sms", "whatsapp")
 
 
 def panellist_row(row: sqlite3.Row, addresses: list[Address]) -> Panellist:
@@ -195,17 +192,6 @@ async def forget_inbound_text(conn: Conn, inbound_id: int) -> None:
 
 
 # -- suppression list --------------------------------------------------------------------
-
-
-def suppression_key_material(address: Address) -> str:
-    """What is hashed: a phone number is suppressed on SMS and WhatsApp alike."""
-    if address.channel in PHONE_CHANNELS:
-        return f"phone:{address.id}"
-    return f"{address.channel}:{address.id}"
-
-
-def address_hash(key: bytes, address: Address) -> str:
-    return hmac.new(key, suppression_key_material(address).encode(), hashlib.sha256).hexdigest()
 
 
 async def suppress(conn: Conn, key: bytes, address: Address, reason: str) -> None:
