@@ -11,7 +11,9 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
   :class:`DeliveryReport`, :class:`SendResult`, :class:`SendError`, :class:`Address`,
   :class:`SignupDecision` and the enums they use.
 - **The transaction** (:class:`Transaction`) a hook called inside the engine's write
-  transaction is handed as ``tx``; :class:`Database` is ``bot.db``.
+  transaction is handed as ``tx``; :class:`Conn` and :class:`ReadConn` type what a plugin's
+  own storage functions accept; opening a transaction inside another raises
+  :class:`NestedTransactionError` at once; :class:`Database` is ``bot.db``.
 - **Messages**: :func:`render_message` renders a named message in a locale (with the panel's
   fallback chain); :class:`MessageCatalog` and the catalog helpers are for translation tools.
 - **SMS**: :func:`sms_info` measures a text (encoding, segments, cost), :func:`sanitise`
@@ -64,6 +66,8 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute, Mount, Route
 
     from bot.storage import Database
+    from bot.storage.conn import Conn, ReadConn
+    from bot.storage.db import NestedTransactionError
     from bot.storage.tx import Tx as Transaction
 
 # Imported when first used, so that the command line (which loads every plugin) does not
@@ -74,6 +78,9 @@ _LAZY = {
     "Route": ("starlette.routing", "Route"),
     "Database": ("bot.storage", "Database"),
     "Transaction": ("bot.storage.tx", "Tx"),
+    "Conn": ("bot.storage.conn", "Conn"),
+    "ReadConn": ("bot.storage.conn", "ReadConn"),
+    "NestedTransactionError": ("bot.storage.db", "NestedTransactionError"),
 }
 
 __all__ = [
@@ -84,6 +91,7 @@ __all__ = [
     "BaseRoute",
     "Bot",
     "CliContext",
+    "Conn",
     "Database",
     "DeliveryReport",
     "ErrorClass",
@@ -93,9 +101,11 @@ __all__ = [
     "MessageKind",
     "MissingMessage",
     "Mount",
+    "NestedTransactionError",
     "OutboundMessage",
     "Panellist",
     "PanellistStatus",
+    "ReadConn",
     "Route",
     "SendError",
     "SendResult",

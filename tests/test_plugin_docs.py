@@ -314,6 +314,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "doc_register_routes": {"routes": (404, 200, {"hello": "world"})},
     "doc_register_jobs": {"job": lambda trigger: "day_of_week='mon'" in trigger},
     "doc_migrations": {"plugin_versions": {"doc_migrations": 1}, "places": []},
+    "doc_screen_signup": {
+        "inside": lambda reply: "you have joined" in reply,
+        "outside": lambda reply: "not taking new members" in reply,
+    },
 }
 # What the examples that add commands print.
 COMMANDS = {
