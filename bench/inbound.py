@@ -136,8 +136,8 @@ class Timing:
     elapsed: float  # seconds of wall time
     latencies: list[float]  # seconds, ascending
     cpu: float  # process CPU seconds, every thread
-    loop_cpu: float  # of which the event loop's thread (the rest is mostly aiosqlite's thread)
-    round_trips: int | None = None  # awaits on the aiosqlite connection, when countable
+    loop_cpu: float  # of which the event loop's thread (the rest is mostly the SQLite threads)
+    round_trips: int | None = None  # hops to the SQLite threads, when countable
 
     def __add__(self, other: Timing) -> Timing:
         return Timing(
@@ -177,25 +177,36 @@ class Timing:
 
 
 class RoundTrips:
-    """Counts awaits on one aiosqlite connection (its cursors included).
+    """Counts hops to the threads that own the SQLite handles (and back).
 
-    Each is a hop to the thread that owns the SQLite handle and back; on a small machine that
-    hop, not SQLite, is most of the cost of a short statement. The count wraps aiosqlite's
-    private ``Connection._execute``; if that ever goes away the figure shows as n/a.
+    On a small machine that hop, not SQLite, is most of the cost of a short statement. For
+    the bot, ``Database.round_trips()`` counts every call sent to its writer's and readers'
+    threads; for the floor's bare aiosqlite connection, its ``Connection._execute`` is
+    wrapped (every await on it, its cursors included); if that ever goes away the floor's
+    figure shows as n/a.
     """
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self.count = 0
-        inner = getattr(conn, "_execute", None)
+    def __init__(self, source: object) -> None:
+        self._inner_count = 0
+        self._source = source
+        if callable(getattr(source, "round_trips", None)):
+            self.supported = True
+            return
+        inner = getattr(source, "_execute", None)
         self.supported = callable(inner)
         if not self.supported:
             return
 
         async def counting(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
-            self.count += 1
+            self._inner_count += 1
             return await inner(fn, *args, **kwargs)
 
-        conn._execute = counting  # type: ignore[method-assign]
+        source._execute = counting  # type: ignore[attr-defined]
+
+    @property
+    def count(self) -> int:
+        round_trips = getattr(self._source, "round_trips", None)
+        return int(round_trips()) if callable(round_trips) else self._inner_count
 
 
 async def run_concurrently(
@@ -286,7 +297,7 @@ async def run_engine(bot: Bot, panellists: int, concurrency: int) -> Timing:
                 empty_results += 1
 
     timing = await run_concurrently(
-        range(panellists), concurrency, answer_survey, RoundTrips(bot.db.conn)
+        range(panellists), concurrency, answer_survey, RoundTrips(bot.db)
     )
     if empty_results:
         raise SystemExit(f"engine: {empty_results} messages queued no reply (or were duplicates)")

@@ -20,7 +20,6 @@ from bot.models import (
     OutboundMessage,
     SendError,
     SendResult,
-    parse_iso,
 )
 from bot.plugins import PanelPlugins, plugins_for
 from bot.resources import messages_dir
@@ -203,8 +202,4 @@ class Bot:
 
     async def last_inbound_at(self, address: Address) -> datetime | None:
         """When this address last wrote to us (WhatsApp's 24-hour window is counted from it)."""
-        row = await self.db.fetchone(
-            "SELECT last_inbound_at FROM addresses WHERE channel = ? AND address = ?",
-            (address.channel, address.id),
-        )
-        return parse_iso(row[0]) if row and row[0] else None
+        return await panellist_store.last_inbound_at(self.db.conn, address)

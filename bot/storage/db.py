@@ -130,6 +130,7 @@ class _Thread:
         self.raw: sqlite3.Connection | None = None
         self.pending = 0
         self.closed = False
+        self.calls = 0  # hops sent to this thread (bench/inbound.py counts them)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -155,6 +156,7 @@ class _Thread:
             raise ValueError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        self.calls += 1
         self.pending += 1
         self._queue.put((fn, future, loop))
         try:
@@ -325,6 +327,15 @@ class Database:
         async with self._write_lock:
             for thread in (self._writer, *self._readers):
                 await thread.close()
+
+    async def ping(self) -> None:
+        """A query on a read connection: raises when the database cannot be read."""
+        await self.reader.execute_fetchall("SELECT 1")
+
+    def round_trips(self) -> int:
+        """How many calls were sent to the writer's and readers' threads so far: each is a
+        hop there and back, the main cost of a small statement."""
+        return sum(thread.calls for thread in (self._writer, *self._readers))
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")

@@ -303,6 +303,38 @@ async def stuck_sending(conn: ReadConn) -> list[OutboundMessage]:
     return [to_message(r) for r in rows]
 
 
+async def replies_to_inbound(
+    conn: ReadConn, channel: str, provider_message_id: str
+) -> list[int] | None:
+    """The outbox rows queued in answer to the inbound message with this provider id, in
+    order; None while no such message is stored."""
+    row = await fetch_one(
+        conn,
+        "SELECT id FROM inbound_messages WHERE channel = ? AND provider_message_id = ?",
+        (channel, provider_message_id),
+    )
+    if row is None:
+        return None
+    # The engine keys a reply "in:<channel>:<inbound id>:<n>".
+    prefix = f"in:{channel}:{row['id']}:"
+    rows = await fetch_all(
+        conn,
+        "SELECT id FROM outbox WHERE idempotency_key >= ? AND idempotency_key < ? ORDER BY id",
+        (prefix, prefix[:-1] + ";"),
+    )
+    return [r["id"] for r in rows]
+
+
+async def progress_of(conn: ReadConn, outbox_ids: list[int]) -> list[sqlite3.Row]:
+    """``id``, ``text``, ``status`` and ``address`` of these outbox rows, in id order."""
+    marks = ",".join("?" * len(outbox_ids))
+    return await fetch_all(
+        conn,
+        f"SELECT id, text, status, address FROM outbox WHERE id IN ({marks}) ORDER BY id",
+        outbox_ids,
+    )
+
+
 async def conversation(
     conn: ReadConn, address: Address, *, after_id: int = 0, limit: int = 500
 ) -> list[dict[str, Any]]:

@@ -65,6 +65,16 @@ async def find_by_address(conn: ReadConn, address: Address) -> Panellist | None:
     return panellist_row(row, [address])
 
 
+async def last_inbound_at(conn: ReadConn, address: Address) -> datetime | None:
+    """When this address last wrote to us (WhatsApp's 24-hour window is counted from it)."""
+    row = await fetch_one(
+        conn,
+        "SELECT last_inbound_at FROM addresses WHERE channel = ? AND address = ?",
+        (address.channel, address.id),
+    )
+    return parse_iso(row[0]) if row and row[0] else None
+
+
 async def stage_misses(conn: ReadConn, panellist_id: int) -> int:
     row = await fetch_one(conn, "SELECT stage_misses FROM panellists WHERE id = ?", (panellist_id,))
     return int(row[0]) if row else 0

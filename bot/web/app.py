@@ -34,7 +34,7 @@ INBOX_STALE_AFTER = 60.0
 async def healthz(request: Request) -> Response:
     bot: Bot = request.app.state.bot
     try:
-        await bot.db.fetchone("SELECT 1")
+        await bot.db.ping()
     except Exception:
         logger.exception("health check: database unreachable")
         return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -29,6 +28,7 @@ from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 from bot.storage import simulator as sim_store
 from bot.storage import surveys as survey_store
+from bot.storage.conn import Conn
 from bot.web import simulator
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ async def _start_named(request: Request, name: Any) -> Response:
 
 
 async def _requeue_current_question(
-    bot: Bot, conn: aiosqlite.Connection, panellist: Panellist, address: Address
+    bot: Bot, conn: Conn, panellist: Panellist, address: Address
 ) -> bool:
     """Queue the open survey question to ``address``; False when none is open (or was sent).
 

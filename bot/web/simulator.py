@@ -362,18 +362,9 @@ async def replies_to(bot: Bot, message_id: str, timeout: float) -> list[int]:
     """The outbox rows the main process queued in answer to a simulator message."""
     deadline = time.monotonic() + timeout
     while True:
-        row = await bot.db.fetchone(
-            "SELECT id FROM inbound_messages WHERE channel = 'sim' AND provider_message_id = ?",
-            (message_id,),
-        )
-        if row is not None:
-            prefix = f"in:sim:{row['id']}:"
-            rows = await bot.db.fetchall(
-                "SELECT id FROM outbox WHERE idempotency_key >= ? AND idempotency_key < ? "
-                "ORDER BY id",
-                (prefix, prefix[:-1] + ";"),
-            )
-            return [r["id"] for r in rows]
+        found = await outbox_store.replies_to_inbound(bot.db.conn, "sim", message_id)
+        if found is not None:
+            return found
         if time.monotonic() >= deadline:
             return []
         await asyncio.sleep(POLL)
@@ -385,12 +376,8 @@ async def wait_for_replies(bot: Bot, outbox_ids: list[int], timeout: float) -> l
         return []
     channel: SimulatorChannel = bot.channels["sim"]  # type: ignore[assignment]
     deadline = time.monotonic() + timeout
-    marks = ",".join("?" * len(outbox_ids))
     while True:
-        rows = await bot.db.fetchall(
-            f"SELECT id, text, status, address FROM outbox WHERE id IN ({marks}) ORDER BY id",
-            outbox_ids,
-        )
+        rows = await outbox_store.progress_of(bot.db.conn, outbox_ids)
         done = [r for r in rows if r["status"] in ("sent", "delivered")]
         pending = [r for r in rows if r["status"] in ("queued", "sending")]
         remaining = deadline - time.monotonic()
