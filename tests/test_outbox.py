@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.app import Bot
+from bot.dispatcher import in_quiet_hours
 from bot.hookspecs import hookimpl
 from bot.models import (
     Address,
@@ -35,7 +36,6 @@ from bot.models import (
     parse_iso,
     utcnow,
 )
-from bot.dispatcher import in_quiet_hours
 from bot.plugins import PanelPlugins
 from bot.storage import Database
 from bot.storage import outbox as outbox_store
