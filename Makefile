@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,15 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The quick benchmarks, one after another (a few minutes in all); bench/load.py, the long
+# load test, runs on its own: `make bench-load`. See bench/README.md.
 bench: $(STAMP)
 	$(BIN)/python bench/inbound.py
+	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/dispatch.py
+
+bench-load: $(STAMP)
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache

@@ -32,18 +32,35 @@ _DURATION = re.compile(
     r"\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*"
 )
 _DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+_DURATION_SECONDS = (604800, 86400, 3600, 60, 1)
+# The longest duration anything takes (100 years): longer ones overflow date arithmetic.
+MAX_DURATION_DAYS = 36500
+
+
+class DurationTooLong(ValueError):
+    """A well-formed duration longer than ``MAX_DURATION_DAYS`` (or a setting's own limit)."""
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``"48h"``, ``"90m"``, ``"2d"``, ``"30s"`` or ``"1d12h"``; raises ValueError."""
+    """Parse ``"48h"``, ``"90m"``, ``"2d"``, ``"30s"`` or ``"1d12h"``; raises ValueError.
+
+    At most ``MAX_DURATION_DAYS`` days (:class:`DurationTooLong`, a ValueError, beyond).
+    """
     match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if match is None or not any(match.groups()):
         raise ValueError(
             f"invalid duration {json.dumps(text)}: use whole numbers with units w, d, h, m or s, "
             'e.g. "48h", "90m", "2d", "30s" or "1d12h"'
         )
-    parts = zip(_DURATION_UNITS, match.groups(), strict=True)
-    return timedelta(**{unit: int(number) for unit, number in parts if number})
+    seconds = sum(
+        int(n) * size for n, size in zip(match.groups(), _DURATION_SECONDS, strict=True) if n
+    )
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise DurationTooLong(
+            f"duration {json.dumps(text.strip())} is too long: at most {MAX_DURATION_DAYS}d "
+            "(100 years)"
+        )
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -111,11 +128,20 @@ def _check_locale_keys(table: dict[str, Any]) -> dict[str, Any]:
 
 # A URL's user and password: up to the last "@" before its path (a password may hold an "@").
 _URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+# A query parameter whose name looks secret (``?token=...``, ``&api_key=...``, ``&sig=...``).
+_SECRET_QUERY = re.compile(
+    r"([?&;][^=&;#\s]*(?:token|secret|key|passw|pwd|sig|auth)[^=&;#\s]*=)[^&;#\s]*",
+    re.IGNORECASE,
+)
 
 
 def mask_userinfo(text: str) -> str:
-    """Every URL in ``text`` without its user and password: ``https://***@host/...``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
+    """Every URL in ``text`` without its user and password (``https://***@host/...``) and
+    with the values of secret-looking query parameters masked (``?token=***``)."""
+    text = _URL_USERINFO.sub(r"\1***@", text)
+    if "://" in text:
+        text = _SECRET_QUERY.sub(r"\1***", text)
+    return text
 
 
 def _check_url(url: str) -> str:
@@ -134,6 +160,17 @@ def _positive(value: float) -> float:
 def _positive_duration(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be longer than zero")
+    return value
+
+
+# The longest message retention accepted (50 years): the cut-off is taken from today.
+MAX_RETENTION_DAYS = 18250
+
+
+def _retention(value: timedelta) -> timedelta:
+    value = _positive_duration(value)
+    if value > timedelta(days=MAX_RETENTION_DAYS):
+        raise DurationTooLong(f"must be at most {MAX_RETENTION_DAYS}d (50 years)")
     return value
 
 
@@ -415,9 +452,7 @@ class OutboxSettings:
 class PrivacySettings:
     # Message texts (inbound and outbound) older than this are deleted by a daily job;
     # answers stay, detached from the messages. See docs/PRIVACY.md.
-    keep_messages_for: timedelta = field(
-        default=timedelta(days=365), metadata=_meta(_positive_duration)
-    )
+    keep_messages_for: timedelta = field(default=timedelta(days=365), metadata=_meta(_retention))
 
 
 def _resolve_env(value: Any, path: str) -> Any:

@@ -160,7 +160,7 @@ class ProblemLog:
             return
         del self._owners[key]
         count = self._active.pop(key, 0)
-        logger.warning("%s works again (after %d failed attempts)", what, count)
+        logger.warning("%s succeeded again (after %d failed attempts)", what, count)
 
     def active(self) -> dict[str, int]:
         return dict(self._active)

@@ -70,6 +70,9 @@ async def open_inbox(database: Path | str, *, writer: bool = False) -> Database:
     from bot.storage.db import Database
 
     setup = [SCHEMA, "PRAGMA wal_autocheckpoint = 0"] if writer else [SCHEMA]
+    from bot.files import owner_only
+
+    owner_only(inbox_path(Path(database)))  # payloads hold numbers and texts: 0600
     return await Database.connect(inbox_path(Path(database)), setup=setup)
 
 

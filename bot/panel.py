@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -288,17 +289,33 @@ async def export_rows(conn: ReadConn, settings: Settings) -> list[dict[str, Any]
 # -- finding one person, subject access, erasure ------------------------------------------
 
 
+_PHONES = ["sms", "whatsapp"]
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
 def _candidates(text: str) -> list[Address]:
-    """The addresses ``text`` may name: ``channel:id`` or a phone number (SMS or WhatsApp)."""
+    """The addresses ``text`` may name: ``channel:id`` or a phone number (SMS or WhatsApp).
+
+    A number ``phonenumbers`` calls invalid (a drama-range one, say) is still looked for as
+    written, E.164-style: the bot stores a webhook sender's address as the provider gave it.
+    """
+    channel = None
     if ":" in text:
         address = Address.parse(text)  # ValueError for a malformed one
         if address.channel not in PHONE_CHANNELS:
             return [address]
-        phone = normalise_phone(address.id)
-        other = "whatsapp" if address.channel == "sms" else "sms"
-        return [Address(address.channel, phone), Address(other, phone)]
-    phone = normalise_phone(text)
-    return [Address("sms", phone), Address("whatsapp", phone)]
+        channel, text = address.channel, address.id
+    channels = [channel, "whatsapp" if channel == "sms" else "sms"] if channel else _PHONES
+    exact = "".join(text.split())
+    found = []
+    try:
+        phone = normalise_phone(text)
+        found = [Address(c, phone) for c in channels]
+    except ValueError:
+        if channel is None and not _E164.fullmatch(exact):
+            raise
+    found += [Address(c, exact) for c in channels if Address(c, exact) not in found]
+    return found
 
 
 async def resolve_panellist(conn: ReadConn, hash_key: bytes, text: str) -> int | None:

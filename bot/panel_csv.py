@@ -36,6 +36,9 @@ EXPORT_ONLY = ("id", "status", "created_at", "other_addresses")
 # rows are bad (a wrong file, or junk under a valid header), in a file of MIN_SAMPLE or more.
 SAMPLE_ROWS = 1000
 MIN_SAMPLE = 100
+# Telegram chat ids fit in 52 bits plus a sign (Bot API: "at most 52 significant bits").
+TELEGRAM_ID_LIMIT = 2**52
+
 # How far ahead a consent date may be before it is taken for a typing mistake.
 CONSENT_CLOCK_SKEW = timedelta(days=1)
 
@@ -328,8 +331,16 @@ def _parse_row(
         except ValueError as exc:
             refuse(f'{PHONE} "{raw}": {exc}', f"{PHONE}: {exc}")
     if raw := cell(TELEGRAM):
-        if re.fullmatch(r"-?[0-9]{1,20}", raw):
-            chat_id = str(int(raw))
+        if re.fullmatch(r"-?[0-9]+", raw):
+            # Telegram's ids have at most 52 significant bits (users positive, groups
+            # negative): anything else is a typing mistake, not a chat to send to.
+            if len(raw) <= 20 and 0 < abs(int(raw)) < TELEGRAM_ID_LIMIT:
+                chat_id = str(int(raw))
+            else:
+                refuse(
+                    f'{TELEGRAM} "{raw[:24]}": not a Telegram chat id (at most 52 bits, not 0)',
+                    f"{TELEGRAM}: out of Telegram's range",
+                )
         else:
             refuse(
                 f'{TELEGRAM} "{raw}": must be digits, optionally after a "-"',
@@ -466,7 +477,11 @@ def write_csv(rows: list[dict[str, Any]], settings: Settings, out: TextIO) -> No
         writer.writerow(safe_row("" if flat.get(c) is None else flat[c] for c in columns))
 
 
-def write_json(rows: list[dict[str, Any]], out: TextIO) -> None:
-    """Rows from ``bot.panel.export_rows`` as a JSON list."""
+def write_json(rows: list[dict[str, Any]], settings: Settings, out: TextIO) -> None:
+    """Rows from ``bot.panel.export_rows`` as a JSON list (a consent date stays a date)."""
+    rows = [
+        {**row, CONSENT: consent_cell(row[CONSENT], settings)} if row.get(CONSENT) else row
+        for row in rows
+    ]
     json.dump(rows, out, ensure_ascii=False, indent=2)
     out.write("\n")

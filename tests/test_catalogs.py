@@ -81,9 +81,10 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {"text": "What is your sex?", "options": ["Female", "Male"], "reask": True},
     ],
     "help": [
-        {"languages": languages, "in_survey": in_survey}
+        {"languages": languages, "in_survey": in_survey, "joined": joined}
         for languages in (False, True)
         for in_survey in (False, True)
+        for joined in (False, True)
     ],
     "invitation": [
         {
@@ -619,7 +620,7 @@ async def test_sign_up_and_stop_in_each_language(tmp_path: Path, locale: str) ->
         assert "1 16-24" in first_field[0]
         help_text = await chat.say("sim:ana", words["help"][0].upper())
         assert help_text[0] == catalog.render(
-            "help", locale, **_engine_names(bot), languages=True, in_survey=True
+            "help", locale, **_engine_names(bot), languages=True, in_survey=True, joined=True
         )
         stopped = await chat.say("sim:ana", words["stop"][0].capitalize() + ".")
         assert stopped[0] == catalog.render("opted_out", locale, **_engine_names(bot))

@@ -493,7 +493,10 @@ async def test_export_csv_round_trips_through_import(
     # Into the same database through the command line: updates, no duplicates.
     path = tmp_path / "export.json"
     assert panelbot(cfg, "export", "--format", "json", "--output", str(path)).returncode == 0
-    assert json.loads(path.read_text(encoding="utf-8")) == original
+    # As in CSV, a consent given as a date (local midnight) is written as that date.
+    dated = [{**p, "consent_at": "2025-02-01"} if p["id"] == 3 else p for p in original]
+    assert original[2]["consent_at"] == "2025-02-01T00:00:00.000+00:00"
+    assert json.loads(path.read_text(encoding="utf-8")) == dated
     csv_path = tmp_path / "export.csv"
     assert panelbot(cfg, "export", "--output", str(csv_path)).returncode == 0
     result = panelbot(cfg, "import", str(csv_path))

@@ -172,7 +172,7 @@ async def test_a_webhook_with_the_right_secret_is_answered_through_telegram(
         (reply,) = await fake.wait_for_sends(1, chat_id=1001)
     assert reply.text.startswith("Hello from Test Panel!")
     assert "Reply YES to join." in reply.text
-    assert reply.callback_data == [["YES"]]
+    assert reply.callback_data == [["YES", "NO"]]
     stored = await bot.db.fetchone("SELECT channel, provider_message_id FROM inbound_messages")
     assert tuple(stored) == ("telegram", f"update:{update['update_id']}")
     sent = await bot.db.fetchone("SELECT status, provider_message_id FROM outbox")
@@ -422,7 +422,7 @@ async def test_polling_mode_picks_up_updates_and_replies(
     try:
         fake.queue_update(fake.message_update(3003, "Hello"))
         (welcome,) = await fake.wait_for_sends(1, chat_id=3003)
-        assert welcome.callback_data == [["YES"]]
+        assert welcome.callback_data == [["YES", "NO"]]
         fake.queue_update(fake.callback_update(3003, "YES"))
         question = (await fake.wait_for_sends(2, chat_id=3003))[-1]
         assert question.text.startswith("Which age group are you in?")

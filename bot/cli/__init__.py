@@ -218,6 +218,8 @@ def _register_commands(argv: list[str]) -> None:
 
 
 def main() -> None:
+    # Every file the bot creates (database, inbox, logs, exports, backups) is its owner's.
+    os.umask(0o077)
     _register_commands(sys.argv[1:])
     try:
         cli.main(prog_name="panelbot", standalone_mode=True)

@@ -136,6 +136,20 @@ async def _chat(settings: Any, who: Any) -> None:
         bot = await Bot.create(settings)
     except DatabaseError as exc:
         raise UserError(str(exc)) from None
+    # The web simulator's rule: acting for an imported or SMS/WhatsApp/Telegram panellist
+    # only on a demo panel.
+    from bot.storage import simulator as sim_store
+    from bot.web.simulator import may_speak_as_panellists
+
+    if not may_speak_as_panellists(bot) and await sim_store.speaks_for_real_panellist(
+        bot.db.conn, who
+    ):
+        await bot.stop()
+        raise UserError(
+            f"{who} speaks for a panellist who is also reached by SMS, WhatsApp or Telegram, "
+            "or was imported; chat may do that only on a demo panel "
+            "([channels.simulator] demo and allow_panellists)"
+        )
     # Our own dispatcher delivers to the simulator; the scheduler stays with `panelbot serve`.
     await bot.start(scheduler=False)
     seen = {

@@ -206,7 +206,7 @@ def _write(rows: list[dict[str, Any]], fmt: str, settings: Any, out: Any) -> Non
     if fmt == "csv":
         write_csv(rows, settings, out)
     else:
-        write_json(rows, out)
+        write_json(rows, settings, out)
 
 
 @panel_group.command("show")
@@ -226,6 +226,7 @@ def show_cmd(cli_ctx: CliContext, who: str) -> None:
     import json
 
     from bot.panel import subject_access
+    from bot.panel_csv import consent_cell
 
     async def work() -> dict[str, Any] | None:
         async with _opened(cli_ctx) as bot:
@@ -233,6 +234,10 @@ def show_cmd(cli_ctx: CliContext, who: str) -> None:
             return await subject_access(bot.db.conn, bot.hash_key, pid, database=bot.db.path)
 
     data = run(work())
+    # A consent date given as a date is shown as that date, as `panel export` writes it.
+    for part in (data or {}).get("panellist"), (data or {}).get("consent"):
+        if isinstance(part, dict) and part.get("consent_at"):
+            part["consent_at"] = consent_cell(part["consent_at"], cli_ctx.settings)
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 

@@ -7,7 +7,7 @@ import io
 import json
 import sys
 import textwrap
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,10 +32,12 @@ def _load(path: str) -> Any:
 
 def _parse_when(text: str, timezone: str) -> datetime:
     """An ISO date-time (local to the panel when it has no offset) or a delay such as 2h."""
-    from bot.config import parse_duration
+    from bot.config_schema import DurationTooLong, parse_duration
 
     try:
         return datetime.now(ZoneInfo(timezone)) + parse_duration(text)
+    except DurationTooLong as exc:
+        raise UserError(f"--at: {exc}") from None
     except ValueError:
         pass
     try:
@@ -44,7 +46,11 @@ def _parse_when(text: str, timezone: str) -> datetime:
         raise UserError(
             f"--at {text!r}: expected a date-time such as 2026-12-01T09:30 or a delay such as 2h"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=ZoneInfo(timezone))
+    when = when if when.tzinfo else when.replace(tzinfo=ZoneInfo(timezone))
+    # Far-off dates overflow the wave's arithmetic (closing time, reminders).
+    if when.year > datetime.now(UTC).year + 100:
+        raise UserError(f"--at {text!r}: at most 100 years from now")
+    return when
 
 
 def _duration(text: str | None) -> timedelta | None:

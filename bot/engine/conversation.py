@@ -339,7 +339,13 @@ class Engine:
             # the STOP confirmation it is one of the few messages an opted-out person is
             # sent, so it goes with that kind, which the dispatcher lets through.
             turn.reply(
-                self.render("help", p.locale, languages=len(self.bot.locales) > 1, in_survey=False),
+                self.render(
+                    "help",
+                    p.locale,
+                    languages=len(self.bot.locales) > 1,
+                    in_survey=False,
+                    joined=p.consent_at is not None,
+                ),
                 kind=MessageKind.STOP_CONFIRMATION,
                 template="help",
             )
@@ -363,6 +369,7 @@ class Engine:
                     p.locale,
                     languages=len(self.bot.locales) > 1,
                     in_survey=session is not None or p.status == PanellistStatus.PENDING,
+                    joined=p.consent_at is not None,  # before the yes: how to join
                 ),
                 template="help",
             )

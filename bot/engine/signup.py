@@ -51,7 +51,13 @@ async def _first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) ->
     if keyword == Keyword.HELP:
         # Answered in every state, even after a STOP or a no (carriers expect it).
         turn.reply(
-            engine.render("help", default, languages=len(engine.bot.locales) > 1, in_survey=False),
+            engine.render(
+                "help",
+                default,
+                languages=len(engine.bot.locales) > 1,
+                in_survey=False,
+                joined=False,  # not on the panel: say how to join, not "rejoin"
+            ),
             template="help",
         )
         return
@@ -96,13 +102,20 @@ async def _first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) ->
 
 
 def _send_consent(engine: Engine, turn: Turn, locale: str, *, welcome: str = "") -> None:
-    words = engine.words(locale)
-    yes_label = words.get("yes_label", "Yes")
     turn.reply(
         engine.render("consent", locale, welcome=welcome),
         template="consent",
-        extra={"options": [{"reply": words.get("yes", ["yes"])[0].upper(), "label": yes_label}]},
+        extra={"options": _yes_no(engine, locale)},
     )
+
+
+def _yes_no(engine: Engine, locale: str) -> list[dict[str, str]]:
+    """The consent question's buttons: a yes and a no, in the person's language."""
+    words = engine.words(locale)
+    return [
+        {"reply": words.get("yes", ["yes"])[0].upper(), "label": words.get("yes_label", "Yes")},
+        {"reply": words.get("no", ["no"])[0].upper(), "label": words.get("no_label", "No")},
+    ]
 
 
 def parse_language(engine: Engine, text: str) -> str | None:
@@ -210,22 +223,10 @@ async def _consent_reply(engine: Engine, turn: Turn) -> None:
     if answer is None and await panellist_store.stage_misses(conn, p.id) == 0:
         # Neither yes nor no ("maybe later"): ask once more before closing.
         await panellist_store.update(conn, p.id, stage_misses=1)
-        words = engine.words(p.locale)
         turn.reply(
             engine.render("consent_reask", p.locale),
             template="consent_reask",
-            extra={
-                "options": [
-                    {
-                        "reply": words.get("yes", ["yes"])[0].upper(),
-                        "label": words.get("yes_label", "Yes"),
-                    },
-                    {
-                        "reply": words.get("no", ["no"])[0].upper(),
-                        "label": words.get("no_label", "No"),
-                    },
-                ]
-            },
+            extra={"options": _yes_no(engine, p.locale)},
         )
         return
     if answer is True:

@@ -138,7 +138,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "language_menu": {"welcome": Nested("welcome"), "options": LanguageOptions()},
     "field_default_text": {"field_label": "age group"},
     "field_question": {"text": SurveyText("field"), "options": AGE_BANDS, "reask": False},
-    "help": {"languages": True, "in_survey": False},
+    "help": {"languages": True, "in_survey": False, "joined": True},
     "opted_in": {"already": False},
     "survey_complete": {"thanks": ""},
     # A choice question with three options, the commonest kind.

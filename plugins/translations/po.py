@@ -304,6 +304,14 @@ def plan_import(messages_dir: Path, data: bytes, source: str = "PO file") -> Imp
         plan.problem("header", f"no usable Language header (found {locale or 'none'!r})")
         return plan
     folder_name = folder_for(messages_dir, locale)
+    if folder_name.lower() == SOURCE_LOCALE:
+        # English is what everything is translated from: a PO file never replaces it.
+        plan.problem(
+            "header",
+            f"Language {locale!r} is the source locale ({SOURCE_LOCALE}): English templates "
+            "are edited in their files, not imported; set the header to the translation's locale",
+        )
+        return plan
     folder = messages_dir / folder_name
     plan.locale, plan.folder = folder_name, folder
     english_names = template_names(SOURCE_LOCALE, [messages_dir])
