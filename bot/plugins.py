@@ -212,6 +212,22 @@ class PanelPlugins:
                 results.append((impl.plugin_name, result))
         return results
 
+    async def call_each_in(self, tx: Any, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """:meth:`call_each` for a hook called inside a write transaction, handed to it as
+        ``tx``: each plugin runs under a savepoint, so one that raises leaves nothing it
+        wrote behind (logged and skipped) while the others' writes and the caller's stay.
+        """
+        results = []
+        for impl in self._impls(hook_name, {**kwargs, "tx": tx}):
+            tx.later("SAVEPOINT panelbot_plugin")  # held: sent with the plugin's first query
+            ok, result = await self._call_isolated(impl, hook_name, {**kwargs, "tx": tx})
+            if not ok:
+                await tx.execute("ROLLBACK TO panelbot_plugin")
+            tx.later("RELEASE panelbot_plugin")
+            if ok and result is not None:
+                results.append((impl.plugin_name, result))
+        return results
+
     async def call_first(self, hook_name: str, **kwargs: Any) -> Any | None:
         """The first non-None result in call order, or None; later plugins are not called."""
         for impl in self._impls(hook_name, kwargs):

@@ -317,9 +317,10 @@ async def finish(engine: Engine, turn: Turn) -> None:
     assert p is not None
     conn = turn.conn
     # The plugins read and write through the message's own transaction (``tx``): a quota
-    # counted and a place reserved there are committed with this sign-up, or not at all.
-    answers = await engine.bot.plugins.call_each(
-        "panelbot_screen_signup", bot=engine.bot, panellist=p, tx=conn
+    # counted and a place reserved there are committed with this sign-up, or not at all;
+    # a plugin that fails leaves nothing it wrote (a savepoint each).
+    answers = await engine.bot.plugins.call_each_in(
+        conn, "panelbot_screen_signup", bot=engine.bot, panellist=p
     )
     decisions = {SignupDecision(d) for _, d in answers if d}
     if SignupDecision.DECLINE in decisions:
