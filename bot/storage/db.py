@@ -302,6 +302,9 @@ class Database:
         path = Path(path)
         if path.parent and not path.parent.exists():
             raise DatabaseError(f"{path}: the folder {path.parent} does not exist")
+        from bot.files import owner_only
+
+        owner_only(path)  # personal data: the owner's alone (mode 0600)
         try:
             db = await cls.connect(path, plugins=plugins)
         except CannotOpen as exc:
