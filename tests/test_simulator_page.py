@@ -405,7 +405,7 @@ def test_whole_panel_in_the_browser(tmp_path: Path, phone: Phone) -> None:
         phone.bot_says("Reply YES to join.")
         # Under each bot message: what it would cost as an SMS.
         expect(page.locator(".msg-out .msg-sms").first).to_have_text("SMS: GSM-7, 3 segments")
-        assert phone.quick_replies() == ["Yes"]
+        assert phone.quick_replies() == ["Yes", "No"]
         phone.tap("Yes")
         phone.bot_says("Which age group are you in?")
         phone.tap("4 45-54")

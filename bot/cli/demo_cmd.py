@@ -111,7 +111,8 @@ def register(cli: click.Group) -> None:
         """Talk to the bot as a panellist in the terminal (the simulator channel).
 
         Type a message and press Enter; broadcasts that arrive meanwhile are shown too.
-        Ctrl+D or Ctrl+C ends the chat.
+        Ctrl+D or Ctrl+C ends the chat. Outside a demo panel it refuses an address that
+        speaks for an imported panellist or one also reached by SMS, WhatsApp or Telegram.
         """
         from bot.models import Address
 
