@@ -34,6 +34,7 @@ from bot.panel import (
     write_csv,
 )
 from bot.panel_csv import PanelFileError, parse_consent
+from bot.storage import inbound as inbound_store
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
@@ -311,7 +312,7 @@ async def seed_person_with_history(bot: Bot) -> int:
         assert session is not None
         await survey_store.record_answer(conn, session, "ease", "very_hard")
         await survey_store.record_answer(conn, session, "why_hard", ["phone_busy"])
-        await outbox_store.open_turns(
+        await inbound_store.open_turns(
             conn, [(Address("sms", PHONE), "SM-2", "my number is 07400 100101", now)]
         )
         for n, status in enumerate((OutboxStatus.QUEUED, OutboxStatus.FAILED)):

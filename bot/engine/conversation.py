@@ -28,6 +28,7 @@ from bot.models import (
     utcnow,
 )
 from bot.storage import audit as audit_store
+from bot.storage import inbound as inbound_store
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
@@ -222,7 +223,7 @@ class Engine:
         """Every message of the batch in one transaction: two round trips to SQLite."""
         self.batches += 1
         async with self.bot.db.transaction() as tx:
-            opened = await outbox_store.open_turns(
+            opened = await inbound_store.open_turns(
                 tx,
                 [
                     (
@@ -255,7 +256,7 @@ class Engine:
                 ) or (self.keywords.classify(turn.text) == Keyword.STOP):
                     await self._route(turn)
                 if turn.panellist and (panellist is None or panellist.id != turn.panellist.id):
-                    await outbox_store.set_inbound_panellist(tx, inbound_id, turn.panellist.id)
+                    await inbound_store.set_inbound_panellist(tx, inbound_id, turn.panellist.id)
                 first = tx.capture_requests
                 await self._queue_replies(turn)
                 result = HandleResult(False, [], turn.panellist.id if turn.panellist else None)

@@ -232,7 +232,7 @@ def _session(
 def turn_from_row(
     row: sqlite3.Row | None, address: Address
 ) -> tuple[Panellist | None, Session | None, datetime | None]:
-    """Split an ``outbox.TURN_SQL`` row: the panellist, their open session, last inbound."""
+    """Split an ``inbound.TURN_SQL`` row: the panellist, their open session, last inbound."""
     if row is None:
         return None, None, None
     panellist = panellist_row(row, [address])
