@@ -230,6 +230,23 @@ def test_files_serve_creates_are_owner_only(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_files_the_demo_creates_are_owner_only(tmp_path: Path) -> None:
+    from tests.test_demo_and_chat import start_demo, stop
+    from tests.test_serve import free_port
+
+    data = tmp_path / "demo"
+    process = start_demo(data, free_port())
+    try:
+        created = [p for p in data.rglob("*") if p.is_file()]
+        names = {p.name for p in created}
+        assert {"panelbot.db", "panelbot.db-wal", "panelbot.toml"} <= names, names
+        loose = {p.name: oct(p.stat().st_mode) for p in created if p.stat().st_mode & 0o077}
+        assert loose == {}
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    finally:
+        stop(process)
+
+
 async def test_opening_an_existing_database_makes_it_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     sqlite3.connect(path).close()
