@@ -253,6 +253,15 @@ def test_choice_and_multi_need_two_options() -> None:
     assert_problem(data, "ease", "options", "missing")
 
 
+def test_a_question_has_at_most_thirty_options() -> None:
+    # More would be a wall of numbered lines by SMS, and a template stops a loop past 200.
+    data = base_survey()
+    data["questions"][0]["options"] = [
+        {"id": f"o{n}", "text": {"en": f"Option {n}", "cy": f"Dewis {n}"}} for n in range(201)
+    ]
+    assert_problem(data, "ease", "options", "at most 30 options, not 201")
+
+
 def test_duplicate_option_ids() -> None:
     data = base_survey()
     data["questions"][0]["options"][1]["id"] = "easy"

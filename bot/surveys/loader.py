@@ -45,6 +45,9 @@ QUESTION_KEYS = (
 OPTION_KEYS = ("id", "text")
 _TOML_WHERE = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
+# Options a choice or multi question may have: numbered replies read by text message.
+MAX_OPTIONS = 30
+
 
 @dataclass(frozen=True)
 class SurveyProblem:
@@ -374,6 +377,10 @@ class _Checker:
             return ()
         if qtype is not None and len(value) < 2:
             self.add("options", f"a {qtype} question needs at least 2 options, not {len(value)}")
+        if len(value) > MAX_OPTIONS:
+            # A list read by text message; message templates also stop a longer loop.
+            self.add("options", f"at most {MAX_OPTIONS} options, not {len(value)}")
+            return ()
         options: list[Option] = []
         first_seen: dict[str, int] = {}
         # Options are numbered from 1, as panellists see them over SMS.
