@@ -450,6 +450,10 @@ async def test_a_transaction_inside_another_fails_at_once_and_the_outer_one_goes
                 await tx.execute("UPDATE meta SET value = '2' WHERE key = 'outer'")
         rows = await db.fetchall("SELECT key, value FROM meta WHERE key IN ('outer', 'inner', 'w')")
         assert sorted((r[0], r[1]) for r in rows) == [("outer", "2")]
+        # Nor inside the write lock held without a transaction (VACUUM, checkpoints).
+        async with asyncio.timeout(30), db.exclusive():
+            with pytest.raises(NestedTransactionError, match="holds the write lock"):
+                await db.execute_write("INSERT INTO meta (key, value) VALUES ('x', 'y')")
         # Afterwards the same task opens transactions as before.
         await a_helper_that_opens_its_own()
         assert await db.fetchone("SELECT 1 FROM meta WHERE key = 'inner'") is not None

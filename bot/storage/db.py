@@ -114,6 +114,13 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+
+
 def _deliver(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.done():
         return  # the caller was cancelled; the statement still ran, in order
@@ -259,6 +266,7 @@ class Database:
         self.reader = Reader(readers)
         self.plugins = list(plugins)
         self._write_lock = asyncio.Lock()
+        self._exclusive_task: asyncio.Task[Any] | None = None
 
     @classmethod
     async def connect(
@@ -440,6 +448,11 @@ class Database:
         return None
 
     def _refuse_nested(self) -> None:
+        if self._exclusive_task is not None and self._exclusive_task is _current_task():
+            raise NestedTransactionError(
+                f"{self.path.name}: this task holds the write lock (Database.exclusive); "
+                "a transaction inside it would wait for ever"
+            )
         if self.current_transaction() is not None:
             raise NestedTransactionError(
                 f"{self.path.name}: a transaction is already open in this task; use the tx "
@@ -496,7 +509,11 @@ class Database:
         """This process's write lock without a transaction, for VACUUM and checkpoints."""
         self._refuse_nested()
         async with self._write_lock:
-            yield self.writer
+            self._exclusive_task = asyncio.current_task()
+            try:
+                yield self.writer
+            finally:
+                self._exclusive_task = None
 
     @property
     def conn(self) -> Tx | Reader:
