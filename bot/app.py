@@ -12,6 +12,7 @@ from bot.channels import build_channels
 from bot.dispatcher import Dispatcher
 from bot.engine import waves
 from bot.engine.conversation import Engine, HandleResult
+from bot.ingress import Ingress
 from bot.messages import MessageCatalog
 from bot.models import (
     Address,
@@ -30,7 +31,7 @@ from bot.storage import panellists as panellist_store
 if TYPE_CHECKING:
     from bot.channels.base import Channel
     from bot.config import Settings
-    from bot.inbox import Handler, InboxWriter
+    from bot.inbox import InboxWriter
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +78,14 @@ class Bot:
     def __init__(self) -> None:
         self.started = False
         self.state: dict[str, Any] = {}  # plugins keep their runtime state here, by name
-        # Set in a web process ([web] workers >= 1): webhooks store what they verify here
-        # for the main process instead of handing it to the engine.
-        self.inbox: InboxWriter | None = None
+        # Where channels hand what they receive: the engine, or (a web process) the inbox.
+        self.ingress = Ingress(self.handle, self.apply_delivery_report)
+
+    @property
+    def inbox(self) -> InboxWriter | None:
+        """In a web process ([web] workers >= 1): the inbox what channels receive is stored
+        in for the main process; None where it goes to the engine at once."""
+        return self.ingress.inbox
 
     @classmethod
     async def create(
@@ -103,7 +109,9 @@ class Bot:
         else:
             async with bot.db.transaction() as conn:
                 bot.hash_key = await panellist_store.hash_key(conn)
-        bot.channels = build_channels(settings)
+        bot.channels = build_channels(settings, bot.ingress)
+        for channel in set(bot.channels.values()):
+            bot.ingress.attach(channel)
         bot.engine = Engine(bot)
         bot.dispatcher = bot.build_dispatcher()
         bot.scheduler = Scheduler(bot.db, settings, bot.run_wave_step)
@@ -172,17 +180,9 @@ class Bot:
         await self.db.close()
 
     async def start_web(self, inbox: InboxWriter) -> None:
-        """Make this a web process: channels serve their webhooks into ``inbox`` only."""
-        self.inbox = inbox
-        for channel in set(self.channels.values()):
-            await channel.start_web(self)
-
-    def inbox_handlers(self) -> dict[str, Handler]:
-        """Who handles each kind of payload a web process stores in the inbox."""
-        handlers: dict[str, Handler] = {}
-        for channel in set(self.channels.values()):
-            handlers.update(channel.inbox_handlers())
-        return handlers
+        """Make this a web process: what channels receive is stored in ``inbox`` for the
+        main process (no provider client is started, nor the dispatcher or scheduler)."""
+        self.ingress.store_in(inbox)
 
     def wake_dispatcher(self) -> None:
         if self.started:

@@ -1,12 +1,14 @@
-"""The inbox: verified webhook payloads, handed from web processes to the main process.
+"""The inbox: verified inbound messages, handed from web processes to the main process.
 
 With ``[web] workers = 0`` (the default) a webhook is handled where it arrives, and answered
 once everything it causes is committed. With ``workers = N`` the web server runs in N
 processes of its own (see :mod:`bot.web.workers`). Each checks a request (signature, secret,
-shape), stores its payload in the inbox (an SQLite file of its own, beside the panel's
-database) with :class:`InboxWriter`, and answers the provider at once; the main process
-reads the inbox in order with :class:`InboxReader`, hands each payload to its channel, and
-deletes it once handled.
+shape), and its channel parses it and hands what it means to the ingress
+(:mod:`bot.ingress`), which stores it in the inbox (an SQLite file of its own, beside the
+panel's database) with :class:`InboxWriter`; the provider is answered once it is committed.
+The main process reads the inbox in order with :class:`InboxReader`, hands each payload to
+the handler for its source (its own ingress), and deletes it once handled. The inbox itself
+never parses a provider's payload: it stores text under a source and a key.
 
 Nothing is lost between the two: a payload is answered only after it is committed here, and
 deleted only after the engine has committed what it caused. A crash in between means the
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+import aiosqlite
+
 if TYPE_CHECKING:
     from bot.app import Bot
     from bot.storage.db import Database
@@ -41,9 +45,11 @@ CREATE TABLE IF NOT EXISTS inbox (
     -- AUTOINCREMENT: ids never go back, even once every row has been handled and deleted,
     -- so the reader's "everything after the last id I read" never skips a row.
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    source      TEXT NOT NULL,      -- twilio-message, twilio-status, telegram-update, sim-message
+    -- inbound, report, action (bot.ingress); earlier versions stored raw payloads as
+    -- twilio-message, twilio-status, telegram-update, sim-message
+    source      TEXT NOT NULL,
     key         TEXT NOT NULL,      -- the provider's id: a repeat of it is not stored twice
-    payload     TEXT NOT NULL,      -- the request body, as checked by the web process
+    payload     TEXT NOT NULL,      -- the parsed message or report as JSON (bot.ingress)
     received_at REAL NOT NULL,      -- Unix time
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
@@ -76,7 +82,7 @@ async def open_inbox(database: Path | str, *, writer: bool = False) -> Database:
     return await Database.connect(inbox_path(Path(database)), setup=setup)
 
 
-# A handler takes the payload (the request body as text) and when it was received; it
+# A handler takes the payload (text, as stored) and when it was received; it
 # raises when it could not handle it (the row stays and is tried again).
 Handler = Callable[[str, datetime], Awaitable[None]]
 
@@ -271,8 +277,8 @@ class InboxWriter:
     async def put(self, source: str, key: str, payload: str) -> None:
         """Return once the payload is committed (a repeat of ``(source, key)`` is ignored).
 
-        ``payload`` is the request body as received (form data, JSON): the web process
-        stores it as it is, and the main process parses it again. Raises
+        ``payload`` is text (the ingress stores a parsed message or report as JSON) that
+        the handler for ``source`` reads back in the main process. Raises
         :class:`UnstorablePayload` when this payload cannot be stored (the request's fault:
         answer 4xx), anything else when storing failed (answer 503). Payloads that arrive
         together share a transaction; when it fails for another reason than a lock, they
@@ -410,9 +416,9 @@ class InboxReader:
 
     @classmethod
     async def open(cls, bot: Bot, *, wake_fd: int | None = None) -> InboxReader:
-        """A started reader of the inbox beside the bot's database, handing payloads to the
-        bot's channels. :meth:`close` it."""
-        reader = cls(await open_inbox(bot.db.path), bot.inbox_handlers(), wake_fd=wake_fd)
+        """A started reader of the inbox beside the bot's database, handing what it holds to
+        the bot's ingress (:meth:`bot.ingress.Ingress.handlers`). :meth:`close` it."""
+        reader = cls(await open_inbox(bot.db.path), bot.ingress.handlers(), wake_fd=wake_fd)
         await reader.start()
         return reader
 
@@ -614,8 +620,11 @@ class InboxReader:
 
 
 def payload_addresses(source: str, payload: str) -> set[str]:
-    """The ``channel:id`` addresses a stored payload is from or to, as far as it says."""
-    found: set[str] = set()
+    """The ``channel:id`` addresses a stored payload is from or to, as far as it says: an
+    item the ingress stored, or a raw payload an earlier version stored."""
+    from bot.ingress import stored_addresses
+
+    found: set[str] = stored_addresses(source, payload)
     try:
         if source.startswith("twilio-"):
             from bot.channels.twilio import address_from

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.models import Address, OutboundMessage, SendResult
+from bot.models import OutboundMessage, SendResult
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -155,9 +155,6 @@ class ScriptedChannel:
 
     def cost(self, message: OutboundMessage) -> float:
         return self.unit_cost
-
-    def can_send_free_text(self, address: Address) -> bool:
-        return True
 
     async def send(self, message: OutboundMessage) -> SendResult:
         call = Call(message, time.monotonic(), self._next_outcome(message))

@@ -895,8 +895,6 @@ def test_cost_is_sms_segments_and_one_for_whatsapp(tmp_path: Path, fake: FakeTwi
     assert channel.cost(message("sms", "😀" * 70)) == 3
     assert channel.cost(message("whatsapp", "x" * 1000)) == 1
     assert channel.names == ("sms", "whatsapp")
-    assert channel.can_send_free_text(Address("sms", ALICE))
-    assert not channel.can_send_free_text(Address("whatsapp", ALICE))
 
 
 # --- form parsing -------------------------------------------------------------------------

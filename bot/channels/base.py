@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from bot.models import Address, OutboundMessage, SendResult
+from bot.models import OutboundMessage, SendResult
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from bot.app import Bot
-    from bot.inbox import Handler
 
 
 @runtime_checkable
@@ -21,6 +20,11 @@ class Channel(Protocol):
     The dispatcher paces each channel at ``rate_per_second`` (a message costs
     :meth:`cost` units, e.g. its SMS segments) and keeps ``per_address_interval`` seconds
     between two messages to one address (Telegram: 1 s per chat).
+
+    What its webhooks (or its polling) receive, a channel verifies, parses and hands to its
+    :class:`~bot.ingress.Ingress` (given when it is built); it never asks whether web
+    processes exist. Optional hooks the ingress calls are listed at
+    :meth:`bot.ingress.Ingress.attach`.
     """
 
     names: tuple[str, ...]
@@ -34,13 +38,6 @@ class Channel(Protocol):
 
     async def stop(self) -> None:
         """Close clients."""
-
-    async def start_web(self, bot: Bot) -> None:
-        """In a web process ([web] workers >= 1): serve the webhook routes only, storing
-        what they verify in ``bot.inbox`` for the main process; no provider client."""
-
-    def inbox_handlers(self) -> dict[str, Handler]:
-        """Handlers, by inbox source, for the payloads this channel's webhooks store."""
 
     def routes(self) -> list[BaseRoute]:
         """Webhook routes this channel serves."""
@@ -57,6 +54,3 @@ class Channel(Protocol):
         Return the provider's record when there is one, or None when the provider never got
         it and it may safely be sent again.
         """
-
-    def can_send_free_text(self, address: Address) -> bool:
-        """False where only pre-approved templates may be sent (WhatsApp outside 24 h)."""

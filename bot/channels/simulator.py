@@ -20,7 +20,19 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from bot.app import Bot
-    from bot.inbox import Handler
+    from bot.engine.conversation import HandleResult
+    from bot.ingress import Decoder, Ingress, Item
+
+
+def decode_legacy_message(payload: str, received_at: datetime) -> list[Item]:
+    """``{"from": "sim:NAME", "text": ..., "id": ...}``, as a web process stored it before
+    the ingress stored parsed messages."""
+    data = json.loads(payload)
+    return [
+        InboundMessage(
+            Address.parse(data["from"]), data["text"], data["id"], received_at=received_at
+        )
+    ]
 
 
 class SimulatorChannel:
@@ -28,8 +40,9 @@ class SimulatorChannel:
     per_address_interval = 0.0
     concurrency = 8
 
-    def __init__(self, rate_per_second: float = 50.0) -> None:
+    def __init__(self, rate_per_second: float = 50.0, *, ingress: Ingress | None = None) -> None:
         self.rate_per_second = rate_per_second
+        self.ingress = ingress
         self._ids = itertools.count(1)
         # Waiters wake when a message to their address is sent.
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
@@ -39,20 +52,16 @@ class SimulatorChannel:
     async def start(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def start_web(self, bot: Bot) -> None:
-        self.bot = bot
+    async def accept(self, address: Address, text: str, message_id: str) -> HandleResult | None:
+        """A message typed on the simulator page or posted to its JSON API (already checked):
+        the engine's result when it was handled now, None when it was stored for the main
+        process (see :class:`~bot.ingress.Ingress`)."""
+        assert self.ingress is not None
+        return await self.ingress.accept(InboundMessage(address, text, message_id))
 
-    def inbox_handlers(self) -> dict[str, Handler]:
-        return {"sim-message": self._from_inbox}
-
-    async def _from_inbox(self, payload: str, received_at: datetime) -> None:
-        """A message a web process took from the simulator page or JSON API."""
-        data = json.loads(payload)
-        message = InboundMessage(
-            Address.parse(data["from"]), data["text"], data["id"], received_at=received_at
-        )
-        assert self.bot is not None
-        await self.bot.handle(message)
+    def legacy_decoders(self) -> dict[str, Decoder]:
+        """Simulator messages an earlier version stored raw in the inbox."""
+        return {"sim-message": decode_legacy_message}
 
     async def stop(self) -> None:
         for condition in self._conditions.values():
@@ -64,9 +73,6 @@ class SimulatorChannel:
 
     def cost(self, message: OutboundMessage) -> float:
         return 1.0
-
-    def can_send_free_text(self, address: Address) -> bool:
-        return True
 
     async def send(self, message: OutboundMessage) -> SendResult:
         key = message.address.id

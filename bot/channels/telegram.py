@@ -3,7 +3,9 @@
 Updates arrive either on our own webhook route (``POST /webhooks/telegram``, checked against
 the secret token Telegram sends in ``X-Telegram-Bot-Api-Secret-Token``) or, in polling mode,
 through PTB's ``Updater``. Both paths end in :meth:`TelegramChannel.handle_update`, which turns
-an update into an :class:`InboundMessage` for the engine. PTB never owns the loop: no
+an update into an :class:`InboundMessage` for the engine (or an action of the channel's own,
+ticking an option) and hands it to the ingress (:mod:`bot.ingress`): handled now, or stored
+for the main process by a web process. PTB never owns the loop: no
 ``run_polling``/``run_webhook``.
 
 panelbot does not register the webhook with Telegram (``setWebhook``): that needs the public
@@ -49,6 +51,8 @@ from telegram.error import (
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.inbox import Trouble
+from bot.ingress import Action, StoreFailed
 from bot.models import (
     Address,
     ErrorClass,
@@ -63,7 +67,8 @@ if TYPE_CHECKING:
 
     from bot.app import Bot
     from bot.config import Settings
-    from bot.inbox import Handler
+    from bot.engine.conversation import HandleResult
+    from bot.ingress import Decoder, Ingress, Item
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,9 @@ MAX_BUTTON_LABEL = 60
 # The update types we act on; the webhook, when an operator registers it, should ask for the
 # same (``allowed_updates``).
 ALLOWED_UPDATES = ["message", "callback_query"]
+
+# While updates are refused with 503, a line about it at most this often.
+REFUSALS_LOG_EVERY = 10.0
 
 # BadRequest descriptions that mean the chat is gone or never was (lower case).
 UNREACHABLE_PHRASES = ("chat not found", "user not found", "peer_id_invalid")
@@ -253,8 +261,9 @@ class TelegramChannel:
     # How many sendMessage calls may be in flight at once.
     concurrency = 8
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ingress: Ingress | None = None) -> None:
         config = settings.channels.telegram
+        self.ingress = ingress
         self.token = config.token or ""
         self.mode = config.mode
         self.secret_token = config.secret_token
@@ -263,12 +272,23 @@ class TelegramChannel:
         # Telegram allows about one message a second to one chat.
         self.per_address_interval = config.per_chat_interval
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
-        self._bot: Bot | None = None
         # Updates being handled now, by update_id: a repeat that arrives meanwhile waits for
         # the first and shares its outcome, so it neither runs twice nor is acknowledged
         # before the first is safely stored.
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._reader: PTBBot | None = None
+        # Updates refused with 503, because they could not be stored (a web process) or
+        # handled: one line when it starts, then one every REFUSALS_LOG_EVERY s, no flood.
+        self._store_trouble = Trouble(
+            logger,
+            "telegram: updates refused (503), they could not be stored",
+            every=REFUSALS_LOG_EVERY,
+        )
+        self._handle_trouble = Trouble(
+            logger,
+            "telegram: updates refused (503), they could not be handled",
+            every=REFUSALS_LOG_EVERY,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -293,7 +313,6 @@ class TelegramChannel:
                 "telegram: the bot token was refused; check [channels.telegram] token"
             ) from None
         await app.start()
-        self._bot = bot
         self.app = app
         if self.mode == "polling" and app.updater is not None:
             await app.updater.start_polling(
@@ -327,31 +346,21 @@ class TelegramChannel:
             return []
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
 
-    async def start_web(self, bot: Bot) -> None:
-        """In a web process: the webhook only, storing each checked update in bot.inbox.
-
-        The PTB ``Bot`` here only reads updates (``Update.de_json``); it is never
-        initialised and never calls the Bot API: the main process does that.
-        """
-        self._bot = bot
-        self._reader = PTBBot(self.token, base_url=self.api_base_url)
-
-    def inbox_handlers(self) -> dict[str, Handler]:
-        return {"telegram-update": self._update_from_inbox}
-
-    async def _update_from_inbox(self, payload: str, received_at: datetime) -> None:
-        app = self.app
-        if app is None:
-            raise RuntimeError("telegram channel is not started")
-        await self.handle_update(Update.de_json(json.loads(payload), app.bot))
+    def _parser(self) -> PTBBot:
+        """The PTB ``Bot`` updates are read with (``Update.de_json``): the application's
+        once started, else one that is never initialised and never calls the Bot API (a
+        web process, which only parses what it stores for the main process)."""
+        if self.app is not None:
+            return self.app.bot
+        if self._reader is None:
+            self._reader = PTBBot(self.token, base_url=self.api_base_url)
+        return self._reader
 
     async def _webhook(self, request: Request) -> Response:
         if not self._secret_ok(request.headers.get(SECRET_HEADER)):
             return JSONResponse({"error": "forbidden"}, status_code=403)
-        inbox = self._bot.inbox if self._bot is not None else None
-        reader = self.app.bot if self.app is not None else self._reader
-        if reader is None:
-            # Not started yet (or stopping): Telegram will try again.
+        if self.ingress is None:
+            # Not wired to an ingress (a channel built alone): Telegram will try again.
             return JSONResponse({"error": "not ready"}, status_code=503)
         body = await request.body()
         if len(body) > MAX_UPDATE_BYTES:
@@ -373,27 +382,25 @@ class TelegramChannel:
             # and hold back the chat's next updates. The bad characters are dropped instead
             # (as the engine drops them from message text), and the person gets an answer.
             data = cleaned
-            body = json.dumps(data, ensure_ascii=False).encode("utf-8")
         update_id = data.get("update_id") if isinstance(data, dict) else None
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             return JSONResponse({"error": "not a Telegram update"}, status_code=400)
         try:
-            update = Update.de_json(data, reader)
+            update = Update.de_json(data, self._parser())
         except Exception:
             return JSONResponse({"error": "not a Telegram update"}, status_code=400)
-        if inbox is not None:
-            try:
-                await inbox.put("telegram-update", str(update_id), body.decode("utf-8"))
-            except Exception:
-                logger.exception("telegram update %s could not be stored", update_id)
-                return JSONResponse({"error": "try again"}, status_code=503)
-            return Response(status_code=200)
         try:
             await self.handle_update(update)
-        except Exception:
-            logger.exception("telegram update %s could not be handled", update_id)
+        except StoreFailed as exc:
+            # A web process whose inbox is full or locked: nothing was stored.
+            self._store_trouble.failed(exc)
+            return JSONResponse({"error": "try again"}, status_code=503)
+        except Exception as exc:
+            self._handle_trouble.failed(exc)
             # Telegram repeats the update until it gets a 2xx: nothing is lost.
             return JSONResponse({"error": "try again"}, status_code=503)
+        self._store_trouble.ok()
+        self._handle_trouble.ok()
         return Response(status_code=200)
 
     def _secret_ok(self, given: str | None) -> bool:
@@ -415,7 +422,7 @@ class TelegramChannel:
             logger.exception("telegram update %s could not be handled", update.update_id)
 
     async def handle_update(self, update: Update) -> None:
-        """Hand one update to the engine, once, however often Telegram repeats it."""
+        """Hand one update to the ingress, once, however often Telegram repeats it."""
         running = self._inflight.get(update.update_id)
         if running is None:
             running = asyncio.create_task(self._process(update))
@@ -426,26 +433,29 @@ class TelegramChannel:
         await asyncio.shield(running)
 
     async def _process(self, update: Update) -> None:
-        bot = self._bot
-        if bot is None:
+        item = self.parse(update)
+        if item is None:
+            return
+        if self.ingress is None:
             raise RuntimeError("telegram channel is not started")
+        await self.ingress.accept(item)
+
+    def parse(self, update: Update) -> InboundMessage | Action | None:
+        """What an update means: a message for the engine, an action of ours (tick an
+        option, stop a tapped button's spinner), or None for one we ignore."""
         query = update.callback_query
         if query is not None and (query.data or "").startswith(MULTI_TOGGLE):
-            await self._toggle(query)
-            return
+            return self._toggle_action(query)
         inbound = self.to_inbound(update)
-        if inbound is None:
+        if inbound is None and query is not None:
             # An update we do not act on: acknowledged and ignored (a tap still gets its
             # spinner stopped).
-            if query is not None:
-                await self._answer(query)
-            return
-        result = await bot.handle(inbound)
-        if query is not None and not result.duplicate:
-            await self._answer(query)
+            return Action("telegram", f"callback:{query.id}", {"callback_query_id": query.id})
+        return inbound
 
-    async def _toggle(self, query: CallbackQuery) -> None:
-        """Tick or untick one option of a multi-choice question, in the message itself."""
+    @staticmethod
+    def _toggle_action(query: CallbackQuery) -> Action:
+        data: dict[str, Any] = {"callback_query_id": query.id}
         message = query.message
         markup = getattr(message, "reply_markup", None)
         if (
@@ -453,24 +463,59 @@ class TelegramChannel:
             and message.chat.type == ChatType.PRIVATE
             and isinstance(markup, InlineKeyboardMarkup)
         ):
+            data.update(
+                address=f"telegram:{message.chat.id}",
+                chat_id=message.chat.id,
+                message_id=message.message_id,
+                toggle=str(query.data),
+                markup=markup.to_dict(),
+            )
+        return Action("telegram", f"callback:{query.id}", data)
+
+    # -- the ingress's hooks (where the Bot API is: one process, or the main process) -------
+
+    async def handled(self, message: InboundMessage, result: HandleResult) -> None:
+        """After the engine took a tap on a button: stop its spinner (once)."""
+        query_id = message.extra.get("callback_query_id")
+        if query_id and not result.duplicate:
+            await self._answer(str(query_id))
+
+    async def act(self, action: Action) -> None:
+        """Tick or untick one option of a multi-choice question, in the message itself,
+        and stop the tap's spinner."""
+        data = action.data
+        markup = data.get("markup")
+        if self.app is not None and isinstance(markup, dict) and "toggle" in data:
+            keyboard = InlineKeyboardMarkup.de_json(markup, self.app.bot)
             try:
-                await query.get_bot().edit_message_reply_markup(
-                    chat_id=message.chat.id,
-                    message_id=message.message_id,
-                    reply_markup=toggled(markup, str(query.data)),
+                await self.app.bot.edit_message_reply_markup(
+                    chat_id=data["chat_id"],
+                    message_id=data["message_id"],
+                    reply_markup=toggled(keyboard, str(data["toggle"])),
                 )
             except TelegramError as exc:
                 # A double tap racing its own edit ("message is not modified"), or an old
                 # message: the next tap or the typed answer still works.
                 logger.info("telegram: could not tick an option (%s)", type(exc).__name__)
-        await self._answer(query)
+        if data.get("callback_query_id"):
+            await self._answer(str(data["callback_query_id"]))
 
-    async def _answer(self, query: CallbackQuery) -> None:
+    async def _answer(self, query_id: str) -> None:
         # Stops the spinner on the button. Best effort: the answer is already stored.
+        if self.app is None:
+            return
         try:
-            await query.get_bot().answer_callback_query(query.id)
+            await self.app.bot.answer_callback_query(query_id)
         except TelegramError as exc:
             logger.info("telegram: could not answer a callback query (%s)", type(exc).__name__)
+
+    def legacy_decoders(self) -> dict[str, Decoder]:
+        """Updates an earlier version stored raw in the inbox."""
+        return {"telegram-update": self._decode_legacy}
+
+    def _decode_legacy(self, payload: str, received_at: datetime) -> list[Item]:
+        item = self.parse(Update.de_json(json.loads(payload), self._parser()))
+        return [item] if item is not None else []
 
     def to_inbound(self, update: Update) -> InboundMessage | None:
         """The engine's view of an update, or None for one we ignore."""
@@ -532,9 +577,6 @@ class TelegramChannel:
 
     def cost(self, message: OutboundMessage) -> float:
         return 1.0
-
-    def can_send_free_text(self, address: Address) -> bool:
-        return True
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """sendMessage, with the question's options as inline buttons."""

@@ -41,6 +41,7 @@ from twilio.rest import Client
 
 from bot import sms
 from bot.inbox import Trouble
+from bot.ingress import StoreFailed
 from bot.models import (
     Address,
     DeliveryReport,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
     from bot.app import Bot
     from bot.config import Settings
-    from bot.inbox import Handler
+    from bot.ingress import Decoder, Ingress, Item
 
 logger = logging.getLogger(__name__)
 # The SDK logs query strings (recipients' numbers) at INFO: keep it to warnings and above.
@@ -348,7 +349,8 @@ class TwilioChannel:
     per_address_interval = 0.0
     concurrency = 8
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ingress: Ingress | None = None) -> None:
+        self.ingress = ingress
         self.config = settings.channels.twilio
         self.panel_name = settings.bot.name
         self.public_base_url = settings.bot.public_base_url
@@ -365,8 +367,6 @@ class TwilioChannel:
         self._handled: OrderedDict[str, None] = OrderedDict()
         # SIDs we created lately: a status callback may overtake the dispatcher's record.
         self._created: OrderedDict[str, float] = OrderedDict()
-        # When each WhatsApp address last wrote, as seen by this process.
-        self._last_inbound: dict[str, datetime] = {}
         # Webhooks refused with 503 because storage failed (a full disk, a locked file):
         # one line when it starts, then one every REFUSALS_LOG_EVERY s with a count.
         self._store_trouble = Trouble(
@@ -381,10 +381,6 @@ class TwilioChannel:
         )
 
     # --- lifecycle -----------------------------------------------------------------------
-
-    async def start_web(self, bot: Bot) -> None:
-        """In a web process: only the webhooks, which store what they verify in bot.inbox."""
-        self.bot = bot
 
     async def start(self, bot: Bot) -> None:
         """Open the SDK's aiohttp session (it must be created inside the running loop)."""
@@ -421,13 +417,6 @@ class TwilioChannel:
             return 1.0
         _, info = sms.prepare(message.text, sanitise_text=self.config.sanitize)
         return float(max(info.segments, 1))
-
-    def can_send_free_text(self, address: Address) -> bool:
-        """A quick answer from what this process has seen; :meth:`send` asks the database."""
-        if address.channel != "whatsapp":
-            return True
-        last = self._last_inbound.get(address.id)
-        return last is not None and utcnow() - last < WHATSAPP_WINDOW
 
     async def _window_open(self, address: Address) -> bool:
         assert self.bot is not None
@@ -691,106 +680,67 @@ class TwilioChannel:
     async def _inbound(self, request: Request) -> Response:
         """An inbound SMS or WhatsApp message."""
         try:
-            params, body = await self._verified_form(request)
+            params, _ = await self._verified_form(request)
             sid, sender = _message_ids(params)
         except _Reject as exc:
             return self._refuse(exc, request)
         # Dedupe on the SID before anything else: Twilio repeats a slow webhook.
         if sid in self._handled:
             return self._twiml()
-        assert self.bot is not None
-        if self.bot.inbox is not None:
-            # A web process: store it for the main process and answer at once.
-            if not await self._store("twilio-message", sid, body):
-                return self._unavailable()
-            self._remember(sid)
-            return self._twiml()
         handled = await self._accept_message(sid, sender, params, utcnow())
         return self._twiml() if handled else self._unavailable()
 
-    async def _store(self, source: str, key: str, body: str) -> bool:
-        """In a web process: the verified body into the inbox; False when it failed."""
-        assert self.bot is not None and self.bot.inbox is not None
-        try:
-            await self.bot.inbox.put(source, key, body)
-        except Exception as exc:
-            self._store_trouble.failed(exc)
-            return False
-        self._store_trouble.ok()
-        return True
-
-    async def _message_from_inbox(self, payload: str, received_at: datetime) -> None:
-        params = parse_form(payload)
-        sid, sender = _message_ids(params)
-        # The engine's error itself goes to the inbox's reader, which tells a storage
-        # failure (retried without counting) from this payload's own.
-        if not await self._accept_message(sid, sender, params, received_at, from_inbox=True):
-            raise RuntimeError(f"inbound {sid} was not handled")
-
     async def _accept_message(
-        self,
-        sid: str,
-        sender: str,
-        params: FormParams,
-        received_at: datetime,
-        *,
-        from_inbox: bool = False,
+        self, sid: str, sender: str, params: FormParams, received_at: datetime
     ) -> bool:
-        """Hand a verified message to the engine, once; False when it could not be stored
-        (``from_inbox``: the engine's error is raised instead, for the inbox's reader).
+        """Hand a verified message to the ingress, once; False when it was not taken
+        (neither handled nor stored).
 
-        Nothing is awaited before the engine has queued the message, so messages started
-        in order reach the engine in order.
+        Nothing is awaited before the ingress has it, so messages started in order reach
+        the engine (or the inbox) in order.
         """
-        if sid in self._handled:
-            return True
         pending = self._inflight.get(sid)
         if pending is not None:
-            # A copy of a message being handled now: answer as the first one is answered.
+            # A copy of a message being taken now: answer as the first one is answered.
             return await asyncio.shield(pending)
-        address = address_from(sender)
-        if address is None:
+        message = inbound_from_form(sid, sender, params, received_at)
+        if message is None:
             logger.info(
                 "twilio: ignored message %s from an unsupported sender %s", sid, mask(sender)
             )
             return True
-        text = params.one("Body") or params.one("ButtonText") or ""
-        extra: dict[str, Any] = {}
-        if num_media := _int_or_none(params.one("NumMedia")):
-            extra["num_media"] = num_media
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight[sid] = done
-        assert self.bot is not None
+        assert self.ingress is not None
         try:
-            result = await self.bot.handle(
-                InboundMessage(address, text, sid, received_at=received_at, extra=extra)
-            )
+            result = await self.ingress.accept(message)
+        except StoreFailed as exc:
+            # A web process whose inbox is full or locked: nothing was stored.
+            self._store_trouble.failed(exc)
+            return False
         except Exception as exc:
             # Everything one message causes is written in one transaction, so a failure here
             # stored nothing. 503 + Retry-After (never 500) says "not taken, try again": with
             # retries switched on for the webhook (Twilio's "#rc=" connection override) the
             # message arrives again; without them Twilio logs the failure in its console,
             # which is still better than a 200 claiming a message nobody will answer.
-            if from_inbox:
-                raise
             self._handle_trouble.failed(exc)
             return False
         else:
             done.set_result(True)
+            self._store_trouble.ok()
             self._handle_trouble.ok()
         finally:
             self._inflight.pop(sid, None)
             if not done.done():
                 done.set_result(False)  # failed or cancelled: copies must not wait forever
         self._remember(sid)
-        if address.channel == "whatsapp":
-            self._last_inbound[address.id] = received_at
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "twilio: inbound %s from %s%s",
                 sid,
-                mask(address.id),
-                " (a repeat)" if result.duplicate else "",
+                mask(message.address.id),
+                " (a repeat)" if result is not None and result.duplicate else "",
             )
         return True
 
@@ -802,62 +752,84 @@ class TwilioChannel:
     async def _status(self, request: Request) -> Response:
         """A delivery status callback for a message we sent."""
         try:
-            params, body = await self._verified_form(request)
+            params, _ = await self._verified_form(request)
             sid, twilio_status = _status_ids(params)
         except _Reject as exc:
             return self._refuse(exc, request)
-        if STATUS_MAP.get(twilio_status) is None:
+        report = report_from_form(sid, twilio_status, params)
+        if report is None:
             logger.debug("twilio: status %r for %s ignored", twilio_status, sid)
             return self._twiml()
-        assert self.bot is not None
-        if self.bot.inbox is not None:
-            key = f"{sid}:{twilio_status}:{params.one('ErrorCode') or ''}"
-            stored = await self._store("twilio-status", key, body)
-            return self._twiml() if stored else self._unavailable()
+        assert self.ingress is not None
         try:
-            await self._apply_status(sid, twilio_status, params)
+            await self.ingress.accept(report)
+        except StoreFailed as exc:
+            self._store_trouble.failed(exc)
+            return self._unavailable()
         except Exception:
             logger.exception("twilio: status %s for %s could not be applied", twilio_status, sid)
             return self._unavailable()
+        self._store_trouble.ok()
         return self._twiml()
 
-    async def _status_from_inbox(self, payload: str, received_at: datetime) -> None:
-        params = parse_form(payload)
-        sid, twilio_status = _status_ids(params)
-        await self._apply_status(sid, twilio_status, params)
+    # --- the ingress's hooks ---------------------------------------------------------------
 
-    async def _apply_status(self, sid: str, twilio_status: str, params: FormParams) -> None:
-        status = STATUS_MAP.get(twilio_status)
-        if status is None:
-            return
-        peer = params.one("To") or params.one("From") or ""
-        channel = "whatsapp" if peer.lower().startswith("whatsapp:") else "sms"
-        code = _int_or_none(params.one("ErrorCode"))
-        report = DeliveryReport(
-            channel=channel,
-            provider_message_id=sid,
-            status=status,
-            error_code=str(code) if code is not None else None,
-            error_class=delivery_error_class(code) if status == OutboxStatus.FAILED else None,
-        )
-        assert self.bot is not None
-        row_id = await self.bot.apply_delivery_report(report)
-        created = self._created.get(sid)
-        # A fast callback can overtake the dispatcher's own record of the SID: wait a
-        # moment for it rather than lose a "failed" or "delivered".
-        deadline = time.monotonic() + 3.0
-        while row_id is None and created is not None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            row_id = await self.bot.apply_delivery_report(report)
-        if row_id is None:
-            logger.debug("twilio: status for an unknown message %s", sid)
+    def sent_lately(self, provider_message_id: str) -> bool:
+        """A SID this process created lately: its status callback may overtake the
+        dispatcher's own record of it (the ingress waits a moment for it)."""
+        return provider_message_id in self._created
 
-    def inbox_handlers(self) -> dict[str, Handler]:
-        """What the main process does with payloads a web process stored (bot.inbox)."""
-        return {
-            "twilio-message": self._message_from_inbox,
-            "twilio-status": self._status_from_inbox,
-        }
+    def legacy_decoders(self) -> dict[str, Decoder]:
+        """Webhook bodies an earlier version stored raw in the inbox."""
+        return {"twilio-message": decode_legacy_message, "twilio-status": decode_legacy_status}
+
+
+def inbound_from_form(
+    sid: str, sender: str, params: FormParams, received_at: datetime
+) -> InboundMessage | None:
+    """The engine's view of a verified inbound webhook; None for a sender panelbot does not
+    talk to (short codes, other Twilio channels)."""
+    address = address_from(sender)
+    if address is None:
+        return None
+    text = params.one("Body") or params.one("ButtonText") or ""
+    extra: dict[str, Any] = {}
+    if num_media := _int_or_none(params.one("NumMedia")):
+        extra["num_media"] = num_media
+    return InboundMessage(address, text, sid, received_at=received_at, extra=extra)
+
+
+def report_from_form(sid: str, twilio_status: str, params: FormParams) -> DeliveryReport | None:
+    """The delivery report a verified status callback makes; None for a status that says
+    nothing the outbox records."""
+    status = STATUS_MAP.get(twilio_status)
+    if status is None:
+        return None
+    peer = params.one("To") or params.one("From") or ""
+    channel = "whatsapp" if peer.lower().startswith("whatsapp:") else "sms"
+    code = _int_or_none(params.one("ErrorCode"))
+    return DeliveryReport(
+        channel=channel,
+        provider_message_id=sid,
+        status=status,
+        error_code=str(code) if code is not None else None,
+        error_class=delivery_error_class(code) if status == OutboxStatus.FAILED else None,
+    )
+
+
+def decode_legacy_message(payload: str, received_at: datetime) -> list[Item]:
+    """An inbound webhook's form body, as a web process stored it before the ingress."""
+    params = parse_form(payload)
+    sid, sender = _message_ids(params)
+    message = inbound_from_form(sid, sender, params, received_at)
+    return [message] if message is not None else []
+
+
+def decode_legacy_status(payload: str, received_at: datetime) -> list[Item]:
+    """A status callback's form body, as a web process stored it before the ingress."""
+    params = parse_form(payload)
+    report = report_from_form(*_status_ids(params), params)
+    return [report] if report is not None else []
 
 
 def _message_ids(params: FormParams) -> tuple[str, str]:

@@ -31,7 +31,8 @@ from starlette.routing import BaseRoute, Route
 
 from bot import sms
 from bot.inbox import UnstorablePayload
-from bot.models import Address, InboundMessage, utcnow
+from bot.ingress import StoreFailed
+from bot.models import Address, utcnow
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 from bot.storage import simulator as sim_store
@@ -289,8 +290,9 @@ def storage_guarded(
         caller = caller_of(request)
         try:
             return with_cookie(request, caller, await handler(request))
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreFailed) as failure:
             # Full, locked, read-only or failing: nothing the client can fix but waiting.
+            exc = failure.__cause__ if isinstance(failure, StoreFailed) else failure
             logger.warning(
                 "simulator %s %s: storage unavailable (%s: %s)",
                 request.method,
@@ -338,17 +340,16 @@ async def post_message(request: Request) -> Response:
     if refused is not None:
         return with_cookie(request, caller, refused)
     message_id = f"sim-{uuid.uuid4().hex}"
-    if bot.inbox is not None:
-        # A web process: the main process handles it; wait for its replies in the database.
-        payload = {"from": str(address), "text": text, "id": message_id}
-        try:
-            await bot.inbox.put("sim-message", message_id, json.dumps(payload, ensure_ascii=False))
-        except UnstorablePayload as exc:
-            return with_cookie(request, caller, _bad(f"the message cannot be stored: {exc}"))
+    channel: SimulatorChannel = bot.channels["sim"]  # type: ignore[assignment]
+    try:
+        result = await channel.accept(address, text, message_id)
+    except UnstorablePayload as exc:
+        return with_cookie(request, caller, _bad(f"the message cannot be stored: {exc}"))
+    if result is None:
+        # Stored for the main process (a web process): wait for its replies in the database.
         outbox_ids = await replies_to(bot, message_id, REPLY_TIMEOUT)
     else:
-        message = InboundMessage(address, text, provider_message_id=message_id)
-        outbox_ids = (await bot.handle(message)).outbox_ids
+        outbox_ids = result.outbox_ids
     replies = await wait_for_replies(bot, outbox_ids, REPLY_TIMEOUT)
     body: dict[str, Any] = {"replies": replies}
     forgotten = await _forgotten(bot, address)
