@@ -627,7 +627,7 @@ def payload_addresses(source: str, payload: str) -> set[str]:
     found: set[str] = stored_addresses(source, payload)
     try:
         if source.startswith("twilio-"):
-            from bot.channels.twilio import address_from
+            from bot.channels.twilio.webhook import address_from
 
             for name, value in parse_qsl(payload, keep_blank_values=True):
                 if name in ("From", "To") and (address := address_from(value)) is not None:
