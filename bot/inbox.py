@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import aiosqlite
-
 if TYPE_CHECKING:
     from bot.app import Bot
     from bot.storage.db import Database
