@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.channels import build_channels
+from bot.channels.base import ChannelServices
 from bot.dispatcher import Dispatcher
 from bot.engine import waves
 from bot.engine.conversation import Engine, HandleResult
@@ -146,9 +147,11 @@ class Bot:
             raise ValueError(f"unknown wave step {step!r}")
 
     async def start(self, *, dispatcher: bool = True, scheduler: bool = True) -> None:
+        # Channels get what they use of the bot, not the bot.
+        services = ChannelServices(self.db, self.last_inbound_at)
         for channel in set(self.channels.values()):
             try:
-                await channel.start(self)
+                await channel.start(services)
             except Exception as exc:
                 # e.g. a refused Telegram token: a one-line reason for the operator.
                 raise StartupError(f"channel {'/'.join(channel.names)}: {exc}") from exc

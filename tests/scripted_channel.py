@@ -29,7 +29,7 @@ from bot.models import OutboundMessage, SendResult
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from bot.app import Bot
+    from bot.channels.base import ChannelServices
 
 # What one call may be scripted to do: succeed with this result, or raise this exception.
 Outcome = SendResult | BaseException
@@ -144,7 +144,7 @@ class ScriptedChannel:
 
     # -- the Channel protocol -----------------------------------------------------------
 
-    async def start(self, bot: Bot) -> None:
+    async def start(self, services: ChannelServices) -> None:
         self.started = True
 
     async def stop(self) -> None:

@@ -206,3 +206,22 @@ def test_no_part_of_bot_reaches_into_the_engine_s_privates() -> None:
             ):
                 offences.append(f"{path.relative_to(REPO)}:{node.lineno}: engine.{node.attr}")
     assert offences == []
+
+
+def test_channels_the_dispatcher_and_the_scheduler_never_name_the_bot() -> None:
+    """They are given the narrow collaborators they use (an ingress, ChannelServices, the
+    database, a delivery-report handler, a wave-step runner), not the whole Bot: not even
+    an annotation imports ``bot.app``."""
+    import ast
+
+    places = [
+        *sorted((REPO / "bot" / "channels").rglob("*.py")),
+        REPO / "bot" / "dispatcher.py",
+        REPO / "bot" / "scheduler.py",
+    ]
+    offences = []
+    for path in places:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "bot.app":
+                offences.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offences == []

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from bot.models import OutboundMessage, SendResult
+from bot.models import Address, OutboundMessage, SendResult
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from bot.app import Bot
+    from bot.storage import Database
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelServices:
+    """What a channel may use of the running bot, given at :meth:`Channel.start`: the
+    database (a provider's record is matched against the outbox after a crash) and when an
+    address last wrote to us (WhatsApp's 24-hour window). Nothing else of the Bot."""
+
+    db: Database
+    last_inbound_at: Callable[[Address], Awaitable[datetime | None]]
 
 
 @runtime_checkable
@@ -33,7 +46,7 @@ class Channel(Protocol):
     # How many provider calls may be in flight at once.
     concurrency: int
 
-    async def start(self, bot: Bot) -> None:
+    async def start(self, services: ChannelServices) -> None:
         """Open clients (inside the running event loop)."""
 
     async def stop(self) -> None:

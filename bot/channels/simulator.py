@@ -19,7 +19,7 @@ from bot.models import Address, InboundMessage, OutboundMessage, OutboxStatus, S
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from bot.app import Bot
+    from bot.channels.base import ChannelServices
     from bot.engine.conversation import HandleResult
     from bot.ingress import Decoder, Ingress, Item
 
@@ -47,10 +47,9 @@ class SimulatorChannel:
         # Waiters wake when a message to their address is sent.
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
         self._sent: dict[str, int] = defaultdict(int)
-        self.bot: Bot | None = None
 
-    async def start(self, bot: Bot) -> None:
-        self.bot = bot
+    async def start(self, services: ChannelServices) -> None:
+        pass  # nothing to open: the page and the API read the outbox
 
     async def accept(self, address: Address, text: str, message_id: str) -> HandleResult | None:
         """A message typed on the simulator page or posted to its JSON API (already checked):

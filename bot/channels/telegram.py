@@ -65,7 +65,7 @@ from bot.models import (
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from bot.app import Bot
+    from bot.channels.base import ChannelServices
     from bot.config import Settings
     from bot.engine.conversation import HandleResult
     from bot.ingress import Decoder, Ingress, Item
@@ -292,7 +292,7 @@ class TelegramChannel:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, bot: Bot) -> None:
+    async def start(self, services: ChannelServices) -> None:
         """Build and start the PTB Application inside the running loop (getMe checks the token)."""
         builder = (
             Application.builder()

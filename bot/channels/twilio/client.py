@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
     from twilio.http.response import Response as TwilioResponse
 
-    from bot.app import Bot
+    from bot.channels.base import ChannelServices
     from bot.config import Settings
     from bot.ingress import Decoder, Ingress
 
@@ -118,7 +118,7 @@ class TwilioChannel:
         self.public_base_url = settings.bot.public_base_url
         self.rate_per_second = self.config.rate_per_second
         self.webhooks = TwilioWebhooks(settings, ingress)
-        self.bot: Bot | None = None
+        self.services: ChannelServices | None = None
         self._http: _HttpClient | None = None
         self._client: Client | None = None
         # SIDs we created lately: a status callback may overtake the dispatcher's record.
@@ -126,9 +126,9 @@ class TwilioChannel:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, bot: Bot) -> None:
+    async def start(self, services: ChannelServices) -> None:
         """Open the SDK's aiohttp session (it must be created inside the running loop)."""
-        self.bot = bot
+        self.services = services
         self._http = _HttpClient(timeout=self.config.request_timeout, logger=_sdk_logger)
         self._client = Client(
             self.config.account_sid, self.config.auth_token, http_client=self._http
@@ -160,8 +160,8 @@ class TwilioChannel:
         return float(max(info.segments, 1))
 
     async def _window_open(self, address: Address) -> bool:
-        assert self.bot is not None
-        last = await self.bot.last_inbound_at(address)
+        assert self.services is not None
+        last = await self.services.last_inbound_at(address)
         return last is not None and utcnow() - last < WHATSAPP_WINDOW
 
     # --- sending ---------------------------------------------------------------------------
@@ -305,10 +305,10 @@ class TwilioChannel:
     async def _find_existing(self, message: OutboundMessage) -> SendResult | None:
         """The Twilio record of this message, if an earlier attempt created one."""
         client = self._require_client()
-        assert self.bot is not None
+        assert self.services is not None
         return await find_existing(
             client,
-            self.bot.db.conn,
+            self.services.db.conn,
             message,
             self._sender(message.address.channel),
             sanitize=self.config.sanitize,
