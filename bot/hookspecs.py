@@ -130,16 +130,18 @@ def panelbot_message_dirs(bot: Bot) -> list[Path] | None:
 
 
 @hookspec
-def panelbot_resolve_locale(bot: Bot, panellist: Panellist | None, text: str) -> str | None:
+def panelbot_resolve_locale(bot: Bot, panellist: Panellist | None, text: str, tx: Tx) -> str | None:
     """Guess the language of a first message from an unknown address. May be async.
 
     The guess sets the language of the welcome (and of the language menu, which the person
     still answers). Only locales the panel speaks are used; first non-None wins. Runs inside
-    the message's transaction: read through ``bot.db``, never open a transaction.
+    the message's write transaction, which it is given: read and write through ``tx``,
+    never open another transaction (that fails at once).
 
     :param bot: the running bot.
     :param panellist: None: the sender is not yet on the panel (reserved for later use).
     :param text: the text of the first message.
+    :param tx: the engine's open write transaction for this message.
     :return: a locale code such as ``"cy"``, or None for no opinion.
     """
 

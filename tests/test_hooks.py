@@ -132,8 +132,17 @@ async def test_hook_resolve_locale(tmp_path: Path) -> None:
 
     class Plugin:
         @hookimpl
-        def panelbot_resolve_locale(self, bot: Bot, panellist: Any, text: str) -> str | None:
+        async def panelbot_resolve_locale(
+            self, bot: Bot, panellist: Any, text: str, tx: Any
+        ) -> str | None:
             seen.append(text)
+            # Inside the message's transaction, handed over: the new person is not written
+            # yet, and a read through tx sees what this transaction wrote before (its inbound
+            # row), which a read connection would not.
+            rows = await tx.execute_fetchall(
+                "SELECT count(*) FROM inbound_messages WHERE text = ?", (text,)
+            )
+            assert rows[0][0] == 1
             return "cy" if "bore da" in text.lower() else None
 
     settings = make_settings(tmp_path, bot={"locales": ["en", "cy"]})

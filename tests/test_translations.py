@@ -191,7 +191,7 @@ async def test_the_hook_has_no_opinion_about_a_known_panellist(tmp_path: Path) -
 
             ben = await panellist_store.find_by_address(conn, Address("sim", "ben"))
         answers = await bot.plugins.call_each(
-            "panelbot_resolve_locale", bot=bot, panellist=ben, text="Bore da"
+            "panelbot_resolve_locale", bot=bot, panellist=ben, text="Bore da", tx=None
         )
         assert answers == []
     finally:

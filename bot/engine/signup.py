@@ -73,7 +73,7 @@ async def _first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) ->
             return  # they asked us to stop: silence, until START or YES
     locales = list(engine.bot.locales)
     guessed = await engine.bot.plugins.call_first(
-        "panelbot_resolve_locale", bot=engine.bot, panellist=None, text=turn.text
+        "panelbot_resolve_locale", bot=engine.bot, panellist=None, text=turn.text, tx=conn
     )
     locale = guessed if guessed in locales else default
     stage = LANGUAGE if len(locales) > 1 else CONSENT
