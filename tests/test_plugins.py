@@ -69,7 +69,7 @@ def manager(*plugins: tuple[str, object]) -> PanelPlugins:
 
 
 def locale_kwargs(text: str = "hello") -> dict[str, Any]:
-    return {"bot": BOT, "panellist": None, "text": text}
+    return {"bot": BOT, "panellist": None, "text": text, "tx": None}
 
 
 # -- loading and describing -------------------------------------------------------------
