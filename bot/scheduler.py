@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.inbox import Trouble, storage_error
 from bot.models import utcnow
 from bot.storage import surveys as survey_store
+from bot.trouble import Trouble, storage_error
 
 if TYPE_CHECKING:
     from bot.config import Settings

@@ -34,6 +34,7 @@ from bot.inbox import (
     payload_addresses,
 )
 from bot.storage.db import Database
+from bot.trouble import storage_error
 
 # Long enough that a reader which relies on its idle poll visibly misses the deadline.
 LONG_POLL = 30.0
@@ -1077,15 +1078,15 @@ def full_error() -> sqlite3.OperationalError:
 
 def test_storage_error_tells_the_database_from_the_payload() -> None:
     full = full_error()
-    assert inbox_module.storage_error(full) == "SQLITE_FULL"
+    assert storage_error(full) == "SQLITE_FULL"
     wrapped = RuntimeError("not handled")
     wrapped.__cause__ = full
-    assert inbox_module.storage_error(wrapped) == "SQLITE_FULL"
-    assert inbox_module.storage_error(sqlite3.OperationalError("database is locked"))
-    assert inbox_module.storage_error(OSError(28, "No space left on device")) == "ENOSPC"
-    assert inbox_module.storage_error(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
-    assert inbox_module.storage_error(sqlite3.OperationalError("no such table: x")) is None
-    assert inbox_module.storage_error(KeyError("from")) is None
+    assert storage_error(wrapped) == "SQLITE_FULL"
+    assert storage_error(sqlite3.OperationalError("database is locked"))
+    assert storage_error(OSError(28, "No space left on device")) == "ENOSPC"
+    assert storage_error(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
+    assert storage_error(sqlite3.OperationalError("no such table: x")) is None
+    assert storage_error(KeyError("from")) is None
 
 
 async def test_payloads_wait_while_the_panels_database_is_full_and_are_all_handled_after(

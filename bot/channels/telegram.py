@@ -51,7 +51,6 @@ from telegram.error import (
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.inbox import Trouble
 from bot.ingress import Action, StoreFailed
 from bot.models import (
     Address,
@@ -61,6 +60,7 @@ from bot.models import (
     SendError,
     SendResult,
 )
+from bot.trouble import Trouble
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute

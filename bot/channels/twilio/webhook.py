@@ -24,10 +24,10 @@ from starlette.routing import BaseRoute, Route
 from twilio.request_validator import RequestValidator, add_port, compare, remove_port
 
 from bot.channels.twilio.errors import STATUS_MAP, delivery_error_class, int_or_none
-from bot.inbox import Trouble
 from bot.ingress import StoreFailed
 from bot.models import Address, DeliveryReport, InboundMessage, OutboxStatus, utcnow
 from bot.privacy import mask
+from bot.trouble import Trouble
 
 if TYPE_CHECKING:
     from bot.config import Settings
