@@ -35,7 +35,18 @@ format: $(STAMP)
 
 # The quick benchmarks, one after another (a few minutes in all); bench/load.py, the long
 # load test, runs on its own: `make bench-load`. See bench/README.md.
-bench: $(STAMP)
+# The peers bench/weighting.py compares with (balance, weightipy) live in a venv of their own,
+# made only for the benchmark: on Python 3.11 balance needs numpy < 2, which
+# sortition-algorithms' cvxpy refuses. bench/requirements-peers.txt lists them.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+$(PEERS_STAMP): bench/requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet -r bench/requirements-peers.txt
+	touch $(PEERS_STAMP)
+
+bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python bench/inbound.py
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/dispatch.py
@@ -44,4 +55,4 @@ bench-load: $(STAMP)
 	$(BIN)/python bench/load.py
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache
+	rm -rf $(VENV) $(PEERS) demo-data .pytest_cache
