@@ -36,9 +36,12 @@ __all__ = [
     "hookspec",
     "panelbot_after_send",
     "panelbot_before_send",
+    "panelbot_check_config",
+    "panelbot_decision_recorded",
     "panelbot_locales",
     "panelbot_message_dirs",
     "panelbot_migrations",
+    "panelbot_population_targets",
     "panelbot_register_commands",
     "panelbot_register_jobs",
     "panelbot_register_routes",
@@ -184,11 +187,17 @@ def panelbot_migrations() -> str | Path | None:
 
 @hookspec
 def panelbot_select_sample(
-    bot: Bot, survey: Any, wave: Any, eligible: list[Panellist], size: int | None
+    bot: Bot,
+    survey: Any,
+    wave: Any,
+    eligible: list[Panellist],
+    size: int | None,
+    stratify_by: list[str] | None,
 ) -> list[int] | None:
     """Choose who is invited to a survey wave; first non-None wins. May be async.
 
-    When every plugin answers None the core draws a simple random sample of ``size``.
+    When every plugin answers None the core draws a simple random sample of ``size``;
+    a wave launched with ``--stratify-by`` is refused then (no plugin can stratify it).
 
     :param bot: the running bot.
     :param survey: the survey definition being launched.
@@ -196,6 +205,7 @@ def panelbot_select_sample(
         ``opens_at``, ``closes_at``).
     :param eligible: active, reachable panellists who may be invited.
     :param size: how many to invite, or None to invite everyone eligible.
+    :param stratify_by: the panel fields given to ``survey launch --stratify-by``, or None.
     :return: the ids of the panellists to invite (a subset of ``eligible``), or None.
     """
 
@@ -247,4 +257,40 @@ def panelbot_results_weights(
     :param respondents: one dict per respondent,
         ``{"panellist_id": 12, "demographics": {"age_band": "75+", ...}}``.
     :return: a weight per panellist id (missing ids weigh 1.0), or None for no opinion.
+    """
+
+
+@hookspec
+def panelbot_check_config(settings: Settings) -> list[tuple[str, str]] | None:
+    """Check this plugin's part of the configuration. **Sync only.**
+
+    Called by ``panelbot config check`` and when the bot starts (a problem stops it, as a
+    core config problem does).
+
+    :param settings: the loaded settings; the plugin's own table is
+        ``settings.plugins.for_plugin(name)``.
+    :return: problems as ``(key, message)`` pairs, the key dotted from the file's root (e.g.
+        ``("plugins.quotas.population.age_band", "shares sum to 0.97, not 1")``), or None.
+    """
+
+
+@hookspec
+def panelbot_population_targets(settings: Settings) -> dict[str, dict[str, float]] | None:
+    """The population's share of each value of each panel field; first non-None wins. Sync only.
+
+    Used by results (representativeness), the per-wave report and the dashboard.
+
+    :param settings: the loaded settings.
+    :return: ``{"age_band": {"16-24": 0.13, ...}, ...}`` (each field's shares sum to 1), or None.
+    """
+
+
+@hookspec
+def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
+    """A decision was added to the register, or its status changed. May be async.
+
+    :param bot: the running bot.
+    :param decision: the decision as stored: ``id``, ``title``, ``you_said``, ``we_did``,
+        ``surveys`` (ids), ``decided_on``, ``decided_by``, ``owner``, ``status``, ``link``,
+        and ``change`` (``"added"`` or ``"status"``).
     """

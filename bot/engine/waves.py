@@ -143,6 +143,7 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
         wave=wave,
         eligible=eligible,
         size=wave.sample_size,
+        stratify_by=wave.stratify_by,
     )
     if chosen is not None:
         allowed = {p.id for p in eligible}

@@ -35,6 +35,8 @@ class Wave:
     closes_at: datetime
     reminder_at: datetime | None
     reminded_at: datetime | None
+    #: The panel fields the sample is stratified by (``survey launch --stratify-by``), or None.
+    stratify_by: list[str] | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Wave:
@@ -51,6 +53,7 @@ class Wave:
             closes_at=parse_iso(row["closes_at"]),
             reminder_at=t("reminder_at"),
             reminded_at=t("reminded_at"),
+            stratify_by=json.loads(row["stratify_by"]) if row["stratify_by"] else None,
         )
 
 
