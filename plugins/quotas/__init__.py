@@ -1,21 +1,29 @@
 """Built-in plugin ``quotas``: keeping the panel representative.
 
-It will own population targets per demographic field, the quota report
-(``panelbot quotas report``), fair stratified selection of a sub-panel and of survey
-samples (``panelbot_select_sample``), screening new sign-ups against full quotas
-(``panelbot_screen_signup``) and weights for weighted results
-(``panelbot_results_weights``). For now it only announces that it is loaded.
+Each part lives in a module of its own; this file only wires hooks to them.
+
+- Population targets (``[plugins.quotas]``: ``panel_size_target``, ``tolerance`` and
+  ``[plugins.quotas.population.<field>]`` shares): parsed and checked in :mod:`.targets`
+  (``panelbot_check_config``, ``panelbot_population_targets``).
+- Recruitment: new sign-ups whose group is full are waitlisted, and invited in when room
+  opens (:mod:`.recruit`: ``panelbot_screen_signup``, ``panelbot_register_jobs``).
+- ``panelbot quotas report``: panel against targets (:mod:`.report`).
+- Survey samples, sub-panel selection and weights are added by their own modules.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from bot.plugin_api import hookimpl
+from plugins.quotas import recruit, report, targets
 
 if TYPE_CHECKING:
-    from bot.plugin_api import Bot
+    import click
+
+    from bot.plugin_api import Bot, Panellist, Settings, SignupDecision, Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -23,3 +31,41 @@ logger = logging.getLogger(__name__)
 @hookimpl
 def panelbot_startup(bot: Bot) -> None:
     logger.debug("quotas plugin loaded")
+
+
+@hookimpl
+def panelbot_check_config(settings: Settings) -> list[tuple[str, str]] | None:
+    """Problems in ``[plugins.quotas]`` and in derived panel fields (postcode lookup)."""
+    return targets.check_config(settings) or None
+
+
+@hookimpl
+def panelbot_population_targets(settings: Settings) -> dict[str, dict[str, float]] | None:
+    """The configured population shares per field and value, or None without any."""
+    return targets.population_targets(settings)
+
+
+@hookimpl
+async def panelbot_screen_signup(
+    bot: Bot, panellist: Panellist, tx: Transaction
+) -> SignupDecision | None:
+    """Waitlist a new sign-up whose group is already full; counted inside ``tx``."""
+    return await recruit.screen_signup(bot, panellist, tx)
+
+
+@hookimpl
+def panelbot_register_jobs(bot: Bot) -> None:
+    """Invite waitlisted people in when their groups have room (every 10 minutes)."""
+    recruit.register_jobs(bot)
+
+
+@hookimpl
+def panelbot_register_commands(cli: click.Group) -> None:
+    """``panelbot quotas report``."""
+    cli.add_command(report.quotas_group)
+
+
+@hookimpl
+def panelbot_migrations() -> Any:
+    """This plugin's own tables (``plugins/quotas/migrations``)."""
+    return resources.files(__name__).joinpath("migrations")
