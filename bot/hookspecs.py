@@ -38,6 +38,7 @@ __all__ = [
     "panelbot_before_send",
     "panelbot_check_config",
     "panelbot_decision_recorded",
+    "panelbot_handle_reply",
     "panelbot_locales",
     "panelbot_message_dirs",
     "panelbot_migrations",
@@ -293,4 +294,24 @@ def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
     :param decision: the decision as stored: ``id``, ``title``, ``you_said``, ``we_did``,
         ``surveys`` (ids), ``decided_on``, ``decided_by``, ``owner``, ``status``, ``link``,
         and ``change`` (``"added"`` or ``"status"``).
+    """
+
+
+@hookspec
+def panelbot_handle_reply(bot: Bot, panellist: Panellist, text: str, tx: Tx) -> str | None:
+    """Answer a message sent outside any survey; first non-None wins. May be async.
+
+    Called by the engine when an active panellist sends a text that is not a keyword
+    while no survey session waits for an answer, before the core's "no survey open"
+    reply. The answer returned is sent as the reply instead (in the panellist's channel);
+    when every plugin answers None the core replies as usual. Runs inside the message's
+    write transaction, which it is given: read and write through ``tx`` (each plugin under
+    a savepoint, so one that raises leaves nothing it wrote); never open another
+    transaction (that fails at once).
+
+    :param bot: the running bot.
+    :param panellist: the sender, an active panellist.
+    :param text: the message as received, trimmed (never empty).
+    :param tx: the engine's open write transaction for this message.
+    :return: the reply text, or None for no opinion.
     """

@@ -228,6 +228,20 @@ class PanelPlugins:
                 results.append((impl.plugin_name, result))
         return results
 
+    async def call_first_in(self, tx: Any, hook_name: str, **kwargs: Any) -> Any | None:
+        """:meth:`call_first` inside a write transaction handed to the hook as ``tx``: each
+        plugin runs under a savepoint (as in :meth:`call_each_in`), so one that raises leaves
+        nothing it wrote behind; later plugins are not called once one answers."""
+        for impl in self._impls(hook_name, {**kwargs, "tx": tx}):
+            tx.later("SAVEPOINT panelbot_plugin")
+            ok, result = await self._call_isolated(impl, hook_name, {**kwargs, "tx": tx})
+            if not ok:
+                await tx.execute("ROLLBACK TO panelbot_plugin")
+            tx.later("RELEASE panelbot_plugin")
+            if ok and result is not None:
+                return result
+        return None
+
     async def call_first(self, hook_name: str, **kwargs: Any) -> Any | None:
         """The first non-None result in call order, or None; later plugins are not called."""
         for impl in self._impls(hook_name, kwargs):
@@ -253,6 +267,15 @@ class PanelPlugins:
         """(plugin name, folder of numbered SQL migrations) for each plugin that ships
         migrations (``panelbot_migrations``); given to ``Database.open``."""
         return self.call_each_sync("panelbot_migrations")
+
+    def config_problems(self, settings: Any) -> list[str]:
+        """What the plugins find wrong in their part of the config
+        (``panelbot_check_config``), one ``"key: message"`` line each."""
+        return [
+            f"{key}: {message}"
+            for _, found in self.call_each_sync("panelbot_check_config", settings=settings)
+            for key, message in found
+        ]
 
     def call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """``call_each`` for sync-only hooks (commands, message dirs), outside an event loop.

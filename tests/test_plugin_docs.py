@@ -288,6 +288,9 @@ async def drive_hooks(bot: Bot, example: Example, hooks: list[str]) -> dict[str,
     if "panelbot_migrations" in hooks:
         seen["plugin_versions"] = await bot.db.plugin_versions()
         seen["places"] = await bot.db.fetchall("SELECT * FROM places_taken")
+    if "panelbot_handle_reply" in hooks:
+        await join(chat, "sim:grateful", 3)
+        seen["replies"] = [(await chat.say("sim:grateful", text))[0] for text in ("Thanks", "hi")]
     if "panelbot_register_jobs" in hooks:
         job = bot.scheduler.aps.get_job("hello:weekly-digest")
         await job.func(*job.args)  # the job itself runs, not only its registration
@@ -312,6 +315,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "doc_results_weights": {"shares": {"easy": 16.7, "ok": 0.0, "hard": 83.3}},
     "doc_survey_completed": {"shares": {"easy": 50.0, "ok": 0.0, "hard": 50.0}},
     "doc_register_routes": {"routes": (404, 200, {"hello": "world"})},
+    "doc_handle_reply": {
+        "replies": lambda replies: (
+            replies[0] == "Thank you! You have answered 0 surveys with us."
+            and "Thank you!" not in replies[1]
+        )
+    },
     "doc_register_jobs": {"job": lambda trigger: "day_of_week='mon'" in trigger},
     "doc_migrations": {"plugin_versions": {"doc_migrations": 1}, "places": []},
     "doc_screen_signup": {

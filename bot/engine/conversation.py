@@ -392,7 +392,23 @@ class Engine:
         if p.stage and p.stage.startswith("language"):
             await signup.continue_signup(self, turn)
             return
+        if turn.session is None and keyword is None and turn.text:
+            if await self._plugin_reply(turn):
+                return
         await survey_runner.handle_answer(self, turn)
+
+    async def _plugin_reply(self, turn: Turn) -> bool:
+        """``panelbot_handle_reply``: a plugin may answer a text sent outside any survey."""
+        p = turn.panellist
+        if p is None or p.status != PanellistStatus.ACTIVE:
+            return False
+        answer = await self.bot.plugins.call_first_in(
+            turn.conn, "panelbot_handle_reply", bot=self.bot, panellist=p, text=turn.text
+        )
+        if answer is None:
+            return False
+        turn.reply(str(answer), template="plugin_reply")
+        return True
 
     async def _stale_button(self, turn: Turn) -> bool:
         """A tap on a button of an earlier question is not an answer to the current one.
