@@ -18,6 +18,9 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
   fallback chain); :class:`MessageCatalog` and the catalog helpers are for translation tools.
 - **SMS**: :func:`sms_info` measures a text (encoding, segments, cost), :func:`sanitise`
   swaps typographic punctuation for GSM-7.
+- **The panel**: :func:`active_panellists` (who may be invited), :func:`queue_message`
+  (one message into the outbox, once per idempotency key), :func:`record_audit` (a line in
+  the audit log), for plugins that choose people and write to them outside a hook's ``tx``.
 - **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
   :func:`with_bot` for the commands added in ``panelbot_register_commands``.
 - **Routes and jobs**: :class:`Route`, :class:`Mount` and :class:`BaseRoute` for
@@ -115,11 +118,14 @@ __all__ = [
     "Transaction",
     "UnsafeTemplate",
     "UserError",
+    "active_panellists",
     "core_messages_dir",
     "fallback_chain",
     "hookimpl",
     "language_name",
     "pass_cli",
+    "queue_message",
+    "record_audit",
     "render_message",
     "sanitise",
     "sms_info",
@@ -181,6 +187,68 @@ def sms_info(text: str) -> SmsInfo:
 def core_messages_dir() -> Path:
     """The core's message catalogs (``messages/``, one folder per locale)."""
     return messages_dir()
+
+
+async def active_panellists(bot: Bot) -> list[Panellist]:
+    """Everyone who may be invited: active panellists with at least one address, by id.
+
+    Reads committed rows (``bot.db``'s read connections, or the caller's open transaction).
+    The panellists carry their ``demographics`` and ``addresses``: never log the addresses.
+    """
+    from bot.storage import panellists as panellist_store
+
+    conn = bot.db.conn
+    return await panellist_store.many(conn, await panellist_store.active_ids(conn))
+
+
+async def queue_message(
+    tx: Transaction,
+    panellist: Panellist,
+    *,
+    key: str,
+    text: str,
+    kind: MessageKind = MessageKind.BROADCAST,
+    template: str | None = None,
+) -> bool:
+    """Queue ``text`` for ``panellist`` (to their most recently used address) in ``tx``.
+
+    ``key`` is the message's idempotency key, unique in the outbox (e.g.
+    ``"selection:3:12"``): queueing the same key again does nothing and returns False, so a
+    re-run never sends twice. The dispatcher sends it at the channel's rate; bulk kinds wait
+    for the end of quiet hours. Returns False too when the panellist has no address.
+    """
+    from bot.storage import outbox as outbox_store
+
+    if not panellist.addresses:
+        return False
+    queued = await outbox_store.queue(
+        tx,
+        key=key,
+        panellist_id=panellist.id,
+        address=panellist.addresses[0],
+        text=text,
+        kind=kind,
+        template=template,
+        extra={"locale": panellist.locale} if panellist.locale else None,
+    )
+    return queued is not None
+
+
+async def record_audit(
+    tx: Transaction,
+    action: str,
+    detail: dict[str, Any] | None = None,
+    *,
+    panellist_id: int | None = None,
+    actor: str = "plugin",
+) -> None:
+    """Add a line to the audit log (who did what, to whom) in ``tx``.
+
+    ``detail`` is stored as JSON: ids and counts, never names or phone numbers.
+    """
+    from bot.storage import audit
+
+    await audit.record(tx, action, panellist_id, detail, actor=actor)
 
 
 def __getattr__(name: str) -> Any:
