@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from bot import __version__ as PANELBOT_VERSION
 from bot.cli import CliContext, UserError, pass_cli, with_bot
 from bot.config import Settings
+from bot.config_schema import parse_duration
 from bot.engine.render import language_name
 from bot.hookspecs import hookimpl
 from bot.messages import (
@@ -123,6 +124,7 @@ __all__ = [
     "fallback_chain",
     "hookimpl",
     "language_name",
+    "parse_duration",
     "pass_cli",
     "queue_message",
     "record_audit",

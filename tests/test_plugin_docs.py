@@ -322,7 +322,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
         )
     },
     "doc_register_jobs": {"job": lambda trigger: "day_of_week='mon'" in trigger},
-    "doc_migrations": {"plugin_versions": {"doc_migrations": 1}, "places": []},
+    # The built-in plugins' own versions sit beside the example's.
+    "doc_migrations": {"plugin_versions": lambda v: v.get("doc_migrations") == 1, "places": []},
     "doc_screen_signup": {
         "inside": lambda reply: "you have joined" in reply,
         "outside": lambda reply: "not taking new members" in reply,
