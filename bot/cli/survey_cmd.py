@@ -218,6 +218,60 @@ def register(cli: click.Group) -> None:
             _results_table(data)
 
 
+    @survey_group.command("share")
+    @click.argument("survey_id")
+    @click.option(
+        "--expires",
+        default="7d",
+        show_default=True,
+        metavar="DURATION",
+        help="How long the link works, e.g. 7d or 36h.",
+    )
+    @click.option("--label", metavar="TEXT", help="Who the link is for, e.g. Healthwatch.")
+    @click.option(
+        "--revoke", type=click.IntRange(min=1), metavar="LINK_ID", help="Revoke link LINK_ID."
+    )
+    @pass_cli
+    def share(
+        obj: CliContext, survey_id: str, expires: str, label: str | None, revoke: int | None
+    ) -> None:
+        """Print a link where someone without an account tries SURVEY_ID's draft (its latest
+        version) in a sandbox, in any panel language, and comments on each question.
+        Nothing they answer reaches the panel or the results."""
+        from bot.storage.shares import ShareError
+        from bot.web.review import make_share, revoke_share
+
+        async def work(bot: Any) -> Any:
+            try:
+                if revoke is not None:
+                    return await revoke_share(bot, survey_id, revoke, actor="cli")
+                return await make_share(bot, survey_id, length, label=label, actor="cli")
+            except ShareError as exc:
+                raise UserError(str(exc)) from None
+
+        length = _share_duration(expires)
+        if revoke is not None:
+            with_bot(obj, work)
+            click.echo(f"link {revoke} of {survey_id} revoked")
+            return
+        link, share_id, until = with_bot(obj, work)
+        click.echo(f"link {share_id} (until {until}): {link}")
+
+
+def _share_duration(text: str) -> timedelta:
+    from bot.config_schema import parse_duration
+
+    try:
+        length = parse_duration(text)
+    except ValueError as exc:  # DurationTooLong too
+        raise UserError(f"--expires: {exc}") from None
+    if length <= timedelta(0):
+        raise UserError("--expires: must be longer than nothing, e.g. 7d")
+    if length > timedelta(days=366):
+        raise UserError("--expires: at most 366d")
+    return length
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> None:
     cells = [header, *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

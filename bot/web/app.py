@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.inbox import InboxReader
-from bot.web import metrics, simulator
+from bot.web import metrics, review, simulator
 from bot.web.limits import Guard, server_config
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ async def build_app(bot: Bot) -> Starlette:
     if "sim" in bot.channels:
         routes.extend(simulator.routes())
     routes.extend(metrics.routes())
+    # Survey review links: public, but every route needs a valid token.
+    routes.extend(review.routes())
     for _, extra in await bot.plugins.call_each("panelbot_register_routes", bot=bot):
         routes.extend(extra)
     app = Starlette(

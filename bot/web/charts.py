@@ -26,7 +26,8 @@ WIDTH = 600
 TEXT = "#212b32"  # NHS black: 15.6:1 on white
 GRID = "#768692"  # NHS mid grey: 3.9:1, for axes and guides
 SERIES = ("#005eb8", "#330072", "#00703c", "#7c2855")  # blue, purple, dark green, plum
-FONT = "font-family:Arial,Helvetica,sans-serif"
+# Attributes, not a style="" (a strict Content-Security-Policy drops inline styles).
+FONT = 'font-family="Arial, Helvetica, sans-serif"'
 _ids = itertools.count(1)
 
 
@@ -57,7 +58,7 @@ def _svg(chart_id: str, title: str, desc: str, height: float, body: list[str]) -
         f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {math.ceil(height)}" '
         f'preserveAspectRatio="xMinYMin meet" role="img" '
         f'aria-labelledby="{chart_id}-t {chart_id}-d" '
-        f'xmlns="http://www.w3.org/2000/svg" style="width:100%;height:auto;{FONT}">'
+        f'xmlns="http://www.w3.org/2000/svg" width="100%" {FONT}>'
         f'<title id="{chart_id}-t">{_e(title)}</title>'
         f'<desc id="{chart_id}-d">{_e(desc)}</desc>' + "".join(body) + "</svg>"
     )
