@@ -95,6 +95,11 @@ class Bot:
         bot = cls()
         bot.settings = settings
         bot.plugins = plugins or plugins_for(settings)
+        # A plugin's config problem stops the bot as a core one does (``config check``).
+        problems = bot.plugins.config_problems(settings)
+        if problems:
+            where = settings.source or "config"
+            raise StartupError("\n".join(f"{where}: {problem}" for problem in problems))
         bot.db = await Database.open(
             settings.bot.database, migrate=migrate, plugins=bot.plugins.migration_folders()
         )

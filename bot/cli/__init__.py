@@ -232,7 +232,7 @@ def with_bot(obj: CliContext, work: Any) -> Any:
 
     Database problems (a newer schema, a missing folder) become one-line user errors.
     """
-    from bot.app import Bot
+    from bot.app import Bot, StartupError
     from bot.storage import DatabaseError
 
     settings = obj.settings
@@ -240,7 +240,7 @@ def with_bot(obj: CliContext, work: Any) -> Any:
     async def go() -> Any:
         try:
             bot = await Bot.create(settings)
-        except DatabaseError as exc:
+        except (DatabaseError, StartupError) as exc:
             raise UserError(str(exc)) from None
         try:
             return await work(bot)

@@ -58,6 +58,13 @@ def check(cli_ctx: CliContext, strict: bool) -> None:
             click.echo(line, err=True)
         click.get_current_context().exit(1)
     where = path or "config"
+    from bot.plugins import plugins_for
+
+    problems = plugins_for(settings).config_problems(settings)
+    for problem in problems:
+        click.echo(f"{where}: {problem}", err=True)
+    if problems:
+        click.get_current_context().exit(1)
     for warning in warnings:
         click.echo(f"{where}: warning: {warning}", err=True)
     if strict and warnings:

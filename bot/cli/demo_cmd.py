@@ -35,7 +35,7 @@ def register(cli: click.Group) -> None:
         Writes DATA_DIR/panelbot.toml, so every other command works on the demo with
         `panelbot -c DATA_DIR/panelbot.toml ...`. Running it again reuses the folder.
         """
-        from bot.app import Bot
+        from bot.app import Bot, StartupError
         from bot.cli.serve_cmd import bind_port, setup_logging
         from bot.config import ConfigError, load_settings
         from bot.demo import load_examples, settings_for
@@ -73,7 +73,7 @@ def register(cli: click.Group) -> None:
         async def go() -> None:
             try:
                 bot = await Bot.create(settings)
-            except DatabaseError as exc:
+            except (DatabaseError, StartupError) as exc:
                 raise UserError(str(exc)) from None
             try:
                 loaded = await load_examples(bot, settings)
@@ -126,7 +126,7 @@ def register(cli: click.Group) -> None:
 
 
 async def _chat(settings: Any, who: Any) -> None:
-    from bot.app import Bot
+    from bot.app import Bot, StartupError
     from bot.models import InboundMessage
     from bot.storage import DatabaseError
     from bot.storage import outbox as outbox_store
@@ -135,7 +135,7 @@ async def _chat(settings: Any, who: Any) -> None:
         raise UserError("the simulator channel is off in this config ([channels.simulator])")
     try:
         bot = await Bot.create(settings)
-    except DatabaseError as exc:
+    except (DatabaseError, StartupError) as exc:
         raise UserError(str(exc)) from None
     # The web simulator's rule: acting for an imported or SMS/WhatsApp/Telegram panellist
     # only on a demo panel.

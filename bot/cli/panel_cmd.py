@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 async def _opened(cli_ctx: CliContext) -> AsyncIterator[Bot]:
     """The bot's database and hash key, without starting channels or the scheduler."""
     # Imported here so that `panelbot --help` stays quick.
-    from bot.app import Bot
+    from bot.app import Bot, StartupError
     from bot.storage import DatabaseError
 
     try:
         bot = await Bot.create(cli_ctx.settings)
-    except DatabaseError as exc:
+    except (DatabaseError, StartupError) as exc:
         raise UserError(str(exc)) from None
     try:
         yield bot

@@ -54,7 +54,7 @@ async def run_bot(
     sock = sock if sock is not None else bind_port(host, port)
     try:
         bot = await Bot.create(settings)
-    except DatabaseError as exc:
+    except (DatabaseError, StartupError) as exc:
         sock.close()
         raise UserError(str(exc)) from None
     try:
