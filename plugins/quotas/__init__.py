@@ -8,7 +8,9 @@ Each part lives in a module of its own; this file only wires hooks to them.
 - Recruitment: new sign-ups whose group is full are waitlisted, and invited in when room
   opens (:mod:`.recruit`: ``panelbot_screen_signup``, ``panelbot_register_jobs``).
 - ``panelbot quotas report``: panel against targets (:mod:`.report`).
-- Survey samples, sub-panel selection and weights are added by their own modules.
+- ``panelbot panel select``: a fair lottery for a sub-panel (:mod:`.selection`,
+  :mod:`.selection_cli`).
+- Survey samples and weights are added by their own modules.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from bot.plugin_api import hookimpl
-from plugins.quotas import recruit, report, targets
+from plugins.quotas import recruit, report, selection_cli, targets
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
 
     from bot.plugin_api import Bot, Panellist, Settings, SignupDecision, Transaction
@@ -61,8 +65,15 @@ def panelbot_register_jobs(bot: Bot) -> None:
 
 @hookimpl
 def panelbot_register_commands(cli: click.Group) -> None:
-    """``panelbot quotas report``."""
+    """``panelbot quotas report``; ``panelbot panel select`` (:mod:`.selection_cli`)."""
     cli.add_command(report.quotas_group)
+    selection_cli.register(cli)
+
+
+@hookimpl
+def panelbot_message_dirs(bot: Bot) -> list[Path]:
+    """The sub-panel invitation (``messages/<locale>/selection_invitation.txt.j2``)."""
+    return [selection_cli.MESSAGES]
 
 
 @hookimpl

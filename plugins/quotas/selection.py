@@ -1,0 +1,561 @@
+"""Fair selection of a sub-panel: a lottery over quota-satisfying panels.
+
+The lottery is a probability distribution over panels of ``size`` people that each meet
+every quota; one panel is then drawn from it. ``maximin`` makes the smallest selection
+probability of anyone in the pool as large as it can be (Flanigan et al., Nature 2021),
+``nash`` maximises the product of the probabilities, ``legacy`` is the Sortition
+Foundation's greedy draw (``sortition-algorithms``), which gives no distribution.
+
+**Why profiles are enough.** People with the same values on every quota field (their
+*profile*) are interchangeable: swapping two of them maps a quota-satisfying panel to
+another one. So averaging any distribution over those swaps keeps every panel valid,
+gives everyone in a profile the same probability (their mean) and never lowers the
+minimum (nor the sum of logs, which is concave). An optimal distribution that treats a
+profile's members alike therefore exists, and it is found by solving for how *many* of
+each profile a panel takes (a vector of counts) instead of *which* people: a handful of
+variables instead of one per person. Each profile's expected count is then spread
+equally over its members (a uniform random subset of the drawn count), which is the
+averaged distribution, so the optimum is the person-level optimum itself.
+
+With a household field, two people who share a household in the pool are no longer
+interchangeable with the rest (at most one of a household may sit on a panel), so each of
+them is a class of their own; people alone in their household still group by profile.
+When no one shares a household this is exactly the profile method.
+
+Both optimisations are column generation: a restricted master problem over the panels
+found so far (a linear program for maximin, ``scipy.optimize.linprog`` with HiGHS; a
+convex one for nash, cvxpy with Clarabel) and a pricing integer program that finds the
+panel most worth adding (``scipy.optimize.milp``, HiGHS), until no panel improves the
+master: then the master's value is optimal for every distribution over valid panels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ALGORITHMS = ("maximin", "nash", "legacy")
+# Column generation stops when no panel improves the objective by more than this.
+TOLERANCE = 1e-9
+MAX_ROUNDS = 5000
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One ``[[quota]]`` table: between ``min`` and ``max`` people with ``field = value``."""
+
+    field: str
+    value: str
+    min: int
+    max: int
+    table: int = 0  # its position in the quota file, from 1, for messages
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """Someone who may be selected: their id, their values of the panel fields, household."""
+
+    id: int
+    features: dict[str, str]
+    household: str | None = None
+
+
+@dataclass
+class PersonClass:
+    """People who are interchangeable for the lottery (same profile, no shared household)."""
+
+    profile: tuple[str, ...]
+    members: tuple[int, ...]
+    household: str | None = None  # set when the member shares a household with others
+
+
+@dataclass
+class Distribution:
+    """A lottery over panels, as counts per class, and what it means for each person."""
+
+    algorithm: str
+    size: int
+    fields: tuple[str, ...]
+    classes: list[PersonClass]
+    panels: list[np.ndarray]  # one count per class for each panel in the lottery
+    weights: np.ndarray  # probability of each panel
+    probabilities: dict[int, float]  # each pool member's selection probability
+    note: str = ""
+    unreachable: list[int] = field(default_factory=list)  # in no valid panel at all
+
+    @property
+    def minimum(self) -> float:
+        return min(self.probabilities.values()) if self.probabilities else 0.0
+
+    def profile_rows(self) -> list[dict[str, object]]:
+        """Per profile: its values, how many people, their probability, expected seats."""
+        rows: dict[tuple[str, ...], dict[str, object]] = {}
+        for cls in self.classes:
+            row = rows.setdefault(
+                cls.profile,
+                {"features": dict(zip(self.fields, cls.profile, strict=True)), "people": 0},
+            )
+            row["people"] = int(row["people"]) + len(cls.members)
+            probs = [self.probabilities[m] for m in cls.members]
+            row.setdefault("_p", []).extend(probs)  # type: ignore[union-attr]
+        out = []
+        for profile in sorted(rows):
+            row = rows[profile]
+            probs = row.pop("_p")  # type: ignore[misc]
+            row["minimum_probability"] = min(probs)
+            row["probability"] = sum(probs) / len(probs)
+            row["expected_seats"] = sum(probs)
+            out.append(row)
+        return out
+
+
+class InfeasibleQuotas(Exception):
+    """No panel of this size from this pool meets every quota."""
+
+
+class SelectionProblem(Exception):
+    """Anything else that stops a selection (a solver failure, too small a pool)."""
+
+
+def quota_fields(quotas: Sequence[Quota]) -> tuple[str, ...]:
+    """The fields the quotas name, in the order they first appear."""
+    return tuple(dict.fromkeys(q.field for q in quotas))
+
+
+def classes_of(
+    pool: Sequence[PoolMember], fields: Sequence[str]
+) -> tuple[list[PersonClass], list[list[int]]]:
+    """Interchangeable classes of the pool, and the shared households as lists of classes."""
+    by_household: dict[str, list[PoolMember]] = defaultdict(list)
+    for person in pool:
+        if person.household:
+            by_household[person.household].append(person)
+    shared = {key for key, people in by_household.items() if len(people) > 1}
+    grouped: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    singles: list[PersonClass] = []
+    for person in sorted(pool, key=lambda p: p.id):
+        profile = tuple(person.features.get(f) or "" for f in fields)
+        if person.household in shared:
+            singles.append(PersonClass(profile, (person.id,), person.household))
+        else:
+            grouped[profile].append(person.id)
+    classes = [PersonClass(profile, tuple(ids)) for profile, ids in sorted(grouped.items())]
+    classes.extend(singles)
+    households: dict[str, list[int]] = defaultdict(list)
+    for index, cls in enumerate(classes):
+        if cls.household is not None:
+            households[cls.household].append(index)
+    return classes, [households[key] for key in sorted(households)]
+
+
+class _Model:
+    """The constraints a panel (counts per class) must meet, for the pricing programs."""
+
+    def __init__(
+        self,
+        classes: list[PersonClass],
+        households: list[list[int]],
+        quotas: Sequence[Quota],
+        fields: Sequence[str],
+        size: int,
+    ) -> None:
+        from scipy.optimize import Bounds, LinearConstraint
+
+        n = len(classes)
+        self.sizes = np.array([len(c.members) for c in classes], dtype=float)
+        rows = [np.ones(n)]
+        lower, upper = [float(size)], [float(size)]
+        position = {f: i for i, f in enumerate(fields)}
+        for q in quotas:
+            rows.append(
+                np.array([1.0 if c.profile[position[q.field]] == q.value else 0.0 for c in classes])
+            )
+            lower.append(float(q.min))
+            upper.append(float(q.max))
+        for members in households:
+            row = np.zeros(n)
+            row[members] = 1.0
+            rows.append(row)
+            lower.append(0.0)
+            upper.append(1.0)
+        self.constraint = LinearConstraint(np.vstack(rows), lower, upper)
+        self.bounds = Bounds(np.zeros(n), self.sizes)
+        self.integrality = np.ones(n)
+
+    def best_panel(self, value: np.ndarray) -> np.ndarray | None:
+        """The valid panel (counts per class) maximising ``value @ counts``; None if none."""
+        from scipy.optimize import milp
+
+        result = milp(
+            -value,
+            constraints=self.constraint,
+            integrality=self.integrality,
+            bounds=self.bounds,
+            options={"mip_rel_gap": 0.0},
+        )
+        if result.status == 2:  # infeasible
+            return None
+        if result.x is None:
+            raise SelectionProblem(f"the solver could not find a panel: {result.message}")
+        return np.round(result.x).astype(np.int64)
+
+
+def find_distribution(
+    pool: Sequence[PoolMember],
+    quotas: Sequence[Quota],
+    size: int,
+    algorithm: str = "maximin",
+) -> Distribution:
+    """The ``maximin`` or ``nash`` lottery for this pool, size and quotas.
+
+    Raises :class:`InfeasibleQuotas` when no valid panel exists.
+    """
+    if algorithm not in ("maximin", "nash"):
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    if size < 1:
+        raise SelectionProblem("the panel size must be at least 1")
+    if size > len(pool):
+        raise SelectionProblem(f"the pool has {len(pool)} people, fewer than the size {size}")
+    fields = quota_fields(quotas)
+    classes, households = classes_of(pool, fields)
+    model = _Model(classes, households, quotas, fields, size)
+    sizes = model.sizes
+    first = model.best_panel(1.0 / sizes)
+    if first is None:
+        raise InfeasibleQuotas("no panel of this size meets every quota")
+    panels = [first]
+    weights, covered = _maximin(model, panels)
+    if algorithm == "nash":
+        weights = _nash(model, panels, weights, covered)
+    expected = np.asarray(panels, dtype=float).T @ weights  # expected seats per class
+    probabilities: dict[int, float] = {}
+    unreachable: list[int] = []
+    for index, cls in enumerate(classes):
+        p = float(expected[index] / sizes[index])
+        for member in cls.members:
+            probabilities[member] = p
+        if not covered[index]:
+            unreachable.extend(cls.members)
+    people_apart = sum(1 for c in classes if c.household is not None)
+    note = f"{len(pool)} people in {len(classes)} classes of interchangeable people" + (
+        f" ({people_apart} share a household with someone in the pool and are treated one by one)"
+        if people_apart
+        else ""
+    )
+    return Distribution(
+        algorithm=algorithm,
+        size=size,
+        fields=fields,
+        classes=classes,
+        panels=panels,
+        weights=weights,
+        probabilities=probabilities,
+        note=note,
+        unreachable=sorted(unreachable),
+    )
+
+
+def _maximin(model: _Model, panels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Weights over ``panels`` (extended in place) maximising the minimum probability.
+
+    Classes that no valid panel contains are left out of the minimum (their probability is
+    0 whatever the lottery); the second array says which classes are covered.
+    """
+    from scipy.optimize import linprog
+
+    sizes = model.sizes
+    n = len(sizes)
+    covered = np.zeros(n, dtype=bool)
+    for panel in panels:
+        covered |= panel > 0
+    # Cover every class that some panel can contain, so the minimum can be above zero.
+    for index in range(n):
+        if covered[index]:
+            continue
+        value = np.zeros(n)
+        value[index] = 1.0
+        panel = model.best_panel(value)
+        if panel is not None and panel[index] > 0:
+            panels.append(panel)
+            covered |= panel > 0
+    active = np.flatnonzero(covered)
+    for _ in range(MAX_ROUNDS):
+        matrix = np.asarray(panels, dtype=float)[:, active] / sizes[active]  # panels x classes
+        count = len(panels)
+        # Variables: weights (one per panel), then z. Maximise z.
+        cost = np.zeros(count + 1)
+        cost[-1] = -1.0
+        a_ub = np.hstack([-matrix.T, np.ones((len(active), 1))])  # z - P(class) <= 0
+        a_eq = np.hstack([np.ones((1, count)), np.zeros((1, 1))])
+        result = linprog(
+            cost,
+            A_ub=a_ub,
+            b_ub=np.zeros(len(active)),
+            A_eq=a_eq,
+            b_eq=[1.0],
+            bounds=[(0, None)] * count + [(None, None)],
+            method="highs",
+        )
+        if result.status != 0:
+            raise SelectionProblem(f"the lottery program failed: {result.message}")
+        z = -result.fun
+        duals = np.zeros(n)
+        duals[active] = np.maximum(-result.ineqlin.marginals, 0.0)
+        panel = model.best_panel(duals / sizes)
+        assert panel is not None  # the first panel exists, so the program is feasible
+        if float(duals / sizes @ panel) <= z + TOLERANCE or any(
+            np.array_equal(panel, known) for known in panels
+        ):
+            weights = np.clip(result.x[:count], 0.0, None)
+            return weights / weights.sum(), covered
+        panels.append(panel)
+    raise SelectionProblem("the maximin lottery did not converge")
+
+
+def _nash(
+    model: _Model, panels: list[np.ndarray], start: np.ndarray, covered: np.ndarray
+) -> np.ndarray:
+    """Weights over ``panels`` (extended in place) maximising the sum of log probabilities."""
+    import cvxpy as cp
+
+    sizes = model.sizes
+    active = np.flatnonzero(covered)
+    people = sizes[active]
+    weights = start
+    for _ in range(MAX_ROUNDS):
+        matrix = np.asarray(panels, dtype=float)[:, active] / people  # panels x classes
+        lam = cp.Variable(len(panels), nonneg=True)
+        objective = cp.Maximize(people @ cp.log(matrix.T @ lam))
+        problem = cp.Problem(objective, [cp.sum(lam) == 1])
+        try:
+            problem.solve(solver=cp.CLARABEL)
+        except cp.error.SolverError as exc:
+            raise SelectionProblem(f"the nash program failed: {exc}") from None
+        if lam.value is None:
+            raise SelectionProblem(f"the nash program failed: {problem.status}")
+        weights = np.clip(lam.value, 0.0, None)
+        weights = weights / weights.sum()
+        probs = np.maximum(matrix.T @ weights, 1e-12)
+        # Optimal when no panel's gradient value beats the current mix's (which is sum(n)).
+        value = np.zeros(len(sizes))
+        value[active] = 1.0 / probs
+        panel = model.best_panel(value)
+        assert panel is not None
+        if float(value @ panel) <= people.sum() * (1 + 1e-6) or any(
+            np.array_equal(panel, known) for known in panels
+        ):
+            return weights
+        panels.append(panel)
+    return weights
+
+
+def draw(distribution: Distribution, rng: np.random.Generator) -> list[int]:
+    """One panel from the lottery: a panel by its weight, then members uniformly per class."""
+    weights = distribution.weights / distribution.weights.sum()
+    index = int(rng.choice(len(weights), p=weights))
+    panel = distribution.panels[index]
+    chosen: list[int] = []
+    for cls, count in zip(distribution.classes, panel, strict=True):
+        if count:
+            picked = rng.choice(np.array(cls.members), size=int(count), replace=False)
+            chosen.extend(int(x) for x in picked)
+    return sorted(chosen)
+
+
+def panel_meets(
+    ids: Iterable[int], pool: Sequence[PoolMember], quotas: Sequence[Quota], size: int
+) -> list[str]:
+    """What is wrong with a drawn panel (empty when it meets size, quotas and households)."""
+    by_id = {p.id: p for p in pool}
+    chosen = [by_id[i] for i in ids]
+    problems = []
+    if len(chosen) != size:
+        problems.append(f"{len(chosen)} people, not {size}")
+    for q in quotas:
+        count = sum(1 for p in chosen if p.features.get(q.field) == q.value)
+        if not q.min <= count <= q.max:
+            problems.append(f"{q.field} = {q.value}: {count} not in [{q.min}, {q.max}]")
+    households = [p.household for p in chosen if p.household]
+    if len(households) != len(set(households)):
+        problems.append("two people from one household")
+    return problems
+
+
+def reserves(
+    pool: Sequence[PoolMember],
+    selected: Sequence[int],
+    fields: Sequence[str],
+    count: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """An ordered reserve list from the people not selected, mirroring the panel's make-up.
+
+    Each next reserve comes from the profile the list is most short of, measured against
+    the selected panel's profile shares, so the first reserves can stand in for drop-outs
+    without moving the panel off its quotas; a profile with nobody left is skipped. People
+    sharing a household with someone selected (or with an earlier reserve) are left out.
+    """
+    chosen = set(selected)
+    used_households = {p.household for p in pool if p.id in chosen and p.household}
+    remaining: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    household_of = {p.id: p.household for p in pool}
+    for person in sorted(pool, key=lambda p: p.id):
+        if person.id in chosen or (person.household and person.household in used_households):
+            continue
+        remaining[tuple(person.features.get(f) or "" for f in fields)].append(person.id)
+    for ids in remaining.values():
+        rng.shuffle(ids)
+    panel_share: dict[tuple[str, ...], float] = defaultdict(float)
+    by_id = {p.id: p for p in pool}
+    for pid in selected:
+        panel_share[tuple(by_id[pid].features.get(f) or "" for f in fields)] += 1 / len(selected)
+    taken: dict[tuple[str, ...], int] = defaultdict(int)
+    out: list[int] = []
+    while len(out) < count:
+        available = [profile for profile, ids in remaining.items() if ids]
+        if not available:
+            break
+        position = len(out) + 1
+        profile = max(
+            sorted(available),
+            key=lambda pr: (panel_share.get(pr, 0.0) * position - taken[pr], len(remaining[pr])),
+        )
+        pid = remaining[profile].pop()
+        household = household_of[pid]
+        if household:
+            if household in used_households:
+                continue
+            used_households.add(household)
+        taken[profile] += 1
+        out.append(pid)
+    return out
+
+
+def legacy_draw(
+    pool: Sequence[PoolMember],
+    quotas: Sequence[Quota],
+    size: int,
+    seed: int,
+    household: bool,
+) -> list[int]:
+    """One panel by ``sortition-algorithms``' LEGACY greedy method, seeded."""
+    from sortition_algorithms import errors
+    from sortition_algorithms.committee_generation import find_random_sample_legacy
+    from sortition_algorithms.utils import set_random_provider
+
+    features, people, columns = library_inputs(pool, quotas, size, household)
+    # The library's own generator; a seed of 0 would mean "unseeded" to it.
+    set_random_provider(seed or 1)
+    try:
+        committees, _report = find_random_sample_legacy(
+            people, features, size, columns, max_attempts=100
+        )
+    except errors.InfeasibleQuotasError as exc:
+        raise InfeasibleQuotas(relaxation_text(exc.features, quotas)) from None
+    except errors.SortitionBaseError as exc:
+        raise SelectionProblem(f"the legacy method failed: {exc}") from None
+    finally:
+        set_random_provider(None)
+    return sorted(int(key) for key in committees[0])
+
+
+def library_inputs(
+    pool: Sequence[PoolMember], quotas: Sequence[Quota], size: int, household: bool
+) -> tuple[dict, object, list[str]]:
+    """The pool and quotas as ``sortition-algorithms`` wants them.
+
+    The library wants a min and max for every value present in the pool: values the quota
+    file does not name get 0 to ``size``.
+    """
+    from requests.structures import CaseInsensitiveDict
+    from sortition_algorithms.features import FeatureValueMinMax
+    from sortition_algorithms.people import People
+
+    _quiet_library()
+    fields = quota_fields(quotas)
+    features: dict[str, dict[str, FeatureValueMinMax]] = {}
+    for f in fields:
+        values = CaseInsensitiveDict()
+        for person in pool:
+            value = person.features.get(f) or ""
+            values[value] = FeatureValueMinMax(min=0, max=size, max_flex=len(pool) + size)
+        features[f] = values
+    for q in quotas:
+        features[q.field][q.value] = FeatureValueMinMax(
+            min=q.min, max=q.max, max_flex=len(pool) + size
+        )
+    columns = ["household"] if household else []
+    people = People(columns)
+    for row, person in enumerate(sorted(pool, key=lambda p: p.id)):
+        data = {f: person.features.get(f) or "" for f in fields}
+        if household:
+            # Someone without a household key is a household of their own.
+            data["household"] = person.household or f"\x00{person.id}"
+        people.add(str(person.id), data, features, row + 1)
+    return features, people, columns
+
+
+def _quiet_library() -> None:
+    # sortition-algorithms prints its progress on stdout (which holds our JSON): send its
+    # loggers through ours instead, warnings only.
+    import logging
+
+    for name in ("sortition_algorithms", "sortition_algorithms_user"):
+        library_logger = logging.getLogger(name)
+        for handler in library_logger.handlers[:]:
+            library_logger.removeHandler(handler)
+        library_logger.setLevel(logging.WARNING)
+        library_logger.propagate = True
+
+
+def relaxation(
+    pool: Sequence[PoolMember], quotas: Sequence[Quota], size: int, household: bool
+) -> str:
+    """``sortition-algorithms``' suggested relaxation for infeasible quotas, as one line.
+
+    Its integer program changes the fewest quota places (lowering a small minimum counts
+    for more than raising a maximum) so that some valid panel exists.
+    """
+    from sortition_algorithms import errors
+    from sortition_algorithms.committee_generation.common import setup_committee_generation
+
+    features, people, columns = library_inputs(pool, quotas, size, household)
+    try:
+        setup_committee_generation(features, people, size, columns)
+    except errors.InfeasibleQuotasError as exc:
+        return relaxation_text(exc.features, quotas)
+    except errors.InfeasibleQuotasCantRelaxError:
+        return "no relaxation of the quotas helps (the pool is too small for this size)"
+    return "the library found a valid panel after all; run again"
+
+
+def relaxation_text(relaxed: dict, quotas: Sequence[Quota]) -> str:
+    """The changes from ``quotas`` to the library's relaxed features, naming each table."""
+    changes = []
+    for q in quotas:
+        new = relaxed[q.field][q.value]
+        if new.min != q.min:
+            changes.append(f"[[quota]] #{q.table} ({q.field} = {q.value}) min {q.min} -> {new.min}")
+        if new.max != q.max:
+            changes.append(f"[[quota]] #{q.table} ({q.field} = {q.value}) max {q.max} -> {new.max}")
+    return "; ".join(changes) if changes else "no change to the quotas helps"
+
+
+def gini(values: Iterable[float]) -> float:
+    """Gini coefficient of selection probabilities (0: everyone equal)."""
+    data = np.sort(np.asarray(list(values), dtype=float))
+    if data.size == 0 or data.sum() == 0:
+        return 0.0
+    ranks = np.arange(1, data.size + 1)
+    return float((2 * ranks - data.size - 1) @ data / (data.size * data.sum()))
+
+
+def geometric_mean(values: Iterable[float]) -> float:
+    data = [v for v in values]
+    if not data or min(data) <= 0:
+        return 0.0
+    return math.exp(sum(math.log(v) for v in data) / len(data))
