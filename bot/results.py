@@ -1,25 +1,31 @@
 """Survey results: response counts, per-option counts and percentages, free text.
 
-``weighted`` asks the plugins (``panelbot_results_weights``) for a weight per respondent (no
-built-in plugin provides weights yet: the quotas plugin will); ``by`` breaks every question
-down by a demographic field.
+``weighted`` asks the plugins (``panelbot_results_weights``) for a weight per respondent (the
+quotas plugin rakes respondents to the population targets); the results then carry each
+percentage's 95% margin of error from the effective sample size, and the weighting's own
+diagnostics when the plugin gives them. ``by`` breaks every question down by a demographic
+field. With population targets (``panelbot_population_targets``) every wave gets a
+representativeness line: the largest gap between its respondents and the population.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
+from bot.storage.db import fetch_all
 from bot.surveys.model import Question, QuestionType
 
 if TYPE_CHECKING:
     from bot.app import Bot
 
 UNKNOWN_GROUP = "(unknown)"
+Z_95 = 1.96  # two-sided 95% normal quantile, for margins of error
 
 
 class ResultsError(Exception):
@@ -42,10 +48,40 @@ def _options(q: Question, locale: str) -> list[tuple[str, str]]:
     return [(o.id, o.localized_text(locale, "en")) for o in q.options]
 
 
-def _tally(q: Question, answers: list[tuple[Any, float]], locale: str) -> dict[str, Any]:
-    """Counts for one question over (value, weight) pairs."""
+def design_effect(weights: list[float]) -> float:
+    """Kish's design effect, ``n * sum(w**2) / sum(w)**2`` (1.0 for equal weights)."""
+    total = sum(weights)
+    return len(weights) * sum(w * w for w in weights) / (total * total) if total > 0 else 1.0
+
+
+def effective_n(weights: list[float]) -> float:
+    """Kish's effective sample size, ``sum(w)**2 / sum(w**2)`` (``n / deff``)."""
+    squares = sum(w * w for w in weights)
+    return sum(weights) ** 2 / squares if squares > 0 else 0.0
+
+
+def margin_of_error(percent: float, n_eff: float) -> float:
+    """Half-width of the 95% interval of a percentage, in points: ``1.96*sqrt(p(1-p)/n_eff)``.
+
+    The normal approximation with the effective sample size in place of n; it is too narrow
+    for percentages near 0 or 100 and for a handful of answers.
+    """
+    if n_eff <= 0:
+        return 0.0
+    p = percent / 100.0
+    return round(100.0 * Z_95 * math.sqrt(max(p * (1.0 - p), 0.0) / n_eff), 1)
+
+
+def _tally(
+    q: Question, answers: list[tuple[Any, float]], locale: str, *, weighted: bool = False
+) -> dict[str, Any]:
+    """Counts for one question over (value, weight) pairs; with ``weighted``, each
+    percentage's margin of error and the answers' effective sample size."""
     total = sum(w for _, w in answers)
     entry: dict[str, Any] = {"answered": len(answers)}
+    n_eff = effective_n([w for _, w in answers])
+    if weighted:
+        entry["n_eff"] = round(n_eff, 1)
     if q.type in (QuestionType.CHOICE, QuestionType.MULTI, QuestionType.YESNO, QuestionType.SCALE):
         counts: dict[str, float] = defaultdict(float)
         for value, weight in answers:
@@ -60,6 +96,11 @@ def _tally(q: Question, answers: list[tuple[Any, float]], locale: str) -> dict[s
             }
             for oid, text in _options(q, locale)
         ]
+        if weighted:
+            for option in entry["options"]:
+                # From the unrounded share, so the figure is the formula's own.
+                share = 100.0 * counts[option["id"]] / total if total else 0.0
+                option["moe"] = margin_of_error(share, n_eff)
     if q.type in (QuestionType.SCALE, QuestionType.NUMBER):
         numbers = [(v, w) for v, w in answers if isinstance(v, int | float)]
         weight_sum = sum(w for _, w in numbers)
@@ -96,7 +137,9 @@ async def survey_results(
         p.id: p for p in await panellist_store.many(conn, {pid for _, pid, _, _ in answers if pid})
     }
 
+    targets = population_targets(bot)
     weights: dict[int, float] = {}
+    weighting: dict[str, Any] | None = None
     if weighted:
         respondents = [
             {"panellist_id": p.id, "demographics": dict(p.demographics)} for p in people.values()
@@ -106,10 +149,19 @@ async def survey_results(
         )
         if found is None:
             raise ResultsError(
-                "--weighted: no plugin provides weights yet (no loaded plugin implements "
-                "panelbot_results_weights; see docs/plugins.md)"
+                "--weighted: no plugin provides weights for this panel: the quotas plugin "
+                "weights to the population targets in [plugins.quotas.population.<field>] "
+                + ("and has none" if not targets else "and gave none")
+                + " (another plugin may implement panelbot_results_weights; see docs/plugins.md)"
             )
         weights = {int(k): float(v) for k, v in found.items()}
+        respondent_weights = [weights.get(p, 1.0) for p in people]
+        weighting = {
+            "respondents": len(respondent_weights),
+            "design_effect": round(design_effect(respondent_weights), 3),
+            "n_eff": round(effective_n(respondent_weights), 1),
+            **(getattr(found, "diagnostics", None) or {}),
+        }
 
     def group_of(pid: int | None) -> str:
         person = people.get(pid) if pid else None
@@ -129,13 +181,20 @@ async def survey_results(
             "type": q.type.value,
             "text": q.localized_text(locale, "en"),
         }
-        entry.update(_tally(q, [(v, w) for v, w, _ in rows], locale))
+        entry.update(_tally(q, [(v, w) for v, w, _ in rows], locale, weighted=weighted))
         if by:
             groups: dict[str, list[tuple[Any, float]]] = defaultdict(list)
             for v, w, g in rows:
                 groups[g].append((v, w))
-            entry["by"] = {g: _tally(q, groups[g], locale) for g in sorted(groups)}
+            entry["by"] = {
+                g: _tally(q, groups[g], locale, weighted=weighted) for g in sorted(groups)
+            }
         questions.append(entry)
+    representativeness = (
+        await _representativeness(bot, survey_id, people, targets, weights if weighted else None)
+        if targets
+        else []
+    )
     return {
         "survey": survey.id,
         "version": stored.version,
@@ -153,8 +212,91 @@ async def survey_results(
         ],
         **counts,
         "response_rate": _pct(counts["completed"], counts["invited"]),
+        "weighting": weighting,
+        "representativeness": representativeness,
         "questions": questions,
     }
+
+
+def population_targets(bot: Bot) -> dict[str, dict[str, float]] | None:
+    """The population's shares per field and value from the plugins, or None."""
+    for _plugin, found in bot.plugins.call_each_sync(
+        "panelbot_population_targets", settings=bot.settings
+    ):
+        if found:
+            return found
+    return None
+
+
+def largest_gap(
+    people: list[tuple[dict[str, Any], float]], targets: dict[str, dict[str, float]]
+) -> dict[str, Any] | None:
+    """The field value whose share among ``people`` ((demographics, weight) pairs) is
+    furthest from its population share, in percentage points; None with nobody to compare.
+
+    A field's shares are over the people whose value for it is known (one of its targets).
+    """
+    worst: dict[str, Any] | None = None
+    for name, shares in targets.items():
+        sums: dict[str, float] = defaultdict(float)
+        for demographics, weight in people:
+            value = demographics.get(name)
+            if value is not None and str(value) in shares:
+                sums[str(value)] += weight
+        known = sum(sums.values())
+        if known <= 0:
+            continue
+        for value, share in shares.items():
+            gap = 100.0 * (sums[value] / known - share)
+            if worst is None or abs(gap) > abs(worst["gap_points"]):
+                worst = {
+                    "field": name,
+                    "value": value,
+                    "respondents_percent": round(100.0 * sums[value] / known, 1),
+                    "population_percent": round(100.0 * share, 1),
+                    "gap_points": gap,
+                }
+    if worst is not None:
+        worst["gap_points"] = round(worst["gap_points"], 1)
+    return worst
+
+
+async def _representativeness(
+    bot: Bot,
+    survey_id: str,
+    people: dict[int, Any],
+    targets: dict[str, dict[str, float]],
+    weights: dict[int, float] | None,
+) -> list[dict[str, Any]]:
+    """Per wave: its respondents' largest gap from the population, before weighting and
+    (with ``weights``) after."""
+    rows = await fetch_all(
+        bot.db.conn,
+        "SELECT DISTINCT ss.wave_id, ss.panellist_id FROM survey_sessions ss "
+        "JOIN surveys s ON s.id = ss.survey_row_id "
+        "WHERE s.survey_id = ? AND ss.panellist_id IS NOT NULL "
+        "AND (ss.answered > 0 OR ss.state = 'completed') ORDER BY ss.wave_id",
+        (survey_id,),
+    )
+    by_wave: dict[int, list[int]] = defaultdict(list)
+    for wave_id, pid in rows:
+        if pid in people:
+            by_wave[wave_id].append(pid)
+    lines = []
+    for wave_id, pids in by_wave.items():
+        demographics = [dict(people[p].demographics) for p in pids]
+        line: dict[str, Any] = {
+            "wave": wave_id,
+            "respondents": len(pids),
+            "before": largest_gap([(d, 1.0) for d in demographics], targets),
+        }
+        if weights is not None:
+            line["after"] = largest_gap(
+                [(d, weights.get(p, 1.0)) for d, p in zip(demographics, pids, strict=True)],
+                targets,
+            )
+        lines.append(line)
+    return lines
 
 
 def dumps(data: dict[str, Any]) -> str:

@@ -402,7 +402,7 @@ async def test_doc_example_runs(
 # -- what the docs and --help say about features that are not there ----------------------------
 
 
-async def test_weighted_results_say_no_plugin_provides_weights_yet(settings: Any) -> None:
+async def test_weighted_results_without_population_targets_say_so(settings: Any) -> None:
     from bot.results import ResultsError
 
     bot = await Bot.create(settings)  # every built-in plugin enabled
@@ -413,12 +413,16 @@ async def test_weighted_results_say_no_plugin_provides_weights_yet(settings: Any
     finally:
         await bot.stop()
     message = str(raised.value)
-    assert "no plugin provides weights yet" in message
+    # The quotas plugin is enabled but has no [plugins.quotas.population.*] to weight to.
+    assert "no plugin provides weights for this panel" in message
+    assert "[plugins.quotas.population.<field>] and has none" in message
     assert "panelbot_results_weights" in message
-    assert "enable" not in message  # the quotas plugin is enabled, and gives no weights
+    assert "enable" not in message
 
     help_text = run_cli(ROOT / "config.example.toml", "survey", "results", "--help").stdout
-    assert "no built-in plugin does yet" in " ".join(help_text.split())
+    assert "the quotas plugin rakes them to [plugins.quotas.population.*]" in " ".join(
+        help_text.split()
+    )
 
 
 def test_no_doc_or_help_offers_the_removed_stratify_by_option() -> None:

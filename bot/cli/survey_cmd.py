@@ -187,8 +187,9 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--weighted",
         is_flag=True,
-        help="Weight respondents to the population. Needs a plugin implementing "
-        "panelbot_results_weights; no built-in plugin does yet.",
+        help="Weight respondents to the population (the quotas plugin rakes them to "
+        "[plugins.quotas.population.*]): weighted percentages, each with its 95% margin of "
+        "error from the effective sample size, and the raking's diagnostics.",
     )
     @click.option("--by", "by", metavar="FIELD", help="Break each question down by a panel field.")
     @click.option(
@@ -285,19 +286,24 @@ def _results_csv(data: dict[str, Any]) -> str:
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["question", "type", "group", "option", "count", "percent", "answered"])
+    header = ["question", "type", "group", "option", "count", "percent", "answered"]
+    # Weighted results add each percentage's 95% margin of error (points).
+    weighted = bool(data.get("weighted"))
+    header = [*header, "moe"] if weighted else header
+    writer.writerow(header)
     for q in data["questions"]:
         parts = [("all", q), *sorted(q.get("by", {}).items())]
         for group, part in parts:
             rows = [
                 [q["id"], q["type"], group, o["id"], o["count"], o["percent"], part["answered"]]
+                + ([o.get("moe", "")] if weighted else [])
                 for o in part.get("options", [])
             ]
             if "mean" in part and "options" not in part:
                 rows.append([q["id"], q["type"], group, "mean", part["mean"], "", part["answered"]])
             for text in part.get("responses", []) if group == "all" else []:
                 rows.append([q["id"], q["type"], group, text, "", "", part["answered"]])
-            writer.writerows(safe_row(row) for row in rows)
+            writer.writerows(safe_row(row + [""] * (len(header) - len(row))) for row in rows)
     return out.getvalue()
 
 
@@ -332,6 +338,64 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0")
 
 
+def _gap(gap: dict[str, Any] | None) -> str:
+    if gap is None:
+        return "none to compare"
+    return (
+        f"{gap['field']}={gap['value']} {gap['gap_points']:+.1f} points "
+        f"({gap['respondents_percent']}% of respondents, {gap['population_percent']}% of "
+        "the population)"
+    )
+
+
+def _weighting_lines(data: dict[str, Any]) -> list[str]:
+    """Raking diagnostics and each wave's representativeness, under the counts."""
+    lines = []
+    w = data.get("weighting")
+    if w and w.get("method") == "raking":
+        fields = ", ".join(w["fields"]) or "no field"
+        error = f"{100 * w['max_error']:.2g} points"
+        if w["converged"]:
+            lines.append(
+                f"weights: raked on {fields}; converged in {w['iterations']} iterations "
+                f"(largest gap from a target {error})"
+            )
+        else:
+            lines.append(
+                f"weights: raked on {fields}; NOT converged after {w['iterations']} "
+                f"iterations: a weighted share is still {error} from its target"
+            )
+        if w.get("bounds"):
+            low, high = w["bounds"]
+            held = "held" if w["bounds_held"] else "NOT held"
+            lines.append(
+                f"weight bounds {_number(low)} to {_number(high)}: {held} "
+                f"(weights {w['min_weight']} to {w['max_weight']})"
+            )
+        for cell in w.get("empty_cells", []):
+            lines.append(
+                f"empty cell: {cell['field']}={cell['value']} "
+                f"({100 * cell['target']:.1f}% of the population) has no respondent: its share "
+                "cannot be reached; the field is weighted to its other values"
+            )
+        for name, count in w.get("unknown", {}).items():
+            lines.append(f"unknown {name}: {count} respondents, left out of that field's margin")
+    if w:
+        lines.append(
+            f"design effect {w['design_effect']}, effective sample size {w['n_eff']} "
+            f"of {w['respondents']} respondents; ± is a 95% margin of error"
+        )
+    for wave in data.get("representativeness", []):
+        line = (
+            f"wave {wave['wave']} ({wave['respondents']} respondents): largest gap from the "
+            f"population {_gap(wave['before'])}"
+        )
+        if "after" in wave:
+            line += f"; after weighting {_gap(wave['after'])}"
+        lines.append(line)
+    return lines
+
+
 def _results_table(data: dict[str, Any]) -> None:
     weighted = " [weighted]" if data["weighted"] else ""
     click.echo(f"{data['title']} ({data['survey']} v{data['version']}){weighted}")
@@ -339,15 +403,21 @@ def _results_table(data: dict[str, Any]) -> None:
         f"invited {data['invited']}, started {data['started']}, "
         f"completed {data['completed']}, response rate {data['response_rate']}%"
     )
+    for line in _weighting_lines(data):
+        click.echo(line)
     for q in data["questions"]:
         click.echo("")
-        click.echo(f"{q['id']}: {q['text']}  [{q['type']}, {q['answered']} answered]")
+        effective = f", effective {q['n_eff']}" if "n_eff" in q else ""
+        click.echo(f"{q['id']}: {q['text']}  [{q['type']}, {q['answered']} answered{effective}]")
         for o in q.get("options", []):
             bar = "#" * int(o["percent"] / 5)
             lines = textwrap.wrap(o["text"], LABEL_WIDTH, break_on_hyphens=False) or [""]
             for line in lines[:-1]:
                 click.echo(f"  {line}")
-            click.echo(f"  {lines[-1]:<{LABEL_WIDTH}} {o['count']:>5} {o['percent']:>6.1f}%  {bar}")
+            moe = f" ±{o['moe']:>4.1f}" if "moe" in o else ""
+            click.echo(
+                f"  {lines[-1]:<{LABEL_WIDTH}} {o['count']:>5} {o['percent']:>6.1f}%{moe}  {bar}"
+            )
         if _summary(q):
             click.echo(f"  {_summary(q)}")
         for text in q.get("responses", []):
@@ -356,10 +426,12 @@ def _results_table(data: dict[str, Any]) -> None:
         for group, part in sorted(q.get("by", {}).items()):
             shares = [
                 f"{_shorten(o['text'], GROUP_LABEL_WIDTH)} {o['percent']}%"
+                + (f" ±{o['moe']}" if "moe" in o else "")
                 for o in part.get("options", [])
             ]
             if _summary(part):
                 shares.append(_summary(part))
-            line = f"    {data['by']}={group} ({part['answered']})"
+            effective = f", effective {part['n_eff']}" if "n_eff" in part else ""
+            line = f"    {data['by']}={group} ({part['answered']}{effective})"
             click.echo(f"{line}: {', '.join(shares)}" if shares else line)
     sys.stdout.flush()

@@ -20,7 +20,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from bot.plugin_api import hookimpl
-from plugins.quotas import recruit, report, selection_cli, targets
+from plugins.quotas import recruit, report, selection_cli, targets, weighting
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,13 +40,22 @@ def panelbot_startup(bot: Bot) -> None:
 @hookimpl
 def panelbot_check_config(settings: Settings) -> list[tuple[str, str]] | None:
     """Problems in ``[plugins.quotas]`` and in derived panel fields (postcode lookup)."""
-    return targets.check_config(settings) or None
+    return (targets.check_config(settings) + weighting.check_config(settings)) or None
 
 
 @hookimpl
 def panelbot_population_targets(settings: Settings) -> dict[str, dict[str, float]] | None:
     """The configured population shares per field and value, or None without any."""
     return targets.population_targets(settings)
+
+
+@hookimpl
+def panelbot_results_weights(
+    bot: Bot, survey: Any, respondents: list[dict[str, Any]]
+) -> dict[int, float] | None:
+    """Respondents raked to the population targets (:mod:`.weighting`), None without any."""
+    found = targets.population_targets(bot.settings)
+    return weighting.results_weights(bot.settings, found, respondents)
 
 
 @hookimpl
