@@ -297,6 +297,9 @@ class WebSettings:
     main_process_nice: int = field(default=5, metadata=_meta(_nice))
     # Bearer token for GET /metrics (Prometheus); without one the route answers 404.
     metrics_token: str | None = field(default=None, metadata=_meta(_check_token, secret=True))
+    # Signs the dashboard's session cookies; default: a random key made once and kept
+    # owner-only beside the database (<database>.web-key).
+    secret_key: str | None = field(default=None, metadata=_meta(_check_token, secret=True))
 
 
 @dataclass(frozen=True, slots=True)

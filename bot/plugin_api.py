@@ -69,10 +69,14 @@ from bot.sms import SmsInfo, encode_info, sanitise
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute, Mount, Route
 
+    from bot.staff import StaffMember
     from bot.storage import Database
     from bot.storage.conn import Conn, ReadConn
     from bot.storage.db import NestedTransactionError
     from bot.storage.tx import Tx as Transaction
+    from bot.web.admin.auth import check_csrf, current_staff, read_form, require_admin
+    from bot.web.admin.templating import csrf_field_for as csrf_field
+    from bot.web.admin.templating import render_page
 
 # Imported when first used, so that the command line (which loads every plugin) does not
 # pay for the web framework and the database driver: ``from bot.plugin_api import Route``.
@@ -85,6 +89,14 @@ _LAZY = {
     "Conn": ("bot.storage.conn", "Conn"),
     "ReadConn": ("bot.storage.conn", "ReadConn"),
     "NestedTransactionError": ("bot.storage.db", "NestedTransactionError"),
+    # Dashboard pages (see "Dashboard pages" in docs/plugins.md).
+    "StaffMember": ("bot.staff", "StaffMember"),
+    "current_staff": ("bot.web.admin.auth", "current_staff"),
+    "require_admin": ("bot.web.admin.auth", "require_admin"),
+    "check_csrf": ("bot.web.admin.auth", "check_csrf"),
+    "read_form": ("bot.web.admin.auth", "read_form"),
+    "csrf_field": ("bot.web.admin.templating", "csrf_field_for"),
+    "render_page": ("bot.web.admin.templating", "render_page"),
 }
 
 __all__ = [
@@ -116,19 +128,28 @@ __all__ = [
     "Settings",
     "SignupDecision",
     "SmsInfo",
+    "StaffMember",
     "Transaction",
     "UnsafeTemplate",
     "UserError",
     "active_panellists",
+    "check_csrf",
     "core_messages_dir",
+    "csrf_field",
+    "current_staff",
     "fallback_chain",
     "hookimpl",
     "language_name",
+    "nav_link",
     "parse_duration",
     "pass_cli",
+    "public_route",
     "queue_message",
+    "read_form",
     "record_audit",
     "render_message",
+    "render_page",
+    "require_admin",
     "sanitise",
     "sms_info",
     "template_names",
@@ -184,6 +205,22 @@ def sms_info(text: str) -> SmsInfo:
     ``sms_info(text).cost(price_per_segment)`` is what sending it once costs.
     """
     return encode_info(text)
+
+
+def public_route(route: Any) -> Any:
+    """Mark a route from ``panelbot_register_routes`` as public: no staff login in front of it.
+
+    Every other route a plugin adds is behind the dashboard's login (GET without a session
+    is sent to the login page; a POST needs an admin and the session's CSRF token).
+    """
+    route.panelbot_public = True
+    return route
+
+
+def nav_link(route: Any, label: str) -> Any:
+    """Give a plugin's dashboard page (a GET route) an entry called ``label`` in the menu."""
+    route.panelbot_nav = label
+    return route
 
 
 def core_messages_dir() -> Path:

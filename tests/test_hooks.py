@@ -17,6 +17,7 @@ from bot.models import SignupDecision
 from bot.plugins import load_plugins
 from bot.results import survey_results
 from tests.conftest import REPO, Chat, add_survey
+from tests.staff_login import signed_in
 from tests.webserver import serving
 
 SURVEY = REPO / "tests" / "data" / "every-type.toml"
@@ -71,8 +72,13 @@ async def test_hook_register_routes(settings: Settings) -> None:
 
     bot = await bot_with(settings, Plugin())
     try:
-        async with serving(bot) as base, httpx.AsyncClient() as client:
-            response = await client.get(f"{base}/admin/probe/hello")
+        async with serving(bot) as base, httpx.AsyncClient(base_url=base) as client:
+            # Behind the staff login, as every plugin route not marked public.
+            anonymous = await client.get("/admin/probe/hello")
+            await signed_in(client, bot.db)
+            response = await client.get("/admin/probe/hello")
+        assert anonymous.status_code == 303
+        assert anonymous.headers["location"].startswith("/admin/login?next=")
         assert response.status_code == 200
         assert response.text == "hello from Test Panel"
     finally:

@@ -33,6 +33,7 @@ from bot.models import (
 from bot.plugins import HOOK_NAMES
 from bot.results import survey_results
 from tests.conftest import FIELDS, Chat, add_survey
+from tests.staff_login import signed_in
 from tests.webserver import serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,6 +153,22 @@ def test_examples_import_bot_only_through_the_plugin_api() -> None:
         assert imported <= {"bot.plugin_api"}, (example.heading, imported)
 
 
+def plugin_templates(example: Example) -> list[tuple[str, str, str]]:
+    """The html blocks docs/plugins.md gives under the example's heading, each introduced
+    as ``plugins.d/<folder>/templates/<name>.html``: (folder, name, text)."""
+    text = DOCS.read_text()
+    start = text.find("\n## " + example.heading + "\n")
+    if start < 0 or "render_page(" not in example.code:
+        return []
+    section = text[start + 1 :]
+    section = section[: section.find("\n## ", 1)]
+    found = re.findall(
+        r"`plugins\.d/(\w+)/templates/([\w.]+)`[^`]*?```html\n(.*?)```", section, re.S
+    )
+    assert found, f"{example.heading}: no template given for render_page"
+    return found
+
+
 def write_panel(tmp_path: Path, example: Example) -> Path:
     """A panel whose plugins.d holds the example as a local plugin; returns its config."""
     folder = tmp_path / "plugins.d"
@@ -166,6 +183,9 @@ def write_panel(tmp_path: Path, example: Example) -> Path:
         (folder / example.name / "0001_create_places.sql").write_text(
             "CREATE TABLE places_taken (panellist_id INTEGER PRIMARY KEY);\n"
         )
+    for folder_name, template, html in plugin_templates(example):
+        (folder / folder_name / "templates").mkdir(parents=True, exist_ok=True)
+        (folder / folder_name / "templates" / template).write_text(html)
     multilingual = re.search(r"def panelbot_(locales|resolve_locale)\(", example.code)
     config = tmp_path / "panelbot.toml"
     config.write_text(
@@ -228,6 +248,34 @@ async def answer_survey(bot: Bot, chat: Chat, people: dict[str, str]) -> None:
             await chat.say(address, reply)
 
 
+async def probe_routes(bot: Bot, example: Example) -> list[Any]:
+    """What the example's routes answer, anonymously and to signed-in staff."""
+    seen: list[Any] = []
+    async with serving(bot, start_bot=False) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            if example.name == "doc_register_routes":
+                seen.append((await client.get("/admin/hello")).status_code)
+                seen.append((await client.get("/hello/version")).json())
+                await signed_in(client, bot.db, "viewer")
+                seen.append((await client.get("/admin/hello")).json())
+                return seen
+            seen.append((await client.get("/admin/tally")).status_code)
+            token = await signed_in(client, bot.db, "admin")
+            page = await client.get("/admin/tally")
+            seen.append(("Count: 0" in page.text, 'href="/admin/tally"' in page.text))
+            seen.append((await client.post("/admin/tally", data={"step": "2"})).status_code)
+            added = await client.post("/admin/tally", data={"step": "2", "csrf_token": token})
+            seen.append(added.status_code)
+            bad = await client.post("/admin/tally", data={"step": "x", "csrf_token": token})
+            seen.append(bad.status_code)
+            seen.append("Count: 2" in (await client.get("/admin/tally")).text)
+        async with httpx.AsyncClient(base_url=base) as viewer:
+            token = await signed_in(viewer, bot.db, "viewer")
+            refused = await viewer.post("/admin/tally", data={"step": "1", "csrf_token": token})
+            seen.append(refused.status_code)
+    return seen
+
+
 async def drive_hooks(bot: Bot, example: Example, hooks: list[str]) -> dict[str, Any]:
     """Make the core call each hook the example implements; what it saw, per hook."""
     module = sys.modules[f"{LOCAL_PREFIX}.{example.name}"]
@@ -279,12 +327,7 @@ async def drive_hooks(bot: Bot, example: Example, hooks: list[str]) -> dict[str,
         data = await survey_results(bot, "every-type", weighted="panelbot_results_weights" in hooks)
         seen["shares"] = {o["id"]: o["percent"] for o in data["questions"][0]["options"]}
     if "panelbot_register_routes" in hooks:
-        async with serving(bot, start_bot=False) as base, httpx.AsyncClient() as client:
-            anonymous = await client.get(f"{base}/admin/hello")
-            signed = await client.get(
-                f"{base}/admin/hello", headers={"authorization": f"Bearer {HELLO_TOKEN}"}
-            )
-        seen["routes"] = (anonymous.status_code, signed.status_code, signed.json())
+        seen["routes"] = await probe_routes(bot, example)
     if "panelbot_migrations" in hooks:
         seen["plugin_versions"] = await bot.db.plugin_versions()
         seen["places"] = await bot.db.fetchall("SELECT * FROM places_taken")
@@ -314,7 +357,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # 75+ weighs 0.10 * 2 / 1 = 0.2, the other 1.0: "easy" is 0.2 / 1.2 of the answers.
     "doc_results_weights": {"shares": {"easy": 16.7, "ok": 0.0, "hard": 83.3}},
     "doc_survey_completed": {"shares": {"easy": 50.0, "ok": 0.0, "hard": 50.0}},
-    "doc_register_routes": {"routes": (404, 200, {"hello": "world"})},
+    # Behind the login (303 to it), the public route open, a viewer signed in reads it.
+    "doc_register_routes": {
+        "routes": [303, {"panel": "Doc Panel"}, {"hello": "world", "role": "viewer"}]
+    },
+    # The page in the layout with its menu entry; a POST without the CSRF token 403, with
+    # it 303; a bad step 400; the count kept; a viewer's POST 403.
+    "doc_dashboard_pages": {"routes": [303, (True, True), 403, 303, 400, True, 403]},
     "doc_handle_reply": {
         "replies": lambda replies: (
             replies[0] == "Thank you! You have answered 0 surveys with us."
@@ -435,6 +484,7 @@ def test_no_doc_or_help_offers_the_removed_stratify_by_option() -> None:
 
 
 def test_the_docs_say_what_protects_plugin_routes_today() -> None:
+    # The login in front of plugin routes exists (tests/test_admin_auth.py drives it).
     text = " ".join(DOCS.read_text().split())
-    assert "Nothing protects plugin routes yet." in text
-    assert "so they sit behind the dashboard login" not in text
+    assert "Every route a plugin adds is behind the staff dashboard's login" in text
+    assert "Nothing protects plugin routes yet." not in text

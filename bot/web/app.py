@@ -19,7 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.inbox import InboxReader
-from bot.web import metrics, review, simulator
+from bot.web import admin, metrics, review, simulator
+from bot.web.admin import auth as admin_auth
+from bot.web.admin.templating import admin_error_page
 from bot.web.limits import Guard, server_config
 
 if TYPE_CHECKING:
@@ -58,7 +60,17 @@ async def healthz(request: Request) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if _wants_page(request):
+        return admin_error_page(request, exc.status_code, str(exc.detail))
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+def _wants_page(request: Request) -> bool:
+    """A browser on a dashboard page (or a plugin's page) gets an HTML error page."""
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and (
+        request.url.path.startswith("/admin") or hasattr(request.state, "staff")
+    )
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -76,8 +88,20 @@ async def build_app(bot: Bot) -> Starlette:
     routes.extend(metrics.routes())
     # Survey review links: public, but every route needs a valid token.
     routes.extend(review.routes())
+    routes.extend(admin.routes())
+    nav = admin.nav()
     for _, extra in await bot.plugins.call_each("panelbot_register_routes", bot=bot):
-        routes.extend(extra)
+        for route in extra:
+            # Behind the staff login unless the plugin marked it public (plugin_api).
+            try:
+                routes.append(admin_auth.protect(route))
+            except TypeError as exc:
+                logger.error("a plugin's route is left out: %s", exc)
+                continue
+            label = getattr(route, "panelbot_nav", None)
+            path = getattr(route, "path", None)
+            if label and path:
+                nav.append({"label": str(label), "path": path})
     app = Starlette(
         routes=routes,
         # Body caps and security headers in front of every route, plugins' too.
@@ -85,6 +109,7 @@ async def build_app(bot: Bot) -> Starlette:
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.bot = bot
+    app.state.admin_nav = nav
     return app
 
 
