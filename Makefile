@@ -50,6 +50,8 @@ bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python bench/inbound.py
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/weighting.py
+	$(BIN)/python bench/evidence.py
 
 bench-load: $(STAMP)
 	$(BIN)/python bench/load.py
