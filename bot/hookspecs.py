@@ -257,7 +257,8 @@ def panelbot_results_weights(
     :param survey: the survey whose results are being computed.
     :param respondents: one dict per respondent,
         ``{"panellist_id": 12, "demographics": {"age_band": "75+", ...}}``.
-    :return: a weight per panellist id (missing ids weigh 1.0), or None for no opinion.
+    :return: a weight per panellist id (missing ids weigh 1.0), or None for no opinion; the
+        dict may carry a ``diagnostics`` attribute (a JSON-ready dict) that results show.
     """
 
 

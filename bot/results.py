@@ -60,14 +60,14 @@ def effective_n(weights: list[float]) -> float:
     return sum(weights) ** 2 / squares if squares > 0 else 0.0
 
 
-def margin_of_error(percent: float, n_eff: float) -> float:
+def margin_of_error(percent: float, n_eff: float) -> float | None:
     """Half-width of the 95% interval of a percentage, in points: ``1.96*sqrt(p(1-p)/n_eff)``.
 
     The normal approximation with the effective sample size in place of n; it is too narrow
-    for percentages near 0 or 100 and for a handful of answers.
+    for percentages near 0 or 100 and for a handful of answers. None without answers.
     """
     if n_eff <= 0:
-        return 0.0
+        return None
     p = percent / 100.0
     return round(100.0 * Z_95 * math.sqrt(max(p * (1.0 - p), 0.0) / n_eff), 1)
 

@@ -263,3 +263,17 @@ def test_weighted_without_targets_is_a_one_line_error(panel: Path, tmp_path: Pat
     assert result.returncode == 1 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "no plugin provides weights" in line and "has none" in line
+
+
+def test_weighted_results_before_anyone_answered(tmp_path: Path) -> None:
+    path = tmp_path / "panelbot.toml"
+    path.write_text(BASE + TARGETS, encoding="utf-8")
+    (tmp_path / "gp.toml").write_text(SURVEY, encoding="utf-8")
+    ok(path, "survey", "add", str(tmp_path / "gp.toml"))
+    table = ok(path, "survey", "results", "gp", "--weighted")
+    assert "weights: nobody has answered yet, so there is nothing to weight" in table
+    assert "±" not in table  # no margin of error on no answers
+    data = json.loads(ok(path, "survey", "results", "gp", "--weighted", "--format", "json"))
+    assert data["weighting"]["respondents"] == 0
+    assert data["questions"][0]["options"][0]["moe"] is None
+    assert data["representativeness"] == []

@@ -352,7 +352,9 @@ def _weighting_lines(data: dict[str, Any]) -> list[str]:
     """Raking diagnostics and each wave's representativeness, under the counts."""
     lines = []
     w = data.get("weighting")
-    if w and w.get("method") == "raking":
+    if w and not w["respondents"]:
+        lines.append("weights: nobody has answered yet, so there is nothing to weight")
+    elif w and w.get("method") == "raking":
         fields = ", ".join(w["fields"]) or "no field"
         error = f"{100 * w['max_error']:.2g} points"
         if w["converged"]:
@@ -380,7 +382,7 @@ def _weighting_lines(data: dict[str, Any]) -> list[str]:
             )
         for name, count in w.get("unknown", {}).items():
             lines.append(f"unknown {name}: {count} respondents, left out of that field's margin")
-    if w:
+    if w and w["respondents"]:
         lines.append(
             f"design effect {w['design_effect']}, effective sample size {w['n_eff']} "
             f"of {w['respondents']} respondents; ± is a 95% margin of error"
@@ -414,7 +416,7 @@ def _results_table(data: dict[str, Any]) -> None:
             lines = textwrap.wrap(o["text"], LABEL_WIDTH, break_on_hyphens=False) or [""]
             for line in lines[:-1]:
                 click.echo(f"  {line}")
-            moe = f" ±{o['moe']:>4.1f}" if "moe" in o else ""
+            moe = f" ±{o['moe']:>4.1f}" if o.get("moe") is not None else ""
             click.echo(
                 f"  {lines[-1]:<{LABEL_WIDTH}} {o['count']:>5} {o['percent']:>6.1f}%{moe}  {bar}"
             )
@@ -426,7 +428,7 @@ def _results_table(data: dict[str, Any]) -> None:
         for group, part in sorted(q.get("by", {}).items()):
             shares = [
                 f"{_shorten(o['text'], GROUP_LABEL_WIDTH)} {o['percent']}%"
-                + (f" ±{o['moe']}" if "moe" in o else "")
+                + (f" ±{o['moe']}" if o.get("moe") is not None else "")
                 for o in part.get("options", [])
             ]
             if _summary(part):

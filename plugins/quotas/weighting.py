@@ -261,8 +261,11 @@ def results_weights(
     targets: Mapping[str, Mapping[str, float]] | None,
     respondents: list[dict[str, Any]],
 ) -> RakedWeights | None:
-    """Raked weights per panellist id with their diagnostics, or None without targets."""
-    if not targets or not respondents:
+    """Raked weights per panellist id with their diagnostics, or None without targets.
+
+    With no respondents yet the weights are empty and every target value an empty cell.
+    """
+    if not targets:
         return None
     columns = {f: [r["demographics"].get(f) for r in respondents] for f in targets}
     result = rake(columns, targets, **options(settings))
