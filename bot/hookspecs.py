@@ -53,6 +53,7 @@ __all__ = [
     "panelbot_shutdown",
     "panelbot_startup",
     "panelbot_survey_completed",
+    "panelbot_survey_decisions",
 ]
 
 PROJECT_NAME = "panelbot"
@@ -295,6 +296,19 @@ def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
     :param decision: the decision as stored: ``id``, ``title``, ``you_said``, ``we_did``,
         ``surveys`` (ids), ``decided_on``, ``decided_by``, ``owner``, ``status``, ``link``,
         and ``change`` (``"added"`` or ``"status"``).
+    """
+
+
+@hookspec
+def panelbot_survey_decisions(bot: Bot, survey_id: str) -> list[dict[str, Any]] | None:
+    """The decisions that cite a survey, for its board summary. May be async.
+
+    Every plugin's list is shown (the impact_updates plugin answers from its register).
+
+    :param bot: the running bot.
+    :param survey_id: the survey's id (every version).
+    :return: a list of dicts with ``title`` and, when known, ``id``, ``status``,
+        ``decided_by``, ``decided_on`` and ``we_did``; or None.
     """
 
 
