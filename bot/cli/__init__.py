@@ -43,6 +43,8 @@ NEEDS_DATABASE = frozenset(
         ("db", "inbox"),
         ("db", "held"),
         ("db", "prune"),
+        ("staff", "list"),
+        ("staff", "remove"),
     }
 )
 

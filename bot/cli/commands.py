@@ -16,6 +16,7 @@ _MODULES = (
     "bot.cli.db_cmd",
     "bot.cli.serve_cmd",
     "bot.cli.demo_cmd",
+    "bot.cli.staff_cmd",
 )
 
 

@@ -141,3 +141,35 @@ async def extend_session(conn: Conn, token_hash: str, expires_at: str) -> None:
 
 async def end_session(conn: Conn, token_hash: str) -> None:
     await conn.execute("DELETE FROM staff_sessions WHERE token_hash = ?", (token_hash,))
+
+
+async def audit_page(
+    conn: ReadConn,
+    *,
+    limit: int,
+    offset: int,
+    action: str | None = None,
+    actor: str | None = None,
+) -> tuple[list[sqlite3.Row], int]:
+    """Audit log rows, newest first, optionally of one action or actor; and how many match."""
+    where, params = [], []
+    if action:
+        where.append("action = ?")
+        params.append(action)
+    if actor:
+        where.append("actor = ?")
+        params.append(actor)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = await fetch_all(
+        conn,
+        f"SELECT id, at, actor, action, panellist_id, detail FROM audit_log{clause}"
+        " ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+    total = await fetch_one(conn, f"SELECT COUNT(*) AS n FROM audit_log{clause}", params)
+    return rows, int(total["n"]) if total else 0
+
+
+async def audit_actions(conn: ReadConn) -> list[str]:
+    rows = await fetch_all(conn, "SELECT DISTINCT action FROM audit_log ORDER BY action")
+    return [r["action"] for r in rows]
