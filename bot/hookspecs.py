@@ -195,11 +195,18 @@ def panelbot_select_sample(
     eligible: list[Panellist],
     size: int | None,
     stratify_by: list[str] | None,
-) -> list[int] | None:
+) -> list[int] | dict[str, Any] | None:
     """Choose who is invited to a survey wave; first non-None wins. May be async.
 
     When every plugin answers None the core draws a simple random sample of ``size``;
-    a wave launched with ``--stratify-by`` is refused then (no plugin can stratify it).
+    a wave launched with ``--stratify-by`` is refused then (no plugin can stratify it): it is
+    closed with nobody invited.
+
+    Instead of the bare list a plugin may answer ``{"ids": [...], "report": {...}}``: the
+    report (JSON: ids and counts only, no personal data) is kept in the audit log
+    (``wave.sample``) and ``survey launch`` prints it: ``"cells"``, a list of
+    ``{"cell", "population_share", "eligible", "expected_rate", "invited"}``, and
+    ``"notes"``, a list of sentences.
 
     :param bot: the running bot.
     :param survey: the survey definition being launched.
@@ -208,7 +215,8 @@ def panelbot_select_sample(
     :param eligible: active, reachable panellists who may be invited.
     :param size: how many to invite, or None to invite everyone eligible.
     :param stratify_by: the panel fields given to ``survey launch --stratify-by``, or None.
-    :return: the ids of the panellists to invite (a subset of ``eligible``), or None.
+    :return: the ids of the panellists to invite (a subset of ``eligible``), the ids
+        with a report, or None.
     """
 
 

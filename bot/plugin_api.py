@@ -26,6 +26,8 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 - **Routes and jobs**: :class:`Route`, :class:`Mount` and :class:`BaseRoute` for
   ``panelbot_register_routes``; ``bot.scheduler.add_job(...)`` (:class:`JobScheduler`) in
   ``panelbot_register_jobs``.
+- **History**: :func:`invitation_history` (every invitation sent, with the outcome and the
+  person's demographics: :class:`InvitationRecord`), e.g. for response rates and fatigue.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from bot.storage.conn import Conn, ReadConn
     from bot.storage.db import NestedTransactionError
     from bot.storage.tx import Tx as Transaction
+    from bot.storage.wave_stats import InvitationRecord
     from bot.web.admin.auth import check_csrf, current_staff, read_form, require_admin
     from bot.web.admin.templating import csrf_field_for as csrf_field
     from bot.web.admin.templating import render_page
@@ -89,6 +92,7 @@ _LAZY = {
     "Conn": ("bot.storage.conn", "Conn"),
     "ReadConn": ("bot.storage.conn", "ReadConn"),
     "NestedTransactionError": ("bot.storage.db", "NestedTransactionError"),
+    "InvitationRecord": ("bot.storage.wave_stats", "InvitationRecord"),
     # Dashboard pages (see "Dashboard pages" in docs/plugins.md).
     "StaffMember": ("bot.staff", "StaffMember"),
     "current_staff": ("bot.web.admin.auth", "current_staff"),
@@ -112,6 +116,7 @@ __all__ = [
     "DeliveryReport",
     "ErrorClass",
     "InboundMessage",
+    "InvitationRecord",
     "JobScheduler",
     "MessageCatalog",
     "MessageKind",
@@ -139,6 +144,7 @@ __all__ = [
     "current_staff",
     "fallback_chain",
     "hookimpl",
+    "invitation_history",
     "language_name",
     "nav_link",
     "parse_duration",
@@ -221,6 +227,19 @@ def nav_link(route: Any, label: str) -> Any:
     """Give a plugin's dashboard page (a GET route) an entry called ``label`` in the menu."""
     route.panelbot_nav = label
     return route
+
+
+async def invitation_history(
+    bot: Bot, *, exclude_wave: int | None = None
+) -> list[InvitationRecord]:
+    """Every survey invitation that was sent, oldest wave first, with whether it was completed,
+    whether its wave has closed (the outcome is final) and the person's demographics now.
+
+    ``exclude_wave`` leaves out one wave (e.g. the one being drawn). Reads committed rows.
+    """
+    from bot.storage.wave_stats import invitation_history as read
+
+    return await read(bot.db.conn, exclude_wave=exclude_wave)
 
 
 def core_messages_dir() -> Path:

@@ -149,6 +149,13 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--include-new", is_flag=True, help="Also invite people who join while the wave is open."
     )
+    @click.option(
+        "--stratify-by",
+        "stratify_by",
+        metavar="F1,F2",
+        help="Stratify the --sample over these panel fields so that expected completes match "
+        "the population targets (the quotas plugin draws it; refused when no plugin can).",
+    )
     @pass_cli
     def launch(
         obj: CliContext,
@@ -157,30 +164,43 @@ def register(cli: click.Group) -> None:
         at: str | None,
         close_after: str | None,
         include_new: bool,
+        stratify_by: str | None,
     ) -> None:
-        """Open a wave of SURVEY_ID and queue the invitations (a running bot sends them)."""
+        """Open a wave of SURVEY_ID and queue the invitations (a running bot sends them).
+
+        With --stratify-by, the allocation per cell (population share, expected response
+        rate, invited) is printed when the wave opens, and kept in the audit log.
+        """
         from bot.engine.waves import WaveError
         from bot.engine.waves import launch as launch_wave
+        from bot.storage import wave_stats
 
+        fields = _field_list(stratify_by) if stratify_by is not None else None
         when = _parse_when(at, obj.settings.bot.timezone) if at else None
         length = _duration(close_after)
 
-        async def work(bot: Any) -> int:
+        async def work(bot: Any) -> tuple[int, dict[str, Any] | None]:
             try:
-                return await launch_wave(
+                wave_id = await launch_wave(
                     bot,
                     survey_id,
                     sample=sample,
                     at=when,
                     close_after=length,
                     include_new=include_new,
+                    stratify_by=fields,
                 )
             except WaveError as exc:
                 raise UserError(str(exc)) from None
+            return wave_id, await wave_stats.sample_report(bot.db.conn, wave_id)
 
-        wave_id = with_bot(obj, work)
+        wave_id, report = with_bot(obj, work)
         state = "scheduled for " + when.isoformat(timespec="minutes") if when else "open"
         click.echo(f"wave {wave_id} of {survey_id}: {state}")
+        if report is not None:
+            _sample_table(report)
+        elif fields and when:
+            click.echo(f"the sample, stratified by {', '.join(fields)}, is drawn when it opens")
 
     @survey_group.command("results")
     @click.argument("survey_id")
@@ -271,6 +291,44 @@ def _share_duration(text: str) -> timedelta:
     if length > timedelta(days=366):
         raise UserError("--expires: at most 366d")
     return length
+
+
+def _field_list(text: str) -> list[str]:
+    fields = [f.strip() for f in text.split(",")]
+    if not all(fields):
+        raise UserError(f"--stratify-by {text!r}: expected field names separated by commas")
+    return fields
+
+
+def _sample_table(report: dict[str, Any]) -> None:
+    """The sampling plugin's allocation: one line per cell, then its notes."""
+    fields = report.get("stratify_by")
+    click.echo(
+        f"invited {report.get('invited', 0)} of {report.get('eligible', 0)} eligible"
+        + (f", stratified by {', '.join(fields)}" if fields else "")
+    )
+    cells = report.get("cells") or []
+    if cells:
+        _table(
+            ["CELL", "POP SHARE", "ELIGIBLE", "EXP RATE", "INVITED", "EXP COMPLETES"],
+            [
+                [
+                    c.get("cell", ""),
+                    _share(c.get("population_share")),
+                    c.get("eligible", ""),
+                    _share(c.get("expected_rate")),
+                    c.get("invited", ""),
+                    "-" if c.get("expected_completes") is None else c["expected_completes"],
+                ]
+                for c in cells
+            ],
+        )
+    for note in report.get("notes") or []:
+        click.echo(f"note: {note}")
+
+
+def _share(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.1f}%"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> None:

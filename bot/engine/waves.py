@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import random
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.engine import render
 from bot.engine.survey_cache import SurveyCache
 from bot.models import Address, MessageKind, Panellist, utcnow
+from bot.storage import audit
 from bot.storage import outbox as outbox_store
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
@@ -103,10 +104,17 @@ async def launch(
     at: datetime | None = None,
     close_after: timedelta | None = None,
     include_new: bool = False,
+    stratify_by: list[str] | None = None,
 ) -> int:
-    """Create a wave of the survey's latest version; open it now unless ``at`` is later."""
+    """Create a wave of the survey's latest version; open it now unless ``at`` is later.
+
+    ``stratify_by`` names panel fields a plugin's ``panelbot_select_sample`` stratifies the
+    sample over; it needs ``sample`` and a plugin implementing that hook.
+    """
     if sample is not None and sample < 1:
         raise WaveError("--sample must be at least 1")
+    if stratify_by:
+        check_stratify_by(bot, stratify_by, sample)
     now = utcnow()
     opens_at = at or now
     close_after = close_after or bot.settings.bot.close_after
@@ -127,13 +135,41 @@ async def launch(
             reminder_at=reminder_at,
             sample_size=sample,
             include_new=include_new,
+            stratify_by=stratify_by or None,
         )
     if opens_at <= now:
-        await open_wave(bot, wave_id)
+        await open_wave(bot, wave_id, refusal_raises=True)
     return wave_id
 
 
-async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) -> list[int]:
+def check_stratify_by(bot: Bot, fields: list[str], sample: int | None) -> None:
+    """Refuse ``--stratify-by`` without ``--sample``, naming a non-field, or with no plugin."""
+    if sample is None:
+        raise WaveError("--stratify-by needs --sample N (how many to invite)")
+    known = [f.name for f in bot.settings.panel.fields]
+    for name in fields:
+        if name not in known:
+            raise WaveError(
+                f"--stratify-by {name!r}: not a panel field (fields: {', '.join(known) or 'none'})"
+            )
+    if len(set(fields)) != len(fields):
+        raise WaveError("--stratify-by: each field may appear only once")
+    if not bot.plugins.pm.hook.panelbot_select_sample.get_hookimpls():
+        raise WaveError(
+            "--stratify-by: no loaded plugin draws stratified samples (panelbot_select_sample; "
+            "the built-in quotas plugin does unless it is disabled)"
+        )
+
+
+class Sample:
+    """Who a wave invites, and the sampling plugin's account of how it chose them."""
+
+    def __init__(self, ids: list[int], report: dict[str, Any] | None = None) -> None:
+        self.ids = ids
+        self.report = report
+
+
+async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) -> Sample:
     async with bot.db.transaction() as conn:
         survey = await bot.engine.surveys.get(conn, wave.survey_row_id)
     chosen = await bot.plugins.call_first(
@@ -145,17 +181,32 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
         size=wave.sample_size,
         stratify_by=wave.stratify_by,
     )
+    report = None
+    if isinstance(chosen, dict):  # {"ids": [...], "report": {...}}
+        report = chosen.get("report")
+        chosen = chosen.get("ids")
     if chosen is not None:
         allowed = {p.id for p in eligible}
-        return [pid for pid in chosen if pid in allowed]
+        ids = list(dict.fromkeys(pid for pid in chosen if pid in allowed))
+        return Sample(ids, report if isinstance(report, dict) else None)
+    if wave.stratify_by:
+        raise WaveError(
+            f"wave {wave.id} is stratified by {', '.join(wave.stratify_by)} but no plugin drew "
+            "its sample (panelbot_select_sample answered nothing); nobody was invited"
+        )
     ids = [p.id for p in eligible]
     if wave.sample_size is None or wave.sample_size >= len(ids):
-        return ids
-    return sorted(random.SystemRandom().sample(ids, wave.sample_size))
+        return Sample(ids)
+    return Sample(sorted(random.SystemRandom().sample(ids, wave.sample_size)))
 
 
-async def open_wave(bot: Bot, wave_id: int) -> int:
-    """Choose the invitees and queue their invitations. Returns how many were invited."""
+async def open_wave(bot: Bot, wave_id: int, *, refusal_raises: bool = False) -> int:
+    """Choose the invitees and queue their invitations. Returns how many were invited.
+
+    A stratified wave whose sample no plugin draws is closed with nobody invited (logged,
+    and in the audit log as ``wave.refused``); with ``refusal_raises`` the
+    :class:`WaveError` is raised too, for ``survey launch`` to show.
+    """
     renderer, surveys = bot.engine.renderer, bot.engine.surveys
     async with bot.db.transaction() as conn:
         wave = await survey_store.wave(conn, wave_id)
@@ -164,7 +215,17 @@ async def open_wave(bot: Bot, wave_id: int) -> int:
         if wave.status == "open":
             return 0  # already opened (a re-run after a restart)
         eligible = await panellist_store.many(conn, await panellist_store.active_ids(conn))
-    invitees = await _select(bot, wave, eligible)
+    try:
+        sample = await _select(bot, wave, eligible)
+    except WaveError as exc:
+        async with bot.db.transaction() as conn:
+            await survey_store.set_wave(conn, wave_id, status="closed", closed_at=utcnow())
+            await audit.record(conn, "wave.refused", detail={"wave": wave_id, "reason": str(exc)})
+        logger.error("wave %s not opened: %s", wave_id, exc)
+        if refusal_raises:
+            raise
+        return 0
+    invitees = sample.ids
     by_id = {p.id: p for p in eligible}
     invited = 0
     for start in range(0, len(invitees), BATCH):
@@ -173,6 +234,16 @@ async def open_wave(bot: Bot, wave_id: int) -> int:
                 invited += await _invite(renderer, surveys, conn, wave, by_id[pid])
     async with bot.db.transaction() as conn:
         await survey_store.set_wave(conn, wave_id, status="open", opened_at=utcnow())
+        if sample.report is not None or wave.stratify_by:
+            detail = {
+                "wave": wave_id,
+                "size": wave.sample_size,
+                "stratify_by": wave.stratify_by,
+                "eligible": len(eligible),
+                "invited": invited,
+                **(sample.report or {}),
+            }
+            await audit.record(conn, "wave.sample", detail=detail)
     bot.wake_dispatcher()
     logger.info("wave %s opened: %s invited", wave_id, invited)
     return invited

@@ -165,10 +165,11 @@ async def create_wave(
     reminder_at: datetime | None,
     sample_size: int | None,
     include_new: bool,
+    stratify_by: list[str] | None = None,
 ) -> int:
     cursor = await conn.execute(
         "INSERT INTO waves (survey_row_id, status, sample_size, include_new, opens_at, closes_at,"
-        " reminder_at, created_at) VALUES (?, 'scheduled', ?, ?, ?, ?, ?, ?)",
+        " reminder_at, created_at, stratify_by) VALUES (?, 'scheduled', ?, ?, ?, ?, ?, ?, ?)",
         (
             survey_row_id,
             sample_size,
@@ -177,6 +178,7 @@ async def create_wave(
             iso(closes_at),
             iso(reminder_at) if reminder_at else None,
             iso(utcnow()),
+            json.dumps(stratify_by) if stratify_by else None,
         ),
     )
     return int(cursor.lastrowid or 0)

@@ -40,7 +40,10 @@ def panelbot_startup(bot: Bot) -> None:
 @hookimpl
 def panelbot_check_config(settings: Settings) -> list[tuple[str, str]] | None:
     """Problems in ``[plugins.quotas]`` and in derived panel fields (postcode lookup)."""
-    return (targets.check_config(settings) + weighting.check_config(settings)) or None
+    from plugins.quotas import sampling
+
+    problems = targets.check_config(settings) + weighting.check_config(settings)
+    return (problems + sampling.check_config(settings)) or None
 
 
 @hookimpl
@@ -89,3 +92,17 @@ def panelbot_message_dirs(bot: Bot) -> list[Path]:
 def panelbot_migrations() -> Any:
     """This plugin's own tables (``plugins/quotas/migrations``)."""
     return resources.files(__name__).joinpath("migrations")
+
+
+@hookimpl
+async def panelbot_select_sample(
+    bot: Bot,
+    wave: Any,
+    eligible: list[Panellist],
+    size: int | None,
+    stratify_by: list[str] | None,
+) -> dict[str, Any] | None:
+    """Survey samples stratified to the population targets, with the fatigue rule."""
+    from plugins.quotas import sampling
+
+    return await sampling.select_sample(bot, wave, eligible, size, stratify_by)
