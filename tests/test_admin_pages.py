@@ -238,3 +238,18 @@ def test_staff_commands(tmp_path: Path) -> None:
     assert removed.returncode == 0
     gone = panelbot(config, "staff", "remove", "lead@example.org")
     assert (gone.returncode, gone.stderr) == (1, "panelbot: no account for 'lead@example.org'\n")
+
+
+async def test_messages_matrix_from_the_translations_plugin(
+    admin: tuple[httpx.AsyncClient, str], base: str
+) -> None:
+    client, _ = admin
+    page = await client.get("/admin/messages")
+    assert page.status_code == 200
+    assert 'href="/admin/messages"' in page.text  # its menu entry
+    head = page.text.split("<thead>")[1].split("</thead>")[0]
+    assert '<abbr title="Cymraeg">cy</abbr>' in head or ">cy</abbr>" in head
+    assert '<th scope="row">welcome</th>' in page.text
+    assert "segment" in page.text
+    async with httpx.AsyncClient(base_url=base) as anonymous:
+        assert (await anonymous.get("/admin/messages")).status_code == 303

@@ -10,6 +10,8 @@ Everything goes through plugin hooks; with this plugin disabled the core speaks 
 - ``panelbot_before_send``: right-to-left messages get a RIGHT-TO-LEFT MARK on each line so
   numbered options read correctly on phones (:mod:`.bidi`).
 - ``panelbot_register_commands``: ``panelbot messages check|export|import`` (:mod:`.cli`).
+- ``panelbot_register_routes``: the dashboard's ``/admin/messages``, the same check as a
+  matrix of messages by language (:mod:`.page`), behind the staff login.
 
 The language menu, the LANGUAGE keyword, keywords of every catalog and the fallback chain
 (``pa-Arab`` → ``pa`` → ``en``) are the core's; the catalogs live in ``messages/<locale>/``.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.plugin_api import core_messages_dir, hookimpl
 from plugins.translations import bidi
@@ -84,6 +86,13 @@ def panelbot_register_commands(cli: click.Group) -> None:
     from plugins.translations.cli import messages_group
 
     cli.add_command(messages_group)
+
+
+@hookimpl
+def panelbot_register_routes(bot: Bot) -> list[Any]:
+    from plugins.translations.page import routes
+
+    return routes(bot)
 
 
 @hookimpl
