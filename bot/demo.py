@@ -8,6 +8,7 @@ when none is open.
 from __future__ import annotations
 
 import logging
+import os
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -252,3 +253,36 @@ async def load_examples(bot: Bot, settings: Settings) -> dict[str, Any]:
 def settings_for(data_dir: Path, port: int) -> tuple[Path, Settings]:
     config = prepare_data_dir(data_dir, port)
     return config, load_settings(config)
+
+
+DEMO_ADMIN = "demo-admin@example.org"
+DEMO_ADMIN_FILE = "dashboard-admin.txt"
+
+
+async def demo_admin(bot: Bot, data_dir: Path) -> tuple[str, str]:
+    """The demo's first dashboard admin: (email, password).
+
+    The password is random, made once per demo folder and kept there, owner-only, in
+    ``dashboard-admin.txt`` so a second run prints the same one. Only ``panelbot demo``
+    calls this: ``serve`` never makes an account or prints a password.
+    """
+    import secrets
+
+    from bot import staff
+    from bot.storage import staff as staff_store
+
+    path = data_dir / DEMO_ADMIN_FILE
+    password = ""
+    try:
+        password = path.read_text(encoding="utf-8").strip().splitlines()[-1]
+    except (OSError, IndexError, UnicodeDecodeError):
+        password = ""
+    exists = await staff_store.by_email(bot.db.conn, DEMO_ADMIN) is not None
+    if exists and len(password) >= staff.MIN_PASSWORD:
+        return DEMO_ADMIN, password
+    password = secrets.token_urlsafe(15)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(f"# The demo dashboard's admin ({DEMO_ADMIN}); demo only.\n{password}\n")
+    await staff.add(bot.db, DEMO_ADMIN, "admin", password, reset=exists, actor="demo")
+    return DEMO_ADMIN, password

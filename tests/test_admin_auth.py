@@ -179,3 +179,11 @@ def test_the_key_file_is_made_once_and_owner_only(bot: Bot) -> None:
     path = auth.key_path(Path(bot.settings.bot.database))
     assert path.stat().st_mode & 0o777 == 0o600
     assert auth.signing_key(bot) == first
+
+
+async def test_without_accounts_the_login_page_says_how_to_make_one(bot: Bot) -> None:
+    async with serving(bot, start_bot=False) as base, httpx.AsyncClient(base_url=base) as client:
+        page = await client.get("/admin/login")
+        assert "panelbot staff add EMAIL --role admin" in page.text
+        await staff_rules.add(bot.db, *ADMIN[:1], "admin", ADMIN[1])
+        assert "panelbot staff add" not in (await client.get("/admin/login")).text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -68,14 +69,27 @@ def test_demo_serves_the_example_panel_and_a_second_run_duplicates_nothing(
     out = stop(process)
     assert f"http://127.0.0.1:{port}/simulator" in out
     assert "240 added" in out
+    # The dashboard and its first admin, with a password made for this demo folder.
+    assert f"dashboard:  http://127.0.0.1:{port}/admin" in out
+    [password] = re.findall(r"sign in:  demo-admin@example\.org  password: (\S+)", out)
 
     config = data / "panelbot.toml"
     assert config.is_file()
     first = json.loads(cli(config, "survey", "list", "--format", "json").stdout)
 
     process = start_demo(data, port)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as staff:
+        form = staff.get("/admin/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        signed = staff.post(
+            "/admin/login",
+            data={"email": "demo-admin@example.org", "password": password, "csrf_token": token},
+        )
+        assert signed.status_code == 303
+        assert "on the panel (active)" in staff.get("/admin").text
     out = stop(process)
     assert "0 added, 240 updated" in out
+    assert f"password: {password}  (demo only)" in out  # the same admin, not a new one
     second = json.loads(cli(config, "survey", "list", "--format", "json").stdout)
     assert first == second  # same versions, one wave, same invitations
     assert {s["id"]: s["waves"] for s in second} == {

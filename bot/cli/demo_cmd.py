@@ -38,7 +38,7 @@ def register(cli: click.Group) -> None:
         from bot.app import Bot, StartupError
         from bot.cli.serve_cmd import bind_port, setup_logging
         from bot.config import ConfigError, load_settings
-        from bot.demo import load_examples, settings_for
+        from bot.demo import demo_admin, load_examples, settings_for
         from bot.panel import PanelFileError
         from bot.storage import DatabaseError
         from bot.web.app import serve
@@ -77,6 +77,7 @@ def register(cli: click.Group) -> None:
                 raise UserError(str(exc)) from None
             try:
                 loaded = await load_examples(bot, settings)
+                admin_email, admin_password = await demo_admin(bot, folder)
             except (PanelFileError, OSError) as exc:
                 await bot.stop()
                 raise UserError(f"demo data: {exc}") from None
@@ -91,6 +92,8 @@ def register(cli: click.Group) -> None:
                 if loaded["wave"]:
                     click.echo(f"  wave:       {loaded['wave']} opened (new joiners invited)")
                 click.echo(f"  simulator:  {base}/simulator")
+                click.echo(f"  dashboard:  {base}/admin")
+                click.echo(f"    sign in:  {admin_email}  password: {admin_password}  (demo only)")
                 click.echo(f"  config:     {config}  (panelbot -c {config} ...)")
                 click.echo("  stop with Ctrl+C")
                 sys.stdout.flush()

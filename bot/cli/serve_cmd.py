@@ -110,5 +110,9 @@ def register(cli: click.Group) -> None:
         def banner(server: Any) -> None:
             extra = f" ({workers} web process{'es' if workers > 1 else ''})" if workers else ""
             click.echo(f"panelbot serving on http://{host}:{port}{extra}", err=True)
+            click.echo(
+                f"staff dashboard: http://{host}:{port}/admin (accounts: panelbot staff add)",
+                err=True,
+            )
 
         run(run_bot(settings, host=host, port=port, banner=banner, workers=workers))

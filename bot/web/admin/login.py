@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot import staff as staff_rules
+from bot.storage import staff as staff_store
 from bot.web.admin import auth
 from bot.web.admin.templating import render
 
@@ -31,6 +32,7 @@ def _login_page(
     email: str = "",
     next_path: str = "/admin",
     status_code: int = 200,
+    no_accounts: bool = False,
 ) -> Response:
     keys = auth.keys_of(request)
     token = keys.unsign(keys.login, request.cookies.get(auth.LOGIN_CSRF_COOKIE))
@@ -45,6 +47,7 @@ def _login_page(
         error=error,
         email=email,
         next=next_path,
+        no_accounts=no_accounts,
     )
     if fresh:
         auth.set_cookie(
@@ -57,7 +60,9 @@ async def login_form(request: Request) -> Response:
     next_path = auth.local_next(request.query_params.get("next"))
     if await auth.session_of(request) is not None:
         return RedirectResponse(next_path, 303)
-    return _login_page(request, next_path=next_path)
+    bot = request.app.state.bot
+    no_accounts = await staff_store.count(bot.db.conn) == 0
+    return _login_page(request, next_path=next_path, no_accounts=no_accounts)
 
 
 async def login(request: Request) -> Response:
