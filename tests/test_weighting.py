@@ -277,3 +277,33 @@ def test_weighted_results_before_anyone_answered(tmp_path: Path) -> None:
     assert data["weighting"]["respondents"] == 0
     assert data["questions"][0]["options"][0]["moe"] is None
     assert data["representativeness"] == []
+
+
+def test_bounds_from_config_are_shown_and_checked(panel: Path, tmp_path: Path) -> None:
+    path = tmp_path / "panelbot.toml"
+    database = f'database = "{panel.parent / "panel.db"}"'
+    config = (BASE + TARGETS).replace('database = "panel.db"', database)
+    # The man needs a weight of 2 to stand for half the population; 1.5 is the most allowed.
+    path.write_text(
+        config.replace(
+            "panel_size_target = 1000\n", "panel_size_target = 1000\nweight_bounds = [0.5, 1.5]\n"
+        ),
+        encoding="utf-8",
+    )
+    data = json.loads(ok(path, "survey", "results", "gp", "--weighted", "--format", "json"))
+    w = data["weighting"]
+    assert w["bounds"] == [0.5, 1.5] and w["bounds_held"] is True
+    assert w["max_weight"] <= 1.5 and w["converged"] is False
+    table = ok(path, "survey", "results", "gp", "--weighted")
+    assert "NOT converged after" in table
+    assert "weight bounds 0.5 to 1.5: held" in table
+
+    path.write_text(
+        config.replace(
+            "panel_size_target = 1000\n", "panel_size_target = 1000\nweight_bounds = [2, 5]\n"
+        ),
+        encoding="utf-8",
+    )
+    result = run(path, "config", "check")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "plugins.quotas.weight_bounds" in result.stdout + result.stderr
