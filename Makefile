@@ -52,6 +52,7 @@ bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/weighting.py
 	$(BIN)/python bench/evidence.py
+	$(BIN)/python bench/selection.py
 
 bench-load: $(STAMP)
 	$(BIN)/python bench/load.py

@@ -332,7 +332,7 @@ def _nash(
         objective = cp.Maximize(people @ cp.log(matrix.T @ lam))
         problem = cp.Problem(objective, [cp.sum(lam) == 1])
         try:
-            problem.solve(solver=cp.CLARABEL)
+            problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
         except cp.error.SolverError as exc:
             raise SelectionProblem(f"the nash program failed: {exc}") from None
         if lam.value is None:
@@ -551,7 +551,8 @@ def gini(values: Iterable[float]) -> float:
     if data.size == 0 or data.sum() == 0:
         return 0.0
     ranks = np.arange(1, data.size + 1)
-    return float((2 * ranks - data.size - 1) @ data / (data.size * data.sum()))
+    # Rounding can leave a tiny negative for equal values.
+    return max(0.0, float((2 * ranks - data.size - 1) @ data / (data.size * data.sum())))
 
 
 def geometric_mean(values: Iterable[float]) -> float:
