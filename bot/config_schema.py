@@ -157,6 +157,12 @@ def _positive(value: float) -> float:
     return value
 
 
+def _price(value: float) -> float:
+    if not 0 <= value <= 10:
+        raise ValueError(f"must be a price in GBP from 0 to 10, got {value}")
+    return value
+
+
 def _positive_duration(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be longer than zero")
@@ -389,7 +395,9 @@ class TwilioSettings:
     messaging_service_sid: str | None = None
     api_base_url: str = field(default="https://api.twilio.com", metadata=_meta(_check_url))
     rate_per_second: float = field(default=10.0, metadata=_meta(_positive))
-    sms_price_per_segment: float = 0.0463  # GBP
+    sms_price_per_segment: float = field(default=0.0463, metadata=_meta(_price))  # GBP
+    # One WhatsApp message, in GBP, for the per-wave cost estimates (survey results).
+    whatsapp_price_per_message: float = field(default=0.004, metadata=_meta(_price))
     sanitize: bool = True
     # The WhatsApp sender (E.164, without "whatsapp:"); None means from_number.
     whatsapp_from: str | None = None

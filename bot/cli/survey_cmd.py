@@ -226,9 +226,12 @@ def register(cli: click.Group) -> None:
 
         async def work(bot: Any) -> dict[str, Any]:
             try:
-                return await survey_results(bot, survey_id, weighted=weighted, by=by)
+                data = await survey_results(bot, survey_id, weighted=weighted, by=by)
             except ResultsError as exc:
                 raise UserError(str(exc)) from None
+            from bot.wave_report import add_wave_reports
+
+            return await add_wave_reports(bot, data)  # cost and response per wave
 
         data = with_bot(obj, work)
         if fmt == "json":
@@ -494,4 +497,46 @@ def _results_table(data: dict[str, Any]) -> None:
             effective = f", effective {part['n_eff']}" if "n_eff" in part else ""
             line = f"    {data['by']}={group} ({part['answered']}{effective})"
             click.echo(f"{line}: {', '.join(shares)}" if shares else line)
+    for line in _wave_lines(data.get("waves", [])):
+        click.echo(line)
     sys.stdout.flush()
+
+
+def _wave_lines(waves: list[dict[str, Any]]) -> list[str]:
+    """Each wave's messages, cost and response per group (bot.wave_report)."""
+    lines = []
+    for w in waves:
+        if "messages" not in w:
+            continue
+        m, cost = w["messages"], w["cost"]
+        lines += [
+            "",
+            f"wave {w['id']} ({w.get('status', '?')}): invited {w['invited']}, "
+            f"completed {w['completed']}, response rate {w['response_rate']}%",
+        ]
+        sent = [
+            f"{c['channel']} {c['messages']}"
+            + (f" ({c['segments']} segments)" if c["segments"] is not None else "")
+            for c in m["by_channel"]
+        ]
+        waiting = (
+            f"; {m['pending']} waiting, {m['failed']} failed" if m["pending"] or m["failed"] else ""
+        )
+        lines.append(f"  messages sent: {', '.join(sent) or 'none'}{waiting}")
+        per = cost["per_completed"]
+        lines.append(
+            f"  estimated cost £{cost['total']:.2f}"
+            + (f", £{per:.2f} per completed response" if per is not None else "")
+        )
+        for name, groups in w["groups"].items():
+            basis = groups[0]["gap_vs"] if groups else "population"
+            parts = [
+                f"{g['group']} {g['completed']}/{g['invited']} {g['response_rate']}%"
+                + ("" if g["gap_points"] is None else f" {g['gap_points']:+.1f}")
+                for g in groups
+            ]
+            lines.append(
+                f"  by {name} (completed/invited, rate, gap vs {basis} in points): "
+                + ", ".join(parts)
+            )
+    return lines
