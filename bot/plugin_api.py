@@ -21,6 +21,14 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 - **The panel**: :func:`active_panellists` (who may be invited), :func:`queue_message`
   (one message into the outbox, once per idempotency key), :func:`record_audit` (a line in
   the audit log), for plugins that choose people and write to them outside a hook's ``tx``.
+- **Broadcasts**: :func:`broadcast_audience` (who may be reached, resolved in SQL),
+  :func:`queue_broadcast` (many :class:`BroadcastMessage` at once, once per key),
+  :func:`broadcast_status_counts`, :func:`broadcast_texts`, :func:`broadcast_outbox_ids`
+  and :func:`cancel_broadcast` (by the shared prefix of their keys),
+  :func:`survey_participants_count`; :func:`parse_duration` reads ``"2d"``, ``"6h"``
+  (:func:`format_duration` writes them).
+- **Surveys**: :func:`known_surveys` (which ids exist), :func:`survey_results` (unweighted).
+- **Decisions**: :func:`decision_recorded` fires ``panelbot_decision_recorded``.
 - **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
   :func:`with_bot` for the commands added in ``panelbot_register_commands``.
 - **Routes and jobs**: :class:`Route`, :class:`Mount` and :class:`BaseRoute` for
@@ -33,14 +41,14 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot import __version__ as PANELBOT_VERSION
 from bot.cli import CliContext, UserError, pass_cli, with_bot
 from bot.config import Settings
-from bot.config_schema import parse_duration
+from bot.config_schema import format_duration, parse_duration
 from bot.engine.render import language_name
 from bot.hookspecs import hookimpl
 from bot.messages import (
@@ -73,6 +81,7 @@ if TYPE_CHECKING:
 
     from bot.staff import StaffMember
     from bot.storage import Database
+    from bot.storage.broadcasts import AudienceMember, BroadcastMessage
     from bot.storage.conn import Conn, ReadConn
     from bot.storage.db import NestedTransactionError
     from bot.storage.tx import Tx as Transaction
@@ -88,6 +97,8 @@ _LAZY = {
     "Mount": ("starlette.routing", "Mount"),
     "Route": ("starlette.routing", "Route"),
     "Database": ("bot.storage", "Database"),
+    "AudienceMember": ("bot.storage.broadcasts", "AudienceMember"),
+    "BroadcastMessage": ("bot.storage.broadcasts", "BroadcastMessage"),
     "Transaction": ("bot.storage.tx", "Tx"),
     "Conn": ("bot.storage.conn", "Conn"),
     "ReadConn": ("bot.storage.conn", "ReadConn"),
@@ -108,8 +119,10 @@ __all__ = [
     "TEMPLATE_SUFFIX",
     "WORDS_FILE",
     "Address",
+    "AudienceMember",
     "BaseRoute",
     "Bot",
+    "BroadcastMessage",
     "CliContext",
     "Conn",
     "Database",
@@ -138,18 +151,27 @@ __all__ = [
     "UnsafeTemplate",
     "UserError",
     "active_panellists",
+    "broadcast_audience",
+    "broadcast_outbox_ids",
+    "broadcast_status_counts",
+    "broadcast_texts",
+    "cancel_broadcast",
     "check_csrf",
     "core_messages_dir",
     "csrf_field",
     "current_staff",
+    "decision_recorded",
     "fallback_chain",
+    "format_duration",
     "hookimpl",
     "invitation_history",
+    "known_surveys",
     "language_name",
     "nav_link",
     "parse_duration",
     "pass_cli",
     "public_route",
+    "queue_broadcast",
     "queue_message",
     "read_form",
     "record_audit",
@@ -158,6 +180,8 @@ __all__ = [
     "require_admin",
     "sanitise",
     "sms_info",
+    "survey_participants_count",
+    "survey_results",
     "template_names",
     "with_bot",
 ]
@@ -307,6 +331,117 @@ async def record_audit(
     from bot.storage import audit
 
     await audit.record(tx, action, panellist_id, detail, actor=actor)
+
+
+# -- Broadcasts: many messages at once (``bot/storage/broadcasts.py``) ----------------------
+
+
+async def broadcast_audience(
+    conn: ReadConn,
+    *,
+    survey_ids: Sequence[str] = (),
+    only_participants: bool = False,
+    field: str | None = None,
+    value: str | None = None,
+) -> list[AudienceMember]:
+    """Who a broadcast may reach, resolved in SQL: active panellists with an address, by id.
+
+    Never opted-out, erased, unreachable, pending or waitlisted people. ``survey_ids`` (the
+    surveys' text ids, every version) marks who answered a question of one of them
+    (``took_part``); ``only_participants`` keeps only those; ``field``/``value`` keeps those
+    whose panel field has that value. Pass ``bot.db.conn``, or a transaction to read in it.
+    """
+    from bot.storage import broadcasts
+
+    return await broadcasts.audience(
+        conn,
+        survey_ids=survey_ids,
+        only_participants=only_participants,
+        field=field,
+        value=value,
+    )
+
+
+async def survey_participants_count(conn: ReadConn, survey_ids: Sequence[str]) -> int:
+    """How many people on file answered at least one question of these surveys."""
+    from bot.storage import broadcasts
+
+    return await broadcasts.participants_count(conn, survey_ids)
+
+
+async def queue_broadcast(
+    tx: Transaction,
+    messages: Iterable[BroadcastMessage],
+    *,
+    kind: MessageKind = MessageKind.BROADCAST,
+    template: str | None = None,
+) -> None:
+    """Queue many messages in ``tx``, each to its panellist's latest address, once per key.
+
+    A key already in the outbox is skipped (so a re-run after a crash never sends twice), and
+    so is a person who is no longer active. The dispatcher paces them per channel and holds
+    bulk kinds through quiet hours.
+    """
+    from bot.storage import broadcasts
+
+    await broadcasts.queue_many(tx, messages, kind=kind, template=template)
+
+
+async def broadcast_outbox_ids(conn: ReadConn, keys: Sequence[str]) -> dict[str, int]:
+    """The outbox id of each idempotency key that has been queued."""
+    from bot.storage import broadcasts
+
+    return await broadcasts.queued_ids(conn, keys)
+
+
+async def broadcast_status_counts(conn: ReadConn, key_prefix: str) -> dict[str, int]:
+    """Outbox messages whose key starts with ``key_prefix`` (``"impact:7:"``) per status
+    (``queued``, ``sending``, ``sent``, ``delivered``, ``failed``, ``held``, ``cancelled``)."""
+    from bot.storage import broadcasts
+
+    return await broadcasts.status_counts(conn, key_prefix)
+
+
+async def broadcast_texts(conn: ReadConn, key_prefix: str) -> list[tuple[str, str, str]]:
+    """``(channel, status, text)`` of each outbox message whose key starts with the prefix."""
+    from bot.storage import broadcasts
+
+    return await broadcasts.queued_texts(conn, key_prefix)
+
+
+async def cancel_broadcast(tx: Transaction, key_prefix: str) -> int:
+    """Cancel the messages under ``key_prefix`` not yet handed to a provider; how many."""
+    from bot.storage import broadcasts
+
+    return await broadcasts.cancel_queued(tx, key_prefix)
+
+
+async def known_surveys(conn: ReadConn, survey_ids: Iterable[str]) -> set[str]:
+    """Which of these survey ids (text ids, any version) have been added."""
+    from bot.storage import broadcasts
+
+    return await broadcasts.known_surveys(conn, list(survey_ids))
+
+
+async def survey_results(bot: Bot, survey_id: str) -> dict[str, Any]:
+    """Unweighted results of a survey over every wave (``panelbot survey results --format
+    json``'s shape: ``questions``, each with ``answered`` and, for choices, ``options`` with
+    ``id``, ``text``, ``count``). Raises ``LookupError`` for an unknown survey."""
+    from bot.results import ResultsError
+    from bot.results import survey_results as results
+
+    try:
+        return await results(bot, survey_id)  # type: ignore[arg-type]
+    except ResultsError as exc:
+        raise LookupError(str(exc)) from None
+
+
+async def decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
+    """Fire ``panelbot_decision_recorded`` for every plugin (each awaited; one that raises is
+    logged and skipped). For the plugin that keeps the decision register, after it commits."""
+    await bot.plugins.call_each(  # type: ignore[attr-defined]
+        "panelbot_decision_recorded", bot=bot, decision=decision
+    )
 
 
 def __getattr__(name: str) -> Any:

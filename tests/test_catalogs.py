@@ -75,6 +75,25 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     "consent_declined": [{}],
     "consent_reask": [{}],
     "declined_again": [{}],
+    "impact_update": [
+        {
+            "you_said": "Booking by phone was hard.",
+            "we_did": "Every practice now offers online booking.",
+            "finding_percent": 62,
+            "finding_option": "Very hard",
+            "finding_n": 412,
+            "decided_by": "the integrated care board",
+            "took_part": took_part,
+            "participants": participants,
+            "link": link,
+            "feedback": feedback,
+        }
+        for took_part, participants, link, feedback in [
+            (True, 412, "https://panel.example.org/impact", True),
+            (True, 1, "", False),
+            (False, 0, "", True),
+        ]
+    ],
     "field_default_text": [{"field_label": "age band"}],
     "field_question": [
         {"text": "What is your sex?", "options": ["Female", "Male"], "reask": False},

@@ -163,6 +163,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "question": Nested("question"),
         "title": SurveyText("title"),
     },
+    # The decision's own words are the staff's (one language); the frame is translated.
+    "impact_update": {
+        "you_said": "Booking a GP appointment by phone was too hard.",
+        "we_did": "Every practice now offers online booking.",
+        "finding_percent": 62,
+        "finding_option": "Very hard",
+        "finding_n": 412,
+        "decided_by": "the ICB board",
+        "took_part": True,
+        "participants": 412,
+        "link": "https://panel.example.org/impact",
+        "feedback": True,
+    },
     "reminder": {
         "title": SurveyText("title"),
         "closes_at": SAMPLE_CLOSES_AT,
