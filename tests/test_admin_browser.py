@@ -1,0 +1,226 @@
+"""The dashboard's core pages in a real Chromium against a real ``panelbot serve``: sign in,
+read the overview chart through its text equivalent, look a panellist up and erase them
+with confirmation, read the audit log and the messages matrix; keyboard and 320 px checks;
+axe-core finds no serious or critical violation on any page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.browser import PanelServer, free_port, launch_chromium, panelbot, write_config
+from tests.staff_login import PASSWORDS
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+TIMEOUT = 15_000
+SEX = {"name": "sex", "values": ["female", "male"], "text": {"en": "What is your sex?"}}
+ADMIN = "lead@example.org"
+VIEWER = "board@example.org"
+PHONES = ["+447400100101", "+447400100102", "+447400100103"]
+
+
+def _staff(config: Path, email: str, role: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.browser import REPO
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "-c",
+            str(config),
+            "staff",
+            "add",
+            email,
+            "--role",
+            role,
+            "--password-stdin",
+        ],
+        input=PASSWORDS[role] + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
+    directory = tmp_path_factory.mktemp("admin-pages")
+    port = free_port()
+    config = write_config(directory, port, [SEX])
+    panel = directory / "panel.csv"
+    rows = [f"{phone},en,2026-01-0{i + 1},{SEX['values'][i % 2]}" for i, phone in enumerate(PHONES)]
+    panel.write_text("phone,locale,consent_at,sex\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    panelbot(config, "panel", "import", str(panel))
+    _staff(config, ADMIN, "admin")
+    _staff(config, VIEWER, "viewer")
+    running = PanelServer(config, port)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with launch_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    # Script errors and CSP refusals; a page answered 400 or 403 on purpose is not one.
+    tab.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    tab.on(
+        "response",
+        lambda r: (
+            errors.append(f"{r.status} {r.url}") if r.status == 404 or r.status >= 500 else None
+        ),
+    )
+    try:
+        yield tab
+        assert errors == []
+    finally:
+        context.close()
+
+
+def accessible(page: Page) -> None:
+    """axe-core on the page as it stands: no serious or critical violation."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v.get("impact") in ("serious", "critical")
+    ]
+    assert bad == [], f"{page.url}: " + "; ".join(bad)
+
+
+def fits(page: Page, width: int = 320) -> None:
+    """Nothing wider than the window: the page itself never scrolls sideways."""
+    page.set_viewport_size({"width": width, "height": 800})
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= width, f"{page.url} is {wide}px wide at {width}px"
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def sign_in(page: Page, server: PanelServer, email: str = ADMIN, role: str = "admin") -> None:
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORDS[role])
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_sign_in_and_read_the_overview_chart(page: Page, server: PanelServer) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server.base_url + "/admin")
+    expect(page).to_have_url(re.compile(r"/admin/login\?next=/admin$"))
+    accessible(page)
+    fits(page)
+    sign_in(page, server)
+    expect(page).to_have_url(re.compile(r"/admin$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Overview")
+    expect(page.locator(".cards")).to_contain_text("3 on the panel (active)")
+    # The chart is one image with a name and a description ...
+    chart = page.get_by_role("img", name=re.compile("Sign-ups per week"))
+    expect(chart).to_be_visible()
+    # ... and its figures are a table a screen reader (or anyone) can read.
+    page.get_by_text("The figures as a table").first.click()
+    table = page.get_by_role("table", name=re.compile("Sign-ups per week"))
+    expect(table).to_be_visible()
+    expect(table.get_by_role("columnheader").nth(1)).to_have_text("Joined that week")
+    assert table.get_by_role("row").count() == 12 + 1
+    accessible(page)
+    fits(page)
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the main content.
+    page.reload()
+    page.keyboard.press("Tab")
+    expect(page.locator(":focus")).to_have_text("Skip to main content")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+
+
+def test_erase_a_panellist_with_confirmation(page: Page, server: PanelServer) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server.base_url + "/admin/panellists")
+    sign_in(page, server)
+    expect(page).to_have_url(re.compile(r"/admin/panellists$"))
+    accessible(page)
+    page.get_by_label(re.compile("Phone number")).fill("07400 100103")
+    page.get_by_role("button", name="Find").click()
+    expect(page).to_have_url(re.compile(r"/admin/panellists/\d+$"))
+    pid = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#addresses")).to_be_visible()
+    expect(page.locator("main")).to_contain_text(PHONES[2])
+    accessible(page)
+    fits(page)
+    with page.expect_download() as waiting:
+        page.get_by_role("link", name=re.compile("Export everything held")).click()
+    assert waiting.value.suggested_filename == f"panellist-{pid}.json"
+    page.get_by_role("link", name=re.compile("Erase this person")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Erase panellist {pid}")
+    accessible(page)
+    # A wrong id changes nothing and says why.
+    page.get_by_label(re.compile("Type the panellist's id")).fill("1" + pid)
+    page.get_by_role("button", name=f"Erase panellist {pid}").click()
+    expect(page.get_by_role("alert")).to_contain_text(f"Type the panellist's id, {pid}")
+    accessible(page)
+    page.get_by_label(re.compile("Type the panellist's id")).fill(pid)
+    page.get_by_role("button", name=f"Erase panellist {pid}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"erased panellist {pid}")
+    accessible(page)
+    # Their record now holds no number, and the audit log names who erased them.
+    page.goto(f"{server.base_url}/admin/panellists/{pid}")
+    expect(page.locator(".notice")).to_contain_text("was erased")
+    assert PHONES[2] not in page.content()
+    page.goto(server.base_url + "/admin/audit?action=erased")
+    expect(page.locator("tbody")).to_contain_text(f"({ADMIN})")
+    accessible(page)
+    fits(page)
+
+
+def test_viewer_reads_the_messages_matrix_and_cannot_erase(page: Page, server: PanelServer) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server.base_url + "/admin/messages")
+    sign_in(page, server, VIEWER, "viewer")
+    expect(page).to_have_url(re.compile(r"/admin/messages$"))
+    expect(page.get_by_role("table", name="Messages by language")).to_be_visible()
+    accessible(page)
+    fits(page)
+    page.get_by_role("navigation", name="Dashboard").get_by_role("link", name="Panellists").click()
+    page.get_by_label(re.compile("Phone number")).fill(PHONES[0])
+    page.get_by_role("button", name="Find").click()
+    expect(page).to_have_url(re.compile(r"/admin/panellists/\d+$"))
+    expect(page.get_by_role("link", name=re.compile("Erase"))).to_have_count(0)
+    page.goto(page.url + "/erase")
+    expect(page.get_by_role("heading", level=1)).to_have_text("You cannot do that")
+    accessible(page)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/admin/login$"))
