@@ -167,7 +167,7 @@ def _question_charts(question: dict[str, Any], data: dict[str, Any]) -> list[Any
         options = part.get("options", [])
         notes = (
             [f"±{o.get('moe', 0)} points (95%)" for o in options]
-            if weighted and any("moe" in o for o in options)
+            if weighted and any(o.get("moe") is not None for o in options)  # None: no answers
             else None
         )
         return charts.bar_chart(
