@@ -21,6 +21,9 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 - **The panel**: :func:`active_panellists` (who may be invited), :func:`queue_message`
   (one message into the outbox, once per idempotency key), :func:`record_audit` (a line in
   the audit log), for plugins that choose people and write to them outside a hook's ``tx``.
+- **Groups and the waiting list**: :func:`panel_counts` (active and waitlisted people per
+  value of a panel field), :func:`waitlisted_panellists` (longest waiting first) and
+  :func:`admit_from_waitlist` (onto the panel, with a message), e.g. for quotas.
 - **Broadcasts**: :func:`broadcast_audience` (who may be reached, resolved in SQL),
   :func:`queue_broadcast` (many :class:`BroadcastMessage` at once, once per key),
   :func:`broadcast_status_counts`, :func:`broadcast_texts`, :func:`broadcast_outbox_ids`
@@ -75,6 +78,7 @@ from bot.models import (
 )
 from bot.resources import messages_dir
 from bot.sms import SmsInfo, encode_info, sanitise
+from bot.waitlist import admit_from_waitlist, panel_counts, waitlisted_panellists
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute, Mount, Route
@@ -151,6 +155,7 @@ __all__ = [
     "UnsafeTemplate",
     "UserError",
     "active_panellists",
+    "admit_from_waitlist",
     "broadcast_audience",
     "broadcast_outbox_ids",
     "broadcast_status_counts",
@@ -169,6 +174,7 @@ __all__ = [
     "language_name",
     "nav_link",
     "parse_duration",
+    "panel_counts",
     "pass_cli",
     "public_route",
     "queue_broadcast",
@@ -183,6 +189,7 @@ __all__ = [
     "survey_participants_count",
     "survey_results",
     "template_names",
+    "waitlisted_panellists",
     "with_bot",
 ]
 

@@ -145,6 +145,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     "signup_complete": [{}],
     "signup_declined": [{}],
     "signup_waitlisted": [{}],
+    "waitlist_room": [{}],
     "survey_closed": [{}],
     "survey_complete": [{"thanks": ""}, {"thanks": "Thank you!"}],
     "welcome": [{}],

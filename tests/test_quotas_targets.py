@@ -49,7 +49,7 @@ def test_good_targets_parse_with_their_caps(tmp_path: Path) -> None:
     assert loaded.target_count("age_band", "75+") == pytest.approx(110)
     assert loaded.cap("age_band", "35-44") == 168  # ceil(160 * 1.05)
     assert loaded.cap("sex", "female") == 536  # ceil(535.5)
-    assert loaded.cap("sex", "other") == 0
+    assert loaded.cap("sex", "other") is None  # a share of 0 caps nobody
 
 
 @pytest.mark.parametrize(

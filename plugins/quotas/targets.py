@@ -12,7 +12,8 @@ tolerance = 0.05           # a group is full at ceil(share * target * (1 + toler
 
 ``tolerance`` is how far over its own target a group may go before new sign-ups in it are
 waitlisted, as a fraction of that group's target: with a target of 1,000 and a share of
-0.2, the group's target is 200 and with 0.05 it is full at 210.
+0.2, the group's target is 200 and with 0.05 it is full at 210. A share of 0 sets no cap
+(for values with no population figure, such as "prefer not to say").
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ class Targets:
         return share * self.panel_size_target
 
     def cap(self, field_name: str, value: str) -> int | None:
-        """How many active panellists the group may have before it is full, or None."""
+        """How many active panellists the group may have before it is full, or None.
+
+        A value whose share is 0 has no cap: it has no counterpart in the population
+        figures ("prefer not to say"), and nobody is turned away for choosing it.
+        """
         target = self.target_count(field_name, value)
-        if target is None:
+        if not target:
             return None
         # Rounded first so that 0.2 * 1000 * 1.05 (210.00000000000003) is not 211.
         return math.ceil(round(target * (1 + self.tolerance), 9))
