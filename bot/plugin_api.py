@@ -34,6 +34,8 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 - **Decisions**: :func:`decision_recorded` fires ``panelbot_decision_recorded``.
 - **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
   :func:`with_bot` for the commands added in ``panelbot_register_commands``.
+- **Dashboard charts**: :func:`bar_chart` and :func:`grouped_bar_chart` draw an SVG chart
+  with its figures as a table beside it (a ``Markup`` a page template puts in as it is).
 - **Routes and jobs**: :class:`Route`, :class:`Mount` and :class:`BaseRoute` for
   ``panelbot_register_routes``; ``bot.scheduler.add_job(...)`` (:class:`JobScheduler`) in
   ``panelbot_register_jobs``.
@@ -44,7 +46,8 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -93,6 +96,7 @@ if TYPE_CHECKING:
     from bot.web.admin.auth import check_csrf, current_staff, read_form, require_admin
     from bot.web.admin.templating import csrf_field_for as csrf_field
     from bot.web.admin.templating import render_page
+    from bot.web.charts import bar_chart, grouped_bar_chart
 
 # Imported when first used, so that the command line (which loads every plugin) does not
 # pay for the web framework and the database driver: ``from bot.plugin_api import Route``.
@@ -116,6 +120,9 @@ _LAZY = {
     "read_form": ("bot.web.admin.auth", "read_form"),
     "csrf_field": ("bot.web.admin.templating", "csrf_field_for"),
     "render_page": ("bot.web.admin.templating", "render_page"),
+    # Server-drawn SVG charts with their table (bot/web/charts.py), for dashboard pages.
+    "bar_chart": ("bot.web.charts", "bar_chart"),
+    "grouped_bar_chart": ("bot.web.charts", "grouped_bar_chart"),
 }
 
 __all__ = [
@@ -156,6 +163,7 @@ __all__ = [
     "UserError",
     "active_panellists",
     "admit_from_waitlist",
+    "bar_chart",
     "broadcast_audience",
     "broadcast_outbox_ids",
     "broadcast_status_counts",
@@ -168,13 +176,15 @@ __all__ = [
     "decision_recorded",
     "fallback_chain",
     "format_duration",
+    "grouped_bar_chart",
     "hookimpl",
     "invitation_history",
     "known_surveys",
     "language_name",
     "nav_link",
-    "parse_duration",
+    "open_wave_for",
     "panel_counts",
+    "parse_duration",
     "pass_cli",
     "public_route",
     "queue_broadcast",
@@ -338,6 +348,37 @@ async def record_audit(
     from bot.storage import audit
 
     await audit.record(tx, action, panellist_id, detail, actor=actor)
+
+
+async def open_wave_for(
+    bot: Bot,
+    survey_id: str,
+    invitees: Iterable[int],
+    *,
+    close_after: timedelta | None = None,
+    linked: Callable[[Transaction, int], Awaitable[None]] | None = None,
+) -> tuple[int, int]:
+    """Open a wave of survey ``survey_id`` now for exactly the panellists ``invitees`` (ids).
+
+    No sample is drawn and ``panelbot_select_sample`` is not asked; people no longer active
+    and reachable are left out. The wave, its invitations and messages, and whatever
+    ``linked(tx, wave_id)`` writes are one transaction (link the wave to your own rows
+    there, so a crash never leaves one without the other). Never call it inside a hook
+    handed ``tx``. Returns ``(wave id, how many were invited)``; an unknown survey raises
+    ``ValueError`` with a one-line reason.
+    """
+    from bot.engine import waves
+
+    try:
+        return await waves.launch_to(
+            bot,  # type: ignore[arg-type]
+            survey_id,
+            invitees,
+            close_after=close_after,
+            linked=linked,
+        )
+    except waves.WaveError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 # -- Broadcasts: many messages at once (``bot/storage/broadcasts.py``) ----------------------

@@ -75,6 +75,8 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     "consent_declined": [{}],
     "consent_reask": [{}],
     "declined_again": [{}],
+    "impact_feedback_no": [{}],
+    "impact_feedback_yes": [{}],
     "impact_update": [
         {
             "you_said": "Booking by phone was hard.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -182,7 +183,9 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
         stratify_by=wave.stratify_by,
     )
     report = None
-    if isinstance(chosen, dict):  # {"ids": [...], "report": {...}}
+    if isinstance(chosen, dict):  # {"ids": [...], "report": {...}} or {"refused": "why"}
+        if chosen.get("refused"):
+            raise WaveError(f"wave {wave.id} not opened: {chosen['refused']}; nobody was invited")
         report = chosen.get("report")
         chosen = chosen.get("ids")
     if chosen is not None:
@@ -364,3 +367,53 @@ async def close_wave(bot: Bot, wave_id: int) -> int:
     bot.wake_dispatcher()
     logger.info("wave %s closed (%s sessions closed)", wave_id, len(closed_people))
     return len(closed_people)
+
+
+async def launch_to(
+    bot: Bot,
+    survey_id: str,
+    invitees: Iterable[int],
+    *,
+    close_after: timedelta | None = None,
+    linked: Callable[[Conn, int], Awaitable[None]] | None = None,
+) -> tuple[int, int]:
+    """Open a wave of the survey's latest version now for exactly ``invitees``.
+
+    No sampling and no ``panelbot_select_sample``: the wave goes to the panellists named
+    (e.g. a follow-up survey to the people an update went to), less those no longer
+    active and reachable. Everything (the wave, its invitations, their messages, and what
+    ``linked(conn, wave_id)`` writes) is one transaction, so a crash leaves either the
+    whole open wave or nothing. Returns ``(wave id, how many were invited)``.
+    """
+    close_after = close_after or bot.settings.bot.close_after
+    if close_after <= timedelta(0):
+        raise WaveError("--close-after must be positive")
+    renderer, surveys = bot.engine.renderer, bot.engine.surveys
+    now = utcnow()
+    reminder_after = bot.settings.bot.reminder_after
+    async with bot.db.transaction() as conn:
+        stored = await survey_store.latest_version(conn, survey_id)
+        if stored is None:
+            raise WaveError(f"no survey {survey_id!r}; add it first with `panelbot survey add`")
+        wave_id = await survey_store.create_wave(
+            conn,
+            survey_row_id=stored.row_id,
+            opens_at=now,
+            closes_at=now + close_after,
+            reminder_at=now + reminder_after if reminder_after < close_after else None,
+            sample_size=None,
+            include_new=False,
+        )
+        wave = await survey_store.wave(conn, wave_id)
+        assert wave is not None
+        active = set(await panellist_store.active_ids(conn))
+        wanted = [pid for pid in dict.fromkeys(invitees) if pid in active]
+        invited = 0
+        for p in await panellist_store.many(conn, wanted):
+            invited += await _invite(renderer, surveys, conn, wave, p)
+        await survey_store.set_wave(conn, wave_id, status="open", opened_at=now)
+        if linked is not None:
+            await linked(conn, wave_id)
+    bot.wake_dispatcher()
+    logger.info("wave %s opened for a named list: %s invited", wave_id, invited)
+    return wave_id, invited

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from bot.plugin_api import hookimpl
 from plugins.impact_updates import cli as commands
-from plugins.impact_updates import jobs
+from plugins.impact_updates import jobs, loop, report
 from plugins.impact_updates import settings as plugin_settings
 
 if TYPE_CHECKING:
     import click
 
-    from bot.plugin_api import Bot, Settings
+    from bot.plugin_api import Bot, Panellist, Settings, Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +60,34 @@ def panelbot_register_commands(cli: click.Group) -> None:
     """``panelbot decision ...`` and ``panelbot impact ...``."""
     cli.add_command(commands.decision_group)
     cli.add_command(commands.impact_group)
+    if "report" not in commands.impact_group.commands:
+        commands.impact_group.add_command(report.report_cmd)
 
 
 @hookimpl
 async def panelbot_register_jobs(bot: Bot) -> None:
     """One job per scheduled update, rebuilt from the database; held or sent on misfire."""
     await jobs.register_jobs(bot)
+    loop.register_jobs(bot)  # hold-outs released after the next wave, follow-up waves
 
 
 @hookimpl
 async def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
     """With ``auto_schedule = true``, a decided or implemented decision gets its update."""
     await jobs.auto_schedule(bot, decision)
+
+
+@hookimpl
+async def panelbot_handle_reply(
+    bot: Bot, panellist: Panellist, text: str, tx: Transaction
+) -> str | None:
+    """A "Was this useful?" answer (1/2, yes/no) to a recent update: recorded and thanked."""
+    return await loop.handle_reply(bot, panellist, text, tx)
+
+
+@hookimpl
+def panelbot_register_routes(bot: Bot) -> list[Any] | None:
+    """``GET /impact``, the public register, when ``public_page = true``."""
+    from plugins.impact_updates import public  # the web framework only when serving
+
+    return public.routes(bot)

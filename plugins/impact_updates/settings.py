@@ -8,6 +8,8 @@ misfire_grace = "6h"    # an update that fell due while the bot was down still g
                         # on start within this; later, it is held for staff
 batch_size = 500        # messages rendered and queued per transaction
 public_page = false     # GET /impact, the public register
+feedback_for = "7d"     # how long after an update a "1"/"2" reply counts as its feedback
+follow_up_after = "1d"  # an update's --follow-up survey opens this long after it went out
 ```
 """
 
@@ -34,9 +36,19 @@ class ImpactSettings:
     misfire_grace: timedelta = timedelta(hours=6)
     batch_size: int = 500
     public_page: bool = False
+    feedback_for: timedelta = timedelta(days=7)
+    follow_up_after: timedelta = timedelta(days=1)
 
 
-KNOWN = {"auto_schedule", "send_after", "misfire_grace", "batch_size", "public_page"}
+KNOWN = {
+    "auto_schedule",
+    "send_after",
+    "misfire_grace",
+    "batch_size",
+    "public_page",
+    "feedback_for",
+    "follow_up_after",
+}
 
 
 def _read(table: dict[str, Any]) -> tuple[ImpactSettings, list[tuple[str, str]]]:
@@ -48,7 +60,7 @@ def _read(table: dict[str, Any]) -> tuple[ImpactSettings, list[tuple[str, str]]]
                 values[key] = table[key]
             else:
                 problems.append((f"{PREFIX}.{key}", "must be true or false"))
-    for key in ("send_after", "misfire_grace"):
+    for key in ("send_after", "misfire_grace", "feedback_for", "follow_up_after"):
         if key in table:
             try:
                 values[key] = parse_duration(table[key])
