@@ -206,7 +206,8 @@ def panelbot_select_sample(
     report (JSON: ids and counts only, no personal data) is kept in the audit log
     (``wave.sample``) and ``survey launch`` prints it: ``"cells"``, a list of
     ``{"cell", "population_share", "eligible", "expected_rate", "invited"}``, and
-    ``"notes"``, a list of sentences.
+    ``"notes"``, a list of sentences. ``{"refused": "why"}`` refuses the wave: it is closed
+    with nobody invited and ``survey launch`` shows the reason.
 
     :param bot: the running bot.
     :param survey: the survey definition being launched.

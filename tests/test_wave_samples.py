@@ -20,6 +20,7 @@ from bot.models import iso, utcnow
 from bot.panel import import_parsed
 from bot.panel_csv import parse_panel_csv
 from bot.storage import wave_stats
+from plugins.quotas.sampling import joint_shares
 from tests.conftest import REPO, add_survey, make_settings
 
 SURVEY = REPO / "tests" / "data" / "every-type.toml"
@@ -127,18 +128,41 @@ async def test_a_short_cell_invites_all_and_its_remainder_goes_to_the_others(
         wave_id = await launch(bot, "every-type", sample=40, stratify_by=["sex", "area"])
         got = await invited_cells(bot, wave_id)
         assert sum(got.values()) == 40
-        assert got[("male", "south")] == 4  # wanted 15, has 4
-        # The other 36 go 1:3:1 (their target shares): 7.2, 21.6, 7.2 -> 7, 22, 7.
+        # The panel's mix (30, 30, 30, 4) raked to the margins (sex 1:1, area 1:3) gives the
+        # cells 0.043, 0.457, 0.207, 0.293 (each margin exact; see the next test).
+        # male/south wants 11.7 and has 4; the other 36 go 0.043 : 0.457 : 0.207 ->
+        # 2.1, 23.0, 10.9 -> 2, 23, 11.
         assert got == {
-            ("female", "north"): 7,
-            ("female", "south"): 22,
-            ("male", "north"): 7,
+            ("female", "north"): 2,
+            ("female", "south"): 23,
+            ("male", "north"): 11,
             ("male", "south"): 4,
         }
         report = await wave_stats.sample_report(bot.db.conn, wave_id)
         assert any("too few eligible" in note for note in report["notes"])
     finally:
         await bot.stop()
+
+
+def test_cell_shares_keep_the_panels_mix_and_match_every_margin() -> None:
+    # Rows: age (young, old); columns: area (north, south). In the panel old people live
+    # mostly in the north; the targets say 30% young and 60% north.
+    shares, converged = joint_shares([10, 30, 50, 10], [[0.3, 0.7], [0.6, 0.4]])
+    assert converged
+    young_n, young_s, old_n, old_s = shares
+    assert young_n + young_s == pytest.approx(0.3, abs=1e-8)
+    assert young_n + old_n == pytest.approx(0.6, abs=1e-8)
+    assert sum(shares) == pytest.approx(1.0, abs=1e-8)
+    # The association survives: old people are still more northern than young ones.
+    assert old_n / (old_n + old_s) > young_n / (young_n + young_s)
+    # The odds ratio of the panel (10*10)/(30*50) is what raking preserves.
+    assert (young_n * old_s) / (young_s * old_n) == pytest.approx(100 / 1500, rel=1e-6)
+    # A uniform panel gives the product of the margins.
+    uniform, _ = joint_shares([5, 5, 5, 5], [[0.3, 0.7], [0.6, 0.4]])
+    assert uniform == pytest.approx([0.18, 0.12, 0.42, 0.28], abs=1e-8)
+    # A value nobody in the panel holds still gets its margin.
+    empty, converged = joint_shares([0, 0, 5, 5], [[0.3, 0.7], [0.6, 0.4]])
+    assert converged and empty[0] + empty[1] == pytest.approx(0.3, abs=1e-8)
 
 
 async def test_a_sample_larger_than_the_panel_invites_everyone_and_says_so(
@@ -279,6 +303,25 @@ async def test_without_a_sampling_plugin_a_stratified_wave_is_refused(tmp_path: 
         with pytest.raises(WaveError, match="no loaded plugin draws stratified samples"):
             await launch(bot, "every-type", sample=2, stratify_by=["sex"])
         assert (await bot.db.fetchone("SELECT COUNT(*) FROM invitations"))[0] == 0
+    finally:
+        await bot.stop()
+
+
+async def test_too_many_cells_is_refused_with_the_reason(tmp_path: Path) -> None:
+    many = [
+        {"name": name, "values": [f"v{i}" for i in range(50)], "text": {"en": "?"}}
+        for name in ("first", "second")
+    ]
+    bot = await Bot.create(make_settings(tmp_path, panel={"fields": many}))
+    try:
+        csv_text = "telegram_chat_id,locale,consent_at,first,second\n1,en,2026-01-01,v1,v2\n"
+        await import_parsed(
+            bot.db, bot.hash_key, bot.settings, parse_panel_csv(csv_text.encode(), bot.settings)
+        )
+        await add_survey(bot, SURVEY)
+        with pytest.raises(WaveError, match=r"has 2500 cells \(at most 2000\); stratify by fewer"):
+            await launch(bot, "every-type", sample=1, stratify_by=["first", "second"])
+        assert (await bot.db.fetchone("SELECT status FROM waves"))[0] == "closed"
     finally:
         await bot.stop()
 

@@ -4,9 +4,11 @@
 eligible people when fewer), spread over the cells of the cross of the named fields so that
 the *expected completes* match the population targets rather than the panel's own skew:
 
-- A cell's population share is the product of its values' shares in
-  ``[plugins.quotas.population.<field>]`` (independence between fields: the targets give
-  margins only). A field without targets uses its shares among the eligible panellists.
+- The targets (``[plugins.quotas.population.<field>]``) give each field's shares, not their
+  joint distribution. Cell shares are the eligible panel's own cross counts raked to those
+  margins (:func:`joint_shares`): every field matches its targets, and the cells keep the
+  panel's associations between fields (a uniform panel gives the product of the margins).
+  A field without targets uses its shares among the eligible panellists.
 - A cell's expected response rate comes from past waves that have closed: completed over
   invited among people now in that cell, shrunk toward the overall rate as if
   :data:`PRIOR_INVITATIONS` more invitations had answered at the overall rate. With no
@@ -36,6 +38,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from bot.plugin_api import invitation_history
 
@@ -124,16 +128,19 @@ async def select_sample(
     if not stratify_by and (opts.min_days is None or size is None or size >= len(eligible)):
         return None  # a plain random sample (or everyone): the core's own draw
     history = await invitation_history(bot, exclude_wave=getattr(wave, "id", None))
-    return draw(
-        settings=bot.settings,
-        eligible=eligible,
-        size=size,
-        stratify_by=stratify_by or [],
-        history=history,
-        opts=opts,
-        rng=rng or random.SystemRandom(),
-        now=now or datetime.now().astimezone(),
-    )
+    try:
+        return draw(
+            settings=bot.settings,
+            eligible=eligible,
+            size=size,
+            stratify_by=stratify_by or [],
+            history=history,
+            opts=opts,
+            rng=rng or random.SystemRandom(),
+            now=now or datetime.now().astimezone(),
+        )
+    except SamplingError as exc:
+        return {"ids": [], "refused": str(exc)}
 
 
 def draw(
@@ -265,10 +272,22 @@ def _plan_cells(
     by_cell: dict[Cell | None, list[Panellist]] = defaultdict(list)
     for p in eligible:
         by_cell[_cell_of(p, fields, values)].append(p)
-    plans = []
-    for combo in itertools.product(*(values[f] for f in fields)):
-        share = math.prod(margins[f][v] for f, v in zip(fields, combo, strict=True))
-        plans.append(CellPlan(key=combo, population_share=share, people=by_cell.get(combo, [])))
+    combos = list(itertools.product(*(values[f] for f in fields)))
+    seed = [len(by_cell.get(combo, [])) for combo in combos]
+    joint, converged = joint_shares(seed, [[margins[f][v] for v in values[f]] for f in fields])
+    if len(fields) > 1:
+        notes.append(
+            "cell shares: the eligible panel's mix of "
+            + ", ".join(fields)
+            + " raked to the population margins"
+            + ("" if converged else " (did not converge: product of the margins used)")
+        )
+    if not converged:
+        joint = [math.prod(margins[f][v] for f, v in zip(fields, c, strict=True)) for c in combos]
+    plans = [
+        CellPlan(key=combo, population_share=share, people=by_cell.get(combo, []))
+        for combo, share in zip(combos, joint, strict=True)
+    ]
     unknown = by_cell.get(None, [])
     if unknown:
         u = len(unknown) / len(eligible)
@@ -280,6 +299,41 @@ def _plan_cells(
             f"{' or '.join(fields)}: they form their own cell at their share of the panel"
         )
     return plans
+
+
+def joint_shares(
+    counts: list[int], margins: list[list[float]], *, tolerance: float = 1e-9
+) -> tuple[list[float], bool]:
+    """Joint shares of the cells of a cross (row-major, as ``itertools.product``) whose
+    margins are ``margins`` and whose associations are those of ``counts``.
+
+    The targets give each field's shares, not their joint distribution; assuming the fields
+    independent (the product of the margins) ignores that, say, older people live more in
+    some areas. So the eligible panel's own cross counts are raked (iterative proportional
+    fitting) to the margins: each field then matches its targets exactly, and the cells keep
+    the panel's associations between fields. A cell nobody in the panel is in starts at a
+    tiny share, so a value held by nobody still gets its margin (and, having no people, gives
+    its invitations to the other cells). Returns (shares, converged).
+    """
+    shape = tuple(len(m) for m in margins)
+    array = np.asarray(counts, dtype=float).reshape(shape)
+    total = array.sum()
+    array = (array / total if total > 0 else np.ones(shape) / array.size) + 1e-9
+    array /= array.sum()
+    targets = [np.asarray(m, dtype=float) for m in margins]
+    for _ in range(1000):
+        for axis, target in enumerate(targets):
+            others = tuple(i for i in range(len(shape)) if i != axis)
+            current = array.sum(axis=others)
+            factor = np.divide(target, current, out=np.zeros_like(target), where=current > 0)
+            array *= factor.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+        error = max(
+            float(np.abs(array.sum(axis=tuple(j for j in range(len(shape)) if j != i)) - t).max())
+            for i, t in enumerate(targets)
+        )
+        if error < tolerance:
+            return [float(x) for x in array.reshape(-1)], True
+    return [float(x) for x in array.reshape(-1)], False
 
 
 def _expected_rates(
