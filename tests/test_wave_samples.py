@@ -262,6 +262,11 @@ async def test_fatigue_rule_prefers_people_not_invited_lately(tmp_path: Path) ->
             "SELECT panellist_id FROM invitations WHERE wave_id = ?", (first,)
         )
         assert sorted(r[0] for r in chosen) == sorted(rested[5:])  # never invited first
+        plain = await wave_stats.sample_report(bot.db.conn, first)
+        assert plain["method"] == "random with fatigue rule" and plain["cells"] == []
+        assert any(
+            n.startswith("fatigue rule: people invited within 30 days") for n in plain["notes"]
+        )
         second = await launch(bot, "every-type", sample=18, stratify_by=["area"])
         picked = {
             r[0]

@@ -158,7 +158,9 @@ def draw(
     notes: list[str] = []
     n = len(eligible) if size is None else size
     if n >= len(eligible):
-        if size is not None and size > len(eligible):
+        if not eligible:
+            notes.append("nobody is eligible: nobody is invited")
+        elif size is not None and size > len(eligible):
             notes.append(f"only {len(eligible)} eligible for a sample of {size}: all are invited")
         n = len(eligible)
     values = {f.name: list(f.values) for f in settings.panel.fields}
@@ -185,11 +187,16 @@ def draw(
         picked, recent = choose(plan.people, plan.allocated, recent_by_person, opts, rng, now)
         chosen.extend(picked)
         taken_recent += recent
-    if opts.min_days is not None and taken_recent:
+    if opts.min_days is not None:
         notes.append(
-            f"{taken_recent} invited despite an invitation within "
-            f"{opts.min_days:g} days: too few others in their cell"
+            f"fatigue rule: people invited within {opts.min_days:g} days only when too few "
+            "others; the least often, then least recently, invited first"
         )
+        if taken_recent:
+            notes.append(
+                f"{taken_recent} invited despite an invitation within "
+                f"{opts.min_days:g} days: too few others in their cell"
+            )
     if stratify_by:
         notes.append(
             "allocation by population share / expected response rate (oversampling low responders)"
