@@ -361,6 +361,19 @@ async def test_a_plugin_that_answers_nothing_gets_the_stratified_wave_closed(
         assert row["status"] == "closed"
         assert (await bot.db.fetchone("SELECT COUNT(*) FROM invitations"))[0] == 0
         assert "no plugin drew" in (await wave_stats.refusal(bot.db.conn, row["id"]) or "")
+        # A wave opened later by the scheduler is refused the same way, without raising.
+        later = await launch(
+            bot, "every-type", sample=2, stratify_by=["sex"], at=utcnow() + timedelta(hours=2)
+        )
+        assert (await bot.db.fetchone("SELECT status FROM waves WHERE id = ?", (later,)))[0] == (
+            "scheduled"
+        )
+        await bot.run_wave_step("open", later)
+        assert (await bot.db.fetchone("SELECT status FROM waves WHERE id = ?", (later,)))[0] == (
+            "closed"
+        )
+        assert await wave_stats.refusal(bot.db.conn, later)
+        assert (await bot.db.fetchone("SELECT COUNT(*) FROM invitations"))[0] == 0
     finally:
         await bot.stop()
 
