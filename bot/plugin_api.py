@@ -39,6 +39,11 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 - **Routes and jobs**: :class:`Route`, :class:`Mount` and :class:`BaseRoute` for
   ``panelbot_register_routes``; ``bot.scheduler.add_job(...)`` (:class:`JobScheduler`) in
   ``panelbot_register_jobs``.
+- **Dashboard pages**: every plugin route is behind the staff login unless
+  :func:`public_route` marks it; :func:`current_staff` (a :class:`StaffMember`) and
+  :func:`require_admin` say who is signed in, :func:`render_page` renders a plugin's template
+  inside the dashboard's layout, :func:`nav_link` adds a menu entry, :func:`read_form`,
+  :func:`csrf_field` and :func:`check_csrf` are for forms.
 - **History**: :func:`invitation_history` (every invitation sent, with the outcome and the
   person's demographics: :class:`InvitationRecord`), e.g. for response rates and fatigue.
 """

@@ -187,3 +187,56 @@ async def test_without_accounts_the_login_page_says_how_to_make_one(bot: Bot) ->
         assert "panelbot staff add EMAIL --role admin" in page.text
         await staff_rules.add(bot.db, *ADMIN[:1], "admin", ADMIN[1])
         assert "panelbot staff add" not in (await client.get("/admin/login")).text
+
+
+async def test_sessions_are_kept_hashed_and_end_when_idle(
+    client: httpx.AsyncClient, bot: Bot
+) -> None:
+    answer = await sign_in(client, *ADMIN)
+    cookie = client.cookies["panelbot_staff"]
+    token = cookie.rsplit(".", 1)[0]  # itsdangerous: value.signature
+    [row] = await bot.db.fetchall("SELECT token_hash, expires_at FROM staff_sessions")
+    assert row["token_hash"] == staff_rules.token_hash(token) and token not in row["token_hash"]
+    assert answer.status_code == 303 and (await client.get("/admin")).status_code == 200
+    # A forged signature is no session at all.
+    client.cookies.set("panelbot_staff", token + ".forged")
+    assert (await client.get("/admin")).status_code == 303
+    client.cookies.set("panelbot_staff", cookie)
+    assert (await client.get("/admin")).status_code == 200
+    # Twelve hours without a request (moved back in the database) and it is over.
+    await bot.db.execute_write("UPDATE staff_sessions SET expires_at = '2000-01-01T00:00:00+00:00'")
+    assert (await client.get("/admin")).status_code == 303
+
+
+async def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
+    from bot.config import settings_from_dict
+    from tests.conftest import FIELDS
+
+    settings = settings_from_dict(
+        {
+            "bot": {"database": "panel.db", "public_base_url": "https://panel.example.org"},
+            "panel": {"fields": FIELDS},
+        },
+        base_dir=tmp_path,
+    )
+    bot = await Bot.create(settings)
+    try:
+        await staff_rules.add(bot.db, *ADMIN[:1], "admin", ADMIN[1])
+        async with serving(bot, start_bot=False) as base:
+            async with httpx.AsyncClient(base_url=base) as client:
+                form = await client.get("/admin/login")
+                assert "; secure" in form.headers["set-cookie"].lower()
+                token = csrf_of(form.text)
+                # httpx keeps Secure cookies for https only: hand the CSRF cookie over.
+                login_cookie = form.headers["set-cookie"].split(";", 1)[0]
+                answer = await client.post(
+                    "/admin/login",
+                    data={"email": ADMIN[0], "password": ADMIN[1], "csrf_token": token},
+                    headers={"cookie": login_cookie},
+                )
+                assert answer.status_code == 303
+                session = answer.headers["set-cookie"].lower()
+                assert "panelbot_staff=" in session and "; secure" in session
+                assert "httponly" in session and "samesite=lax" in session
+    finally:
+        await bot.stop()
