@@ -106,3 +106,11 @@ async def panelbot_select_sample(
     from plugins.quotas import sampling
 
     return await sampling.select_sample(bot, wave, eligible, size, stratify_by)
+
+
+@hookimpl
+def panelbot_register_routes(bot: Bot) -> list[Any]:
+    """The dashboard's ``/admin/population``: panel against targets (:mod:`.pages`)."""
+    from plugins.quotas import pages  # the web framework only when serving
+
+    return pages.routes(bot)
