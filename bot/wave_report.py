@@ -116,6 +116,8 @@ async def wave_report(bot: Bot, wave: Wave, targets: dict[str, dict[str, float]]
         "completed": completed,
         "response_rate": _pct(completed, invited),
         "stratify_by": wave.stratify_by,
+        # How the sample was drawn, when a plugin said (audit log ``wave.sample``).
+        "sample": await wave_stats.sample_report(conn, wave.id),
         "messages": {
             "sent": sum(c["messages"] for c in by_channel),
             "sms_segments": channels.get("sms", {}).get("segments", 0),

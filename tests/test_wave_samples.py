@@ -450,6 +450,14 @@ def test_cli_launch_prints_the_allocation_per_cell(tmp_path: Path) -> None:
     line = next(x for x in out.splitlines() if x.startswith("sex=female, area=south"))
     assert line.split()[-2:] == ["14", "-"]  # invited, expected completes (no history)
     assert "no closed waves yet" in out
+    # survey results shows how each wave was drawn (the report is kept in the audit log).
+    shown = run(config, "survey", "results", "every-type")
+    assert "wave 1 (open): invited 40, completed 0" in shown.stdout
+    assert "sample stratified by sex, area" in shown.stdout
+    data = json.loads(run(config, "survey", "results", "every-type", "--format", "json").stdout)
+    [wave] = data["waves"]
+    assert wave["stratify_by"] == ["sex", "area"]
+    assert len(wave["sample"]["cells"]) == 5 and wave["sample"]["invited"] == 40
     # config check accepts the sampling keys; bad ones are named.
     assert run(config, "config", "check").returncode == 0
 

@@ -512,7 +512,8 @@ def _wave_lines(waves: list[dict[str, Any]]) -> list[str]:
         lines += [
             "",
             f"wave {w['id']} ({w.get('status', '?')}): invited {w['invited']}, "
-            f"completed {w['completed']}, response rate {w['response_rate']}%",
+            f"completed {w['completed']}, response rate {w['response_rate']}%"
+            + (f", sample stratified by {', '.join(w['stratify_by'])}" if w["stratify_by"] else ""),
         ]
         sent = [
             f"{c['channel']} {c['messages']}"
