@@ -253,3 +253,43 @@ async def test_messages_matrix_from_the_translations_plugin(
     assert "segment" in page.text
     async with httpx.AsyncClient(base_url=base) as anonymous:
         assert (await anonymous.get("/admin/messages")).status_code == 303
+
+
+async def test_overview_prices_this_months_messages(
+    admin: tuple[httpx.AsyncClient, str], bot: Bot
+) -> None:
+    from bot.models import iso, utcnow
+    from bot.sms import encode_info, sanitise
+
+    client, _ = admin
+    rows = await bot.db.fetchall("SELECT id, text FROM outbox ORDER BY id LIMIT 3")
+    now = iso(utcnow())
+    # As if the first two went by SMS and the third by the simulator, all accepted now.
+    for row, channel in zip(rows, ("sms", "sms", "sim"), strict=True):
+        await bot.db.execute_write(
+            "UPDATE outbox SET channel = ?, status = 'sent', sent_at = ? WHERE id = ?",
+            (channel, now, row["id"]),
+        )
+    segments = sum(encode_info(sanitise(r["text"])).segments for r in rows[:2])
+    cost = segments * bot.settings.channels.twilio.sms_price_per_segment
+    page = (await client.get("/admin")).text
+    assert f"<strong>3</strong>, costing <strong>£{cost:.2f}</strong>" in page
+    sms_row = page.split('<th scope="row">SMS</th>')[1].split("</tr>")[0]
+    assert f'<td class="num">2</td><td class="num">{segments}</td>' in sms_row
+
+
+async def test_overview_lists_open_waves(admin: tuple[httpx.AsyncClient, str], bot: Bot) -> None:
+    from bot.engine.waves import launch
+    from tests.conftest import add_survey
+
+    client, _ = admin
+    await add_survey(bot, REPO / "tests" / "data" / "every-type.toml")
+    wave = await launch(bot, "every-type")
+    page = (await client.get("/admin")).text
+    assert "No wave is open." not in page
+    row = page.split('<a href="/admin/surveys/every-type">')[1].split("</tr>")[0]
+    assert f"<td>{wave}</td>" in row
+    invited = await bot.db.fetchone(
+        "SELECT COUNT(*) AS n FROM invitations WHERE wave_id = ?", (wave,)
+    )
+    assert f'<td class="num">{invited["n"]}</td>' in row and invited["n"] == 2
