@@ -587,3 +587,14 @@ async def test_public_page_in_each_language_with_no_personal_data(tmp_path: Path
         for address in seeded["addresses"]:
             assert address not in response.text
         assert not PHONE.search(response.text)
+
+
+async def test_the_loop_job_is_registered_when_the_bot_starts(settings: Any) -> None:
+    bot = await Bot.create(settings)
+    try:
+        await bot.start()
+        job = bot.scheduler.aps.get_job(loop.JOB_ID)
+        assert job is not None and job.func is loop.tick
+        assert job.trigger.interval == timedelta(seconds=loop.TICK_SECONDS)
+    finally:
+        await bot.stop()

@@ -31,13 +31,14 @@ if TYPE_CHECKING:
 RTL = {"ar", "fa", "he", "ps", "ur", "yi"}
 STYLE = (
     "body{font-family:Arial,Helvetica,sans-serif;color:#212b32;margin:0 auto;max-width:48rem;"
-    "padding:1rem;line-height:1.5}"
+    "padding:1rem;line-height:1.5;overflow-wrap:anywhere}"
     "a{color:#005eb8}a:focus{outline:3px solid #ffeb3b;background:#ffeb3b;color:#212b32}"
     "h2{border-top:4px solid #005eb8;padding-top:.75rem;margin-top:2rem}"
     "dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}"
     "dt{font-weight:bold}dd{margin:0}"
     "blockquote{margin:0;padding-inline-start:.75rem;border-inline-start:4px solid #768692}"
     ".langs{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:1rem}"
+    "@media (max-width:36rem){dl{display:block}dd{margin-bottom:.5rem}}"
     ".visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;"
     "clip:rect(0 0 0 0);white-space:nowrap}"
 )
