@@ -50,6 +50,7 @@ bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python bench/inbound.py
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/weighting.py
 	$(BIN)/python bench/evidence.py
 	$(BIN)/python bench/selection.py
