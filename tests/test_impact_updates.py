@@ -670,3 +670,35 @@ async def test_on_the_demo_the_people_who_answered_are_told_in_their_language(
     texts = {r["address"]: r["text"] for r in rows}
     assert "You said: Getting through by phone was hard." in texts["ana"]
     assert "Dywedoch chi: Getting through by phone was hard." in texts["bryn"]
+
+
+async def test_the_register_answers_which_decisions_cite_a_survey(bot: Bot) -> None:
+    await answered_panel(bot)
+    cited = await decisions.add_decision(
+        bot,
+        title="Phone lines",
+        you_said="Y",
+        we_did="More staff.",
+        surveys="every-type",
+        decided_by="ICB board",
+        decided_on="2026-11-30",
+    )
+    await decisions.add_decision(bot, title="Unrelated", you_said="Y", we_did="W")
+    answers = await bot.plugins.call_each(
+        "panelbot_survey_decisions", bot=bot, survey_id="every-type"
+    )
+    assert answers == [
+        (
+            "impact_updates",
+            [
+                {
+                    "id": cited["id"],
+                    "title": "Phone lines",
+                    "status": "decided",
+                    "decided_by": "ICB board",
+                    "decided_on": "2026-11-30",
+                    "we_did": "More staff.",
+                }
+            ],
+        )
+    ]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.plugin_api import hookimpl
 from plugins.impact_updates import cli as commands
-from plugins.impact_updates import jobs, loop, report
+from plugins.impact_updates import decisions, jobs, loop, report
 from plugins.impact_updates import settings as plugin_settings
 
 if TYPE_CHECKING:
@@ -78,6 +78,12 @@ async def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None
 
 
 @hookimpl
+async def panelbot_survey_decisions(bot: Bot, survey_id: str) -> list[dict[str, Any]]:
+    """The register's decisions that cite the survey, for its board summary."""
+    return await decisions.citing(bot.db.conn, survey_id)
+
+
+@hookimpl
 async def panelbot_handle_reply(
     bot: Bot, panellist: Panellist, text: str, tx: Transaction
 ) -> str | None:
@@ -87,7 +93,9 @@ async def panelbot_handle_reply(
 
 @hookimpl
 def panelbot_register_routes(bot: Bot) -> list[Any] | None:
-    """``GET /impact``, the public register, when ``public_page = true``."""
-    from plugins.impact_updates import public  # the web framework only when serving
+    """``GET /impact``, the public register, when ``public_page = true``; the dashboard's
+    ``/admin/decisions`` pages (:mod:`.pages`), behind the staff login."""
+    # The web framework only when serving.
+    from plugins.impact_updates import pages, public
 
-    return public.routes(bot)
+    return [*(public.routes(bot) or []), *pages.routes(bot)]

@@ -404,3 +404,14 @@ async def change_decision(
     if status_changed:
         await recorded(bot, decision, "status")
     return decision, status_changed
+
+
+async def citing(conn: ReadConn, survey_id: str) -> list[dict[str, Any]]:
+    """The decisions a survey informed or asked about (``panelbot_survey_decisions``)."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT d.id, d.title, d.status, d.decided_by, d.decided_on, d.we_did "
+        "FROM impact_decisions d JOIN impact_decision_surveys s ON s.decision_id = d.id "
+        "WHERE s.survey_id = ? ORDER BY d.id",
+        (survey_id,),
+    )
+    return [dict(r) for r in rows]
