@@ -245,6 +245,37 @@ async def test_oversampling_low_responders_matches_expected_completes_to_targets
             await bot.stop()
 
 
+async def test_with_several_fields_a_cell_without_history_borrows_its_values_rates(
+    tmp_path: Path,
+) -> None:
+    bot = await make_bot(tmp_path, oversample_low_responders=True)
+    try:
+        await import_panel(bot, {cell: n for cell, n in BALANCED.items() if cell[0]})
+        await add_survey(bot, SURVEY)
+        people = await bot.db.fetchall("SELECT id, demographics FROM panellists ORDER BY id")
+        demographics = {r["id"]: json.loads(r["demographics"]) for r in people}
+        cell = {pid: (d["sex"], d["area"]) for pid, d in demographics.items()}
+        female_north = [pid for pid, c in cell.items() if c == ("female", "north")]
+        male_south = [pid for pid, c in cell.items() if c == ("male", "south")]
+        # Only two cells have history: female/north 4 of 40, male/south 36 of 40.
+        outcomes = {pid: i < 4 for i, pid in enumerate(female_north)}
+        outcomes |= {pid: i < 36 for i, pid in enumerate(male_south)}
+        await _past_wave(bot, days_ago=60, outcomes=outcomes)
+        wave_id = await launch(bot, "every-type", sample=40, stratify_by=["sex", "area"])
+        report = await wave_stats.sample_report(bot.db.conn, wave_id)
+        rates = {c["cell"]: c["expected_rate"] for c in report["cells"]}
+        # Overall 40/80 = 0.5. female: (4 + 20 x 0.5) / 60 = 0.2333; south: (36 + 10) / 60
+        # = 0.7667. female/south has no history of its own: 0.5 x (0.2333/0.5) x
+        # (0.7667/0.5) = 0.3578, between its values' rates, not the overall 0.5.
+        assert rates["sex=female, area=south"] == pytest.approx(0.3578, abs=1e-4)
+        # female/north: prior 0.5 x 0.4667 x 0.4667 = 0.1089, with its own 4 of 40:
+        # (4 + 20 x 0.1089) / 60 = 0.1030.
+        assert rates["sex=female, area=north"] == pytest.approx(0.1030, abs=1e-4)
+        assert rates["sex=male, area=south"] > rates["sex=male, area=north"]
+    finally:
+        await bot.stop()
+
+
 async def test_fatigue_rule_prefers_people_not_invited_lately(tmp_path: Path) -> None:
     bot = await make_bot(tmp_path, min_days_between_invitations=30)
     try:

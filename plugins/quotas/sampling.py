@@ -10,9 +10,11 @@ the *expected completes* match the population targets rather than the panel's ow
   panel's associations between fields (a uniform panel gives the product of the margins).
   A field without targets uses its shares among the eligible panellists.
 - A cell's expected response rate comes from past waves that have closed: completed over
-  invited among people now in that cell, shrunk toward the overall rate as if
-  :data:`PRIOR_INVITATIONS` more invitations had answered at the overall rate. With no
-  closed wave yet every cell has the same rate.
+  invited among people now in that cell, shrunk toward a prior as if
+  :data:`PRIOR_INVITATIONS` more invitations had answered at it. The prior is the overall
+  rate for one field; with several, the overall rate times each of the cell's values' own
+  (shrunk) rates relative to it, so a cell with little history borrows from its values'.
+  With no closed wave yet every cell has the same rate.
 - Invitations per cell are proportional to population share / expected rate when
   ``[plugins.quotas] oversample_low_responders = true``, else to the population share.
   Whole numbers by largest remainder, summing to N; a cell with fewer eligible people than
@@ -357,16 +359,30 @@ def _expected_rates(
         return
     overall = sum(h.completed for h in closed) / len(closed)
     by_cell: dict[Cell | None, list[int]] = defaultdict(lambda: [0, 0])
+    by_value: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for h in closed:
         tally = by_cell[_cell_of(h, fields, values)]
         tally[0] += 1
         tally[1] += int(h.completed)
+        for name in fields:
+            value_tally = by_value[(name, h.demographics.get(name, ""))]
+            value_tally[0] += 1
+            value_tally[1] += int(h.completed)
+
+    def shrunk(tally: list[int], prior: float) -> float:
+        return (tally[1] + PRIOR_INVITATIONS * prior) / (tally[0] + PRIOR_INVITATIONS)
+
     for plan in plans:
         invited, completed = by_cell.get(plan.key, [0, 0])
         plan.invited, plan.completed = invited, completed
-        plan.expected_rate = (completed + PRIOR_INVITATIONS * overall) / (
-            invited + PRIOR_INVITATIONS
-        )
+        prior = overall
+        if plan.key is not None and len(fields) > 1 and overall > 0:
+            # With several fields a cell's own history is thin: shrink it toward what its
+            # values' rates say together (each value's rate relative to the overall one).
+            for name, value in zip(fields, plan.key, strict=True):
+                prior *= shrunk(by_value.get((name, value), [0, 0]), overall) / overall
+            prior = min(max(prior, 0.0), 1.0)
+        plan.expected_rate = shrunk([invited, completed], prior)
 
 
 def _weights(plans: list[CellPlan], opts: Options, n_eligible: int) -> list[float]:
