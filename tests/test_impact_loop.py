@@ -437,6 +437,13 @@ async def seeded_history(config: Path) -> dict[str, Any]:
             bot, title='Shorter waits <script>alert("x")</script>', link="https://example.org/d"
         )
         await decision(bot, title="Still being discussed", status="proposed")
+        async with bot.db.transaction() as tx:  # a finding quoted with the decision
+            await tx.execute(
+                "INSERT INTO impact_findings (decision_id, survey_id, question_id, option_id, "
+                "option_text, count, n, share, quote, computed_at) VALUES (?, 'every-type', "
+                "'ease', 'hard', 'Hard', 31, 50, 0.62, '62% of you said \"Hard\" (n=50)', ?)",
+                (decision_id, iso(datetime.now(UTC))),
+            )
         update_id = await constructed_update(
             bot,
             decision_id,
@@ -576,6 +583,8 @@ async def test_public_page_in_each_language_with_no_personal_data(tmp_path: Path
     assert 'href="?lang=cy"' in english.text and 'href="?lang=ur"' in english.text
 
     assert welsh.headers["content-language"] == "cy"
+    assert "62% of you said “Hard” (n=50)" in english.text
+    assert "Dywedodd 62% ohonoch chi “Hard” (n=50)" in welsh.text
     assert 'lang="cy"' in welsh.text and "Dywedoch chi, gwnaethom ni" in welsh.text
     urdu_page = Page()
     urdu_page.feed(urdu.text)

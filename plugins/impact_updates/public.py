@@ -94,6 +94,14 @@ def _accept_language(header: str) -> list[tuple[str, float]]:
     return sorted(pairs, key=lambda pair: -pair[1])
 
 
+def quote(finding: dict[str, Any], words: dict[str, str]) -> str:
+    """A finding in the page's language: "62% of you said “Very hard” (n=412)"."""
+    if not finding.get("option") or not finding.get("n"):
+        return str(finding["quote"])
+    percent = round(100 * float(finding["share"]))
+    return words["finding"].format(percent=percent, option=finding["option"], n=finding["n"])
+
+
 def render_page(bot: Bot, decisions: list[dict[str, Any]], lang: str) -> str:
     words = strings()
     t = {**words["en"], **words.get(lang, {})}
@@ -109,6 +117,7 @@ def render_page(bot: Bot, decisions: list[dict[str, Any]], lang: str) -> str:
             languages=languages,
             panel_name=bot.settings.bot.name,
             style=STYLE,
+            quote=lambda finding: quote(finding, t),
         )
     )
 
