@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-load clean
+.PHONY: demo test lint format bench bench-load screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: $(STAMP) $(PEERS_STAMP)
 
 bench-load: $(STAMP)
 	$(BIN)/python bench/load.py
+
+# The dashboard's main pages on a throwaway demo, into docs/screenshots/ (headless Chromium
+# at /usr/bin/chromium; see tools/screenshots.py).
+screenshots: $(STAMP)
+	$(BIN)/python tools/screenshots.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) demo-data .pytest_cache

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from bot.web.charts import bar_chart, grouped_bar_chart, line_chart
+from bot.web.charts import WIDTH, bar_chart, grouped_bar_chart, line_chart
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -21,7 +21,7 @@ def test_bar_chart_shows_each_label_and_value_in_svg_and_table() -> None:
     out = str(bar_chart("How easy?", [("Very easy", 42.5), ("Very hard", 7)]))
     svg = _svg(out)
     assert svg.get("role") == "img"
-    assert svg.get("viewBox", "").startswith("0 0 600 ")
+    assert svg.get("viewBox", "").startswith(f"0 0 {WIDTH} ")
     texts = [t.text for t in svg.iter(SVG_NS + "text")]
     assert texts == ["Very easy", "42.5%", "Very hard", "7%"]
     assert svg.find(SVG_NS + "title").text == "How easy?"
@@ -42,7 +42,7 @@ def test_bar_chart_escapes_labels_and_titles() -> None:
 def test_bar_chart_caps_at_max_value_and_survives_bad_numbers() -> None:
     svg = _svg(str(bar_chart("t", [("a", 250), ("b", float("nan")), ("c", None)], max_value=100)))
     widths = [float(r.get("width")) for r in svg.iter(SVG_NS + "rect")]
-    assert widths[0] == 520.0 and widths[1] == 0 and widths[2] == 0
+    assert widths[0] == WIDTH - 80 and widths[1] == 0 and widths[2] == 0
 
 
 def test_empty_bar_chart_says_so() -> None:

@@ -22,7 +22,7 @@ from html import escape
 
 from markupsafe import Markup
 
-WIDTH = 600
+WIDTH = 480  # narrow enough that 14-unit text stays readable when the chart shrinks
 TEXT = "#212b32"  # NHS black: 15.6:1 on white
 GRID = "#768692"  # NHS mid grey: 3.9:1, for axes and guides
 SERIES = ("#005eb8", "#330072", "#00703c", "#7c2855")  # blue, purple, dark green, plum

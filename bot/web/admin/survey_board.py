@@ -71,7 +71,7 @@ async def headline_findings(bot: Bot, wave: Any, survey: Any) -> list[dict[str, 
         if q.type == QuestionType.YESNO:
             label = {"yes": "Yes", "no": "No"}.get(top, top)
         elif q.type == QuestionType.SCALE:
-            label = top
+            label = f"{top} (on a scale of {q.min} to {q.max})"
         else:
             label = next((o.localized_text(locale, "en") for o in q.options if o.id == top), top)
         n = len(values)
