@@ -446,19 +446,19 @@ def allocate(weights: list[float], capacity: list[int], n: int) -> list[int]:
     return alloc
 
 
-def _last_invited(history: list[InvitationRecord]) -> dict[int, tuple[int, datetime]]:
+def _last_invited(history: list[InvitationRecord]) -> dict[int, tuple[int, datetime | None]]:
     """Per person: how many invitations, and the latest."""
-    out: dict[int, tuple[int, datetime]] = {}
+    out: dict[int, tuple[int, datetime | None]] = {}
     for h in history:
-        count, last = out.get(h.panellist_id, (0, h.invited_at))
-        out[h.panellist_id] = (count + 1, max(last, h.invited_at))
+        count, last = out.get(h.panellist_id, (0, None))
+        out[h.panellist_id] = (count + 1, h.invited_at if last is None else max(last, h.invited_at))
     return out
 
 
 def choose(
     people: list[Panellist],
     k: int,
-    past: dict[int, tuple[int, datetime]],
+    past: dict[int, tuple[int, datetime | None]],
     opts: Options,
     rng: random.Random,
     now: datetime,
@@ -471,15 +471,13 @@ def choose(
         return [p.id for p in rng.sample(people, k)], 0
     cutoff = now - timedelta(days=opts.min_days)
 
+    def recent(p: Panellist) -> bool:
+        entry = past.get(p.id)
+        return entry is not None and entry[1] > cutoff
+
     def order(p: Panellist) -> tuple[bool, int, float, float]:
-        count, last = past.get(p.id, (0, None))  # type: ignore[arg-type]
-        recent = last is not None and last > cutoff
-        return (recent, count, last.timestamp() if last else 0.0, rng.random())
+        count, last = past.get(p.id, (0, None))
+        return (recent(p), count, last.timestamp() if last else 0.0, rng.random())
 
     ranked = sorted(people, key=order)[:k]
-    return [p.id for p in ranked], sum(1 for p in ranked if order_recent(p, past, cutoff))
-
-
-def order_recent(p: Panellist, past: dict[int, tuple[int, datetime]], cutoff: datetime) -> bool:
-    entry = past.get(p.id)
-    return entry is not None and entry[1] > cutoff
+    return [p.id for p in ranked], sum(1 for p in ranked if recent(p))
