@@ -10,7 +10,9 @@ Each part lives in a module of its own; this file only wires hooks to them.
 - ``panelbot quotas report``: panel against targets (:mod:`.report`).
 - ``panelbot panel select``: a fair lottery for a sub-panel (:mod:`.selection`,
   :mod:`.selection_cli`).
-- Survey samples and weights are added by their own modules.
+- Survey samples: stratified to the targets, with a fatigue rule (:mod:`.sampling`:
+  ``panelbot_select_sample``).
+- Weights for weighted results (:mod:`.weighting`: ``panelbot_results_weights``).
 """
 
 from __future__ import annotations
