@@ -537,6 +537,20 @@ async def test_impact_report_formats_parse_and_name_nobody(tmp_path: Path) -> No
     assert bad.returncode == 1 and "cannot write" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_impact_report_never_creates_a_database(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = run_cli(config, "impact", "report")
+    assert result.returncode == 1 and "no database at" in result.stderr
+    assert not (tmp_path / "panel.db").exists()
+    (tmp_path / "fresh").mkdir()
+    fresh = write_config(tmp_path / "fresh")
+    assert run_cli(fresh, "db", "upgrade").returncode == 0
+    empty = run_cli(fresh, "impact", "report")
+    assert empty.returncode == 0 and "No decisions in the register yet" in empty.stdout
+    as_json = run_cli(fresh, "impact", "report", "--format", "json")
+    assert json.loads(as_json.stdout)["decisions"] == []
+
+
 # -- the public page --------------------------------------------------------------------------
 
 

@@ -521,6 +521,14 @@ def report_cmd(ctx: CliContext, fmt: str, output: Path | None) -> None:
     observational. --format html writes one self-contained page for board papers.
     """
 
+    database = Path(ctx.settings.bot.database)
+    if str(database) != ":memory:" and not database.exists():
+        # A report reads the register: never create an empty database to report on.
+        raise UserError(
+            f"no database at {database} (config: {ctx.config_source()}); point at the "
+            "panel's config, e.g. panelbot -c demo-data/panelbot.toml impact report"
+        )
+
     async def work(bot: Bot) -> list[dict[str, Any]]:
         return await register(bot)
 
