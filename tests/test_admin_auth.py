@@ -240,3 +240,15 @@ async def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
                 assert "httponly" in session and "samesite=lax" in session
     finally:
         await bot.stop()
+
+
+async def test_sign_in_attempts_are_limited_per_address(client: httpx.AsyncClient) -> None:
+    from bot.web.admin.login import MAX_ATTEMPTS
+
+    # Each attempt counts, even one refused for its CSRF token (no argon2 work spent then).
+    for _ in range(MAX_ATTEMPTS):
+        answer = await client.post("/admin/login", data={"email": ADMIN[0], "password": "x"})
+        assert answer.status_code == 403
+    limited = await sign_in(client, *ADMIN)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
+    assert "panelbot_staff" not in limited.headers.get("set-cookie", "")

@@ -61,8 +61,8 @@ async def healthz(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if _wants_page(request):
-        return admin_error_page(request, exc.status_code, str(exc.detail))
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return admin_error_page(request, exc.status_code, str(exc.detail), exc.headers)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _wants_page(request: Request) -> bool:

@@ -8,6 +8,8 @@ value, signed, in an HttpOnly cookie, and the same value (unsigned) in the form'
 from __future__ import annotations
 
 import secrets
+import time
+from collections import deque
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,6 +25,10 @@ GENERIC_FAILURE = "That email and password do not match an account that can sign
 # The login form's CSRF cookie lasts as long as someone may take to fill the form in.
 LOGIN_CSRF_AGE = 2 * 3600
 MAX_FIELD = 2000
+# Sign-in attempts a minute from one network address (per web process), and how many
+# addresses are remembered before the quiet ones are forgotten.
+MAX_ATTEMPTS = 30
+MAX_ADDRESSES = 10_000
 
 
 def _login_page(
@@ -65,7 +71,44 @@ async def login_form(request: Request) -> Response:
     return _login_page(request, next_path=next_path, no_accounts=no_accounts)
 
 
+class Attempts:
+    """Sign-in attempts per network address in the last minute, in this web process.
+
+    Each attempt costs an argon2 check (tens of milliseconds of CPU, by design): past
+    ``MAX_ATTEMPTS`` a minute from one address the form answers 429 before checking.
+    """
+
+    def __init__(self, limit: int = MAX_ATTEMPTS, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self.seen: dict[str, deque[float]] = {}
+
+    def allow(self, host: str) -> bool:
+        now = time.monotonic()
+        if len(self.seen) > MAX_ADDRESSES:
+            self.seen = {h: q for h, q in self.seen.items() if q and now - q[-1] < self.window}
+        times = self.seen.setdefault(host, deque())
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if len(times) >= self.limit:
+            return False
+        times.append(now)
+        return True
+
+
+def _attempts(request: Request) -> Attempts:
+    attempts = getattr(request.app.state, "admin_login_attempts", None)
+    if attempts is None:
+        attempts = request.app.state.admin_login_attempts = Attempts()
+    return attempts
+
+
 async def login(request: Request) -> Response:
+    host = request.client.host if request.client else "unknown"
+    if not _attempts(request).allow(host):
+        raise HTTPException(
+            429, "too many sign-in attempts; wait a minute", headers={"Retry-After": "60"}
+        )
     form = await auth.read_form(request)
     keys = auth.keys_of(request)
     expected = keys.unsign(keys.login, request.cookies.get(auth.LOGIN_CSRF_COOKIE))

@@ -11,6 +11,7 @@ carries), ``staff`` (the signed-in member, or None), ``nav`` (the menu), ``reque
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -98,16 +99,21 @@ _HEADINGS = {
     404: "Page not found",
     405: "That cannot be done here",
     413: "That was too large",
+    429: "Too many attempts",
     500: "Something went wrong",
 }
 
 
-def admin_error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+def admin_error_page(
+    request: Request, status_code: int, message: str, headers: Mapping[str, str] | None = None
+) -> HTMLResponse:
     """An HTTP error as a dashboard page (the layout, a heading and the one-line reason)."""
     heading = _HEADINGS.get(status_code, "That did not work")
-    return render(
+    response = render(
         request, "admin/error.html", status_code=status_code, heading=heading, message=message
     )
+    response.headers.update(headers or {})
+    return response
 
 
 def csrf_field_for(request: Request) -> Markup:
