@@ -317,6 +317,9 @@ class PanelField:
     # Question text and display labels per locale; without text a generic template is used.
     text: dict[str, str] = field(default_factory=dict, metadata=_meta(_check_locale_keys))
     labels: dict[str, list[str]] = field(default_factory=dict, metadata=_meta(_check_locale_keys))
+    # "postcode": not asked; taken from [panel] postcode_lookup's column of the field's name
+    # for the postcode sign-up asks instead (see bot/postcodes.py).
+    derive_from: str | None = field(default=None, metadata=_meta(_one_of("postcode")))
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
@@ -340,11 +343,24 @@ class PanelField:
 @dataclass(frozen=True, slots=True)
 class PanelSettings:
     fields: list[PanelField] = field(default_factory=list)
+    # CSV the ICS supplies (relative to the config): postcode, then one column per field
+    # with derive_from = "postcode" (e.g. locality, imd_quintile). The postcode is never kept.
+    postcode_lookup: Path | None = None
 
     def problems(self) -> list[tuple[str, str]]:
         names = [f.name for f in self.fields]
         dupes = sorted({n for n in names if names.count(n) > 1})
-        return [("fields", f'duplicate field name "{n}"') for n in dupes]
+        found = [("fields", f'duplicate field name "{n}"') for n in dupes]
+        derived = {f.name: list(f.values) for f in self.fields if f.derive_from == "postcode"}
+        if derived and self.postcode_lookup is None:
+            found.append(("postcode_lookup", 'required when a field has derive_from = "postcode"'))
+        elif derived and self.postcode_lookup is not None:
+            from bot.postcodes import lookup_problems  # only panels that derive fields
+
+            found += [
+                ("postcode_lookup", p) for p in lookup_problems(self.postcode_lookup, derived)
+            ]
+        return found
 
 
 @dataclass(frozen=True, slots=True)

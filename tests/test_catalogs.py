@@ -146,6 +146,8 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     ],
     "signup_complete": [{}],
     "signup_declined": [{}],
+    "postcode_question": [{}],
+    "postcode_reask": [{}],
     "signup_waitlisted": [{}],
     "waitlist_room": [{}],
     "survey_closed": [{}],

@@ -7,10 +7,12 @@ gets a polite close, and nothing is kept but a keyed hash that stops us asking a
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from bot import postcodes
 from bot.engine import render, waves
 from bot.engine.keywords import Keyword, normalise
 from bot.models import MessageKind, Panellist, PanellistStatus, SignupDecision, utcnow
@@ -20,10 +22,14 @@ from bot.storage import surveys as survey_store
 if TYPE_CHECKING:
     from bot.engine.conversation import Engine, Turn
 
+logger = logging.getLogger(__name__)
+
 LANGUAGE = "language"
 CONSENT = "consent"
 WAITLISTED = "waitlisted"
 FIELD_PREFIX = "field:"
+# Asked once, where the first field derived from it sits (see bot/postcodes.py).
+POSTCODE = "postcode"
 
 
 async def first_contact(engine: Engine, turn: Turn, keyword: Keyword | None) -> None:
@@ -170,6 +176,8 @@ async def continue_signup(engine: Engine, turn: Turn) -> None:
         await _consent_reply(engine, turn)
     elif stage.startswith(FIELD_PREFIX):
         await _field_reply(engine, turn, stage.removeprefix(FIELD_PREFIX))
+    elif stage == POSTCODE:
+        await _postcode_reply(engine, turn)
     elif stage == WAITLISTED:
         turn.reply(engine.render("signup_waitlisted", turn.locale), template="signup_waitlisted")
 
@@ -186,6 +194,8 @@ async def resend_stage(engine: Engine, turn: Turn) -> None:
         _send_consent(engine, turn, turn.locale)
     elif stage.startswith(FIELD_PREFIX):
         _ask_field(engine, turn, stage.removeprefix(FIELD_PREFIX), reask=False)
+    elif stage == POSTCODE:
+        turn.reply(engine.render("postcode_question", turn.locale), template="postcode_question")
 
 
 async def _language_reply(engine: Engine, turn: Turn, stage: str) -> None:
@@ -251,6 +261,11 @@ def _fields(engine: Engine) -> list:
     return list(engine.settings.panel.fields)
 
 
+def _derived(engine: Engine) -> list:
+    """The fields taken from the postcode lookup instead of being asked."""
+    return [f for f in _fields(engine) if f.derive_from == POSTCODE]
+
+
 def _ask_field(engine: Engine, turn: Turn, name: str, *, reask: bool) -> None:
     field = next(f for f in _fields(engine) if f.name == name)
     msg = render.field_message(
@@ -295,13 +310,62 @@ async def _field_reply(engine: Engine, turn: Turn, name: str) -> None:
     await _next_field_or_finish(engine, turn, after=name)
 
 
+async def _postcode_reply(engine: Engine, turn: Turn) -> None:
+    """A postcode: checked, looked up, and only the derived values kept (never the postcode,
+    and the message that carried it loses its text)."""
+    p = turn.panellist
+    assert p is not None
+    conn = turn.conn
+    derived = _derived(engine)
+    if not derived:  # the config changed under a half-finished sign-up
+        await _next_field_or_finish(engine, turn, after=None)
+        return
+    await panellist_store.forget_inbound_text(conn, turn.inbound_id)
+    postcode = postcodes.normalise(turn.text)
+    if postcode is None:
+        if await panellist_store.stage_misses(conn, p.id) == 0:
+            await panellist_store.update(conn, p.id, stage_misses=1)
+            turn.reply(engine.render("postcode_reask", p.locale), template="postcode_reask")
+            return
+    else:
+        lookup = _postcode_lookup(engine, derived)
+        if lookup is not None:  # else (a lookup gone since start) the values stay unknown
+            row = lookup.get(postcode)
+            for f in derived:
+                p.demographics[f.name] = row[f.name] if row else postcodes.OUTSIDE_AREA
+            await panellist_store.update(conn, p.id, demographics=p.demographics)
+    await _next_field_or_finish(engine, turn, after=derived[0].name)
+
+
+def _postcode_lookup(engine: Engine, derived: list) -> postcodes.PostcodeLookup | None:
+    path = engine.settings.panel.postcode_lookup
+    if path is None:
+        return None
+    try:
+        return postcodes.load_lookup(path, [f.name for f in derived])
+    except postcodes.PostcodeLookupError as exc:
+        logger.error("panel.postcode_lookup: %s; derived fields are left unknown", exc)
+        return None
+
+
 async def _next_field_or_finish(engine: Engine, turn: Turn, after: str | None) -> None:
     p = turn.panellist
     assert p is not None
     fields = _fields(engine)
     names = [f.name for f in fields]
     start = names.index(after) + 1 if after in names else 0
+    derived = _derived(engine)
     for f in fields[start:]:
+        if f.derive_from == POSTCODE:
+            # The postcode is asked once, in the place of the first field derived from it.
+            if f is derived[0] and not any(d.name in p.demographics for d in derived):
+                await panellist_store.update(turn.conn, p.id, stage=POSTCODE, stage_misses=0)
+                p.stage = POSTCODE
+                turn.reply(
+                    engine.render("postcode_question", turn.locale), template="postcode_question"
+                )
+                return
+            continue
         if f.name not in p.demographics:
             stage = FIELD_PREFIX + f.name
             await panellist_store.update(turn.conn, p.id, stage=stage, stage_misses=0)
