@@ -391,7 +391,15 @@ def test_make_bench_runs_each_quick_benchmark() -> None:
     )
     assert planned.returncode == 0, planned.stderr
     scripts = re.findall(r"bench/(\w+)\.py", planned.stdout)
-    assert scripts == ["inbound", "webhook", "dispatch"]
+    assert scripts == [
+        "inbound",
+        "webhook",
+        "dispatch",
+        "broadcast",
+        "weighting",
+        "evidence",
+        "selection",
+    ]
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert all(f"bench/{s}.py" in readme for s in scripts)
 
