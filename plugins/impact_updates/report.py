@@ -65,17 +65,17 @@ def environment() -> jinja2.Environment:
 
 async def register(bot: Bot, *, public: bool = False) -> list[dict[str, Any]]:
     """Every decision with its figures, oldest first. ``public``: decided and implemented
-    decisions only, for the public page."""
+    decisions only, without the per-update figures (the public page shows none)."""
     db = bot.db
     where = "WHERE status IN ('decided', 'implemented')" if public else ""
     decisions = await db.fetchall(f"SELECT * FROM impact_decisions {where} ORDER BY id")
     out = []
     for row in decisions:
-        out.append(await _decision(db, row))
+        out.append(await _decision(db, row, figures=not public))
     return out
 
 
-async def _decision(db: Database, row: Any) -> dict[str, Any]:
+async def _decision(db: Database, row: Any, *, figures: bool = True) -> dict[str, Any]:
     links = await db.fetchall(
         "SELECT survey_id, role FROM impact_decision_surveys WHERE decision_id = ? "
         "ORDER BY survey_id",
@@ -86,8 +86,12 @@ async def _decision(db: Database, row: Any) -> dict[str, Any]:
         "FROM impact_findings WHERE decision_id = ? ORDER BY id",
         (row["id"],),
     )
-    updates = await db.fetchall(
-        "SELECT * FROM impact_updates WHERE decision_id = ? ORDER BY id", (row["id"],)
+    updates = (
+        await db.fetchall(
+            "SELECT * FROM impact_updates WHERE decision_id = ? ORDER BY id", (row["id"],)
+        )
+        if figures
+        else []
     )
     told = await db.fetchone(
         "SELECT count(DISTINCT coalesce(r.panellist_id, -r.id)) AS n FROM impact_recipients r "
