@@ -226,31 +226,64 @@ SMALL_QUOTAS = [
 ]
 
 
-@pytest.mark.parametrize("households", [False, True])
-def test_the_minimum_is_the_person_level_optimum_on_a_small_pool(households: bool) -> None:
-    pool = SMALL if households else [PoolMember(p.id, p.features) for p in SMALL]
-    optimum, valid = _brute_force_maximin(pool, SMALL_QUOTAS, 4)
+# Two households of two old men (one make-up, two seats), one of a young woman and an old
+# man, and three people alone.
+PAIRS = [
+    PoolMember(1, {"sex": "male", "age": "old"}, "h1"),
+    PoolMember(2, {"sex": "male", "age": "old"}, "h1"),
+    PoolMember(3, {"sex": "male", "age": "old"}, "h2"),
+    PoolMember(4, {"sex": "male", "age": "old"}, "h2"),
+    PoolMember(5, {"sex": "female", "age": "young"}, "h3"),
+    PoolMember(6, {"sex": "male", "age": "old"}, "h3"),
+    PoolMember(7, {"sex": "female", "age": "old"}),
+    PoolMember(8, {"sex": "female", "age": "young"}, "h4"),
+    PoolMember(9, {"sex": "male", "age": "young"}),
+]
+
+
+@pytest.mark.parametrize("households", ["none", "small", "pairs"])
+def test_the_minimum_is_the_person_level_optimum_on_a_small_pool(households: str) -> None:
+    pool = {
+        "none": [PoolMember(p.id, p.features) for p in SMALL],
+        "small": SMALL,
+        "pairs": PAIRS,
+    }[households]
+    optimum, _ = _brute_force_maximin(pool, SMALL_QUOTAS, 4)
     dist = find_distribution(pool, SMALL_QUOTAS, 4, "maximin")
     assert dist.minimum == pytest.approx(optimum, abs=1e-7)
     assert sum(dist.probabilities.values()) == pytest.approx(4)
     # Two of four women and two of five men: 0.4 at best; with men 4, 5 and 6 in one
     # household only one of them may sit, so 1/3 at best. The constraint really bites.
-    assert optimum == pytest.approx(1 / 3 if households else 0.4, abs=1e-7)
-    # Every panel the lottery can pick meets the quotas (and households), whatever members
-    # of each class are drawn: expand each count vector to its panels.
+    expected = {"none": 0.4, "small": 1 / 3}.get(households, optimum)
+    assert optimum == pytest.approx(expected, abs=1e-7)
+    # Every panel in the lottery (counts per class) meets the size, the quotas and the
+    # households: a make-up's classes never take more than its households.
+    fields = ["sex", "age"]
     for panel, weight in zip(dist.panels, dist.weights, strict=True):
         if weight <= 0:
             continue
-        choices = [
-            itertools.combinations(cls.members, int(count))
-            for cls, count in zip(dist.classes, panel, strict=True)
-        ]
-        for parts in itertools.product(*choices):
-            chosen = tuple(sorted(i for part in parts for i in part))
-            assert chosen in valid
+        assert panel.sum() == 4
+        for q in SMALL_QUOTAS:
+            at = fields.index(q.field)
+            count = sum(
+                int(n) for c, n in zip(dist.classes, panel, strict=True) if c.profile[at] == q.value
+            )
+            assert q.min <= count <= q.max
+        taken: dict[tuple, int] = {}
+        for c, n in zip(dist.classes, panel, strict=True):
+            taken[c.make_up] = taken.get(c.make_up, 0) + int(n)
+            assert taken[c.make_up] <= c.seats
+    # Drawn panels meet quotas and households, and each person's share of them comes
+    # near their probability.
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        assert not panel_meets(draw(dist, rng), pool, SMALL_QUOTAS, 4)
+    seen: dict[int, int] = dict.fromkeys(dist.probabilities, 0)
+    for _ in range(4000):
+        panel = draw(dist, rng)
+        assert not panel_meets(panel, pool, SMALL_QUOTAS, 4)
+        for pid in panel:
+            seen[pid] += 1
+    for pid, p in dist.probabilities.items():
+        assert seen[pid] / 4000 == pytest.approx(p, abs=0.04), pid
 
 
 def test_nash_spreads_probability_and_keeps_the_quotas() -> None:
@@ -265,12 +298,27 @@ def test_nash_spreads_probability_and_keeps_the_quotas() -> None:
 
 def test_profiles_group_people_who_are_interchangeable() -> None:
     classes, households = classes_of(SMALL, ["sex", "age"])
-    # Households a (two people) and d (three) are shared: those five stand alone.
-    alone = sorted(m for c in classes if c.household for m in c.members)
-    assert alone == [1, 3, 4, 5, 6] and len(households) == 2
+    # Households a (a young and an old woman) and d (three old men) are shared make-ups;
+    # the other four people are households of one, grouped by profile.
+    assert len(classes) == 7 and len(households) == 2
+    shared = sorted(m for c in classes if len(c.make_up) > 1 for m in c.members)
+    assert shared == [1, 3, 4, 5, 6]
+    [men] = [c for c in classes if len(c.make_up) == 3]
+    assert men.members == (4, 5, 6) and men.seats == 1  # one household: one seat
+    # Households of the same make-up are interchangeable too: 20 two-person households of
+    # one make-up are one or two classes, not 40.
+    pairs = [
+        PoolMember(i, {"sex": "female" if i % 2 else "male", "age": "old"}, f"home{i // 2}")
+        for i in range(40)
+    ]
+    classes, households = classes_of(pairs, ["sex", "age"])
+    assert [(c.profile, len(c.members), c.seats) for c in classes] == [
+        (("female", "old"), 20, 20),
+        (("male", "old"), 20, 20),
+    ]
     no_households = [PoolMember(p.id, p.features) for p in SMALL]
     classes, households = classes_of(no_households, ["sex", "age"])
-    assert len(classes) == 4 and households == []
+    assert len(classes) == 4 and households == {}
 
 
 def test_the_household_constraint_holds_on_every_panel(cfg: Path) -> None:

@@ -17,10 +17,15 @@ variables instead of one per person. Each profile's expected count is then sprea
 equally over its members (a uniform random subset of the drawn count), which is the
 averaged distribution, so the optimum is the person-level optimum itself.
 
-With a household field, two people who share a household in the pool are no longer
-interchangeable with the rest (at most one of a household may sit on a panel), so each of
-them is a class of their own; people alone in their household still group by profile.
-When no one shares a household this is exactly the profile method.
+With a household field at most one person per household may sit on a panel. The same
+argument then works one level up: households with the same *make-up* (the multiset of
+their members' profiles) are interchangeable, and so are members of one household with
+the same profile. A class is then a make-up and a profile in it: the panel takes
+``x`` people of that profile from ``x`` distinct households of that make-up, the classes of
+one make-up sharing its households (their counts add up to at most the number of such
+households). Someone alone in the pool (no household key, or nobody else with it) is a
+household of one, so without shared households this is exactly the profile method, and
+with them the problem stays small (a few make-ups) instead of one variable per person.
 
 Both optimisations are column generation: a restricted master problem over the panels
 found so far (a linear program for maximin, ``scipy.optimize.linprog`` with HiGHS; a
@@ -66,11 +71,17 @@ class PoolMember:
 
 @dataclass
 class PersonClass:
-    """People who are interchangeable for the lottery (same profile, no shared household)."""
+    """People who are interchangeable for the lottery: one profile in one household make-up.
+
+    ``make_up`` is the sorted tuple of the profiles of a household's members (``(profile,)``
+    for someone alone), ``seats`` the number of households of that make-up: the most people
+    the class can put on one panel.
+    """
 
     profile: tuple[str, ...]
     members: tuple[int, ...]
-    household: str | None = None  # set when the member shares a household with others
+    make_up: tuple[tuple[str, ...], ...] = ()
+    seats: int = 0
 
 
 @dataclass
@@ -81,6 +92,9 @@ class Distribution:
     size: int
     fields: tuple[str, ...]
     classes: list[PersonClass]
+    # Per household make-up shared by more than one person: its households (member ids and
+    # their profiles), which a draw shares out among the make-up's classes.
+    households: dict[tuple[tuple[str, ...], ...], list[list[tuple[int, tuple[str, ...]]]]]
     panels: list[np.ndarray]  # one count per class for each panel in the lottery
     weights: np.ndarray  # probability of each panel
     probabilities: dict[int, float]  # each pool member's selection probability
@@ -128,28 +142,40 @@ def quota_fields(quotas: Sequence[Quota]) -> tuple[str, ...]:
 
 def classes_of(
     pool: Sequence[PoolMember], fields: Sequence[str]
-) -> tuple[list[PersonClass], list[list[int]]]:
-    """Interchangeable classes of the pool, and the shared households as lists of classes."""
-    by_household: dict[str, list[PoolMember]] = defaultdict(list)
-    for person in pool:
-        if person.household:
-            by_household[person.household].append(person)
-    shared = {key for key, people in by_household.items() if len(people) > 1}
-    grouped: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    singles: list[PersonClass] = []
+) -> tuple[
+    list[PersonClass], dict[tuple[tuple[str, ...], ...], list[list[tuple[int, tuple[str, ...]]]]]
+]:
+    """Interchangeable classes of the pool, and the households of each shared make-up.
+
+    The second value maps each make-up of more than one person to its households (each a
+    list of ``(id, profile)``); classes of one such make-up share those households.
+    """
+
+    def profile_of(person: PoolMember) -> tuple[str, ...]:
+        return tuple(person.features.get(f) or "" for f in fields)
+
+    homes: dict[str, list[PoolMember]] = defaultdict(list)
+    alone: list[PoolMember] = []
     for person in sorted(pool, key=lambda p: p.id):
-        profile = tuple(person.features.get(f) or "" for f in fields)
-        if person.household in shared:
-            singles.append(PersonClass(profile, (person.id,), person.household))
+        if person.household:
+            homes[person.household].append(person)
         else:
-            grouped[profile].append(person.id)
-    classes = [PersonClass(profile, tuple(ids)) for profile, ids in sorted(grouped.items())]
-    classes.extend(singles)
-    households: dict[str, list[int]] = defaultdict(list)
-    for index, cls in enumerate(classes):
-        if cls.household is not None:
-            households[cls.household].append(index)
-    return classes, [households[key] for key in sorted(households)]
+            alone.append(person)
+    units: list[list[tuple[int, tuple[str, ...]]]] = [[(p.id, profile_of(p))] for p in alone]
+    units.extend([(p.id, profile_of(p)) for p in people] for _, people in sorted(homes.items()))
+    by_make_up: dict[tuple[tuple[str, ...], ...], list[list[tuple[int, tuple[str, ...]]]]] = (
+        defaultdict(list)
+    )
+    for unit in units:
+        by_make_up[tuple(sorted(profile for _, profile in unit))].append(unit)
+    classes: list[PersonClass] = []
+    for make_up in sorted(by_make_up, key=lambda m: (len(m), m)):
+        homes_of_kind = by_make_up[make_up]
+        for profile in sorted(set(make_up)):
+            members = sorted(pid for unit in homes_of_kind for pid, pr in unit if pr == profile)
+            classes.append(PersonClass(profile, tuple(members), make_up, len(homes_of_kind)))
+    shared = {m: units_ for m, units_ in by_make_up.items() if len(m) > 1}
+    return classes, shared
 
 
 class _Model:
@@ -158,7 +184,6 @@ class _Model:
     def __init__(
         self,
         classes: list[PersonClass],
-        households: list[list[int]],
         quotas: Sequence[Quota],
         fields: Sequence[str],
         size: int,
@@ -167,6 +192,7 @@ class _Model:
 
         n = len(classes)
         self.sizes = np.array([len(c.members) for c in classes], dtype=float)
+        seats = np.array([c.seats for c in classes], dtype=float)
         rows = [np.ones(n)]
         lower, upper = [float(size)], [float(size)]
         position = {f: i for i, f in enumerate(fields)}
@@ -176,14 +202,19 @@ class _Model:
             )
             lower.append(float(q.min))
             upper.append(float(q.max))
-        for members in households:
-            row = np.zeros(n)
-            row[members] = 1.0
-            rows.append(row)
-            lower.append(0.0)
-            upper.append(1.0)
+        # Classes of one shared make-up take their people from distinct households of it.
+        make_ups: dict[tuple[tuple[str, ...], ...], list[int]] = defaultdict(list)
+        for index, c in enumerate(classes):
+            make_ups[c.make_up].append(index)
+        for members in make_ups.values():
+            if len(members) > 1:
+                row = np.zeros(n)
+                row[members] = 1.0
+                rows.append(row)
+                lower.append(0.0)
+                upper.append(float(classes[members[0]].seats))
         self.constraint = LinearConstraint(np.vstack(rows), lower, upper)
-        self.bounds = Bounds(np.zeros(n), self.sizes)
+        self.bounds = Bounds(np.zeros(n), seats)
         self.integrality = np.ones(n)
 
     def best_panel(self, value: np.ndarray) -> np.ndarray | None:
@@ -222,7 +253,7 @@ def find_distribution(
         raise SelectionProblem(f"the pool has {len(pool)} people, fewer than the size {size}")
     fields = quota_fields(quotas)
     classes, households = classes_of(pool, fields)
-    model = _Model(classes, households, quotas, fields, size)
+    model = _Model(classes, quotas, fields, size)
     sizes = model.sizes
     first = model.best_panel(1.0 / sizes)
     if first is None:
@@ -240,17 +271,20 @@ def find_distribution(
             probabilities[member] = p
         if not covered[index]:
             unreachable.extend(cls.members)
-    people_apart = sum(1 for c in classes if c.household is not None)
-    note = f"{len(pool)} people in {len(classes)} classes of interchangeable people" + (
-        f" ({people_apart} share a household with someone in the pool and are treated one by one)"
-        if people_apart
-        else ""
-    )
+    sharing = sum(len(unit) for units in households.values() for unit in units)
+    note = f"{len(pool)} people in {len(classes)} classes of interchangeable people"
+    if sharing:
+        note += (
+            f" ({sharing} share a household with someone in the pool: their"
+            f" {sum(len(units) for units in households.values())} households fall into"
+            f" {len(households)} make-ups)"
+        )
     return Distribution(
         algorithm=algorithm,
         size=size,
         fields=fields,
         classes=classes,
+        households=households,
         panels=panels,
         weights=weights,
         probabilities=probabilities,
@@ -359,8 +393,22 @@ def draw(distribution: Distribution, rng: np.random.Generator) -> list[int]:
     index = int(rng.choice(len(weights), p=weights))
     panel = distribution.panels[index]
     chosen: list[int] = []
+    # Households of a shared make-up, in a random order, go to its classes in turn; each
+    # gives one member of the class's profile, at random among its members of that profile.
+    queues = {
+        make_up: [units[i] for i in rng.permutation(len(units))]
+        for make_up, units in sorted(distribution.households.items())
+    }
     for cls, count in zip(distribution.classes, panel, strict=True):
-        if count:
+        if not count:
+            continue
+        if cls.make_up in queues:
+            queue = queues[cls.make_up]
+            taken, queues[cls.make_up] = queue[: int(count)], queue[int(count) :]
+            for unit in taken:
+                fits = [pid for pid, profile in unit if profile == cls.profile]
+                chosen.append(int(fits[int(rng.integers(len(fits)))]))
+        else:
             picked = rng.choice(np.array(cls.members), size=int(count), replace=False)
             chosen.extend(int(x) for x in picked)
     return sorted(chosen)
