@@ -216,3 +216,25 @@ def test_survey_share_cli_prints_a_link_and_revokes_it(config: Path) -> None:
         assert result.returncode == 1, (args, result)
         assert "Traceback" not in result.stderr
         assert expected in result.stderr, (args, result.stderr)
+
+
+async def test_the_draft_in_another_panel_language(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    bot = await Bot.create(make_settings(tmp_path, bot={"locales": ["en", "cy"]}))
+    try:
+        await add_survey(bot, GP)
+        link, _, _ = await make_share(
+            bot, "gp-access-2026", timedelta(days=1), label=None, actor="test"
+        )
+        async with serving(bot, start_bot=False) as base, httpx.AsyncClient(base_url=base) as http:
+            welsh = await http.get(f"/review/{_token(link)}?locale=cy")
+            assert welsh.status_code == 200
+            assert '<option value="cy" selected>Cymraeg (cy)</option>' in welsh.text
+            assert "Y tro diwethaf i chi geisio cael apwyntiad" in welsh.text
+            # A language the panel does not speak falls back to the default.
+            other = await http.get(f"/review/{_token(link)}?locale=xx")
+            assert '<option value="en" selected>' in other.text
+            assert "The last time you tried to get a GP appointment" in other.text
+    finally:
+        await bot.stop()
