@@ -327,7 +327,7 @@ def loop_line(loop: dict[str, Any]) -> str:
         f"{loop['design']}, wave {loop['wave_id']} ({loop['survey_id']}): "
         f"{a['label']} {a['responded']}/{a['invited']} ({_pct(a['rate'])}) vs "
         f"{b['label']} {b['responded']}/{b['invited']} ({_pct(b['rate'])}); difference "
-        f"{_points(loop['difference'])} points, 95% CI {_points(low)} to {_points(high)}"
+        f"{_points(loop['difference'])} percentage points, 95% CI {_points(low)} to {_points(high)}"
         f"{provisional}"
     )
 
