@@ -8,13 +8,17 @@ import re
 from collections.abc import AsyncIterator
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from bot.app import Bot
+from bot.engine.waves import launch
+from bot.hookspecs import hookimpl
+from plugins.impact_updates import decisions, updates
 from plugins.quotas import pages as population_pages
-from tests.conftest import Chat, make_settings
+from tests.conftest import REPO, Chat, add_survey, make_settings
 from tests.staff_login import signed_in
 from tests.webserver import serving
 
@@ -137,3 +141,348 @@ async def test_population_without_targets_says_so(bot: Bot) -> None:
         assert page.status_code == 200
         assert "No population targets are configured" in page.text
         assert "<svg" not in page.text
+
+
+# -- /admin/decisions ----------------------------------------------------------------------
+
+SURVEY = REPO / "tests" / "data" / "every-type.toml"
+
+
+class Recorder:
+    """A plugin that keeps what panelbot_decision_recorded was handed."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    @hookimpl
+    def panelbot_decision_recorded(self, decision: dict[str, Any]) -> None:
+        self.seen.append(decision)
+
+
+@pytest.fixture
+async def impact_bot(tmp_path: Path) -> AsyncIterator[Bot]:
+    """A panel in English and Welsh; three people (one reads Welsh), the two English readers
+    answered every-type."""
+    instance = await Bot.create(make_settings(tmp_path, bot={"locales": ["en", "cy"]}))
+    try:
+        chat = Chat(instance)
+        for i, language in enumerate(["1", "1", "2"]):  # English, English, Cymraeg
+            for text in ("Hello", language, "yes", "1", "1"):
+                await chat.say(f"sim:p{i}", text)
+        await add_survey(instance, SURVEY)
+        await launch(instance, "every-type")
+        for i in range(2):
+            await chat.say(f"sim:p{i}", "1")
+        yield instance
+    finally:
+        await instance.stop()
+
+
+@pytest.fixture
+async def recorder(impact_bot: Bot) -> Recorder:
+    found = Recorder()
+    impact_bot.plugins.pm.register(found, name="test-recorder")
+    return found
+
+
+@pytest.fixture
+async def impact_client(impact_bot: Bot, recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(impact_bot):
+        yield c
+
+
+DECISION = {
+    "title": "Evening phone lines",
+    "you_said": "Booking by phone is hard in working hours.",
+    "we_did": "The booking line now opens until 8pm on weekdays.",
+    "surveys": "every-type",
+    "finding": "ease",
+    "status": "decided",
+    "decided_on": "2026-11-30",
+    "decided_by": "Trust board",
+    "owner": "Director of operations",
+    "link": "https://example.org/phones",
+}
+
+
+async def audit_rows(bot: Bot, action: str) -> list[dict[str, Any]]:
+    rows = await bot.db.fetchall(
+        "SELECT actor, action, detail FROM audit_log WHERE action = ? ORDER BY id", (action,)
+    )
+    return [dict(r) for r in rows]
+
+
+async def add_one(bot: Bot, **changes: Any) -> int:
+    fields = {k: v for k, v in DECISION.items() if k != "finding"}
+    fields.update(changes)
+    return int((await decisions.add_decision(bot, **fields))["id"])
+
+
+@pytest.mark.parametrize("path", ["/admin/decisions", "/admin/decisions/1", "/admin/population"])
+async def test_decision_pages_need_a_login(impact_client: httpx.AsyncClient, path: str) -> None:
+    answer = await impact_client.get(path)
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/admin/login")
+    # A POST without a session is refused outright.
+    assert (await impact_client.post("/admin/decisions", data=DECISION)).status_code == 403
+
+
+async def test_admin_records_a_decision_linked_to_a_survey(
+    impact_bot: Bot, impact_client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    page = await impact_client.get("/admin/decisions")
+    assert page.status_code == 200
+    assert "No decisions recorded yet." in page.text
+    # The survey multi-select lists the surveys that exist.
+    assert '<option value="every-type">every-type: Every question type</option>' in page.text
+    answer = await impact_client.post("/admin/decisions", data={**DECISION, "csrf_token": csrf})
+    assert answer.status_code == 303, re.findall('role="alert"[^<]*<', answer.text)
+    assert answer.headers["location"] == "/admin/decisions/1?done=added"
+    stored = await decisions.get(impact_bot.db.conn, 1)
+    assert stored is not None
+    assert stored["title"] == DECISION["title"]
+    assert stored["surveys"] == ["every-type"]
+    assert stored["decided_by"] == "Trust board" and stored["owner"] == DECISION["owner"]
+    assert stored["finding"]["n"] == 2
+    # The hook fired once, for the addition.
+    assert [(d["id"], d["change"]) for d in recorder.seen] == [(1, "added")]
+    [audit] = await audit_rows(impact_bot, "decision.added")
+    assert audit["actor"].startswith("staff:")
+    assert '"decision": 1' in audit["detail"]
+    # The register lists it, with who decided, the owner and its survey.
+    listed = text_of((await impact_client.get("/admin/decisions")).text)
+    assert "Evening phone lines (#1) decided Trust board Director of operations every-type" in (
+        listed
+    )
+
+
+async def test_a_second_survey_choice_and_none(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    data = {**DECISION, "csrf_token": csrf}
+    data.pop("surveys")
+    data.pop("finding")
+    answer = await impact_client.post("/admin/decisions", data=data)
+    assert answer.status_code == 303
+    stored = await decisions.get(impact_bot.db.conn, 1)
+    assert stored is not None and stored["surveys"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"title": "  "}, "Title: must not be empty"),
+        ({"we_did": ""}, "We did: must not be empty"),
+        ({"title": "x" * 121}, "Title: at most 120 characters (got 121)"),
+        ({"surveys": "nope"}, "Surveys: no survey &#39;nope&#39;"),
+        ({"surveys": "a,b"}, "Surveys: choose from the list"),
+        ({"decided_on": "30/11/2026"}, "Decided on: &#39;30/11/2026&#39; is not a date"),
+        ({"link": "javascript:alert(1)"}, "Link: must be an http:// or https:// address"),
+        ({"status": "maybe"}, "Status: one of proposed, decided, implemented"),
+        ({"finding": "no_such_question"}, "Finding"),
+    ],
+)
+async def test_bad_decision_input_is_a_400_page_with_the_reason(
+    impact_bot: Bot,
+    impact_client: httpx.AsyncClient,
+    recorder: Recorder,
+    change: dict[str, str],
+    reason: str,
+) -> None:
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    answer = await impact_client.post(
+        "/admin/decisions", data={**DECISION, **change, "csrf_token": csrf}
+    )
+    assert answer.status_code == 400
+    assert 'role="alert"' in answer.text and reason in answer.text
+    # What was typed is kept in the form; nothing was stored or announced.
+    assert "Booking by phone is hard in working hours." in answer.text
+    assert await decisions.all_decisions(impact_bot.db.conn) == []
+    assert recorder.seen == []
+
+
+async def test_viewer_reads_but_cannot_change(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    decision_id = await add_one(impact_bot)
+    csrf = await signed_in(impact_client, impact_bot.db, "viewer")
+    page = await impact_client.get("/admin/decisions")
+    assert page.status_code == 200
+    assert "Evening phone lines" in page.text
+    assert 'id="decision-form"' not in page.text
+    detail = await impact_client.get(f"/admin/decisions/{decision_id}")
+    assert detail.status_code == 200 and 'id="schedule-form"' not in detail.text
+    for path, data in [
+        ("/admin/decisions", DECISION),
+        (f"/admin/decisions/{decision_id}/schedule", {"when": "now"}),
+    ]:
+        answer = await impact_client.post(path, data={**data, "csrf_token": csrf})
+        assert answer.status_code == 403
+    assert len(await decisions.all_decisions(impact_bot.db.conn)) == 1
+    assert await updates.all_updates(impact_bot.db.conn) == []
+
+
+async def test_post_without_csrf_is_refused(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    await signed_in(impact_client, impact_bot.db, "admin")
+    answer = await impact_client.post("/admin/decisions", data=DECISION)
+    assert answer.status_code == 403
+    assert await decisions.all_decisions(impact_bot.db.conn) == []
+
+
+async def test_preview_in_every_locale_with_segments_and_cost(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    decision_id = await add_one(impact_bot)
+    await signed_in(impact_client, impact_bot.db, "viewer")
+    page = await impact_client.get(f"/admin/decisions/{decision_id}")
+    assert page.status_code == 200
+    text = text_of(page.text)
+    # Participants (the two who answered) read English; Welsh is shown too.
+    assert "2 people would get it (2 answered its surveys)" in text
+    assert "English (en)" in text and "Cymraeg (cy)" in text
+    assert re.search(r"GSM-7, \d+ characters, \d+ SMS segments? each", text)
+    assert "Estimated cost: £0.00" in text  # the simulator is free
+    assert DECISION["we_did"] in page.text
+    # Another audience, by the select's query string; a bad one is a 400 with the reason.
+    panel = text_of(
+        (await impact_client.get(f"/admin/decisions/{decision_id}?audience=panel")).text
+    )
+    assert "3 people would get it" in panel
+    bad = await impact_client.get(f"/admin/decisions/{decision_id}?audience=nobody")
+    assert bad.status_code == 400
+    assert "Audience: participants, panel or FIELD=VALUE" in bad.text
+
+
+async def test_unknown_decision_is_404(impact_bot: Bot, impact_client: httpx.AsyncClient) -> None:
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    assert (await impact_client.get("/admin/decisions/99")).status_code == 404
+    answer = await impact_client.post(
+        "/admin/decisions/99/schedule", data={"when": "now", "csrf_token": csrf}
+    )
+    assert answer.status_code == 404
+
+
+async def test_schedule_then_cancel_with_confirmation(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    decision_id = await add_one(impact_bot)
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    answer = await impact_client.post(
+        f"/admin/decisions/{decision_id}/schedule",
+        data={
+            "when": "after",
+            "after": "2d",
+            "audience": "participants",
+            "holdout": "10%",
+            "follow_up": "every-type",
+            "feedback": "on",
+            "csrf_token": csrf,
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    [update] = await updates.all_updates(impact_bot.db.conn)
+    assert update["status"] == "scheduled" and update["decision_id"] == decision_id
+    assert update["holdout_share"] == pytest.approx(0.1)
+    assert update["follow_up_survey_id"] == "every-type" and update["feedback"] == 1
+    due = updates.parse_time(update["due_at"]) - updates.parse_time(update["created_at"])
+    assert 47 * 3600 < due.total_seconds() < 49 * 3600
+    [audit] = await audit_rows(impact_bot, "impact.scheduled")
+    assert f'"update": {update["id"]}' in audit["detail"]
+    page = await impact_client.get(answer.headers["location"])
+    assert "Update scheduled." in page.text
+    rows = rows_of(page.text, "update-table")
+    assert rows[0][:4] == [
+        str(update["id"]),
+        "scheduled",
+        update["due_at"][:16].replace("T", " "),
+        "participants (10% held out)",
+    ]
+    # A second one while this waits: refused with I1's reason.
+    again = await impact_client.post(
+        f"/admin/decisions/{decision_id}/schedule", data={"when": "now", "csrf_token": csrf}
+    )
+    assert again.status_code == 400
+    assert f"already has update {update['id']} scheduled" in again.text
+    # Cancel: not without the box ticked.
+    cancel = f"/admin/decisions/{decision_id}/updates/{update['id']}/cancel"
+    unconfirmed = await impact_client.post(cancel, data={"csrf_token": csrf})
+    assert unconfirmed.status_code == 400
+    assert "Tick the box to confirm" in unconfirmed.text
+    assert (await updates.get_update(impact_bot.db.conn, update["id"]))["status"] == "scheduled"
+    done = await impact_client.post(cancel, data={"confirm": "yes", "csrf_token": csrf})
+    assert done.status_code == 303
+    assert (await updates.get_update(impact_bot.db.conn, update["id"]))["status"] == "cancelled"
+    [audit] = await audit_rows(impact_bot, "impact.cancelled")
+    assert f'"update": {update["id"]}' in audit["detail"]
+    # Cancelling it twice: a 400 with the reason; an update of another decision: 404.
+    twice = await impact_client.post(cancel, data={"confirm": "yes", "csrf_token": csrf})
+    assert twice.status_code == 400 and "already cancelled" in twice.text
+    other = await add_one(impact_bot, title="Another")
+    wrong = await impact_client.post(
+        f"/admin/decisions/{other}/updates/{update['id']}/cancel",
+        data={"confirm": "yes", "csrf_token": csrf},
+    )
+    assert wrong.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("form", "reason"),
+    [
+        ({"when": "at", "at": ""}, "Date and time: give the date and time to send it"),
+        ({"when": "at", "at": "2020-01-01T10:00"}, "is in the past"),
+        ({"when": "at", "at": "tomorrow"}, "Date and time: &#39;tomorrow&#39; is not a time"),
+        ({"when": "after", "after": ""}, "After: give how long to wait"),
+        ({"when": "after", "after": "soon"}, "After:"),
+        ({"when": "sometime"}, "When: choose now"),
+        ({"when": "now", "audience": "age_band=200+"}, "Audience:"),
+        ({"when": "now", "holdout": "abc"}, "Hold-out: a percentage such as 10%"),
+        ({"when": "now", "holdout": "90%"}, "Hold-out: at most 50%"),
+        ({"when": "now", "follow_up": "nope"}, "Follow-up survey: no survey"),
+    ],
+)
+async def test_bad_schedule_input_is_a_400_page_with_the_reason(
+    impact_bot: Bot, impact_client: httpx.AsyncClient, form: dict[str, str], reason: str
+) -> None:
+    decision_id = await add_one(impact_bot)
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    answer = await impact_client.post(
+        f"/admin/decisions/{decision_id}/schedule", data={**form, "csrf_token": csrf}
+    )
+    assert answer.status_code == 400
+    assert 'role="alert"' in answer.text and reason in answer.text
+    assert await updates.all_updates(impact_bot.db.conn) == []
+
+
+async def test_a_proposed_decision_cannot_be_scheduled(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    decision_id = await add_one(impact_bot, status="proposed")
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    page = await impact_client.get(f"/admin/decisions/{decision_id}")
+    assert 'id="not-tellable"' in page.text and 'id="schedule-form"' not in page.text
+    answer = await impact_client.post(
+        f"/admin/decisions/{decision_id}/schedule", data={"when": "now", "csrf_token": csrf}
+    )
+    assert answer.status_code == 400
+    assert "is proposed: an update tells the panel what was decided" in answer.text
+
+
+async def test_delivery_figures_after_sending(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    decision_id = await add_one(impact_bot)
+    update, _ = await updates.schedule(impact_bot, decision_id, at="now")
+    await updates.run_update(impact_bot, update["id"])
+    await signed_in(impact_client, impact_bot.db, "viewer")
+    rows = rows_of(
+        (await impact_client.get(f"/admin/decisions/{decision_id}")).text, "update-table"
+    )
+    # id, status, due, audience, people, queued, sent, delivered, failed
+    assert rows[0][1] == "sent" and rows[0][4] == "2"
+    assert sum(int(c) for c in rows[0][5:9]) == 2
+    listed = text_of((await impact_client.get("/admin/decisions")).text)
+    assert f"Update {update['id']}: sent" in listed and "Impact loop:" in listed

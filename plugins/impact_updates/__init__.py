@@ -93,7 +93,9 @@ async def panelbot_handle_reply(
 
 @hookimpl
 def panelbot_register_routes(bot: Bot) -> list[Any] | None:
-    """``GET /impact``, the public register, when ``public_page = true``."""
-    from plugins.impact_updates import public  # the web framework only when serving
+    """``GET /impact``, the public register, when ``public_page = true``; the dashboard's
+    ``/admin/decisions`` pages (:mod:`.pages`), behind the staff login."""
+    # The web framework only when serving.
+    from plugins.impact_updates import pages, public
 
-    return public.routes(bot)
+    return [*(public.routes(bot) or []), *pages.routes(bot)]
