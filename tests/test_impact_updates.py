@@ -30,7 +30,7 @@ from bot.hookspecs import hookimpl
 from bot.models import MessageKind
 from bot.plugin_api import sanitise, sms_info
 from bot.plugins import load_plugins
-from plugins.impact_updates import decisions, jobs, updates
+from plugins.impact_updates import audience, decisions, jobs, updates
 from tests.conftest import FIELDS, REPO, Chat, add_survey, make_settings
 
 SURVEY = REPO / "tests" / "data" / "every-type.toml"
@@ -702,3 +702,52 @@ async def test_the_register_answers_which_decisions_cite_a_survey(bot: Bot) -> N
             ],
         )
     ]
+
+
+async def test_preview_cost_is_what_the_dispatcher_sends_to_twilio(tmp_path: Path) -> None:
+    from bot.panel import import_parsed, read_panel_file
+    from tests.fakes.twilio_api import FakeTwilio
+    from tests.test_twilio import twilio_settings
+
+    async with FakeTwilio().running() as fake:
+        base = twilio_settings(tmp_path, fake)
+        settings = make_settings(
+            tmp_path,
+            bot={"public_base_url": base.bot.public_base_url, "locales": ["en", "cy", "pl"]},
+            channels={"twilio": {**_twilio_table(base), "enabled": True}},
+            outbox={"poll_interval": 0.05},
+        )
+        bot = await Bot.create(settings)
+        try:
+            parsed = read_panel_file(
+                _panel_csv(tmp_path / "p.csv", 9, ["en", "cy", "pl"]), settings
+            )
+            await import_parsed(bot.db, bot.hash_key, settings, parsed, actor="test")
+            decision = await decisions.add_decision(
+                bot,
+                title="T",
+                you_said="Booking by phone was hard for “most” of you.",
+                we_did="Every practice now offers online booking.",
+            )
+            preview = await audience.preview(bot, decision["id"], audience="panel")
+            update, _ = await updates.schedule(bot, decision["id"], audience="panel")
+            await updates.run_update(bot, update["id"])
+            await bot.start()
+            posts = await fake.wait_for_posts(9, timeout=10)
+        finally:
+            await bot.stop()
+    sent = sum(sms_info(p.form["Body"]).segments for p in posts)
+    assert len({p.form["To"] for p in posts}) == 9
+    assert preview["people"] == 9 and preview["sms_segments"] == sent
+    assert preview["estimated_cost"] == pytest.approx(sent * 0.0463)
+
+
+def _twilio_table(settings: Any) -> dict[str, Any]:
+    twilio = settings.channels.twilio
+    return {
+        "account_sid": twilio.account_sid,
+        "auth_token": twilio.auth_token,
+        "from_number": twilio.from_number,
+        "api_base_url": twilio.api_base_url,
+        "rate_per_second": 100,
+    }
