@@ -476,3 +476,27 @@ def test_a_missing_database_or_too_small_a_pool_is_one_line(cfg: Path, tmp_path:
     result = panelbot(other, "panel", "select", "--size", "10", "--quotas", "q.toml")
     assert result.returncode == 1 and result.stderr.startswith("panelbot: no database at")
     assert not (empty / "panel.db").exists()
+
+
+async def test_the_example_workshop_quotas_select_from_the_demo_panel(tmp_path: Path) -> None:
+    import tomllib
+
+    from bot.app import Bot
+    from bot.config import load_settings
+    from bot.demo import load_examples, prepare_data_dir
+    from tests.conftest import REPO
+
+    config = prepare_data_dir(tmp_path / "demo", 8799)
+    settings = load_settings(config)
+    bot = await Bot.create(settings)
+    try:
+        await load_examples(bot, settings)
+    finally:
+        await bot.stop()
+    example = REPO / "examples" / "workshop_quotas.toml"
+    out = select(config, "--size", "24", "--quotas", str(example), "--seed", "1")
+    assert len(out["selected"]) == 24 and out["pool_size"] >= 200
+    assert out["minimum_probability"] > 0.05  # every demo panellist has a real chance
+    for quota in tomllib.loads(example.read_text(encoding="utf-8"))["quota"]:
+        count = sum(1 for p in out["selected"] if p["features"][quota["field"]] == quota["value"])
+        assert quota["min"] <= count <= quota["max"], quota
