@@ -85,6 +85,10 @@ async def test_survey_list_and_page_show_waves_results_and_charts(
         assert '<th scope="row">Easy</th><td>33.3%</td>' in text
         assert '<th scope="row">Hard</th><td>66.7%</td>' in text
         assert "<strong>Unweighted</strong> results" in text
+        # Response rate by group (bot.wave_report), and the cost per completed response.
+        assert f"Wave {wave_id}: response rate by sex" in text
+        assert '<th scope="row">female</th><td>100%</td><td>2 of 2 invited</td>' in text
+        assert "cost per completed response £0.00" in text
         # Free text is escaped.
         assert "Phone queue &lt;b&gt;forever&lt;/b&gt;" in text
         assert "<b>forever</b>" not in text

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from bot import wave_report
 from bot.results import ResultsError, survey_results
 from bot.storage import surveys as survey_store
 from bot.storage.db import fetch_all
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-try:  # Cost and response per wave (issue 12): used when present.
-    from bot import wave_report
-except ImportError:  # pragma: no cover - until bot/wave_report.py is in the tree
-    wave_report = None  # type: ignore[assignment]
 
 CLOSED = (QuestionType.CHOICE, QuestionType.MULTI, QuestionType.YESNO, QuestionType.SCALE)
 MAX_FINDINGS = 6
@@ -114,19 +111,8 @@ async def board_summary(request: Request) -> Response:
     survey = wave_survey.survey
     tz = ZoneInfo(bot.settings.bot.timezone)
     findings = await headline_findings(bot, wave, survey)
-    report = None
-    if wave_report is not None:
-        report = await wave_report.wave_report(bot, wave, wave_report.population_targets(bot) or {})
-    invited = report["invited"] if report else None
-    completed = report["completed"] if report else None
-    if report is None:
-        rows = await fetch_all(
-            bot.db.conn,
-            "SELECT status FROM invitations WHERE wave_id = ?",
-            (wave.id,),
-        )
-        invited = len(rows)
-        completed = sum(1 for r in rows if r["status"] == "completed")
+    report = await wave_report.wave_report(bot, wave, wave_report.population_targets(bot) or {})
+    invited, completed = report["invited"], report["completed"]
     # Representativeness: bot.results gives it per wave, before and (weighted) after.
     representativeness = None
     weighting_note = ""
@@ -159,7 +145,7 @@ async def board_summary(request: Request) -> Response:
         invited=invited,
         completed=completed,
         rate=round(100.0 * completed / invited, 1) if invited else 0.0,
-        cost=(report or {}).get("cost"),
+        cost=report.get("cost"),
         representativeness=representativeness,
         weighting_note=weighting_note,
         decisions=decisions,

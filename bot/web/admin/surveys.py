@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot import wave_report
 from bot.models import utcnow
 from bot.results import ResultsError, survey_results
 from bot.storage import shares as share_store
@@ -47,11 +48,6 @@ TEXT_PAGE = 20
 MAX_SEARCH = 200
 SHARE_DAYS = (1, 3, 7, 14, 30)
 CHOICE_TYPES = ("choice", "multi", "yesno", "scale")
-
-try:  # Cost and response per wave (issue 12): used when present.
-    from bot import wave_report
-except ImportError:  # pragma: no cover - until bot/wave_report.py is in the tree
-    wave_report = None  # type: ignore[assignment]
 
 
 def _bot(request: Request) -> Bot:
@@ -138,19 +134,18 @@ async def _wave_view(bot: Bot, wave: Wave, targets: dict[str, Any] | None) -> di
         "groups": [],
         "cost": None,
     }
-    if wave_report is not None:
-        report = await wave_report.wave_report(bot, wave, targets or {})
-        view["cost"] = report.get("cost")
-        for field_name, rows in (report.get("groups") or {}).items():
-            view["groups"].append(
-                charts.bar_chart(
-                    f"Wave {wave.id}: response rate by {field_name}",
-                    [(row["group"], row["response_rate"]) for row in rows],
-                    max_value=100,
-                    value_header="Response rate",
-                    notes=[f"{row['completed']} of {row['invited']} invited" for row in rows],
-                )
+    report = await wave_report.wave_report(bot, wave, targets or {})
+    view["cost"] = report.get("cost")
+    for field_name, rows in (report.get("groups") or {}).items():
+        view["groups"].append(
+            charts.bar_chart(
+                f"Wave {wave.id}: response rate by {field_name}",
+                [(row["group"], row["response_rate"]) for row in rows],
+                max_value=100,
+                value_header="Response rate",
+                notes=[f"{row['completed']} of {row['invited']} invited" for row in rows],
             )
+        )
     return view
 
 
@@ -245,7 +240,7 @@ async def _survey_page(
         status_code = 400
         by = None
     data, why = await _results(bot, survey_id, weighted, by)
-    targets = wave_report.population_targets(bot) if wave_report is not None else None
+    targets = wave_report.population_targets(bot)
     waves = [
         await _wave_view(bot, w, targets)
         for w in await survey_store.waves_of_survey(bot.db.conn, survey_id)
