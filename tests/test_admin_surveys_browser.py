@@ -136,6 +136,10 @@ def test_weighted_switch_csv_and_board_summary(
     expect(page.locator("#question-ease")).to_contain_text("Margins of error (95%)")
     assert "weighted=1" in page.url
     accessible(page)
+    # Usable at 320 px: nothing wider than the screen.
+    page.set_viewport_size({"width": 320, "height": 640})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    page.set_viewport_size({"width": 1280, "height": 800})
     # The CSV the page downloads is the CLI's, byte for byte.
     with page.expect_download() as waiting:
         page.get_by_role("link", name="Download these results as CSV").click()
@@ -151,6 +155,9 @@ def test_weighted_switch_csv_and_board_summary(
     page.get_by_role("link", name=re.compile("^Board summary")).first.click()
     expect(page.get_by_role("heading", name="Headline findings")).to_be_visible()
     expect(page.locator(".cards")).to_contain_text("100.0% response rate (3 of 3 invited)")
+    who = page.locator("section[aria-labelledby=repr]")
+    expect(who).to_contain_text("Before weighting, the largest gap from the population was sex")
+    expect(who).to_contain_text("After weighting, the largest gap is")
     accessible(page)
     page.emulate_media(media="print")
     pdf = page.pdf(format="A4", print_background=True)
