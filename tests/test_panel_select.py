@@ -434,7 +434,7 @@ def test_invite_queues_one_message_per_selected_person_however_often_it_runs(cfg
     assert sorted(r[0] for r in queued) == sorted(p["id"] for p in first["selected"])
     for _, kind, text, locale in queued:
         assert kind == "invitation"
-        expected = "rydych wedi cael eich dewis" if locale == "cy" else "you have been chosen"
+        expected = "cawsoch eich dewis" if locale == "cy" else "you have been chosen"
         assert text.startswith("Select Panel: ") and expected in text
     # Reserves are not invited; a selection without --invite queues nothing.
     select(cfg, "--size", "10", "--quotas", "q.toml", "--seed", "10")
@@ -500,3 +500,29 @@ async def test_the_example_workshop_quotas_select_from_the_demo_panel(tmp_path: 
     for quota in tomllib.loads(example.read_text(encoding="utf-8"))["quota"]:
         count = sum(1 for p in out["selected"] if p["features"][quota["field"]] == quota["value"])
         assert quota["min"] <= count <= quota["max"], quota
+
+
+def test_the_invitation_is_in_every_panel_language_within_three_segments(cfg: Path) -> None:
+    messages = Path(__file__).resolve().parent.parent / "plugins" / "quotas" / "messages"
+    core = messages.parent.parent.parent / "messages"
+    result = panelbot(
+        cfg,
+        "messages",
+        "check",
+        "--format",
+        "json",
+        "--messages-dir",
+        str(messages),
+        "--messages-dir",
+        str(core),
+    )
+    report = json.loads(result.stdout)
+    found = {}
+    for locale in report["locales"]:
+        for message in locale["messages"]:
+            if message["name"] == "selection_invitation":
+                found[locale["locale"]] = message
+    assert set(found) == {"en", "cy", "pl", "ro", "ur"}
+    for locale, message in found.items():
+        assert message["status"] == "present" and message["used_locale"] == locale, message
+        assert message["segments"] <= 3, message

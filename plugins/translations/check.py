@@ -181,6 +181,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "closes_at": SAMPLE_CLOSES_AT,
         "question": Nested("question"),
     },
+    # `panel select --invite` (quotas plugin; its catalog is plugins/quotas/messages).
+    "selection_invitation": {"size": 24},
 }
 
 
