@@ -114,7 +114,9 @@ _FIELDS: list[dict[str, Any]] = [
         },
     },
     {
+        # Taken from the postcode (examples/postcode_lookup.csv), not asked.
         "name": "imd_quintile",
+        "derive_from": "postcode",
         "values": ["1", "2", "3", "4", "5"],
         "text": {
             "en": "How would you describe your area? (1 = most deprived, 5 = least)",
@@ -151,6 +153,7 @@ _FIELDS: list[dict[str, Any]] = [
     },
     {
         "name": "locality",
+        "derive_from": "postcode",
         "values": ["northvale_city", "eastmoor", "riverside", "high_fells", "southport_bay"],
         "text": {
             "en": "Which part of Northvale do you live in?",
@@ -172,6 +175,41 @@ _FIELDS: list[dict[str, Any]] = [
 ]
 
 
+# Northvale's population aged 16 and over, for the quotas plugin: shaped like an English ICS
+# in the 2021 Census (age, sex, ethnicity) and the English Indices of Deprivation 2019 (IMD
+# quintiles are 0.2 each nationally; a northern ICS has more people in the most deprived).
+# Illustrative figures for a fictional area, not any real ICS's.
+DEMO_POPULATION: dict[str, dict[str, float]] = {
+    "age_band": {
+        "16-24": 0.14,
+        "25-34": 0.17,
+        "35-44": 0.16,
+        "45-54": 0.16,
+        "55-64": 0.16,
+        "65-74": 0.12,
+        "75+": 0.09,
+    },
+    # The Census asked sex as female or male; the other answers have no population share.
+    "sex": {"female": 0.51, "male": 0.49, "other": 0.0, "prefer_not_to_say": 0.0},
+    "ethnicity": {
+        "white": 0.79,
+        "mixed": 0.03,
+        "asian": 0.12,
+        "black": 0.04,
+        "other": 0.02,
+        "prefer_not_to_say": 0.0,
+    },
+    "imd_quintile": {"1": 0.27, "2": 0.22, "3": 0.19, "4": 0.17, "5": 0.15},
+    "locality": {
+        "northvale_city": 0.36,
+        "eastmoor": 0.19,
+        "riverside": 0.17,
+        "high_fells": 0.11,
+        "southport_bay": 0.17,
+    },
+}
+
+
 def demo_config(port: int) -> dict[str, Any]:
     return {
         "bot": {
@@ -185,9 +223,17 @@ def demo_config(port: int) -> dict[str, Any]:
             "quiet_hours": False,
         },
         "web": {"host": "127.0.0.1", "port": port},
-        "panel": {"fields": _FIELDS},
+        "panel": {
+            "fields": _FIELDS,
+            # Postcode -> locality and IMD quintile for the fictional NV postcodes.
+            "postcode_lookup": str(examples_dir() / "postcode_lookup.csv"),
+        },
         # A demo panel is synthetic: the page may speak as any of its members.
         "channels": {"simulator": {"enabled": True, "demo": True, "allow_panellists": True}},
+        # A target a little above the example panel's 240, so `quotas report` shows gaps.
+        "plugins": {
+            "quotas": {"panel_size_target": 300, "tolerance": 0.05, "population": DEMO_POPULATION}
+        },
     }
 
 
