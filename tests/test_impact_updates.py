@@ -751,3 +751,23 @@ def _twilio_table(settings: Any) -> dict[str, Any]:
         "api_base_url": twilio.api_base_url,
         "rate_per_second": 100,
     }
+
+
+async def test_an_update_over_the_sms_cap_in_any_language_is_refused(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, bot={"locales": ["en", "pl"]})
+    bot = await Bot.create(settings)
+    try:
+        await Chat(bot).join("sim:a")
+        long = "Practices now open earlier and later on weekdays for booked calls. " * 5
+        decision = await decisions.add_decision(bot, title="T", you_said="Y", we_did=long.strip())
+        # Within the cap in English (GSM-7), over it in Polish (UCS-2: 67 characters a segment).
+        with pytest.raises(updates.UpdateError, match=r"SMS segments in pl \(UCS-2\), over the"):
+            await updates.schedule(bot, decision["id"], audience="panel")
+        assert await updates.all_updates(bot.db.conn) == []
+        await decisions.change_decision(
+            bot, decision["id"], {"we_did": long[:120]}, surveys=None, finding=None
+        )
+        update, _ = await updates.schedule(bot, decision["id"], audience="panel")
+        assert update["status"] == "scheduled"
+    finally:
+        await bot.stop()

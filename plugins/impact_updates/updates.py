@@ -29,6 +29,8 @@ from bot.plugin_api import (
     parse_duration,
     queue_broadcast,
     render_message,
+    sanitise,
+    sms_info,
     survey_participants_count,
 )
 from plugins.impact_updates import decisions
@@ -247,6 +249,7 @@ async def schedule(
         if follow_up not in await known_surveys(bot.db.conn, [follow_up]):
             raise UpdateError(f"--follow-up: no survey {follow_up!r} (see panelbot survey list)")
     when = due if due is not None else parse_when(bot, at, after)
+    await check_length(bot, decision, feedback=feedback)
     waiting = await waiting_for(bot.db.conn, decision_id)
     busy = [u for u in waiting if u["status"] != "held"]
     if busy:
@@ -283,6 +286,25 @@ async def schedule(
     update = await get_update(bot.db.conn, update_id)
     assert update is not None
     return update, replaced
+
+
+async def check_length(bot: Bot, decision: dict[str, Any], *, feedback: bool) -> None:
+    """Refuse an update whose text is over the SMS cap in any of the panel's languages: the
+    SMS channel would cut it short (and with it the feedback question at its end)."""
+    participants = await survey_participants_count(bot.db.conn, survey_ids_of(decision))
+    renderer = Renderer(bot, {"participants": participants, "feedback": feedback}, decision)
+    for locale in bot.locales:
+        for took_part in (True, False):
+            text = renderer.text(locale, took_part)
+            if bot.settings.channels.twilio.sanitize:
+                text = sanitise(text)
+            info = sms_info(text)
+            if info.over_cap:
+                raise UpdateError(
+                    f"the update is {info.segments} SMS segments in {locale} ({info.encoding}), "
+                    "over the 6-segment cap: shorten --you-said or --we-did "
+                    f"(panelbot decision update {decision['id']}; see panelbot impact preview)"
+                )
 
 
 async def cancel(bot: Bot, update_id: int) -> tuple[dict[str, Any], int]:
