@@ -118,11 +118,15 @@ async def auto_schedule(bot: Bot, decision: dict[str, Any]) -> dict[str, Any] | 
     if await updates.waiting_for(bot.db.conn, decision["id"]):
         return None
     due: datetime = updates.now(bot) + config.send_after
-    update, _ = await updates.schedule(
-        bot,
-        decision["id"],
-        trigger="auto" if decision.get("change") == "added" else "status",
-        due=due,
-    )
+    try:
+        update, _ = await updates.schedule(
+            bot,
+            decision["id"],
+            trigger="auto" if decision.get("change") == "added" else "status",
+            due=due,
+        )
+    except updates.UpdateError as exc:
+        logger.warning("decision %s: no automatic update: %s", decision["id"], exc)
+        return None
     logger.info("decision %s: update %d scheduled for %s", decision["id"], update["id"], due)
     return update
