@@ -103,6 +103,8 @@ async def test_room_opening_admits_the_longest_waiting_first(tmp_path: Path) -> 
             "SELECT detail FROM audit_log WHERE action = 'joined' AND detail LIKE '%waitlist%'"
         )
         assert audit["detail"] == '{"from": "waitlist"}'
+        [admission] = await bot.db.fetchall("SELECT panellist_id, reason FROM quotas_admissions")
+        assert admission["reason"] == "room opened"
         assert await recruit.admit_waitlisted(bot) == 0  # full again
         # Once admitted, they are a panellist like any other.
         assert "waiting list" not in " ".join(await chat.say("sim:c", "HELP"))

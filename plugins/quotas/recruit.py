@@ -89,6 +89,11 @@ async def admit_waitlisted(bot: Bot) -> int:
                 continue
             if not await admit_from_waitlist(bot, tx, person, ROOM_MESSAGE):
                 continue
+            await tx.execute(
+                "INSERT INTO quotas_admissions (panellist_id, admitted_at, reason) "
+                "VALUES (?, ?, 'room opened')",
+                (person.id, datetime.now(UTC).isoformat(timespec="seconds")),
+            )
             admitted += 1
             for field in targets.population:
                 value = person.demographics.get(field)
