@@ -211,6 +211,7 @@ def test_decision_add_refuses_bad_input_in_one_line(
 
 def test_unknown_decision_and_update_are_one_line_errors(tmp_path: Path) -> None:
     config = config_file(tmp_path)
+    assert cli(config, "db", "upgrade").exit_code == 0
     for args, message in [
         (["decision", "update", "9", "--status", "decided"], "no decision 9"),
         (["impact", "schedule", "9"], "no decision 9"),
@@ -771,3 +772,11 @@ async def test_an_update_over_the_sms_cap_in_any_language_is_refused(tmp_path: P
         assert update["status"] == "scheduled"
     finally:
         await bot.stop()
+
+
+def test_reading_commands_on_a_missing_database_say_where_they_looked(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    for args in (["decision", "list"], ["impact", "list"], ["impact", "preview", "1"]):
+        result = cli(config, *args)
+        assert result.exit_code == 1 and "no database at" in result.output, (args, result.output)
+    assert not (tmp_path / "panel.db").exists()

@@ -45,6 +45,13 @@ NEEDS_DATABASE = frozenset(
         ("db", "prune"),
         ("staff", "list"),
         ("staff", "remove"),
+        # The impact_updates plugin's commands that only read or change what exists.
+        ("decision", "list"),
+        ("decision", "update"),
+        ("impact", "preview"),
+        ("impact", "list"),
+        ("impact", "cancel"),
+        ("impact", "release"),
     }
 )
 
