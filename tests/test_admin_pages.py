@@ -136,6 +136,7 @@ async def test_viewers_look_up_but_cannot_erase_or_read_the_audit_log(base: str,
         )
         assert refused.status_code == 403
         assert (await client.get("/admin/audit")).status_code == 403
+        assert 'href="/admin/audit"' not in page.text  # not in a viewer's menu
     person = await bot.db.fetchone("SELECT status FROM panellists WHERE id = ?", (pid,))
     assert person["status"] == "active"
 
@@ -144,6 +145,7 @@ async def test_admins_read_the_audit_log(admin: tuple[httpx.AsyncClient, str]) -
     client, _ = admin
     page = await client.get("/admin/audit")
     assert page.status_code == 200
+    assert '<a href="/admin/audit" aria-current="page">Audit log</a>' in page.text
     assert "staff.login" in page.text and "admin@example.org" in page.text
     only_logins = await client.get("/admin/audit", params={"action": "staff.login"})
     assert "staff.added" not in only_logins.text.split("<tbody>")[1]

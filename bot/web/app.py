@@ -101,7 +101,8 @@ async def build_app(bot: Bot) -> Starlette:
             label = getattr(route, "panelbot_nav", None)
             path = getattr(route, "path", None)
             if label and path:
-                nav.append({"label": str(label), "path": path})
+                admin_only = bool(getattr(route, "panelbot_admin_only", False))
+                nav.append({"label": str(label), "path": path, "admin_only": admin_only})
     app = Starlette(
         routes=routes,
         # Body caps and security headers in front of every route, plugins' too.

@@ -1,7 +1,8 @@
 """The staff dashboard under ``/admin``: server-rendered pages behind a login.
 
 Each page module in :data:`PAGES` defines ``routes() -> list[BaseRoute]`` (full paths,
-``/admin/...``) and may define ``NAV``, a list of ``(label, path)`` menu entries. A module
+``/admin/...``) and may define ``NAV``, a list of ``(label, path)`` menu entries (``(label,
+path, "admin")`` for a page only admins may open). A module
 not written yet is skipped. :func:`routes` gathers them, puts every route behind the staff
 login (:func:`bot.web.admin.auth.protect`; the login page itself is public) and adds the
 static files at ``/admin/static/``.
@@ -54,10 +55,11 @@ def routes() -> list[BaseRoute]:
     return gathered
 
 
-def nav() -> list[dict[str, str]]:
-    """The core pages' menu entries, in order."""
+def nav() -> list[dict[str, Any]]:
+    """The core pages' menu entries, in order. A ``NAV`` entry may have a third item,
+    ``"admin"``: the entry is shown to admins only (the page answers viewers 403)."""
     return [
-        {"label": label, "path": path}
+        {"label": entry[0], "path": entry[1], "admin_only": entry[2:] == ("admin",)}
         for module in _modules()
-        for label, path in getattr(module, "NAV", ())
+        for entry in getattr(module, "NAV", ())
     ]

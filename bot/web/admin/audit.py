@@ -21,7 +21,7 @@ from bot.web.admin.templating import render
 if TYPE_CHECKING:
     from bot.app import Bot
 
-NAV = [("Audit log", "/admin/audit")]
+NAV = [("Audit log", "/admin/audit", "admin")]
 PER_PAGE = 50
 MAX_PAGE = 100_000
 
