@@ -37,6 +37,7 @@ master: then the master's value is optimal for every distribution over valid pan
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -306,8 +307,17 @@ def _maximin(model: _Model, panels: list[np.ndarray]) -> tuple[np.ndarray, np.nd
     covered = np.zeros(n, dtype=bool)
     for panel in panels:
         covered |= panel > 0
-    # Cover every class that some panel can contain, so the minimum can be above zero.
-    for index in range(n):
+    # Cover every class that some panel can contain, so the minimum can be above zero:
+    # first panels reaching as many uncovered classes as they can, then one class at a
+    # time for the rest (a class no panel reaches stays out of the minimum).
+    while not covered.all():
+        value = (~covered).astype(float)
+        panel = model.best_panel(value)
+        if panel is None or not ((panel > 0) & ~covered).any():
+            break
+        panels.append(panel)
+        covered |= panel > 0
+    for index in np.flatnonzero(~covered):
         if covered[index]:
             continue
         value = np.zeros(n)
@@ -366,7 +376,13 @@ def _nash(
         objective = cp.Maximize(people @ cp.log(matrix.T @ lam))
         problem = cp.Problem(objective, [cp.sum(lam) == 1])
         try:
-            problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+            with warnings.catch_warnings():
+                # "Solution may be inaccurate" at these tight tolerances: the pricing step
+                # below checks optimality itself.
+                warnings.simplefilter("ignore")
+                problem.solve(
+                    solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10
+                )
         except cp.error.SolverError as exc:
             raise SelectionProblem(f"the nash program failed: {exc}") from None
         if lam.value is None:
