@@ -35,7 +35,10 @@ class _PluginPages:
         async def open_page(request):
             return PlainTextResponse("public plugin page")
 
+        secret = Route("/plugin/admins", private, methods=["GET"])
+        secret.panelbot_admin_only = True
         return [
+            secret,
             Route("/plugin/private", private, methods=["GET"]),
             Route("/plugin/change", change, methods=["POST"]),
             public_route(Route("/plugin/public", open_page, methods=["GET"])),
@@ -119,6 +122,8 @@ async def test_viewer_reads_but_cannot_post(client: httpx.AsyncClient) -> None:
     token = csrf_of(page.text)
     refused = await client.post("/plugin/change", data={"csrf_token": token})
     assert refused.status_code == 403
+    assert (await client.get("/plugin/admins")).status_code == 403
+    assert (await client.get("/plugin/private")).status_code == 200
     # A viewer may still sign out.
     assert (await client.post("/admin/logout", data={"csrf_token": token})).status_code == 303
 
@@ -130,6 +135,7 @@ async def test_plugin_routes_are_behind_the_login_unless_public(client: httpx.As
     assert public.status_code == 200 and public.text == "public plugin page"
     await sign_in(client, *ADMIN)
     assert (await client.get("/plugin/private")).text == "private plugin page"
+    assert (await client.get("/plugin/admins")).text == "private plugin page"
     token = csrf_of((await client.get("/admin")).text)
     assert (await client.post("/plugin/change")).status_code == 403
     changed = await client.post("/plugin/change", data={"csrf_token": token})
