@@ -462,7 +462,13 @@ def as_table(data: list[dict[str, Any]]) -> str:
         for u in d["updates"]:
             dl = u["delivery"]
             holdout = f", hold-out {u['holdout_share']:.0%}" if u["holdout_share"] else ""
-            lines.append(f"  Update {u['id']} ({u['status']}, to {u['audience']}{holdout}):")
+            if u["status"] == "sent" and u["sent_at"]:
+                state = f"sent {u['sent_at'][:10]}"
+            else:
+                state = f"{u['status']}, due {u['due_at'][:16].replace('T', ' ')} UTC"
+            if u["holdout_released_at"]:
+                holdout += f" (sent {u['holdout_released_at'][:10]})"
+            lines.append(f"  Update {u['id']} ({state}, to {u['audience']}{holdout}):")
             lines.append(
                 f"    delivery: queued {dl['queued']}, sent {dl['sent']}, delivered "
                 f"{dl['delivered']}, failed {dl['failed']}"
