@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 PHONE, TELEGRAM, LOCALE, CONSENT = "phone", "telegram_chat_id", "locale", "consent_at"
+# Read only when fields are derived from it (derive_from = "postcode"); never stored.
+POSTCODE = "postcode"
 # Columns that `panel export` writes and import reads past without a warning, so an export
 # round-trips. Ids differ between databases, so people are matched by address, never by id.
 EXPORT_ONLY = ("id", "status", "created_at", "other_addresses")
@@ -268,7 +270,10 @@ def _check_header(header: list[str], settings: Settings) -> tuple[dict[str, int]
     """(column name -> index, warnings). Raises PanelFileError."""
     names = [h.strip().lower() for h in header]
     fields = [f.name for f in settings.panel.fields]
+    derived = {f.name for f in settings.panel.fields if f.derive_from == POSTCODE}
     known = {PHONE, TELEGRAM, LOCALE, CONSENT, *fields, *EXPORT_ONLY}
+    if derived:
+        known.add(POSTCODE)  # read to derive those fields, never stored
     columns: dict[str, int] = {}
     warnings = []
     for index, name in enumerate(names):
@@ -286,6 +291,8 @@ def _check_header(header: list[str], settings: Settings) -> tuple[dict[str, int]
             f'the header has neither "{PHONE}" nor "{TELEGRAM}" (expected header: {expected})'
         )
     missing = [name for name in fields if name not in columns]
+    if POSTCODE in columns:
+        missing = [name for name in missing if name not in derived]
     if missing:
         raise PanelFileError(
             f"missing column{'s' if len(missing) > 1 else ''} for the panel "
@@ -367,6 +374,9 @@ def _parse_row(
             refuse(f'{CONSENT} "{raw}": {exc}', f"{CONSENT}: {exc}")
 
     demographics = {}
+    derived = [f for f in settings.panel.fields if f.derive_from == POSTCODE]
+    if derived and (raw := cell(POSTCODE)) and any(not cell(f.name) for f in derived):
+        demographics.update(_from_postcode(raw, derived, settings, refuse))
     for f in settings.panel.fields:
         if raw := cell(f.name):
             # Spreadsheets change case and spacing; the stored value is the configured one.
@@ -381,6 +391,25 @@ def _parse_row(
     if reasons:
         return Problem(line, "; ".join(reasons), tuple(kinds))
     return PanelRow(line, phone, chat_id, locale, consent_at, demographics)
+
+
+def _from_postcode(raw: str, derived: list, settings: Settings, refuse: Any) -> dict[str, str]:
+    """The derived fields' values for a postcode cell (``outside_area`` when not listed)."""
+    from bot import postcodes
+
+    postcode = postcodes.normalise(raw)
+    if postcode is None:
+        refuse(f'{POSTCODE} "{raw}": not a UK postcode', f"{POSTCODE}: not a UK postcode")
+        return {}
+    if settings.panel.postcode_lookup is None:
+        return {}
+    try:
+        lookup = postcodes.load_lookup(settings.panel.postcode_lookup, [f.name for f in derived])
+    except postcodes.PostcodeLookupError as exc:
+        refuse(f"{POSTCODE}: {exc}", f"{POSTCODE}: the lookup cannot be read")
+        return {}
+    row = lookup.get(postcode)
+    return {f.name: row[f.name] if row else postcodes.OUTSIDE_AREA for f in derived}
 
 
 class ProblemLog:

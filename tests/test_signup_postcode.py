@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -39,8 +40,6 @@ def derived_settings(tmp_path: Path, lookup: str = LOOKUP, fields: list | None =
 
 
 async def demographics(bot: Bot) -> dict[str, dict]:
-    import json
-
     rows = await bot.db.fetchall(
         "SELECT a.address, p.demographics FROM panellists p "
         "JOIN addresses a ON a.panellist_id = p.id"
@@ -190,3 +189,35 @@ def test_a_derived_field_needs_a_lookup(tmp_path: Path) -> None:
     fields = [{"name": "locality", "values": ["A"], "derive_from": "gp_practice"}]
     with pytest.raises(ConfigError, match="derive_from"):
         make_settings(tmp_path, panel={"fields": fields})
+
+
+def test_panel_import_derives_fields_from_a_postcode_column(tmp_path: Path) -> None:
+    (tmp_path / "lookup.csv").write_text(LOOKUP)
+    path = tmp_path / "panelbot.toml"
+    path.write_text(
+        'bot = { database = "panel.db" }\n'
+        '[panel]\npostcode_lookup = "lookup.csv"\n'
+        '[[panel.fields]]\nname = "age_band"\nvalues = ["16-34", "35+"]\n'
+        '[[panel.fields]]\nname = "locality"\nderive_from = "postcode"\n'
+        'values = ["Leeds Central", "Headingley", "Bradford City"]\n'
+        '[[panel.fields]]\nname = "imd_quintile"\nderive_from = "postcode"\n'
+        'values = ["1", "2", "3", "4", "5"]\n'
+    )
+    csv_file = tmp_path / "panel.csv"
+    csv_file.write_text(
+        "phone,consent_at,age_band,postcode\n"
+        "+447400100101,2026-01-05,16-34,ls6 4qb\n"
+        "+447400100102,2026-01-05,35+,CF10 1EP\n"
+        "+447400100103,2026-01-05,35+,not a postcode\n"
+    )
+    result = run(path, "panel", "import", str(csv_file))
+    assert result.returncode == 0, result.stderr
+    assert 'line 4: postcode "not a postcode": not a UK postcode' in result.stdout + result.stderr
+    with sqlite3.connect(tmp_path / "panel.db") as db:
+        rows = db.execute("SELECT demographics FROM panellists ORDER BY id").fetchall()
+        stored = "\n".join(db.iterdump()).upper().replace(" ", "")
+    assert [json.loads(r[0]) for r in rows] == [
+        {"age_band": "16-34", "locality": "Headingley", "imd_quintile": "3"},
+        {"age_band": "35+", "locality": "outside_area", "imd_quintile": "outside_area"},
+    ]
+    assert "LS64QB" not in stored and "CF101EP" not in stored
