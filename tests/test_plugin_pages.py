@@ -317,10 +317,12 @@ async def test_viewer_reads_but_cannot_change(
     for path, data in [
         ("/admin/decisions", DECISION),
         (f"/admin/decisions/{decision_id}/schedule", {"when": "now"}),
+        (f"/admin/decisions/{decision_id}/status", {"status": "implemented"}),
     ]:
         answer = await impact_client.post(path, data={**data, "csrf_token": csrf})
         assert answer.status_code == 403
-    assert len(await decisions.all_decisions(impact_bot.db.conn)) == 1
+    [stored] = await decisions.all_decisions(impact_bot.db.conn)
+    assert stored["status"] == "decided"
     assert await updates.all_updates(impact_bot.db.conn) == []
 
 
@@ -457,8 +459,8 @@ async def test_bad_schedule_input_is_a_400_page_with_the_reason(
     assert await updates.all_updates(impact_bot.db.conn) == []
 
 
-async def test_a_proposed_decision_cannot_be_scheduled(
-    impact_bot: Bot, impact_client: httpx.AsyncClient
+async def test_a_proposed_decision_cannot_be_scheduled_until_decided(
+    impact_bot: Bot, impact_client: httpx.AsyncClient, recorder: Recorder
 ) -> None:
     decision_id = await add_one(impact_bot, status="proposed")
     csrf = await signed_in(impact_client, impact_bot.db, "admin")
@@ -469,6 +471,25 @@ async def test_a_proposed_decision_cannot_be_scheduled(
     )
     assert answer.status_code == 400
     assert "is proposed: an update tells the panel what was decided" in answer.text
+    # Decided from the page: the hook fires, the change is audited, and it can be scheduled.
+    same = await impact_client.post(
+        f"/admin/decisions/{decision_id}/status", data={"status": "proposed", "csrf_token": csrf}
+    )
+    assert same.status_code == 400 and "is already proposed" in same.text
+    bad = await impact_client.post(
+        f"/admin/decisions/{decision_id}/status", data={"status": "done", "csrf_token": csrf}
+    )
+    assert bad.status_code == 400 and "Status: one of proposed, decided, implemented" in bad.text
+    changed = await impact_client.post(
+        f"/admin/decisions/{decision_id}/status", data={"status": "decided", "csrf_token": csrf}
+    )
+    assert changed.status_code == 303
+    assert (await decisions.get(impact_bot.db.conn, decision_id))["status"] == "decided"
+    assert [(d["id"], d["change"]) for d in recorder.seen][-1] == (decision_id, "status")
+    [audit] = await audit_rows(impact_bot, "decision.status")
+    assert '"to": "decided"' in audit["detail"]
+    page = await impact_client.get(changed.headers["location"])
+    assert "Status changed." in page.text and 'id="schedule-form"' in page.text
 
 
 async def test_delivery_figures_after_sending(

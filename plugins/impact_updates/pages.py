@@ -12,6 +12,9 @@
   ``panelbot impact preview``), the schedule form and a cancel form per waiting update.
 - ``POST /admin/decisions/{id}/schedule``: :func:`plugins.impact_updates.updates.schedule`
   (now, at a date and time, or after a duration; audience; hold-out; follow-up; feedback).
+- ``POST /admin/decisions/{id}/status``: a new status (proposed, decided, implemented)
+  through :func:`plugins.impact_updates.decisions.change_decision`, as ``decision update
+  --status`` (the hook fires, so ``auto_schedule`` applies).
 - ``POST /admin/decisions/{id}/updates/{update_id}/cancel``: with the box ticked to confirm,
   :func:`plugins.impact_updates.updates.cancel`.
 
@@ -88,6 +91,7 @@ NOTICES = {
     "added": "Decision recorded.",
     "scheduled": "Update scheduled.",
     "cancelled": "Update cancelled, with its messages not yet sent.",
+    "status": "Status changed.",
 }
 
 
@@ -274,6 +278,7 @@ async def _decision_page(
         preview_error=preview_error,
         asked_audience=asked,
         tellable=decision["status"] in decisions.TELLABLE,
+        statuses=decisions.STATUSES,
         audiences=audience_choices(bot),
         surveys=await survey_choices(bot),
         values={**defaults, **(values or {})},
@@ -377,6 +382,35 @@ async def cancel_update(request: Request) -> Response:
     return RedirectResponse(f"{PATH}/{decision_id}?done=cancelled#updates", status_code=303)
 
 
+async def change_status(request: Request) -> Response:
+    """A new status through :func:`decisions.change_decision` (fires the hook on a change)."""
+    bot = _bot(request)
+    decision_id: int = request.path_params["decision_id"]
+    before = await _decision_or_404(bot, decision_id)
+    form = await read_form(request)
+    status = str(form.get("status") or "")
+    if status == before["status"]:
+        return await _decision_page(
+            request,
+            decision_id,
+            status_code=400,
+            error=f"Status: decision {decision_id} is already {status}",
+        )
+    try:
+        decision, _ = await decisions.change_decision(
+            bot, decision_id, {"status": status}, surveys=None, finding=None
+        )
+    except (ValueError, LookupError) as exc:
+        return await _decision_page(request, decision_id, status_code=400, error=form_error(exc))
+    await _audit(
+        bot,
+        request,
+        "decision.status",
+        {"decision": decision_id, "from": before["status"], "to": decision["status"]},
+    )
+    return RedirectResponse(f"{PATH}/{decision_id}?done=status", status_code=303)
+
+
 def routes(bot: Bot) -> list[Any]:
     """The pages and their POSTs (behind the staff login; POSTs admins only, with CSRF)."""
     return [
@@ -384,6 +418,7 @@ def routes(bot: Bot) -> list[Any]:
         Route(PATH, create_decision, methods=["POST"]),
         Route(PATH + "/{decision_id:int}", decision_page, methods=["GET"]),
         Route(PATH + "/{decision_id:int}/schedule", schedule_update, methods=["POST"]),
+        Route(PATH + "/{decision_id:int}/status", change_status, methods=["POST"]),
         Route(
             PATH + "/{decision_id:int}/updates/{update_id:int}/cancel",
             cancel_update,
