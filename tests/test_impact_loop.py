@@ -621,3 +621,26 @@ async def test_the_loop_job_is_registered_when_the_bot_starts(settings: Any) -> 
         assert job.trigger.interval == timedelta(seconds=loop.TICK_SECONDS)
     finally:
         await bot.stop()
+
+
+async def test_open_wave_for_invites_exactly_the_active_people_named(bot: Bot) -> None:
+    from bot.plugin_api import open_wave_for
+
+    a, b, c, d = await people(bot, 4)
+    await Chat(bot).say("sim:p1", "STOP")  # b opts out: never invited
+    await add_survey(bot, SURVEY)
+    linked: list[int] = []
+
+    async def link(tx: Any, wave_id: int) -> None:
+        linked.append(wave_id)
+
+    wave_id, invited = await open_wave_for(bot, "every-type", [a, b, c, a], linked=link)
+    rows = await bot.db.fetchall(
+        "SELECT panellist_id FROM invitations WHERE wave_id = ?", (wave_id,)
+    )
+    assert (invited, sorted(r[0] for r in rows)) == (2, sorted([a, c]))
+    assert linked == [wave_id] and d not in [r[0] for r in rows]
+    wave = await bot.db.fetchone("SELECT status FROM waves WHERE id = ?", (wave_id,))
+    assert wave["status"] == "open"
+    with pytest.raises(ValueError, match="no survey 'nope'"):
+        await open_wave_for(bot, "nope", [a])
