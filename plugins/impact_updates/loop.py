@@ -200,7 +200,14 @@ async def open_follow_up(bot: Bot, update: Any) -> int | None:
     except _AlreadyLinked:
         return None
     except ValueError as exc:
-        logger.error("impact update %s: follow-up survey not opened: %s", update_id, exc)
+        # Logged once per run, not every minute; it is tried again each time (the survey
+        # may be added back).
+        failed: set[int] = bot.state.setdefault("impact_updates", {}).setdefault(
+            "follow_up_failed", set()
+        )
+        if update_id not in failed:
+            failed.add(update_id)
+            logger.error("impact update %s: follow-up survey not opened: %s", update_id, exc)
         return None
     logger.info(
         "impact update %s: follow-up wave %s of %s opened, %s invited",
