@@ -140,19 +140,28 @@ async def queue_many(
     gets nothing: the check is in the same statement as the insert.
     """
     now = iso(utcnow())
+    kind_value, priority = kind.value, kind.priority
+    # A broadcast's messages share a handful of extras (one per locale): encode each once.
+    encoded: dict[tuple[int, str | None], str] = {}
+    kept: list[Any] = []  # the extras cached by id stay alive, so no id is reused meanwhile
     rows = []
     for m in messages:
-        extra = dict(m.extra or {})
-        if m.locale:
-            extra.setdefault("locale", m.locale)
+        cache_key = (id(m.extra), m.locale)
+        extra_json = encoded.get(cache_key)
+        if extra_json is None:
+            extra = dict(m.extra or {})
+            if m.locale:
+                extra.setdefault("locale", m.locale)
+            extra_json = encoded[cache_key] = json.dumps(extra, ensure_ascii=False)
+            kept.append(m.extra)
         rows.append(
             (
                 m.key,
                 m.text,
-                kind.value,
-                kind.priority,
+                kind_value,
+                priority,
                 template,
-                json.dumps(extra, ensure_ascii=False),
+                extra_json,
                 now,
                 now,
                 now,
