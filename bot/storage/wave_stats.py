@@ -57,13 +57,21 @@ async def invitation_history(
     """Every invitation ever sent (``sent_at`` set), with the person's current demographics.
 
     People erased since keep their invitations with empty demographics; rows whose person
-    was deleted outright are left out.
+    was deleted outright are left out. A person's records share one demographics dict
+    (read it, never change it).
     """
+    people = {
+        r["id"]: _demographics(r["demographics"])
+        for r in await fetch_all(
+            conn,
+            "SELECT id, demographics FROM panellists WHERE id IN"
+            " (SELECT panellist_id FROM invitations WHERE sent_at IS NOT NULL)",
+        )
+    }
     rows = await fetch_all(
         conn,
-        "SELECT i.panellist_id, i.wave_id, i.sent_at, i.status, w.status AS wave_status,"
-        " p.demographics FROM invitations i JOIN waves w ON w.id = i.wave_id"
-        " JOIN panellists p ON p.id = i.panellist_id"
+        "SELECT i.panellist_id, i.wave_id, i.sent_at, i.status, w.status AS wave_status"
+        " FROM invitations i JOIN waves w ON w.id = i.wave_id"
         " WHERE i.sent_at IS NOT NULL AND i.wave_id IS NOT ? ORDER BY i.wave_id, i.id",
         (exclude_wave,),
     )
@@ -74,9 +82,10 @@ async def invitation_history(
             invited_at=parse_iso(r["sent_at"]),
             completed=r["status"] == "completed",
             wave_closed=r["wave_status"] == "closed",
-            demographics=_demographics(r["demographics"]),
+            demographics=people[r["panellist_id"]],
         )
         for r in rows
+        if r["panellist_id"] in people
     ]
 
 
