@@ -172,6 +172,19 @@ def test_output_has_probabilities_summing_to_the_size_and_no_phone_numbers(cfg: 
         cfg, "SELECT actor, detail FROM audit_log WHERE action = 'panel_select'"
     )
     assert actor.startswith("cli:") and json.loads(detail)["selection_id"] == out["selection_id"]
+    # The table: the minimum, one line per profile with its probability, the people.
+    table = panelbot(cfg, "panel", "select", "--size", "10", "--quotas", "q.toml", "--seed", "5")
+    assert table.returncode == 0, table.stderr
+    assert f"Minimum selection probability {out['minimum_probability']:.2%}" in table.stdout
+    profile_lines = [line.split() for line in table.stdout.splitlines() if "%" in line]
+    assert ["female", "16-34", "5"] == profile_lines[1][:3]  # sex, age band, people
+    assert "Selected (10):" in table.stdout and "Reserves (10, call them in this order):" in (
+        table.stdout
+    )
+    # nash through the command line too: probabilities still sum to the size.
+    nash = select(cfg, "--size", "10", "--quotas", "q.toml", "--seed", "5", "--algorithm", "nash")
+    assert sum(nash["probabilities"].values()) == pytest.approx(10, abs=1e-5)
+    assert nash["minimum_probability"] > 0.15
 
 
 def test_every_drawn_panel_meets_the_quotas(cfg: Path) -> None:
@@ -526,3 +539,10 @@ def test_the_invitation_is_in_every_panel_language_within_three_segments(cfg: Pa
     for locale, message in found.items():
         assert message["status"] == "present" and message["used_locale"] == locale, message
         assert message["segments"] <= 3, message
+
+
+def test_household_keys_ignore_case_and_spacing() -> None:
+    from plugins.quotas.selection_cli import household_key
+
+    assert household_key(" 12  High St ") == household_key("12 high st") == "12 high st"
+    assert household_key("") is None and household_key(None) is None

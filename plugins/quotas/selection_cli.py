@@ -161,10 +161,16 @@ def pool_of(
         PoolMember(
             id=p.id,
             features={f: str(p.demographics.get(f) or "") for f in fields},
-            household=(str(p.demographics.get(household) or "") or None) if household else None,
+            household=household_key(p.demographics.get(household)) if household else None,
         )
         for p in people
     ]
+
+
+def household_key(value: object) -> str | None:
+    """A household key compared as people type addresses: case and spacing ignored."""
+    key = " ".join(str(value or "").split()).casefold()
+    return key or None
 
 
 def run_lottery(
