@@ -239,12 +239,12 @@ async def open_wave(bot: Bot, wave_id: int, *, refusal_raises: bool = False) -> 
         await survey_store.set_wave(conn, wave_id, status="open", opened_at=utcnow())
         if sample.report is not None or wave.stratify_by:
             detail = {
+                **(sample.report or {}),  # the plugin's account; the core's facts win
                 "wave": wave_id,
                 "size": wave.sample_size,
                 "stratify_by": wave.stratify_by,
                 "eligible": len(eligible),
                 "invited": invited,
-                **(sample.report or {}),
             }
             await audit.record(conn, "wave.sample", detail=detail)
     bot.wake_dispatcher()
