@@ -387,6 +387,7 @@ def test_infeasible_quotas_exit_1_with_the_suggested_relaxation(cfg: Path) -> No
     assert line.startswith("panelbot: no panel of 12 from these 40 people meets every quota")
     assert "sortition-algorithms suggests: [[quota]] #2 (age_band = 16-34) min 11 -> 10" in line
     assert "Traceback" not in result.stderr
+    assert result.stdout == ""  # nor the solver's banner
     assert rows(cfg, "SELECT count(*) FROM quotas_selections") == [(0,)]
 
 

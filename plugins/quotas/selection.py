@@ -37,9 +37,12 @@ master: then the master's value is optimal for every distribution over valid pan
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -563,6 +566,22 @@ def library_inputs(
     return features, people, columns
 
 
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """File descriptor 1 to /dev/null: HiGHS prints its banner from C++, past sys.stdout,
+    and the command's stdout may be JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _quiet_library() -> None:
     # sortition-algorithms prints its progress on stdout (which holds our JSON): send its
     # loggers through ours instead, warnings only.
@@ -589,7 +608,8 @@ def relaxation(
 
     features, people, columns = library_inputs(pool, quotas, size, household)
     try:
-        setup_committee_generation(features, people, size, columns)
+        with _quiet_stdout():
+            setup_committee_generation(features, people, size, columns)
     except errors.InfeasibleQuotasError as exc:
         return relaxation_text(exc.features, quotas)
     except errors.InfeasibleQuotasCantRelaxError:
