@@ -78,7 +78,9 @@ def load_lookup(path: Path, columns: list[str]) -> PostcodeLookup:
                 if postcode is None:
                     raise PostcodeLookupError(f"{path.name} line {line}: not a UK postcode")
                 if postcode in rows:
-                    raise PostcodeLookupError(f"{path.name} line {line}: {postcode} is listed twice")
+                    raise PostcodeLookupError(
+                        f"{path.name} line {line}: {postcode} is listed twice"
+                    )
                 rows[postcode] = {c: row[c] for c in columns}
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise PostcodeLookupError(f"cannot read {path}: {exc}") from None
