@@ -38,8 +38,7 @@ async def waitlisted(conn: ReadConn) -> list[Panellist]:
     """Everyone on the waiting list, the longest waiting first."""
     rows = await fetch_all(
         conn,
-        "SELECT id FROM panellists WHERE status = 'pending' AND stage = ? "
-        "ORDER BY created_at, id",
+        "SELECT id FROM panellists WHERE status = 'pending' AND stage = ? ORDER BY created_at, id",
         (WAITLISTED_STAGE,),
     )
     ids = [r[0] for r in rows]
