@@ -375,43 +375,65 @@ def _holdout_ids(update_id: int, ids: list[int], share: float) -> set[int]:
     return set(random.Random(f"impact:{update_id}").sample(ids, size)) if size else set()
 
 
+RECIPIENT_CHUNK = 5000
+
+
+async def _status(conn: ReadConn, update_id: int) -> str | None:
+    rows = await conn.execute_fetchall(
+        "SELECT status FROM impact_updates WHERE id = ?", (update_id,)
+    )
+    return rows[0]["status"] if rows else None
+
+
 async def start(bot: Bot, update_id: int) -> bool:
-    """Resolve the audience of a due, scheduled update into its recipients (one
-    transaction) and move it to 'sending'; False when it is not (or no longer) scheduled."""
+    """Resolve the audience of a due, scheduled update into its recipients and move it to
+    'sending'; False when it is not (or no longer) scheduled or sending.
+
+    The audience is read once; its rows are written in transactions of ``RECIPIENT_CHUNK``
+    (a panel of 100,000 never holds the writer for seconds while replies wait), and the
+    update becomes 'sending' only in the last. A crash in between leaves it 'scheduled':
+    the next run reads the audience again and adds only the rows still missing."""
     default = bot.settings.bot.default_locale
+    status = await _status(bot.db.conn, update_id)
+    if status != "scheduled":
+        return status == "sending"
+    update = await get_update(bot.db.conn, update_id)
+    decision = await decisions.get(bot.db.conn, update["decision_id"])
+    members = await resolve_audience(bot, update, decision, bot.db.conn)
+    held_back = _holdout_ids(update_id, [m.panellist_id for m in members], update["holdout_share"])
+    rows = [
+        (
+            update_id,
+            m.panellist_id,
+            m.locale or default,
+            "holdout" if m.panellist_id in held_back else "treatment",
+            "waiting" if m.panellist_id in held_back else "pending",
+            1 if m.took_part else 0,
+        )
+        for m in members
+    ]
+    participants = await survey_participants_count(bot.db.conn, survey_ids_of(decision))
+    for first in range(0, len(rows), RECIPIENT_CHUNK):
+        async with bot.db.transaction() as tx:
+            if await _status(tx, update_id) != "scheduled":
+                return False  # cancelled meanwhile
+            await tx.executemany(
+                "INSERT OR IGNORE INTO impact_recipients "
+                "(update_id, panellist_id, locale, grp, state, took_part) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows[first : first + RECIPIENT_CHUNK],
+            )
     async with bot.db.transaction() as tx:
-        rows = await tx.execute_fetchall(
-            "SELECT status FROM impact_updates WHERE id = ?", (update_id,)
+        if await _status(tx, update_id) != "scheduled":
+            return False
+        [count] = await tx.execute_fetchall(
+            "SELECT COUNT(*) AS n FROM impact_recipients WHERE update_id = ?", (update_id,)
         )
-        if not rows or rows[0]["status"] != "scheduled":
-            return bool(rows) and rows[0]["status"] == "sending"
-        update = await get_update(tx, update_id)
-        decision = await decisions.get(tx, update["decision_id"])
-        members = await resolve_audience(bot, update, decision, tx)
-        held_back = _holdout_ids(
-            update_id, [m.panellist_id for m in members], update["holdout_share"]
-        )
-        await tx.executemany(
-            "INSERT OR IGNORE INTO impact_recipients "
-            "(update_id, panellist_id, locale, grp, state, took_part) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    update_id,
-                    m.panellist_id,
-                    m.locale or default,
-                    "holdout" if m.panellist_id in held_back else "treatment",
-                    "waiting" if m.panellist_id in held_back else "pending",
-                    1 if m.took_part else 0,
-                )
-                for m in members
-            ],
-        )
-        participants = await survey_participants_count(tx, survey_ids_of(decision))
         await set_status(
             tx,
             update_id,
             "sending",
-            audience_size=len(members),
+            audience_size=int(count["n"]),
             participants=participants,
             started_at=iso(datetime.now(UTC)),
         )
