@@ -103,7 +103,7 @@ async def test_population_chart_table_flags_and_recruitment(
         "0",
     ]
     assert rows["male"] == ["male", "50.0%", "1", "25.0%", "-25.0", "under target", "4", "2", "0"]
-    assert rows["other"][5] == "within tolerance"
+    assert rows["other"][5] == "no target"
     # The flags are said in words above the chart too, not only by colour.
     assert "Beyond tolerance: female (over target, +25.0 points); male (under target" in (
         text_of(html)
@@ -120,7 +120,7 @@ async def test_population_figures_are_the_reports(quota_bot: Bot) -> None:
         "sex": {"female": {"active": 5, "waitlisted": 1}, "male": {"active": 5, "waitlisted": 0}}
     }
     found = population_pages.sections(build(targets, counts))
-    assert [r["flag"] for r in found[0]["rows"]] == ["within tolerance"] * 4
+    assert [r["flag"] for r in found[0]["rows"]] == ["within tolerance"] * 2 + ["no target"] * 2
     assert found[0]["rows"][0]["waitlisted"] == 1
 
 
@@ -131,7 +131,9 @@ def test_flag_is_beyond_tolerance_of_the_target_share() -> None:
     assert flag(0.5, 0.45, 0.1, empty=False) == "within tolerance"
     assert flag(0.5, 0.4499, 0.1, empty=False) == "under target"
     assert flag(0.2, 0.0, 0.0, empty=True) == "under target"
-    assert flag(0.0, 0.0, 0.0, empty=True) == "within tolerance"
+    # A share of 0 (no population figure, "prefer not to say") is never a gap.
+    assert flag(0.0, 0.0, 0.0, empty=True) == "no target"
+    assert flag(0.0, 0.3, 0.0, empty=False) == "no target"
 
 
 async def test_population_without_targets_says_so(bot: Bot) -> None:

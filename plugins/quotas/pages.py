@@ -30,12 +30,17 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).parent / "templates"
 PATH = "/admin/population"
 UNDER, OVER, WITHIN = "under target", "over target", "within tolerance"
+# A share of 0 is a value with no population figure ("prefer not to say"): never a gap.
+NO_TARGET = "no target"
 
 
 def flag(target_share: float, panel_share: float, tolerance: float, *, empty: bool) -> str:
-    """``under target``, ``over target`` or ``within tolerance`` (words, not a colour)."""
+    """``under target``, ``over target``, ``within tolerance`` or ``no target`` (words,
+    not a colour)."""
+    if target_share == 0:
+        return NO_TARGET
     if empty:
-        return UNDER if target_share > 0 else WITHIN
+        return UNDER
     margin = tolerance * target_share
     # Shares are rounded to 4 places by the report: compare at that precision.
     if round(panel_share - target_share, 4) < -round(margin, 4):
@@ -67,7 +72,7 @@ def sections(report: dict[str, Any]) -> list[dict[str, Any]]:
             unit="%",
             max_value=100 * max(top, 0.01),
         )
-        flagged = [r for r in known if r["flag"] != WITHIN]
+        flagged = [r for r in known if r["flag"] in (UNDER, OVER)]
         out.append(
             {
                 "field": field,
