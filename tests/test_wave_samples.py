@@ -409,6 +409,39 @@ async def test_a_plugin_that_answers_nothing_gets_the_stratified_wave_closed(
         await bot.stop()
 
 
+PLUGIN_WITH_A_BAD_REPORT = """
+from bot.plugin_api import hookimpl
+
+@hookimpl
+def panelbot_select_sample(bot, survey, wave, eligible, size, stratify_by):
+    return {"ids": [p.id for p in eligible][:size], "report": {"cells": object()}}
+"""
+
+
+async def test_a_report_that_is_not_json_is_left_out_and_the_wave_opens(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "plugins.d"
+    folder.mkdir()
+    (folder / "bad_report.py").write_text(PLUGIN_WITH_A_BAD_REPORT, encoding="utf-8")
+    settings = make_settings(
+        tmp_path,
+        panel={"fields": FIELDS},
+        plugins={"disabled": ["quotas"], "directories": [str(folder)]},
+    )
+    bot = await Bot.create(settings)
+    try:
+        await import_panel(bot, {("female", "north"): 3})
+        await add_survey(bot, SURVEY)
+        wave_id = await launch(bot, "every-type", sample=2, stratify_by=["sex"])
+        assert (await bot.db.fetchone("SELECT status FROM waves"))[0] == "open"
+        assert (await bot.db.fetchone("SELECT COUNT(*) FROM invitations"))[0] == 2
+        report = await wave_stats.sample_report(bot.db.conn, wave_id)
+        assert report["invited"] == 2 and "cells" not in report
+    finally:
+        await bot.stop()
+
+
 # -- the command line ---------------------------------------------------------------------
 
 

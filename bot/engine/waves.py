@@ -7,6 +7,7 @@ so the scheduler can run a step again after a restart without sending anything t
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -191,7 +192,7 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
     if chosen is not None:
         allowed = {p.id for p in eligible}
         ids = list(dict.fromkeys(pid for pid in chosen if pid in allowed))
-        return Sample(ids, report if isinstance(report, dict) else None)
+        return Sample(ids, _json_report(report))
     if wave.stratify_by:
         raise WaveError(
             f"wave {wave.id} is stratified by {', '.join(wave.stratify_by)} but no plugin drew "
@@ -201,6 +202,18 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
     if wave.sample_size is None or wave.sample_size >= len(ids):
         return Sample(ids)
     return Sample(sorted(random.SystemRandom().sample(ids, wave.sample_size)))
+
+
+def _json_report(report: Any) -> dict[str, Any] | None:
+    """A plugin's sampling report if it can go into the audit log as JSON, else None."""
+    if not isinstance(report, dict):
+        return None
+    try:
+        json.dumps(report)
+    except (TypeError, ValueError):
+        logger.warning("panelbot_select_sample: the report is not JSON; it is left out")
+        return None
+    return report
 
 
 async def open_wave(bot: Bot, wave_id: int, *, refusal_raises: bool = False) -> int:
