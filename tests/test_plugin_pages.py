@@ -442,6 +442,8 @@ async def test_schedule_then_cancel_with_confirmation(
         ({"when": "after", "after": ""}, "After: give how long to wait"),
         ({"when": "after", "after": "soon"}, "After:"),
         ({"when": "sometime"}, "When: choose now"),
+        ({"when": "now", "after": "2d"}, "When: &#34;Now&#34; is chosen but"),
+        ({"when": "now", "at": "2030-01-01T10:00"}, "When: &#34;Now&#34; is chosen but"),
         ({"when": "now", "audience": "age_band=200+"}, "Audience:"),
         ({"when": "now", "holdout": "abc"}, "Hold-out: a percentage such as 10%"),
         ({"when": "now", "holdout": "90%"}, "Hold-out: at most 50%"),
@@ -509,3 +511,17 @@ async def test_delivery_figures_after_sending(
     assert sum(int(c) for c in rows[0][5:9]) == 2
     listed = text_of((await impact_client.get("/admin/decisions")).text)
     assert f"Update {update['id']}: sent" in listed and "Impact loop:" in listed
+
+
+async def test_schedule_at_a_local_time(impact_bot: Bot, impact_client: httpx.AsyncClient) -> None:
+    """A date and time from the form is the panel's local time (Europe/London by default)."""
+    decision_id = await add_one(impact_bot)
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    answer = await impact_client.post(
+        f"/admin/decisions/{decision_id}/schedule",
+        data={"when": "at", "at": "2030-07-01T10:00", "audience": "panel", "csrf_token": csrf},
+    )
+    assert answer.status_code == 303
+    [update] = await updates.all_updates(impact_bot.db.conn)
+    assert update["due_at"].startswith("2030-07-01T09:00")  # BST is UTC+1
+    assert update["audience"] == "panel" and update["feedback"] == 0  # box not ticked

@@ -305,7 +305,13 @@ async def schedule_update(request: Request) -> Response:
     at: str | None = None
     after: str | None = None
     problem = None
-    if when == "now":
+    if when == "now" and (values["at"] or values["after"]):
+        # A time typed but "Now" left chosen: ask, rather than send at once by mistake.
+        problem = (
+            'When: "Now" is chosen but a date and time or a wait is filled in; '
+            "choose which, or clear it"
+        )
+    elif when == "now":
         at = "now"
     elif when == "at":
         at = values["at"]
