@@ -780,3 +780,57 @@ def test_reading_commands_on_a_missing_database_say_where_they_looked(tmp_path: 
         result = cli(config, *args)
         assert result.exit_code == 1 and "no database at" in result.output, (args, result.output)
     assert not (tmp_path / "panel.db").exists()
+
+
+@pytest.mark.slow
+async def test_serve_killed_while_sending_an_update_sends_it_once_after_restart(
+    tmp_path: Path,
+) -> None:
+    """The real ``panelbot serve``: its scheduler picks the update up, is SIGKILLed part-way
+    through queueing it (batches of 1), and the next start finishes it: one per person."""
+    from tests.test_serve import free_port
+
+    port = free_port()
+    config = config_file(tmp_path, batch_size=1)
+    config.write_text(config.read_text() + f"\n[web]\nport = {port}\n")
+    people = 300
+    assert cli(config, "panel", "import", str(_panel_csv(tmp_path / "p.csv", people, ["en"])))
+    assert cli(config, "decision", "add", "--title", "T", "--you-said", "Y", "--we-did", "W")
+    assert cli(config, "impact", "schedule", "1", "--audience", "panel").exit_code == 0
+    database = tmp_path / "panel.db"
+
+    def count(sql: str) -> int:
+        with sqlite3.connect(database) as db:
+            return int(db.execute(sql).fetchone()[0])
+
+    queued_sql = "SELECT COUNT(*) FROM outbox WHERE kind = 'impact_update'"
+    log = (tmp_path / "serve.log").open("ab")
+    serve = [sys.executable, "-m", "bot", "-c", str(config), "serve", "--workers", "0"]
+    process = await asyncio.create_subprocess_exec(*serve, stdout=log, stderr=log)
+    try:
+        for _ in range(600):
+            if count(queued_sql) >= 20:
+                break
+            await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(process.wait(), timeout=10)
+        killed_at = count(queued_sql)
+        assert 20 <= killed_at < people, "the kill should land in the middle of sending"
+        process = await asyncio.create_subprocess_exec(*serve, stdout=log, stderr=log)
+        for _ in range(1200):
+            if count("SELECT COUNT(*) FROM impact_updates WHERE status = 'sent'") == 1:
+                break
+            await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), timeout=20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        log.close()
+    with sqlite3.connect(database) as db:
+        ids = [
+            r[0] for r in db.execute("SELECT panellist_id FROM outbox WHERE kind = 'impact_update'")
+        ]
+    assert len(ids) == people and len(set(ids)) == people, (tmp_path / "serve.log").read_text()[
+        -2000:
+    ]
