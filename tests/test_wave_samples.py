@@ -367,16 +367,19 @@ from bot.plugin_api import hookimpl
 
 @hookimpl
 def panelbot_select_sample(bot, survey, wave, eligible, size, stratify_by):
-    return None
+    return ANSWER
 """
 
 
+# Nothing, or something that is not a list of ids: either way no plugin drew the sample.
+@pytest.mark.parametrize("answer", ["None", "42"])
 async def test_a_plugin_that_answers_nothing_gets_the_stratified_wave_closed(
-    tmp_path: Path,
+    tmp_path: Path, answer: str
 ) -> None:
     folder = tmp_path / "plugins.d"
     folder.mkdir()
-    (folder / "declines.py").write_text(PLUGIN_THAT_DECLINES, encoding="utf-8")
+    plugin = PLUGIN_THAT_DECLINES.replace("ANSWER", answer)
+    (folder / "declines.py").write_text(plugin, encoding="utf-8")
     settings = make_settings(
         tmp_path,
         panel={"fields": FIELDS},

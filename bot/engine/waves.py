@@ -189,6 +189,11 @@ async def _select(bot: Bot, wave: survey_store.Wave, eligible: list[Panellist]) 
             raise WaveError(f"wave {wave.id} not opened: {chosen['refused']}; nobody was invited")
         report = chosen.get("report")
         chosen = chosen.get("ids")
+    if chosen is not None and not isinstance(chosen, list | tuple | set | frozenset):
+        logger.warning(
+            "panelbot_select_sample answered %s, not a list of ids; ignored", type(chosen).__name__
+        )
+        chosen = None
     if chosen is not None:
         allowed = {p.id for p in eligible}
         ids = list(dict.fromkeys(pid for pid in chosen if pid in allowed))
