@@ -2,8 +2,9 @@
 
 The database is the truth. An update is a row of ``impact_updates``; when it falls due, its
 audience is resolved into ``impact_recipients`` (the holdout drawn there, the rows written
-in chunks) and it moves to ``sending``; then batches of ``batch_size`` recipients are rendered in their
-locale and queued in the outbox, each batch in one transaction, each message under the key
+in chunks) and it moves to ``sending``; then batches of ``batch_size`` recipients are
+rendered in their locale and queued in the outbox, each batch in one transaction, each
+message under the key
 ``impact:<update id>:<panellist id>``. A crash at any point resumes from the rows still
 ``pending``, and the outbox's unique key means nobody is ever queued twice.
 """
