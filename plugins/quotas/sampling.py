@@ -175,13 +175,16 @@ def draw(
     alloc = allocate(weights, [len(p.people) for p in plans], n)
     for plan, count in zip(plans, alloc, strict=True):
         plan.allocated = count
+    total_weight = sum(weights)
     short = [
-        p for p, w in zip(plans, weights, strict=True) if w > 0 and p.allocated == len(p.people)
+        p
+        for p, w in zip(plans, weights, strict=True)
+        if total_weight > 0 and n * w / total_weight > len(p.people)
     ]
     if short and stratify_by and n < len(eligible):
         notes.append(
-            f"{len(short)} cell(s) had too few eligible people and invite all of them; "
-            "their remainder went to the other cells in proportion"
+            f"{len(short)} cell(s) had fewer eligible people than their share of the sample "
+            "and invite all they have; the rest went to the other cells in proportion"
         )
     recent_by_person, chosen = _last_invited(history), []
     taken_recent = 0
