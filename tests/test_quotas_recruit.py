@@ -130,12 +130,26 @@ async def test_without_targets_nobody_is_waitlisted_or_admitted(settings: Settin
         await bot.stop()
 
 
-async def test_the_admission_job_runs_every_ten_minutes(tmp_path: Path) -> None:
+async def test_the_admission_job_runs_at_start_and_every_ten_minutes(tmp_path: Path) -> None:
+    bot = await Bot.create(quota_settings(tmp_path))
+    try:
+        chat = Chat(bot)
+        for name in ("a", "b", "c"):  # c waits
+            await chat.join(f"sim:{name}", ("3", "1"))
+        await chat.say("sim:b", "STOP")  # room opens while the bot is not running its jobs
+    finally:
+        await bot.stop()
     bot = await Bot.create(quota_settings(tmp_path))
     try:
         await bot.start(dispatcher=False)
         job = bot.scheduler.aps.get_job(recruit.JOB_ID)
         assert job is not None
         assert job.trigger.interval.total_seconds() == 600
+        # The first run is due at start: wait for it (up to 30 s, a guard, not a timing check).
+        for _ in range(600):
+            if (await statuses(bot))["c"] == ("active", None):
+                break
+            await asyncio.sleep(0.05)
+        assert (await statuses(bot))["c"] == ("active", None)
     finally:
         await bot.stop()
