@@ -253,7 +253,11 @@ async def test_admin_records_a_decision_linked_to_a_survey(
     assert audit["actor"].startswith("staff:")
     assert '"decision": 1' in audit["detail"]
     # The register lists it, with who decided, the owner and its survey.
-    listed = text_of((await impact_client.get("/admin/decisions")).text)
+    register = (await impact_client.get("/admin/decisions")).text
+    # Each linked survey is a link to its page.
+    assert '<a href="/admin/surveys/every-type">every-type</a>' in register
+    assert (await impact_client.get("/admin/surveys/every-type")).status_code == 200
+    listed = text_of(register)
     assert "Evening phone lines (#1) decided Trust board Director of operations every-type" in (
         listed
     )
