@@ -39,9 +39,11 @@ async def admit_from_waitlist(
     """Move a waitlisted person onto the panel and queue them message ``message``.
 
     The message is rendered in their language (with ``context``) and queued, once, to
-    their most recent address as a bulk message (held in quiet hours). The admission is
-    audited (``joined``, ``{"from": "waitlist"}``). Returns False, changing nothing, if the
-    person is no longer waitlisted (they opted out, or were admitted meanwhile).
+    their most recent address as a bulk message (held in quiet hours); like anyone who has
+    just joined, they are then invited to the first open wave that takes new joiners. The
+    admission is audited (``joined``, ``{"from": "waitlist"}``). Returns False, changing
+    nothing, if the person is no longer waitlisted (they opted out, or were admitted
+    meanwhile).
     """
     from bot.models import MessageKind
     from bot.storage import audit, outbox, panel_groups
@@ -62,4 +64,35 @@ async def admit_from_waitlist(
             template=message,
             extra={"locale": panellist.locale},
         )
+        await _invite_to_open_wave(bot, conn, panellist)
     return True
+
+
+async def _invite_to_open_wave(bot: Any, conn: Conn, panellist: Panellist) -> None:
+    """As for anyone who has just joined: the first open wave that takes new joiners."""
+    from bot.engine.waves import begin_survey
+    from bot.models import MessageKind, utcnow
+    from bot.storage import outbox
+    from bot.storage import surveys as survey_store
+
+    for wave in await survey_store.waves(conn, status="open"):
+        if not wave.include_new or wave.closes_at <= utcnow():
+            continue
+        if not await survey_store.add_invitation(conn, wave.id, panellist.id, "waiting"):
+            continue
+        if await survey_store.active_session(conn, panellist.id) is None:
+            engine = bot.engine
+            msg = await begin_survey(
+                engine.renderer, engine.surveys, conn, panellist, wave.id, wave.survey_row_id
+            )
+            await outbox.queue(
+                conn,
+                key=f"wave:{wave.id}:invite:{panellist.id}",  # as the wave's own invitations
+                panellist_id=panellist.id,
+                address=panellist.addresses[0],
+                text=msg.text,
+                kind=MessageKind.INVITATION,
+                template=msg.template,
+                extra={**msg.extra, "locale": panellist.locale},
+            )
+        return

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from bot.app import Bot
 from bot.config import Settings
+from bot.engine.waves import launch
 from plugins.quotas import recruit
-from tests.conftest import Chat, make_settings
+from tests.conftest import REPO, Chat, add_survey, make_settings
 
+SURVEY = REPO / "tests" / "data" / "every-type.toml"
 # sex: 1 female, 2 male (the conftest fields); a panel of 4, two of each, no tolerance.
 SEX = {"female": 0.5, "male": 0.5, "other": 0.0, "prefer_not_to_say": 0.0}
 
@@ -88,6 +90,8 @@ async def test_room_opening_admits_the_longest_waiting_first(tmp_path: Path) -> 
         for name in ("a", "b", "c", "d", "e"):  # a and b join; c, d, e wait, in that order
             await chat.join(f"sim:{name}", ("3", "1"))
         assert await recruit.admit_waitlisted(bot) == 0  # no room yet
+        await add_survey(bot, SURVEY)
+        wave_id = await launch(bot, "every-type", include_new=True)
         await chat.say("sim:a", "STOP")
         assert await recruit.admit_waitlisted(bot) == 1
         found = await statuses(bot)
@@ -99,6 +103,23 @@ async def test_room_opening_admits_the_longest_waiting_first(tmp_path: Path) -> 
         )
         assert [(r["address"], r["kind"]) for r in rows] == [("c", "broadcast")]
         assert "a place has opened on Test Panel" in rows[0]["text"]
+        # Like anyone who has just joined, c is invited to the open wave for new joiners.
+        sent = await bot.db.fetchall(
+            "SELECT o.template, o.idempotency_key FROM outbox o "
+            "JOIN addresses a ON a.panellist_id = o.panellist_id WHERE a.address = 'c' "
+            "AND o.kind != 'reply' ORDER BY o.id"
+        )
+        c_id = (await bot.db.fetchone("SELECT panellist_id FROM addresses WHERE address = 'c'"))[0]
+        assert [(r["template"], r["idempotency_key"]) for r in sent] == [
+            ("waitlist_room", f"waitlist:waitlist_room:{c_id}"),
+            ("invitation", f"wave:{wave_id}:invite:{c_id}"),
+        ]
+        # ...and answers the survey's first question with their next message.
+        assert await chat.say("sim:c", "1")
+        [session] = await bot.db.fetchall(
+            "SELECT wave_id FROM survey_sessions WHERE panellist_id = ?", (c_id,)
+        )
+        assert session["wave_id"] == wave_id
         [audit] = await bot.db.fetchall(
             "SELECT detail FROM audit_log WHERE action = 'joined' AND detail LIKE '%waitlist%'"
         )
