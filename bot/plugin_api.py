@@ -428,8 +428,9 @@ async def queue_broadcast(
     *,
     kind: MessageKind = MessageKind.BROADCAST,
     template: str | None = None,
-) -> None:
-    """Queue many messages in ``tx``, each to its panellist's latest address, once per key.
+) -> dict[str, int]:
+    """Queue many messages in ``tx``, each to its panellist's latest address, once per key;
+    returns the outbox id of each message queued now, by key.
 
     A key already in the outbox is skipped (so a re-run after a crash never sends twice), and
     so is a person who is no longer active. The dispatcher paces them per channel and holds
@@ -437,7 +438,7 @@ async def queue_broadcast(
     """
     from bot.storage import broadcasts
 
-    await broadcasts.queue_many(tx, messages, kind=kind, template=template)
+    return await broadcasts.queue_many(tx, messages, kind=kind, template=template)
 
 
 async def broadcast_outbox_ids(conn: ReadConn, keys: Sequence[str]) -> dict[str, int]:

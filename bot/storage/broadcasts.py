@@ -133,11 +133,13 @@ async def queue_many(
     *,
     kind: MessageKind,
     template: str | None,
-) -> None:
-    """Queue each message to its panellist's best address, once per key (INSERT OR IGNORE).
+) -> dict[str, int]:
+    """Queue each message to its panellist's best address, once per key (INSERT OR IGNORE);
+    the outbox id of each message queued now, by key.
 
     A person no longer active (opted out, erased, unreachable) since the audience was read
-    gets nothing: the check is in the same statement as the insert.
+    gets nothing: the check is in the same statement as the insert. A key already in the
+    outbox is left as it is (and is not in the answer).
     """
     now = iso(utcnow())
     kind_value, priority = kind.value, kind.priority
@@ -168,8 +170,15 @@ async def queue_many(
                 m.panellist_id,
             )
         )
-    if rows:
-        await tx.executemany(_QUEUE_SQL, rows)
+    if not rows:
+        return {}
+    # Inside the transaction nobody else writes: the rows added are those past the last id.
+    [last] = await tx.execute_fetchall("SELECT COALESCE(MAX(id), 0) AS id FROM outbox")
+    await tx.executemany(_QUEUE_SQL, rows)
+    added = await fetch_all(
+        tx, "SELECT id, idempotency_key FROM outbox WHERE id > ?", (last["id"],)
+    )
+    return {r["idempotency_key"]: r["id"] for r in added}
 
 
 def _prefix_range(prefix: str) -> tuple[str, str]:

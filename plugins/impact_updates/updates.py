@@ -517,8 +517,12 @@ async def send_pending(bot: Bot, update_id: int, *, batch_size: int | None = Non
                 )
                 for r in rows
             ]
-            await queue_broadcast(tx, messages, kind=MessageKind.IMPACT_UPDATE, template=TEMPLATE)
-            ids = await broadcast_outbox_ids(tx, [m.key for m in messages])
+            ids = await queue_broadcast(
+                tx, messages, kind=MessageKind.IMPACT_UPDATE, template=TEMPLATE
+            )
+            missing = [m.key for m in messages if m.key not in ids]
+            if missing:  # already queued by an earlier run (not expected: see the docstring)
+                ids.update(await broadcast_outbox_ids(tx, missing))
             stamp = iso(datetime.now(UTC))
             await tx.executemany(
                 "UPDATE impact_recipients SET state = ?, outbox_id = ?, queued_at = ? WHERE id = ?",
