@@ -499,12 +499,13 @@ def select_cmd(
     household: str | None,
     invite: bool,
 ) -> None:
-    """Select a sub-panel (a workshop, a deliberative group) of SIZE active panellists by a
-    fair lottery that meets every quota in the quota file (quotas plugin).
+    """Select a sub-panel (a workshop, a deliberative group) of --size active panellists
+    by a fair lottery that meets every quota in the quota file (quotas plugin).
 
     maximin (the default) finds the lottery over quota-satisfying panels that makes the
     smallest chance of being selected as large as possible, then draws one panel from it.
-    People with the same values on the quota fields share one probability. Infeasible
+    People with the same values on the quota fields share one probability. Reserves are
+    listed in the order to call them, drawn from the rest to mirror the panel. Infeasible
     quotas are refused with the relaxation sortition-algorithms suggests. Every run is
     recorded for audit (seed, algorithm, quota file hash, who was selected); running the
     same selection again with the same seed finds the same record. No phone numbers are
