@@ -50,6 +50,10 @@ def _table(headers: list[str], rows: list[list[Any]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _people(n: int) -> str:
+    return "1 person" if n == 1 else f"{n} people"
+
+
 def _short(text: str | None, width: int = 40) -> str:
     text = (text or "").replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -291,14 +295,14 @@ def impact_preview(
         _json(found)
         return
     click.echo(
-        f"decision {found['decision']} to {found['audience']}: {found['people']} people "
+        f"decision {found['decision']} to {found['audience']}: {_people(found['people'])} "
         f"({found['participants']} answered its surveys)"
     )
     for entry in found["locales"]:
         channels = ", ".join(f"{n} {ch}" for ch, n in sorted(entry["channels"].items()))
         click.echo("")
         click.echo(
-            f"[{entry['locale']}] {entry['people']} people ({channels or 'none'}); "
+            f"[{entry['locale']}] {_people(entry['people'])} ({channels or 'none'}); "
             f"{entry['encoding']}, {entry['characters']} characters, "
             f"{entry['sms_segments_each']} SMS segment(s) each"
             + ("; OVER THE 6-SEGMENT CAP" if entry["over_cap"] else "")
