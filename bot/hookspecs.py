@@ -304,7 +304,8 @@ def panelbot_decision_recorded(bot: Bot, decision: dict[str, Any]) -> None:
     :param bot: the running bot.
     :param decision: the decision as stored: ``id``, ``title``, ``you_said``, ``we_did``,
         ``surveys`` (ids), ``decided_on``, ``decided_by``, ``owner``, ``status``, ``link``,
-        and ``change`` (``"added"`` or ``"status"``).
+        ``finding`` (the quoted finding's sentence, or None) and ``change`` (``"added"`` or
+        ``"status"``).
     """
 
 
