@@ -834,3 +834,24 @@ async def test_serve_killed_while_sending_an_update_sends_it_once_after_restart(
     assert len(ids) == people and len(set(ids)) == people, (tmp_path / "serve.log").read_text()[
         -2000:
     ]
+
+
+def test_impact_cancel_and_release_from_the_command_line(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    assert cli(config, "panel", "import", str(_panel_csv(tmp_path / "p.csv", 2, ["en"])))
+    cli(config, "decision", "add", "--title", "T", "--you-said", "Y", "--we-did", "W")
+    assert "nothing to change" in cli(config, "decision", "update", "1").output
+    cli(config, "impact", "schedule", "1", "--audience", "panel", "--after", "3d")
+    refused = cli(config, "impact", "release", "1")
+    assert refused.exit_code == 1 and "is scheduled, not held" in refused.output
+    cancelled = cli(config, "impact", "cancel", "1")
+    assert cancelled.exit_code == 0
+    assert "impact update 1 (decision 1) to panel cancelled; 0 queued message(s)" in (
+        cancelled.output
+    )
+    again = cli(config, "impact", "cancel", "1")
+    assert again.exit_code == 1 and "already cancelled" in again.output
+    # Cancelled, the decision may have a new update.
+    assert cli(config, "impact", "schedule", "1", "--audience", "panel").exit_code == 0
+    both = "\n".join(cli(config, "impact", "list").output.splitlines()[1:])
+    assert "cancelled" in both and "scheduled" in both
