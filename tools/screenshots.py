@@ -45,6 +45,12 @@ SIZE = {"width": 1280, "height": 800}
 EMAIL = "screenshots@example.org"
 SURVEY = "gp-access-2026"
 LABEL = ("--label", "Healthwatch Northvale")
+DECISION = (
+    *("--title", "Phone lines open from 7.30am", "--surveys", SURVEY),
+    *("--you-said", "Getting through on the phone at 8am was the hardest part."),
+    *("--we-did", "Practices in Northvale open their phone lines at 7.30am from March."),
+    *("--by", "Northvale ICB primary care committee", "--decided-on", "2026-11-20"),
+)
 RESPONDENTS = 130
 COMMENTS = [
     "I waited 40 minutes on the phone and then all the appointments had gone.",
@@ -179,6 +185,18 @@ def review_link(config: Path, base: str) -> str:
     return path.group(1)
 
 
+def record_decision(config: Path) -> None:
+    """A decision citing the survey, for the board summary (impact_updates plugin)."""
+    decided = subprocess.run(
+        [sys.executable, "-m", "bot", "-c", str(config), "decision", "add", *DECISION],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if decided.returncode != 0:
+        print(f"  no decision recorded: {decided.stderr.strip()}")
+
+
 def compress(path: Path) -> None:
     try:
         from PIL import Image
@@ -210,6 +228,12 @@ def shoot(base: str, password: str, pages: list[tuple[str, str]], out: Path) -> 
                     continue
                 target = out / f"{name}.png"
                 page.screenshot(path=str(target))
+                if name == "board-summary":
+                    page.emulate_media(media="print")
+                    pdf = page.pdf(format="A4", print_background=True)
+                    sheets = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+                    print(f"  board summary prints on {sheets} A4 page(s)")
+                    page.emulate_media(media="screen")
                 compress(target)
                 saved.append(f"{target.relative_to(REPO)} ({target.stat().st_size // 1024} KB)")
         finally:
@@ -243,6 +267,7 @@ def main() -> None:
             print(f"demo on {base}; {answer_survey(base, rng)} panellists answered {SURVEY}")
             add_staff(data / "panelbot.db", password)
             review = review_link(data / "panelbot.toml", base)
+            record_decision(data / "panelbot.toml")
             with sqlite3.connect(f"file:{data / 'panelbot.db'}?mode=ro", uri=True) as db:
                 wave = db.execute("SELECT MIN(id) FROM waves").fetchone()[0]
             pages = [
@@ -253,6 +278,9 @@ def main() -> None:
                 ("board-summary", f"/admin/surveys/{SURVEY}/waves/{wave}/summary"),
                 ("review-link", review),
                 ("panellists", "/admin/panellists"),
+                ("population", "/admin/population"),
+                ("decisions", "/admin/decisions"),
+                ("messages", "/admin/messages"),
                 ("audit", "/admin/audit"),
             ]
             for line in shoot(base, password, pages, out):

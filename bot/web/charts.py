@@ -4,9 +4,10 @@ Each function returns one ``<figure>`` (a :class:`markupsafe.Markup`, so a Jinja
 puts it in as it is) holding the SVG and, beside it, the same figures as an HTML table: a
 screen reader announces the SVG as one image (``role="img"`` with its ``<title>`` and
 ``<desc>``) and reads the numbers from the table. Every text that came from data (option
-labels, group names, titles) is escaped here. The SVG has a ``viewBox`` and no fixed
-width, so it shrinks to the page (320 px wide too); labels sit above their bars so long
-ones keep the whole width. No script, no web fonts, no CDN.
+labels, group names, titles) is escaped here. The SVG is drawn :data:`DISPLAY_WIDTH` pixels
+wide with a ``viewBox``, so a page's ``svg { max-width: 100%; height: auto }`` shrinks it
+to a narrow screen (320 px too); labels sit above their bars so long ones keep the whole
+width. No script, no web fonts, no CDN.
 
 Colours are the NHS palette's dark blue and purple on white (contrast above 7:1 for text;
 bars above 3:1 as graphics need) and the series are told apart by their labels and a
@@ -23,6 +24,9 @@ from html import escape
 from markupsafe import Markup
 
 WIDTH = 480  # narrow enough that 14-unit text stays readable when the chart shrinks
+# The width a chart is drawn at on a wide screen (CSS max-width: 100% shrinks it on a narrow
+# one, the viewBox keeping its proportions): 14-unit text shows at 17.5 px.
+DISPLAY_WIDTH = 600
 TEXT = "#212b32"  # NHS black: 15.6:1 on white
 GRID = "#768692"  # NHS mid grey: 3.9:1, for axes and guides
 SERIES = ("#005eb8", "#330072", "#00703c", "#7c2855")  # blue, purple, dark green, plum
@@ -58,7 +62,7 @@ def _svg(chart_id: str, title: str, desc: str, height: float, body: list[str]) -
         f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {math.ceil(height)}" '
         f'preserveAspectRatio="xMinYMin meet" role="img" '
         f'aria-labelledby="{chart_id}-t {chart_id}-d" '
-        f'xmlns="http://www.w3.org/2000/svg" width="100%" {FONT}>'
+        f'xmlns="http://www.w3.org/2000/svg" width="{DISPLAY_WIDTH}" {FONT}>'
         f'<title id="{chart_id}-t">{_e(title)}</title>'
         f'<desc id="{chart_id}-d">{_e(desc)}</desc>' + "".join(body) + "</svg>"
     )
