@@ -514,7 +514,69 @@ async def test_delivery_figures_after_sending(
     assert rows[0][1] == "sent" and rows[0][4] == "2"
     assert sum(int(c) for c in rows[0][5:9]) == 2
     listed = text_of((await impact_client.get("/admin/decisions")).text)
-    assert f"Update {update['id']}: sent" in listed and "Impact loop:" in listed
+    assert f"Update {update['id']}: sent" in listed
+    assert "no survey wave has opened since the update went out" in listed
+    assert "response to the next wave" not in listed
+
+
+ONE_QUESTION = """
+id = "one-question"
+title = "One question"
+locales = ["en", "cy"]
+intro.en = "One question."
+intro.cy = "Un cwestiwn."
+thanks.en = "Thanks."
+thanks.cy = "Diolch."
+
+[[questions]]
+id = "ok"
+type = "yesno"
+text.en = "Was it all right?"
+text.cy = "Oedd e yn iawn?"
+"""
+
+
+async def test_impact_loop_figure_as_a_chart(
+    impact_bot: Bot, impact_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The two who answered get the update; the next wave goes to all three and one of the
+    two completes it: 1 of 2 (50%) against 0 of 1, drawn with its text equivalent."""
+    decision_id = await add_one(impact_bot)
+    update, _ = await updates.schedule(impact_bot, decision_id, at="now")
+    await updates.run_update(impact_bot, update["id"])
+    survey = tmp_path / "one.toml"
+    survey.write_text(ONE_QUESTION, encoding="utf-8")
+    await add_survey(impact_bot, survey)
+    wave_id = await launch(impact_bot, "one-question")
+    # The history the figure is drawn from, as the dispatcher and the engine would leave
+    # it (the figure itself is impact_updates.report's, tested there): both messages
+    # delivered, and one of their two recipients completing the next wave.
+    async with impact_bot.db.transaction() as tx:
+        await tx.execute("UPDATE outbox SET status = 'delivered' WHERE kind = 'impact_update'")
+        await tx.execute(
+            "UPDATE invitations SET status = 'completed' WHERE wave_id = ? AND panellist_id = "
+            "(SELECT min(panellist_id) FROM impact_recipients)",
+            (wave_id,),
+        )
+    await signed_in(impact_client, impact_bot.db, "viewer")
+    page = (await impact_client.get(f"/admin/decisions/{decision_id}")).text
+    title = f"Update {update['id']}: response to the next wave (observational)"
+    assert 'role="img"' in page and title in page
+    figures = page.split(f"<caption>{title}</caption>", 1)[1].split("</table>", 1)[0]
+    cells = [text_of(c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", figures)]
+    assert cells == [
+        "",
+        "Response rate",
+        "Note",
+        "received the update",
+        "50%",
+        "1 of 2 invited",
+        "did not receive it",
+        "0%",
+        "0 of 1 invited",
+    ]
+    assert "a difference of +50.0 points (95% interval" in page
+    assert "provisional while the wave is open" in page
 
 
 async def test_schedule_at_a_local_time(impact_bot: Bot, impact_client: httpx.AsyncClient) -> None:

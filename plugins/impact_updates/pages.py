@@ -37,6 +37,7 @@ from starlette.responses import RedirectResponse
 
 from bot.plugin_api import (
     Route,
+    bar_chart,
     current_staff,
     language_name,
     nav_link,
@@ -218,6 +219,31 @@ async def create_decision(request: Request) -> Response:
 # -- one decision ---------------------------------------------------------------------------
 
 
+def loop_chart(update: dict[str, Any]) -> Any | None:
+    """The impact-loop figure as bars: the next wave's response rate of those the update
+    reached against the others (or treatment against hold-out), each with its counts; None
+    until there is a figure."""
+    loop = update["impact_loop"]
+    if "difference" not in loop:
+        return None
+    groups = [loop["received"], loop["not_received"]]
+    low, high = loop["ci95"]
+    return bar_chart(
+        f"Update {update['id']}: response to the next wave ({loop['design']})",
+        [(g["label"], 100 * g["rate"]) for g in groups],
+        unit="%",
+        max_value=100,
+        value_header="Response rate",
+        notes=[f"{g['responded']} of {g['invited']} invited" for g in groups],
+        desc=(
+            f"{groups[0]['label']} {100 * groups[0]['rate']:.1f}%, {groups[1]['label']} "
+            f"{100 * groups[1]['rate']:.1f}%: a difference of {100 * loop['difference']:+.1f} "
+            f"points (95% interval {100 * low:+.1f} to {100 * high:+.1f})"
+            + (", provisional while the wave is open" if loop.get("provisional") else "")
+        ),
+    )
+
+
 async def _decision_or_404(bot: Bot, decision_id: int) -> dict[str, Any]:
     for decision in await report.register(bot):
         if decision["id"] == decision_id:
@@ -237,6 +263,7 @@ async def _decision_page(
     decision = await _decision_or_404(bot, decision_id)
     for update in decision["updates"]:
         update["loop_line"] = report.loop_line(update["impact_loop"])
+        update["loop_chart"] = loop_chart(update)
         update["waiting"] = update["status"] in WAITING
     asked = request.query_params.get("audience") or None
     preview: dict[str, Any] | None = None
