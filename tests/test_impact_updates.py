@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from bot import dispatcher as dispatcher_module
 from bot.app import Bot
 from bot.cli import _register_commands
 from bot.cli import cli as panelbot
@@ -27,9 +28,10 @@ from bot.config import dump_toml, settings_from_dict
 from bot.dispatcher import in_quiet_hours
 from bot.engine.waves import launch
 from bot.hookspecs import hookimpl
-from bot.models import MessageKind
+from bot.models import MessageKind, iso
 from bot.plugin_api import sanitise, sms_info
 from bot.plugins import load_plugins
+from bot.storage import outbox as outbox_module
 from plugins.impact_updates import audience, decisions, jobs, updates
 from tests.conftest import FIELDS, REPO, Chat, add_survey, make_settings
 
@@ -455,7 +457,7 @@ async def test_misfire_grace_follows_the_injected_clock(bot: Bot) -> None:
 
 
 async def test_an_update_due_in_quiet_hours_waits_across_the_clock_change(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 20:00-09:00 in London. Clocks go back at 01:00 UTC on 25 October 2026 (BST to GMT):
     # an update falling due at 00:30 UTC (01:30 BST) waits until 09:00 GMT = 09:00 UTC.
@@ -486,6 +488,35 @@ async def test_an_update_due_in_quiet_hours_waits_across_the_clock_change(
         for moment in (due, due + timedelta(hours=1)):
             assert in_quiet_hours(bot, moment) == datetime(2026, 10, 25, 9, 0, tzinfo=UTC)
         assert in_quiet_hours(bot, datetime(2026, 10, 25, 9, 0, tzinfo=UTC)) is None
+
+        # The real dispatcher on that night: its clock (and the outbox's) set, not mocked away.
+        def clock(when: datetime) -> None:
+            monkeypatch.setattr(dispatcher_module, "utcnow", lambda: when)
+            monkeypatch.setattr(outbox_module, "utcnow", lambda: when)
+
+        await bot.db.execute_write(
+            "UPDATE outbox SET next_attempt_at = ? WHERE kind = 'impact_update'", (iso(due),)
+        )
+        clock(due + timedelta(hours=1))  # 01:30 GMT, after the change
+        assert await bot.dispatcher.dispatch_due() == 2
+        held = await bot.db.fetchall(
+            "SELECT status, next_attempt_at, last_error FROM outbox WHERE kind = 'impact_update'"
+        )
+        assert {(r["status"], r["next_attempt_at"], r["last_error"]) for r in held} == {
+            ("queued", "2026-10-25T09:00:00.000+00:00", "quiet hours")
+        }
+        clock(datetime(2026, 10, 25, 8, 59, tzinfo=UTC))  # 08:59 GMT: still waiting
+        assert await bot.dispatcher.dispatch_due() == 0
+        clock(datetime(2026, 10, 25, 9, 0, 1, tzinfo=UTC))
+        assert await bot.dispatcher.dispatch_due() == 2
+        for _ in range(100):  # handed to the simulator channel, which sends at once
+            statuses = await bot.db.fetchall(
+                "SELECT status FROM outbox WHERE kind = 'impact_update'"
+            )
+            if {r["status"] for r in statuses} <= {"sent", "delivered"}:
+                break
+            await asyncio.sleep(0.05)
+        assert {r["status"] for r in statuses} <= {"sent", "delivered"}
     finally:
         await bot.stop()
 
