@@ -15,7 +15,7 @@ rate-limited per link). An unknown token is a 404, a revoked or expired one a 41
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -157,14 +157,12 @@ class Sandbox:
 
     def invitation(self) -> str:
         first = self.survey.first_question({})
-        assert first is not None, "a stored survey always has a question"
-        from datetime import UTC, datetime
-
         return self.renderer.render(
             "invitation",
             self.locale,
             intro=self.survey.localized_intro(self.locale, self.fallback),
-            question=self.question_text(first.id),
+            # A survey whose every question is conditional asks nothing at first.
+            question=self.question_text(first.id) if first else "",
             title=self.survey.localized_title(self.locale, self.fallback),
             questions=len(self.survey.questions),
             closes_at=datetime.now(UTC) + timedelta(days=14),
