@@ -134,6 +134,7 @@ def test_weighted_switch_csv_and_board_summary(
     page.get_by_role("button", name="Show", exact=True).click()
     expect(page.locator("#results-state")).to_contain_text("Weighted")
     expect(page.locator("#question-ease")).to_contain_text("Margins of error (95%)")
+    expect(page.locator("#representativeness")).to_contain_text("after weighting, sex = ")
     assert "weighted=1" in page.url
     accessible(page)
     # Usable at 320 px: nothing wider than the screen.
