@@ -137,6 +137,11 @@ def test_weighted_switch_csv_and_board_summary(
     expect(page.locator("#representativeness")).to_contain_text("after weighting, sex = ")
     assert "weighted=1" in page.url
     accessible(page)
+    # Broken down by a field: a chart per group.
+    page.get_by_label("Break down by").select_option("sex")
+    page.get_by_role("button", name="Show", exact=True).click()
+    expect(page.locator("#question-ease")).to_contain_text("ease: sex = male")
+    accessible(page)
     # Usable at 320 px: nothing wider than the screen.
     page.set_viewport_size({"width": 320, "height": 640})
     assert page.evaluate("document.documentElement.scrollWidth") <= 320
@@ -147,9 +152,17 @@ def test_weighted_switch_csv_and_board_summary(
     download = waiting.value
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
-    assert download.suggested_filename == "every-type-weighted.csv"
+    assert download.suggested_filename == "every-type-weighted-by-sex.csv"
     cli = panelbot(
-        server.config, "survey", "results", "every-type", "--weighted", "--format", "csv"
+        server.config,
+        "survey",
+        "results",
+        "every-type",
+        "--weighted",
+        "--by",
+        "sex",
+        "--format",
+        "csv",
     )
     assert saved.read_text(encoding="utf-8") == cli.stdout
     # The board summary: one printable A4 page.
