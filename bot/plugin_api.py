@@ -30,7 +30,8 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
   and :func:`cancel_broadcast` (by the shared prefix of their keys),
   :func:`survey_participants_count`; :func:`parse_duration` reads ``"2d"``, ``"6h"``
   (:func:`format_duration` writes them).
-- **Surveys**: :func:`known_surveys` (which ids exist), :func:`survey_results` (unweighted).
+- **Surveys**: :func:`known_surveys` (which ids exist), :func:`survey_results` (unweighted),
+  :func:`survey_option_texts` (an option's words per language).
 - **Decisions**: :func:`decision_recorded` fires ``panelbot_decision_recorded``.
 - **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
   :func:`with_bot` for the commands added in ``panelbot_register_commands``.
@@ -201,6 +202,7 @@ __all__ = [
     "require_admin",
     "sanitise",
     "sms_info",
+    "survey_option_texts",
     "survey_participants_count",
     "survey_results",
     "template_names",
@@ -475,6 +477,16 @@ async def known_surveys(conn: ReadConn, survey_ids: Iterable[str]) -> set[str]:
     from bot.storage import broadcasts
 
     return await broadcasts.known_surveys(conn, list(survey_ids))
+
+
+async def survey_option_texts(
+    conn: ReadConn, survey_id: str, question_id: str
+) -> dict[str, dict[str, str]]:
+    """``{option id: {locale: text}}`` of a choice or multi question (latest version): an
+    option's words in each language the survey speaks; empty when unknown."""
+    from bot.storage import broadcasts
+
+    return await broadcasts.option_texts(conn, survey_id, question_id)
 
 
 async def survey_results(bot: Bot, survey_id: str) -> dict[str, Any]:

@@ -691,6 +691,7 @@ async def test_on_the_demo_the_people_who_answered_are_told_in_their_language(
             you_said="Getting through by phone was hard.",
             we_did="Practices now answer from 8am.",
             surveys=DEMO_SURVEY,
+            finding="ease",
         )
         update, _ = await updates.schedule(bot, decision["id"])
         await updates.run_update(bot, update["id"])
@@ -702,6 +703,9 @@ async def test_on_the_demo_the_people_who_answered_are_told_in_their_language(
     texts = {r["address"]: r["text"] for r in rows}
     assert "You said: Getting through by phone was hard." in texts["ana"]
     assert "Dywedoch chi: Getting through by phone was hard." in texts["bryn"]
+    # The finding quoted, each in their language: the survey's own words for the option.
+    assert '100% of you said "Very hard" (n=2)' in texts["ana"]
+    assert 'Dywedodd 100% ohonoch "Anodd iawn" (n=2)' in texts["bryn"]
 
 
 async def test_the_register_answers_which_decisions_cite_a_survey(bot: Bot) -> None:

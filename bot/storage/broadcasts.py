@@ -246,3 +246,19 @@ async def known_surveys(conn: ReadConn, survey_ids: Sequence[str]) -> set[str]:
         conn, f"SELECT DISTINCT survey_id FROM surveys WHERE survey_id IN ({marks})", survey_ids
     )
     return {r["survey_id"] for r in rows}
+
+
+async def option_texts(
+    conn: ReadConn, survey_id: str, question_id: str
+) -> dict[str, dict[str, str]]:
+    """``{option id: {locale: text}}`` of a choice or multi question, from the survey's
+    latest version; empty for an unknown survey or question, or one without options."""
+    from bot.storage.surveys import latest_version
+
+    stored = await latest_version(conn, survey_id)
+    if stored is None:
+        return {}
+    for question in stored.survey.questions:
+        if question.id == question_id:
+            return {o.id: dict(o.text) for o in question.options}
+    return {}

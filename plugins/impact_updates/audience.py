@@ -68,7 +68,7 @@ async def preview(
     )
     members = await updates.resolve_audience(bot, base, decision, bot.db.conn)
     default = bot.settings.bot.default_locale
-    renderer = updates.Renderer(bot, base, decision)
+    renderer = updates.Renderer(bot, base, decision, await updates.option_labels(bot, decision))
     twilio = bot.settings.channels.twilio
     groups: Counter[tuple[str, bool, str]] = Counter(
         (m.locale or default, m.took_part, m.channel) for m in members

@@ -172,7 +172,7 @@ async def compute_finding(bot: Bot, survey_ids: list[str], spec: str) -> Finding
     return Finding(
         survey_id,
         question_id,
-        str(chosen["id"]) if option_id else None,
+        str(chosen["id"]),
         str(chosen["text"]),
         int(chosen["count"]),
         n,

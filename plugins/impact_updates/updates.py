@@ -32,6 +32,7 @@ from bot.plugin_api import (
     render_message,
     sanitise,
     sms_info,
+    survey_option_texts,
     survey_participants_count,
 )
 from plugins.impact_updates import decisions
@@ -293,7 +294,12 @@ async def check_length(bot: Bot, decision: dict[str, Any], *, feedback: bool) ->
     """Refuse an update whose text is over the SMS cap in any of the panel's languages: the
     SMS channel would cut it short (and with it the feedback question at its end)."""
     participants = await survey_participants_count(bot.db.conn, survey_ids_of(decision))
-    renderer = Renderer(bot, {"participants": participants, "feedback": feedback}, decision)
+    renderer = Renderer(
+        bot,
+        {"participants": participants, "feedback": feedback},
+        decision,
+        await option_labels(bot, decision),
+    )
     for locale in bot.locales:
         for took_part in (True, False):
             text = renderer.text(locale, took_part)
@@ -441,12 +447,29 @@ async def start(bot: Bot, update_id: int) -> bool:
     return True
 
 
+async def option_labels(bot: Bot, decision: dict[str, Any]) -> dict[str, str]:
+    """The quoted finding's option in each language of its survey (empty without one)."""
+    finding = decision.get("finding")
+    if not finding or not finding.get("option_id"):
+        return {}
+    texts = await survey_option_texts(bot.db.conn, finding["survey_id"], finding["question_id"])
+    return dict(texts.get(str(finding["option_id"]), {}))
+
+
 class Renderer:
     """The update's text per (locale, took part): the same words for everyone alike."""
 
-    def __init__(self, bot: Bot, update: dict[str, Any], decision: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        update: dict[str, Any],
+        decision: dict[str, Any],
+        option_labels: dict[str, str] | None = None,
+    ) -> None:
         self.bot = bot
         finding = decision.get("finding")
+        # The quoted option in each language the survey speaks (see option_labels).
+        self.option_labels = option_labels or {}
         self.context = {
             "panel_name": bot.settings.bot.name,
             "title": decision["title"],
@@ -466,8 +489,11 @@ class Renderer:
     def text(self, locale: str, took_part: bool) -> str:
         key = (locale, took_part)
         if key not in self._cache:
+            context = dict(self.context)
+            if locale in self.option_labels:
+                context["finding_option"] = self.option_labels[locale]
             self._cache[key] = render_message(
-                self.bot, TEMPLATE, locale, took_part=took_part, **self.context
+                self.bot, TEMPLATE, locale, took_part=took_part, **context
             ).strip()
         return self._cache[key]
 
@@ -485,7 +511,7 @@ async def send_pending(bot: Bot, update_id: int, *, batch_size: int | None = Non
         return 0
     decision = await decisions.get(bot.db.conn, update["decision_id"])
     assert decision is not None
-    renderer = Renderer(bot, update, decision)
+    renderer = Renderer(bot, update, decision, await option_labels(bot, decision))
     extra_base = {"impact_update": update_id, "decision": decision["id"]}
     queued = 0
     last_id = 0
