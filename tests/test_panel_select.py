@@ -147,6 +147,8 @@ def test_output_has_probabilities_summing_to_the_size_and_no_phone_numbers(cfg: 
     assert len(probabilities) == 40
     assert sum(probabilities.values()) == pytest.approx(10, abs=1e-6)
     assert out["minimum_probability"] == pytest.approx(min(probabilities.values()))
+    assert out["optimal"] is True
+    assert out["minimum_upper_bound"] == pytest.approx(out["minimum_probability"])
     assert len(out["selected"]) == 10 and len(out["reserves"]) == 6
     chosen = {p["id"] for p in out["selected"]}
     assert not chosen & {p["id"] for p in out["reserves"]}
@@ -511,8 +513,18 @@ async def test_the_example_workshop_quotas_select_from_the_demo_panel(tmp_path: 
     out = select(config, "--size", "24", "--quotas", str(example), "--seed", "1")
     assert len(out["selected"]) == 24 and out["pool_size"] >= 200
     assert out["minimum_probability"] > 0.05  # every demo panellist has a real chance
-    for quota in tomllib.loads(example.read_text(encoding="utf-8"))["quota"]:
+    quotas = tomllib.loads(example.read_text(encoding="utf-8"))["quota"]
+    for quota in quotas:
         count = sum(1 for p in out["selected"] if p["features"][quota["field"]] == quota["value"])
+        assert quota["min"] <= count <= quota["max"], quota
+    # Out of time at once: the best lottery found so far, said not to be optimal, with a
+    # proven ceiling above its minimum; its panel still meets every quota.
+    early = select(config, "--size", "24", "--quotas", str(example), "--time-limit", "0")
+    assert early["optimal"] is False
+    assert early["minimum_upper_bound"] >= out["minimum_probability"] - 1e-9
+    assert early["minimum_probability"] <= out["minimum_probability"] + 1e-9
+    for quota in quotas:
+        count = sum(1 for p in early["selected"] if p["features"][quota["field"]] == quota["value"])
         assert quota["min"] <= count <= quota["max"], quota
 
 

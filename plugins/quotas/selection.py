@@ -104,6 +104,9 @@ class Distribution:
     probabilities: dict[int, float]  # each pool member's selection probability
     note: str = ""
     unreachable: list[int] = field(default_factory=list)  # in no valid panel at all
+    # Proven: no lottery's minimum exceeds this (equal to the minimum when optimal).
+    minimum_bound: float = 1.0
+    optimal: bool = True  # False when the time limit stopped the search first
 
     @property
     def minimum(self) -> float:
@@ -244,11 +247,18 @@ def find_distribution(
     quotas: Sequence[Quota],
     size: int,
     algorithm: str = "maximin",
+    time_limit: float | None = None,
 ) -> Distribution:
     """The ``maximin`` or ``nash`` lottery for this pool, size and quotas.
 
-    Raises :class:`InfeasibleQuotas` when no valid panel exists.
+    With ``time_limit`` (seconds) the search stops when it runs out and the best lottery
+    found so far is used: valid, but perhaps not optimal (``optimal`` False), with
+    ``minimum_bound`` the proven ceiling on any lottery's minimum. Raises
+    :class:`InfeasibleQuotas` when no valid panel exists.
     """
+    import time
+
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     if algorithm not in ("maximin", "nash"):
         raise ValueError(f"unknown algorithm {algorithm!r}")
     if size < 1:
@@ -263,9 +273,9 @@ def find_distribution(
     if first is None:
         raise InfeasibleQuotas("no panel of this size meets every quota")
     panels = [first]
-    weights, covered = _maximin(model, panels)
-    if algorithm == "nash":
-        weights = _nash(model, panels, weights, covered)
+    weights, covered, bound, optimal = _maximin(model, panels, deadline)
+    if algorithm == "nash" and optimal:
+        weights, optimal = _nash(model, panels, weights, covered, deadline)
     expected = np.asarray(panels, dtype=float).T @ weights  # expected seats per class
     probabilities: dict[int, float] = {}
     unreachable: list[int] = []
@@ -294,15 +304,23 @@ def find_distribution(
         probabilities=probabilities,
         note=note,
         unreachable=sorted(unreachable),
+        minimum_bound=bound,
+        optimal=optimal,
     )
 
 
-def _maximin(model: _Model, panels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _maximin(
+    model: _Model, panels: list[np.ndarray], deadline: float | None = None
+) -> tuple[np.ndarray, np.ndarray, float, bool]:
     """Weights over ``panels`` (extended in place) maximising the minimum probability.
 
     Classes that no valid panel contains are left out of the minimum (their probability is
-    0 whatever the lottery); the second array says which classes are covered.
+    0 whatever the lottery); the second array says which classes are covered. Then the
+    proven ceiling on the minimum, and whether the weights are optimal (False when
+    ``deadline``, a ``time.monotonic()`` value, passed first).
     """
+    import time
+
     from scipy.optimize import linprog
 
     sizes = model.sizes
@@ -330,7 +348,8 @@ def _maximin(model: _Model, panels: list[np.ndarray]) -> tuple[np.ndarray, np.nd
             panels.append(panel)
             covered |= panel > 0
     active = np.flatnonzero(covered)
-    for _ in range(MAX_ROUNDS):
+    bound = 1.0
+    for rounds in range(MAX_ROUNDS + 1):
         matrix = np.asarray(panels, dtype=float)[:, active] / sizes[active]  # panels x classes
         count = len(panels)
         # Variables: weights (one per panel), then z. Maximise z.
@@ -354,19 +373,30 @@ def _maximin(model: _Model, panels: list[np.ndarray]) -> tuple[np.ndarray, np.nd
         duals[active] = np.maximum(-result.ineqlin.marginals, 0.0)
         panel = model.best_panel(duals / sizes)
         assert panel is not None  # the first panel exists, so the program is feasible
-        if float(duals / sizes @ panel) <= z + TOLERANCE or any(
-            np.array_equal(panel, known) for known in panels
-        ):
-            weights = np.clip(result.x[:count], 0.0, None)
-            return weights / weights.sum(), covered
+        # Weak duality: no lottery gives every class more than this weighted mean allows.
+        best = float(duals / sizes @ panel)
+        bound = min(bound, best)
+        weights = np.clip(result.x[:count], 0.0, None)
+        weights = weights / weights.sum()
+        if best <= z + TOLERANCE or any(np.array_equal(panel, known) for known in panels):
+            return weights, covered, z, True
+        if rounds == MAX_ROUNDS or (deadline is not None and time.monotonic() > deadline):
+            return weights, covered, max(bound, z), False
         panels.append(panel)
-    raise SelectionProblem("the maximin lottery did not converge")
+    raise AssertionError("unreachable")
 
 
 def _nash(
-    model: _Model, panels: list[np.ndarray], start: np.ndarray, covered: np.ndarray
-) -> np.ndarray:
-    """Weights over ``panels`` (extended in place) maximising the sum of log probabilities."""
+    model: _Model,
+    panels: list[np.ndarray],
+    start: np.ndarray,
+    covered: np.ndarray,
+    deadline: float | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Weights over ``panels`` (extended in place) maximising the sum of log probabilities,
+    and whether they are optimal (False when ``deadline`` passed first)."""
+    import time
+
     import cvxpy as cp
 
     sizes = model.sizes
@@ -401,9 +431,11 @@ def _nash(
         if float(value @ panel) <= people.sum() * (1 + 1e-6) or any(
             np.array_equal(panel, known) for known in panels
         ):
-            return weights
+            return weights, True
+        if deadline is not None and time.monotonic() > deadline:
+            return weights, False
         panels.append(panel)
-    return weights
+    return weights, False
 
 
 def draw(distribution: Distribution, rng: np.random.Generator) -> list[int]:

@@ -181,6 +181,7 @@ def run_lottery(
     seed: int,
     household: bool,
     reserve_count: int,
+    time_limit: float | None = None,
 ) -> tuple[Distribution | None, list[int], list[int]]:
     """The distribution (None for legacy), the drawn panel, and the ordered reserves."""
     import numpy as np
@@ -192,7 +193,7 @@ def run_lottery(
             distribution = None
             chosen = selection.legacy_draw(pool, quotas, size, seed, household)
         else:
-            distribution = selection.find_distribution(pool, quotas, size, algorithm)
+            distribution = selection.find_distribution(pool, quotas, size, algorithm, time_limit)
             chosen = selection.draw(distribution, rng)
     except InfeasibleQuotas:
         change = selection.relaxation(pool, quotas, size, household)
@@ -211,6 +212,8 @@ def _record_row(outcome: Outcome, actor: str) -> tuple[Any, ...]:
     if dist is not None:
         summary.update(
             minimum=dist.minimum,
+            optimal=dist.optimal,
+            minimum_upper_bound=dist.minimum_bound,
             gini=selection.gini(dist.probabilities.values()),
             profiles=dist.profile_rows(),
             classes=len(dist.classes),
@@ -333,6 +336,8 @@ def as_json(outcome: Outcome) -> dict[str, Any]:
         "quota_file_sha256": outcome.quota_sha256,
         "household_field": outcome.household,
         "minimum_probability": dist.minimum if dist is not None else None,
+        "optimal": dist.optimal if dist is not None else None,
+        "minimum_upper_bound": dist.minimum_bound if dist is not None else None,
         "probabilities": (
             {str(pid): p for pid, p in sorted(dist.probabilities.items())} if dist else None
         ),
@@ -381,6 +386,12 @@ def as_table(outcome: Outcome) -> str:
         lines.append(
             f"Minimum selection probability {dist.minimum:.2%} (mean {mean:.2%}); {dist.note}"
         )
+        if not dist.optimal:
+            lines.append(
+                "Stopped at --time-limit: the best lottery found so far (every panel in it "
+                f"meets the quotas); no lottery can give everyone more than "
+                f"{dist.minimum_bound:.2%}"
+            )
         if dist.unreachable:
             lines.append(
                 f"{len(dist.unreachable)} people are in no panel that meets the quotas "
@@ -482,6 +493,14 @@ def as_table(outcome: Outcome) -> str:
     "on the panel.",
 )
 @click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds to search for the optimal lottery; then the best found is used and the "
+    "output says how far from optimal it may be.",
+)
+@click.option(
     "--invite",
     is_flag=True,
     help="Queue an invitation to each selected person (once per selection, however often "
@@ -497,6 +516,7 @@ def select_cmd(
     output_format: str,
     reserve_count: int | None,
     household: str | None,
+    time_limit: float,
     invite: bool,
 ) -> None:
     """Select a sub-panel (a workshop, a deliberative group) of --size active panellists
@@ -540,7 +560,15 @@ def select_cmd(
             raise UserError(f"only {len(pool)} active panellists, fewer than --size {size}")
         wanted = size if reserve_count is None else reserve_count
         distribution, chosen, reserve = await asyncio.to_thread(
-            run_lottery, pool, quotas, size, algorithm, seed, household is not None, wanted
+            run_lottery,
+            pool,
+            quotas,
+            size,
+            algorithm,
+            seed,
+            household is not None,
+            wanted,
+            time_limit,
         )
         outcome = Outcome(
             selection_id=0,
