@@ -198,6 +198,7 @@ class _Model:
         from scipy.optimize import Bounds, LinearConstraint
 
         n = len(classes)
+        self.size = size
         self.sizes = np.array([len(c.members) for c in classes], dtype=float)
         seats = np.array([c.seats for c in classes], dtype=float)
         rows = [np.ones(n)]
@@ -348,7 +349,8 @@ def _maximin(
             panels.append(panel)
             covered |= panel > 0
     active = np.flatnonzero(covered)
-    bound = 1.0
+    # Every seat goes to someone in a covered class: the minimum is at most their mean.
+    bound = min(1.0, model.size / float(sizes[active].sum()))
     for rounds in range(MAX_ROUNDS + 1):
         matrix = np.asarray(panels, dtype=float)[:, active] / sizes[active]  # panels x classes
         count = len(panels)
