@@ -241,7 +241,6 @@ def register(cli: click.Group) -> None:
         else:
             _results_table(data)
 
-
     @survey_group.command("share")
     @click.argument("survey_id")
     @click.option(
