@@ -270,6 +270,39 @@ async def test_audience_panel_and_field_value(bot: Bot) -> None:
     assert "You were one of" not in rows[0]["text"]  # they answered nothing
 
 
+async def test_eight_schedules_at_once_make_one_update(bot: Bot) -> None:
+    """The dashboard, the CLI and auto_schedule may schedule the same decision at once: one
+    update is made, every other call is refused with the reason."""
+    await Chat(bot).join("sim:p0")
+    decision = await decisions.add_decision(bot, title="T", you_said="Y", we_did="W")
+    results = await asyncio.gather(
+        *[updates.schedule(bot, decision["id"], audience="panel") for _ in range(8)],
+        return_exceptions=True,
+    )
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(made) == 1 and len(refused) == 7
+    update_id = made[0][0]["id"]
+    for error in refused:
+        assert isinstance(error, updates.UpdateError)
+        assert f"already has update {update_id} scheduled" in str(error)
+    assert [u["id"] for u in await updates.all_updates(bot.db.conn)] == [update_id]
+
+
+async def test_the_database_refuses_a_second_waiting_update_of_a_decision(bot: Bot) -> None:
+    decision = await decisions.add_decision(bot, title="T", you_said="Y", we_did="W")
+    row = (
+        "INSERT INTO impact_updates (decision_id, audience, due_at, status, created_at, "
+        "updated_at) VALUES (?, 'panel', '2030-01-01T00:00:00+00:00', ?, 'x', 'x')"
+    )
+    await bot.db.execute_write(row, (decision["id"], "held"))
+    with pytest.raises(sqlite3.IntegrityError, match=r"impact_updates\.decision_id"):
+        await bot.db.execute_write(row, (decision["id"], "scheduled"))
+    # Finished ones are not waiting: any number of them.
+    await bot.db.execute_write(row, (decision["id"], "sent"))
+    await bot.db.execute_write(row, (decision["id"], "cancelled"))
+
+
 async def test_proposed_decisions_are_not_announced(bot: Bot) -> None:
     decision = await decisions.add_decision(
         bot, title="T", you_said="Y", we_did="W", status="proposed"

@@ -4,6 +4,7 @@ uvicorn, signed in through the real login form (tests/staff_login.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from html import unescape
@@ -435,6 +436,26 @@ async def test_schedule_then_cancel_with_confirmation(
         data={"confirm": "yes", "csrf_token": csrf},
     )
     assert wrong.status_code == 404
+
+
+async def test_eight_schedule_posts_at_once_make_one_update(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    decision_id = await add_one(impact_bot)
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    form = {"when": "after", "after": "1d", "audience": "panel", "csrf_token": csrf}
+    answers = await asyncio.gather(
+        *[
+            impact_client.post(f"/admin/decisions/{decision_id}/schedule", data=form)
+            for _ in range(8)
+        ]
+    )
+    assert sorted(a.status_code for a in answers) == [303] + [400] * 7
+    [update] = await updates.all_updates(impact_bot.db.conn)
+    for answer in answers:
+        if answer.status_code == 400:
+            assert f"already has update {update['id']} scheduled" in answer.text
+    assert len(await audit_rows(impact_bot, "impact.scheduled")) == 1
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -252,42 +253,62 @@ async def schedule(
             raise UpdateError(f"--follow-up: no survey {follow_up!r} (see panelbot survey list)")
     when = due if due is not None else parse_when(bot, at, after)
     await check_length(bot, decision, feedback=feedback)
-    waiting = await waiting_for(bot.db.conn, decision_id)
-    busy = [u for u in waiting if u["status"] != "held"]
-    if busy:
-        raise UpdateError(
-            f"decision {decision_id} already has update {busy[0]['id']} {busy[0]['status']} "
-            f"(panelbot impact cancel {busy[0]['id']} first)"
-        )
-    replaced = [u["id"] for u in waiting]
     stamp = iso(datetime.now(UTC))
-    async with bot.db.transaction() as tx:
-        for held_id in replaced:
-            await set_status(
-                tx, held_id, "cancelled", cancelled_at=stamp, held_reason="replaced by a new update"
+    try:
+        async with bot.db.transaction() as tx:
+            # The check and the insert share one write transaction, so two schedules at once
+            # (dashboard, CLI, auto_schedule) cannot both see "nothing waiting"; the unique
+            # index of migration 0002 is the last word if anything else writes.
+            waiting = await waiting_for(tx, decision_id)
+            busy = [u for u in waiting if u["status"] != "held"]
+            if busy:
+                raise _already_waiting(decision_id, busy[0]["id"], busy[0]["status"])
+            replaced = [u["id"] for u in waiting]
+            for held_id in replaced:
+                await set_status(
+                    tx,
+                    held_id,
+                    "cancelled",
+                    cancelled_at=stamp,
+                    held_reason="replaced by a new update",
+                )
+            result = await tx.execute(
+                "INSERT INTO impact_updates (decision_id, trigger, audience, audience_field, "
+                "audience_value, due_at, status, holdout_share, follow_up_survey_id, feedback, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?)",
+                (
+                    decision_id,
+                    trigger,
+                    chosen.kind,
+                    chosen.field,
+                    chosen.value,
+                    iso(when),
+                    share,
+                    follow_up,
+                    1 if feedback else 0,
+                    stamp,
+                    stamp,
+                ),
             )
-        result = await tx.execute(
-            "INSERT INTO impact_updates (decision_id, trigger, audience, audience_field, "
-            "audience_value, due_at, status, holdout_share, follow_up_survey_id, feedback, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?)",
-            (
-                decision_id,
-                trigger,
-                chosen.kind,
-                chosen.field,
-                chosen.value,
-                iso(when),
-                share,
-                follow_up,
-                1 if feedback else 0,
-                stamp,
-                stamp,
-            ),
-        )
-        update_id = int(result.lastrowid)
+            update_id = int(result.lastrowid)
+    except sqlite3.IntegrityError as exc:
+        if "impact_updates" not in str(exc) or "decision_id" not in str(exc):
+            raise
+        waiting = await waiting_for(bot.db.conn, decision_id)
+        busy = [u for u in waiting if u["status"] != "held"] or waiting
+        raise _already_waiting(
+            decision_id, busy[0]["id"] if busy else "?", busy[0]["status"] if busy else "waiting"
+        ) from None
     update = await get_update(bot.db.conn, update_id)
     assert update is not None
     return update, replaced
+
+
+def _already_waiting(decision_id: int, update_id: object, status: str) -> UpdateError:
+    return UpdateError(
+        f"decision {decision_id} already has update {update_id} {status} "
+        f"(panelbot impact cancel {update_id} first)"
+    )
 
 
 async def check_length(bot: Bot, decision: dict[str, Any], *, feedback: bool) -> None:
