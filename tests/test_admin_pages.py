@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot import staff
 from bot.app import Bot
 from bot.panel import import_parsed
 from bot.panel_csv import parse_panel_csv
@@ -150,6 +151,25 @@ async def test_admins_read_the_audit_log(admin: tuple[httpx.AsyncClient, str]) -
     only_logins = await client.get("/admin/audit", params={"action": "staff.login"})
     assert "staff.added" not in only_logins.text.split("<tbody>")[1]
     assert (await client.get("/admin/audit", params={"page": "x' OR 1"})).status_code == 200
+
+
+async def test_a_removed_accounts_id_is_never_given_again(
+    admin: tuple[httpx.AsyncClient, str], bot: Bot
+) -> None:
+    """The audit log names staff by id: a new account must not inherit a removed one's
+    entries."""
+    client, _ = admin
+    old_id, _ = await staff.add(bot.db, "old@example.org", "viewer", "a long enough password")
+    await bot.db.execute_write(
+        "INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, 'test.marker', '{}')",
+        ("2026-01-01T00:00:00+00:00", f"staff:{old_id}"),
+    )
+    await staff.remove(bot.db, "old@example.org")
+    new_id, _ = await staff.add(bot.db, "new@example.org", "viewer", "a long enough password")
+    assert new_id != old_id
+    page = await client.get("/admin/audit", params={"action": "test.marker"})
+    body = page.text.split("<tbody>")[1].split("</tbody>")[0]
+    assert f"staff:{old_id}" in body and "new@example.org" not in body
 
 
 def panelbot(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

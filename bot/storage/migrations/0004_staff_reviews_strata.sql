@@ -6,8 +6,10 @@ ALTER TABLE waves ADD COLUMN stratify_by TEXT;
 
 -- Dashboard accounts. Passwords are argon2 hashes; ten failures in a row lock the account
 -- until locked_until. Staff actions go to audit_log with actor 'staff:<id>'.
+-- AUTOINCREMENT: an id is never given again after `staff remove`, so the audit log's
+-- 'staff:<id>' always means the account that acted, never a later one.
 CREATE TABLE staff (
-    id              INTEGER PRIMARY KEY,
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     email           TEXT NOT NULL UNIQUE COLLATE NOCASE,
     role            TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
     password_hash   TEXT NOT NULL,
