@@ -91,6 +91,14 @@ async def test_look_up_by_phone_show_and_export(
     mine = [(r["action"], r["panellist_id"]) for r in rows if r["actor"].startswith("staff:")]
     assert ("staff.panellist_viewed", pid) in mine and ("staff.panellist_exported", pid) in mine
     assert not any(PHONE in (r["detail"] or "") for r in rows)
+    # Each look-up is audited by its outcome only, never with what was typed.
+    looked = [
+        (r["panellist_id"], json.loads(r["detail"]))
+        for r in rows
+        if r["action"] == "staff.panellist_looked_up"
+    ]
+    assert looked == [(pid, {"found": True}), (None, {"found": False})]
+    assert not any("99999" in (r["detail"] or "") or "07400" in r["detail"] for r in rows)
 
 
 async def test_erase_needs_the_id_typed_again(

@@ -79,6 +79,9 @@ async def _record(request: Request, panellist_id: int) -> dict[str, Any]:
     return data
 
 
+LOOKED_UP = "staff.panellist_looked_up"
+
+
 async def lookup_form(request: Request) -> Response:
     return render(request, "admin/panellists.html", who="", error="")
 
@@ -96,10 +99,14 @@ async def lookup(request: Request) -> Response:
         )
     who = who.strip()[:MAX_LOOKUP]
     bot = _bot(request)
+    staff = current_staff(request)
     try:
         found = await resolve_panellist(bot.db.conn, bot.hash_key, who)
     except SuppressedOnly as exc:
+        # Audited by outcome only: what was typed (a phone number) never goes in the log.
+        await staff_rules.record(bot.db, staff, LOOKED_UP, detail={"found": False})
         return render(request, "admin/panellists.html", who=who, error=str(exc), status_code=404)
+    await staff_rules.record(bot.db, staff, LOOKED_UP, found, {"found": found is not None})
     if found is None:
         return render(
             request,
