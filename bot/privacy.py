@@ -18,6 +18,9 @@ PHONE_CHANNELS = ("sms", "whatsapp")
 
 _LONG_NUMBER = re.compile(r"\+?\d{8,15}")
 
+# A review link's path carries its secret token: /review/<token>[/try|/comments].
+_REVIEW_TOKEN = re.compile(r"^(/review/)(?!review\.css(?:$|/))[^/]+")
+
 
 def mask(value: str | None) -> str:
     """A number or chat id fit for a log line: ``+447400100101`` → ``+44740****101``;
@@ -39,6 +42,16 @@ def mask(value: str | None) -> str:
 def scrub(text: str) -> str:
     """Mask every phone number in a free text (providers' error messages quote the number)."""
     return _LONG_NUMBER.sub(lambda m: mask(m.group()), text)
+
+
+def loggable_path(path: str, limit: int = 100) -> str:
+    """A request path fit for a log line: a review link's token replaced by ``…``
+    (``/review/<token>/try`` → ``/review/…/try``), and at most ``limit`` characters.
+
+    Every log line that names a path goes through this, so a copy of the logs opens no
+    review link.
+    """
+    return _REVIEW_TOKEN.sub(r"\1…", path)[:limit]
 
 
 def masked_address(channel: str, address: str | None) -> str:

@@ -828,3 +828,40 @@ def test_a_message_handled_again_is_counted_once() -> None:
     assert [limit.allow(who, at, f"n{i}") for i in range(3)] == [True, True, False]
     assert limit.allow(who, at, "n2") is False  # the same decision when seen again
     assert limit.allow(who, at, "m1") is True
+
+
+async def test_a_review_links_token_never_reaches_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused body on /review/<token>/try, and an unhandled error on a review path, are
+    logged with the token masked: a copy of the logs opens no review link."""
+    from starlette.requests import Request
+
+    from bot.web.app import _server_error
+
+    token = "Zm9yLXRoZS1sb2dzLW9ubHk.secret-part"
+    monkeypatch.setattr(limits, "refused", limits.RefusalLog(every=0))  # every line
+    async with guarded(tmp_path) as (_, port, _bot):
+        with caplog.at_level(logging.INFO):
+            head = (
+                f"POST /review/{token}/try HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+            )
+            declared = await exchange(port, (head + "Content-Length: 99999999\r\n\r\n").encode())
+            assert status_of(declared) == 413
+            streamed = await exchange(
+                port,
+                (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+                + b"".join(b"10000\r\n" + b"a" * 0x10000 + b"\r\n" for _ in range(20)),
+            )
+            assert status_of(streamed) == 413
+    scope = {"type": "http", "method": "POST", "path": f"/review/{token}/comments"}
+    scope.update(headers=[], query_string=b"")
+    with caplog.at_level(logging.INFO):
+        answer = await _server_error(Request(scope), RuntimeError("boom"))
+    assert answer.status_code == 500
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("/review/…/try" in line and "refused a" in line for line in lines), lines
+    assert any("/review/…/try" in line and "cut a streamed" in line for line in lines), lines
+    assert any("/review/…/comments" in line for line in lines), lines
+    assert not any("secret-part" in line for line in lines), lines

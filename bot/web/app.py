@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.inbox import InboxReader
+from bot.privacy import loggable_path
 from bot.web import admin, metrics, review, simulator
 from bot.web.admin import auth as admin_auth
 from bot.web.admin.templating import admin_error_page
@@ -75,7 +76,7 @@ def _wants_page(request: Request) -> bool:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     # Whatever a client sent, they get an answer; the details go to the log only.
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, loggable_path(request.url.path))
     return JSONResponse({"error": "internal error"}, status_code=500)
 
 

@@ -35,6 +35,8 @@ import uvicorn
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bot.privacy import loggable_path
+
 logger = logging.getLogger(__name__)
 
 # --- figures ---------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ class Guard:
                     "body",
                     "refused a %d-byte body on %r with 413 (the cap is %d)",
                     declared,
-                    path[:100],
+                    loggable_path(path),
                     cap,
                 )
                 start, body = _response(413, f"the body is over {cap} bytes", close=True)
@@ -231,7 +233,9 @@ class Guard:
         try:
             content = await _read_body(receive, cap)
         except BodyTooLarge:
-            refused("body", "cut a streamed body on %r at %d bytes with 413", path[:100], cap)
+            refused(
+                "body", "cut a streamed body on %r at %d bytes with 413", loggable_path(path), cap
+            )
             start, answer = _response(413, f"the body is over {cap} bytes", close=True)
             await headers_send(start)
             await headers_send(answer)
