@@ -551,9 +551,10 @@ def test_a_plugins_migrations_are_applied_by_db_upgrade_and_tracked_per_plugin(
     result = panelbot(config, "db", "upgrade")
     assert "applied reservations/0002_band.sql" in result.stdout, result.stderr
     with sqlite3.connect(tmp_path / "panel.db") as conn:
-        assert conn.execute("SELECT plugin, version FROM plugin_schema").fetchall() == [
-            ("reservations", 2)
-        ]
+        # The built-in plugins (quotas, impact_updates) keep their own versions beside it.
+        assert conn.execute(
+            "SELECT version FROM plugin_schema WHERE plugin = 'reservations'"
+        ).fetchall() == [(2,)]
         assert conn.execute("SELECT band FROM places").fetchall() == []
         assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
 
@@ -578,7 +579,7 @@ async def test_hook_migrations(tmp_path: Path) -> None:
     config = plugin_panel(tmp_path, {"0001_places.sql": "CREATE TABLE places (id INTEGER);"})
     bot = await Bot.create(load_settings(config))
     try:
-        assert await bot.db.plugin_versions() == {"reservations": 1}
+        assert (await bot.db.plugin_versions())["reservations"] == 1
         assert await bot.db.fetchall("SELECT * FROM places") == []
     finally:
         await bot.db.close()

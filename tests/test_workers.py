@@ -92,7 +92,13 @@ def children_of(pid: int) -> list[int]:
     tasks = list(Path(f"/proc/{pid}/task").iterdir())
     if not tasks:
         raise FileNotFoundError(f"/proc/{pid}")
-    return sorted(int(p) for task in tasks for p in (task / "children").read_text().split())
+    found: list[int] = []
+    for task in tasks:
+        try:
+            found.extend(int(p) for p in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue  # that thread ended between listing and reading: it started no one now
+    return sorted(found)
 
 
 def alive(pid: int) -> bool:
