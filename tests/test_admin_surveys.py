@@ -262,3 +262,22 @@ async def test_hook_survey_decisions(settings: Any) -> None:
             assert "None recorded." not in page.text
     finally:
         await bot.stop()
+
+
+async def test_ids_beyond_sqlites_integers_are_404_not_500(bot: Bot, site: tuple[str, int]) -> None:
+    base, _ = site
+    huge = 2**63  # one past SQLite's largest integer
+    async with httpx.AsyncClient(base_url=base) as http:
+        csrf = await signed_in(http, bot.db, "admin")
+        for method, path in (
+            ("POST", f"/admin/surveys/every-type/shares/{huge}/revoke"),
+            ("POST", f"/admin/surveys/every-type/shares/{10**30}/revoke"),
+            ("GET", f"/admin/surveys/every-type/waves/{huge}/summary"),
+            ("GET", f"/admin/panellists/{huge}"),
+            ("GET", f"/admin/panellists/{huge}/export.json"),
+            ("GET", f"/admin/panellists/{huge}/erase"),
+            ("POST", f"/admin/panellists/{huge}/erase"),
+        ):
+            data = {"csrf_token": csrf, "confirm": str(huge)} if method == "POST" else None
+            answer = await http.request(method, path, data=data)
+            assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])

@@ -612,3 +612,21 @@ async def test_schedule_at_a_local_time(impact_bot: Bot, impact_client: httpx.As
     [update] = await updates.all_updates(impact_bot.db.conn)
     assert update["due_at"].startswith("2030-07-01T09:00")  # BST is UTC+1
     assert update["audience"] == "panel" and update["feedback"] == 0  # box not ticked
+
+
+async def test_decision_and_update_ids_beyond_sqlites_integers_are_404(
+    impact_bot: Bot, impact_client: httpx.AsyncClient
+) -> None:
+    decision_id = await add_one(impact_bot)
+    csrf = await signed_in(impact_client, impact_bot.db, "admin")
+    huge = 2**63  # one past SQLite's largest integer
+    for method, path, form in (
+        ("GET", f"/admin/decisions/{huge}", {}),
+        ("POST", f"/admin/decisions/{huge}/schedule", {"when": "now"}),
+        ("POST", f"/admin/decisions/{huge}/status", {"status": "implemented"}),
+        ("POST", f"/admin/decisions/{huge}/updates/1/cancel", {"confirm": "yes"}),
+        ("POST", f"/admin/decisions/{decision_id}/updates/{huge}/cancel", {"confirm": "yes"}),
+    ):
+        data = {**form, "csrf_token": csrf} if method == "POST" else None
+        answer = await impact_client.request(method, path, data=data)
+        assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])

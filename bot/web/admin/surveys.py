@@ -196,6 +196,10 @@ async def _results(
     return await survey_results(bot, survey_id, weighted=False, by=by), why
 
 
+# The largest id SQLite stores (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+
+
 def _page_number(text: str | None) -> int:
     try:
         page = int(text or "1")
@@ -350,6 +354,8 @@ async def revoke(request: Request) -> Response:
         share_id = int(request.path_params["share_id"])
     except ValueError:
         raise HTTPException(404, "no such link") from None
+    if not 0 < share_id <= MAX_ID:  # past SQLite's integers: no such row, not an overflow
+        raise HTTPException(404, "no such link")
     try:
         await revoke_share(bot, survey_id, share_id, actor=staff.actor)
     except share_store.ShareError as exc:
