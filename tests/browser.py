@@ -18,13 +18,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import httpx
 import pytest
 
+from tests.staff_login import PASSWORDS
+
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -77,6 +79,96 @@ def launch_chromium() -> Iterator[Browser]:
             browser.close()
 
 
+TIMEOUT = 15_000  # ms: how long a Playwright action or expectation waits
+Errors = Literal["all", "served", "script"]
+
+
+@contextlib.contextmanager
+def open_tab(
+    browser: Browser, *, downloads: bool = False, errors: Errors = "served"
+) -> Iterator[Page]:
+    """A fresh 1280x800 tab; when the test is done, no error it watched for may have happened.
+
+    ``errors`` says what counts: ``"script"`` only uncaught script errors; ``"served"`` those,
+    console errors (script errors, CSP refusals) and 404 or 5xx answers, but not a page
+    answered 400 or 403 on purpose; ``"all"`` every console error and every answer >= 400.
+    """
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, accept_downloads=downloads
+    )
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT)
+    seen: list[str] = []
+    tab.on("pageerror", lambda exc: seen.append(f"page error: {exc}"))
+    if errors == "served":
+        tab.on(
+            "console",
+            lambda m: (
+                seen.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        tab.on(
+            "response",
+            lambda r: (
+                seen.append(f"{r.status} {r.url}") if r.status == 404 or r.status >= 500 else None
+            ),
+        )
+    elif errors == "all":
+        tab.on("console", lambda m: seen.append(m.text) if m.type == "error" else None)
+        tab.on(
+            "response", lambda r: seen.append(f"{r.status} {r.url}") if r.status >= 400 else None
+        )
+    try:
+        yield tab
+        assert seen == []
+    finally:
+        context.close()
+
+
+def accessible(page: Page) -> None:
+    """axe-core on the page as it stands: no serious or critical violation."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v.get("impact") in ("serious", "critical")
+    ]
+    assert bad == [], f"{page.url}: " + "; ".join(bad)
+
+
+def fits(page: Page, width: int = 320) -> None:
+    """Nothing wider than the window: the page itself never scrolls sideways."""
+    page.set_viewport_size({"width": width, "height": 800})
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= width, f"{page.url} is {wide}px wide at {width}px"
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def sign_in(page: Page, email: str, role: str = "admin") -> None:
+    """Fill in the sign-in form the page shows with the role's test password and submit it."""
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORDS[role])
+    page.get_by_role("button", name="Sign in").click()
+
+
+def add_staff(config: Path, email: str, role: str) -> None:
+    """``panelbot staff add`` with the role's test password on stdin."""
+    panelbot(
+        config,
+        "staff",
+        "add",
+        email,
+        "--role",
+        role,
+        "--password-stdin",
+        input=PASSWORDS[role] + "\n",
+    )
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 just now (the server binds it moments later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -123,10 +215,14 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PANELBOT_", "TWILIO_"))}
 
 
-def panelbot(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m bot -c CONFIG ARGS...``; a failure shows its stderr."""
+def panelbot(
+    config: Path, *args: str, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bot -c CONFIG ARGS...`` (``input`` on its stdin); a failure shows its
+    stderr."""
     result = subprocess.run(
         [sys.executable, "-m", "bot", "-c", str(config), *args],
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,

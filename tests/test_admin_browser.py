@@ -7,51 +7,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser import PanelServer, free_port, launch_chromium, panelbot, write_config
-from tests.staff_login import PASSWORDS
+from tests.browser import (
+    PanelServer,
+    accessible,
+    add_staff,
+    fits,
+    free_port,
+    launch_chromium,
+    open_tab,
+    panelbot,
+    sign_in,
+    write_config,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-TIMEOUT = 15_000
 SEX = {"name": "sex", "values": ["female", "male"], "text": {"en": "What is your sex?"}}
 ADMIN = "lead@example.org"
 VIEWER = "board@example.org"
 PHONES = ["+447400100101", "+447400100102", "+447400100103"]
-
-
-def _staff(config: Path, email: str, role: str) -> None:
-    import subprocess
-    import sys
-
-    from tests.browser import REPO
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bot",
-            "-c",
-            str(config),
-            "staff",
-            "add",
-            email,
-            "--role",
-            role,
-            "--password-stdin",
-        ],
-        input=PASSWORDS[role] + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
     rows = [f"{phone},en,2026-01-0{i + 1},{SEX['values'][i % 2]}" for i, phone in enumerate(PHONES)]
     panel.write_text("phone,locale,consent_at,sex\n" + "\n".join(rows) + "\n", encoding="utf-8")
     panelbot(config, "panel", "import", str(panel))
-    _staff(config, ADMIN, "admin")
-    _staff(config, VIEWER, "viewer")
+    add_staff(config, ADMIN, "admin")
+    add_staff(config, VIEWER, "viewer")
     running = PanelServer(config, port)
     running.start()
     try:
@@ -81,58 +60,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-    tab = context.new_page()
-    tab.set_default_timeout(TIMEOUT)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    # Script errors and CSP refusals; a page answered 400 or 403 on purpose is not one.
-    tab.on(
-        "console",
-        lambda m: (
-            errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    tab.on(
-        "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}") if r.status == 404 or r.status >= 500 else None
-        ),
-    )
-    try:
+    with open_tab(browser, downloads=True) as tab:
         yield tab
-        assert errors == []
-    finally:
-        context.close()
-
-
-def accessible(page: Page) -> None:
-    """axe-core on the page as it stands: no serious or critical violation."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page)
-    bad = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
-        for v in results.response["violations"]
-        if v.get("impact") in ("serious", "critical")
-    ]
-    assert bad == [], f"{page.url}: " + "; ".join(bad)
-
-
-def fits(page: Page, width: int = 320) -> None:
-    """Nothing wider than the window: the page itself never scrolls sideways."""
-    page.set_viewport_size({"width": width, "height": 800})
-    wide = page.evaluate("document.documentElement.scrollWidth")
-    assert wide <= width, f"{page.url} is {wide}px wide at {width}px"
-    page.set_viewport_size({"width": 1280, "height": 800})
-
-
-def sign_in(page: Page, server: PanelServer, email: str = ADMIN, role: str = "admin") -> None:
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORDS[role])
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_sign_in_and_read_the_overview_chart(page: Page, server: PanelServer) -> None:
@@ -142,7 +71,7 @@ def test_sign_in_and_read_the_overview_chart(page: Page, server: PanelServer) ->
     expect(page).to_have_url(re.compile(r"/admin/login\?next=/admin$"))
     accessible(page)
     fits(page)
-    sign_in(page, server)
+    sign_in(page, ADMIN)
     expect(page).to_have_url(re.compile(r"/admin$"))
     expect(page.get_by_role("heading", level=1)).to_contain_text("Overview")
     expect(page.locator(".cards")).to_contain_text("3 on the panel (active)")
@@ -169,7 +98,7 @@ def test_erase_a_panellist_with_confirmation(page: Page, server: PanelServer) ->
     from playwright.sync_api import expect
 
     page.goto(server.base_url + "/admin/panellists")
-    sign_in(page, server)
+    sign_in(page, ADMIN)
     expect(page).to_have_url(re.compile(r"/admin/panellists$"))
     accessible(page)
     page.get_by_label(re.compile("Phone number")).fill("07400 100103")
@@ -209,7 +138,7 @@ def test_viewer_reads_the_messages_matrix_and_cannot_erase(page: Page, server: P
     from playwright.sync_api import expect
 
     page.goto(server.base_url + "/admin/messages")
-    sign_in(page, server, VIEWER, "viewer")
+    sign_in(page, VIEWER, "viewer")
     expect(page).to_have_url(re.compile(r"/admin/messages$"))
     expect(page.get_by_role("table", name="Messages by language")).to_be_visible()
     accessible(page)

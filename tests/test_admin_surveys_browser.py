@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.browser import REPO, PanelServer, free_port, launch_chromium, panelbot, write_config
+from tests.browser import (
+    REPO,
+    PanelServer,
+    accessible,
+    free_port,
+    launch_chromium,
+    open_tab,
+    panelbot,
+    write_config,
+)
+from tests.browser import sign_in as browser_sign_in
 from tests.staff_login import PASSWORDS
 
 if TYPE_CHECKING:
@@ -21,7 +31,6 @@ if TYPE_CHECKING:
 
 EVERY_TYPE = REPO / "tests" / "data" / "every-type.toml"
 SEX = {"name": "sex", "values": ["female", "male"], "text": {"en": "What is your sex?"}}
-TIMEOUT = 15_000
 EMAIL = "admin@example.org"
 # sex reply, then answers: ease, [why_hard], score, online, days, comment
 PEOPLE = [
@@ -82,40 +91,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    with launch_chromium() as browser:
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 800}, accept_downloads=True
-        )
-        tab = context.new_page()
-        tab.set_default_timeout(TIMEOUT)
-        errors: list[str] = []
-        tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-        try:
-            yield tab
-            assert errors == []
-        finally:
-            context.close()
-
-
-def accessible(page: Page) -> None:
-    """axe-core on the page as it stands: no serious or critical violation."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page)
-    bad = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
-        for v in results.response["violations"]
-        if v.get("impact") in ("serious", "critical")
-    ]
-    assert bad == [], f"{page.url}: " + "; ".join(bad)
+def page() -> Iterator[Page]:
+    with launch_chromium() as browser, open_tab(browser, downloads=True, errors="script") as tab:
+        yield tab
 
 
 def sign_in(page: Page, server: PanelServer) -> None:
     page.goto(server.base_url + "/admin/surveys")
-    page.get_by_label("Email").fill(EMAIL)
-    page.get_by_label("Password").fill(PASSWORDS["admin"])
-    page.get_by_role("button", name=re.compile("Sign in", re.I)).click()
+    browser_sign_in(page, EMAIL)
     page.wait_for_url(re.compile(r"/admin/surveys$"))
 
 

@@ -13,14 +13,20 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bot.config import dump_toml
-from tests.browser import PanelServer, free_port, launch_chromium, panelbot
+from tests.browser import (
+    PanelServer,
+    accessible,
+    fits,
+    free_port,
+    launch_chromium,
+    open_tab,
+    panelbot,
+)
 from tests.conftest import FIELDS
 from tests.test_impact_loop import seeded_history
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
-
-TIMEOUT = 15_000
 
 
 @pytest.fixture(scope="module")
@@ -66,37 +72,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    tab = context.new_page()
-    tab.set_default_timeout(TIMEOUT)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    tab.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    try:
+    # Every console error counts: a CSP refusal of the page's style would be one.
+    with open_tab(browser, errors="all") as tab:
         yield tab
-        assert errors == []  # a CSP refusal of the style would be a console error
-    finally:
-        context.close()
-
-
-def accessible(page: Page) -> None:
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page)
-    bad = [
-        f"{v['id']} ({v['impact']}): {v['help']}"
-        for v in results.response["violations"]
-        if v.get("impact") in ("serious", "critical")
-    ]
-    assert bad == [], f"{page.url}: " + "; ".join(bad)
-
-
-def fits(page: Page, width: int = 320) -> None:
-    page.set_viewport_size({"width": width, "height": 800})
-    wide = page.evaluate("document.documentElement.scrollWidth")
-    assert wide <= width, f"{page.url} is {wide}px wide at {width}px"
-    page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def test_public_page_in_chromium(page: Page, panel: tuple[PanelServer, Path]) -> None:

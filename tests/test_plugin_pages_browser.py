@@ -11,13 +11,24 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser import REPO, PanelServer, free_port, launch_chromium, panelbot, write_config
-from tests.test_admin_browser import ADMIN, VIEWER, _staff, accessible, fits, sign_in
+from tests.browser import (
+    REPO,
+    PanelServer,
+    accessible,
+    add_staff,
+    fits,
+    free_port,
+    launch_chromium,
+    open_tab,
+    panelbot,
+    sign_in,
+    write_config,
+)
+from tests.test_admin_browser import ADMIN, VIEWER
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-TIMEOUT = 15_000
 SEX = {"name": "sex", "values": ["female", "male"], "text": {"en": "What is your sex?"}}
 PHONES = ["+447400200101", "+447400200102", "+447400200103", "+447400200104"]
 QUOTAS = """
@@ -44,8 +55,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
     panel.write_text("phone,locale,consent_at,sex\n" + "\n".join(rows) + "\n", encoding="utf-8")
     panelbot(config, "panel", "import", str(panel))
     panelbot(config, "survey", "add", str(REPO / "tests" / "data" / "every-type.toml"))
-    _staff(config, ADMIN, "admin")
-    _staff(config, VIEWER, "viewer")
+    add_staff(config, ADMIN, "admin")
+    add_staff(config, VIEWER, "viewer")
     running = PanelServer(config, port)
     running.start()
     try:
@@ -62,30 +73,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    tab = context.new_page()
-    tab.set_default_timeout(TIMEOUT)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    tab.on(
-        "console",
-        lambda m: (
-            errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    tab.on(
-        "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}") if r.status == 404 or r.status >= 500 else None
-        ),
-    )
-    try:
+    with open_tab(browser) as tab:
         yield tab
-        assert errors == []
-    finally:
-        context.close()
 
 
 def test_read_the_population_chart_as_text(page: Page, server: PanelServer) -> None:
@@ -93,7 +82,7 @@ def test_read_the_population_chart_as_text(page: Page, server: PanelServer) -> N
 
     page.goto(server.base_url + "/admin/population")
     expect(page).to_have_url(re.compile(r"/admin/login\?next=/admin/population$"))
-    sign_in(page, server, VIEWER, "viewer")
+    sign_in(page, VIEWER, "viewer")
     expect(page).to_have_url(re.compile(r"/admin/population$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Panel vs population")
     nav = page.get_by_role("navigation", name="Dashboard")
@@ -122,7 +111,7 @@ def test_create_a_decision_and_schedule_its_update(page: Page, server: PanelServ
     from playwright.sync_api import expect
 
     page.goto(server.base_url + "/admin/decisions")
-    sign_in(page, server)
+    sign_in(page, ADMIN)
     expect(page).to_have_url(re.compile(r"/admin/decisions$"))
     accessible(page)
     fits(page)
