@@ -238,3 +238,44 @@ async def test_the_draft_in_another_panel_language(tmp_path: Path) -> None:
             assert "The last time you tried to get a GP appointment" in other.text
     finally:
         await bot.stop()
+
+
+async def test_a_long_trial_keeps_going_and_its_form_always_fits(bot: Bot) -> None:
+    """Many long replies: the signed state keeps to its budget (the oldest messages go), so
+    the form stays under the server's body cap and every reply gets the page."""
+    import random
+
+    from bot.web import limits
+    from bot.web.review import MAX_REPLY, STATE_BUDGET
+
+    await add_survey(bot, GP)
+    link, _, _ = await make_share(
+        bot, "gp-access-2026", timedelta(days=7), label="Long", actor="test"
+    )
+    token = _token(link)
+    letters = "abcdefghijklmnopqrstuvwxyzéüß€✓🙂 "
+    pick = random.Random(7)
+    async with serving(bot, start_bot=False) as base, httpx.AsyncClient(base_url=base) as http:
+        page = await http.get(f"/review/{token}")
+        sent = []
+        for turn in range(60):
+            reply = "".join(pick.choices(letters, k=MAX_REPLY - 1)) + str(turn % 10)
+            sent.append(reply.strip())
+            state = _state(page.text)
+            assert len(state) <= STATE_BUDGET
+            page = await http.post(
+                f"/review/{token}/try", data={"state": state, "locale": "en", "reply": reply}
+            )
+            assert page.status_code == 200, (turn, page.text[:200])
+            assert page.headers["content-type"].startswith("text/html")
+            assert sent[-1] in page.text
+        # The oldest replies have been dropped from the transcript.
+        assert sent[0] not in page.text
+        # A body over the cap (a hand-made one) is answered with a page, not JSON.
+        too_big = await http.post(
+            f"/review/{token}/try",
+            data={"state": "x" * limits.MAX_BODY_BYTES, "locale": "en", "reply": "1"},
+        )
+        assert too_big.status_code == 413
+        assert too_big.headers["content-type"].startswith("text/html")
+        assert f'href="/review/{token}"' in too_big.text

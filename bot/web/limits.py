@@ -26,6 +26,7 @@ docs/SECURITY.md has the figures and the reverse proxy settings that belong in f
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import resource
 import time
@@ -186,6 +187,30 @@ def _response(status: int, text: str, *, close: bool) -> tuple[dict[str, Any], d
     )
 
 
+def _too_large(path: str, cap: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The 413 answer: JSON for the APIs and webhooks, a page for a person's browser (a
+    review link's trial, whose page is a form), with the way back to the link."""
+    if not path.startswith("/review/"):
+        return _response(413, f"the body is over {cap} bytes", close=True)
+    link = html.escape(path.removesuffix("/try").removesuffix("/comments"), quote=True)
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>Too long</title></head><body><main><h1>That was too long to send</h1>"
+        "<p>The conversation or the text you sent is over what this page accepts. "
+        f'<a href="{link}">Open the review link again</a> to start a new trial; '
+        "comments you already sent are kept.</p></main></body></html>"
+    ).encode()
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    return (
+        {"type": "http.response.start", "status": 413, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
 class Guard:
     """ASGI middleware: body caps before reading, and security headers on every response."""
 
@@ -222,7 +247,7 @@ class Guard:
                     loggable_path(path),
                     cap,
                 )
-                start, body = _response(413, f"the body is over {cap} bytes", close=True)
+                start, body = _too_large(path, cap)
                 await headers_send(start)
                 await headers_send(body)
                 return
@@ -236,7 +261,7 @@ class Guard:
             refused(
                 "body", "cut a streamed body on %r at %d bytes with 413", loggable_path(path), cap
             )
-            start, answer = _response(413, f"the body is over {cap} bytes", close=True)
+            start, answer = _too_large(path, cap)
             await headers_send(start)
             await headers_send(answer)
             return

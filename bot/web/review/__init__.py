@@ -59,6 +59,10 @@ PAGE_HEADERS = {
 }
 MAX_REPLY = 1600
 MAX_TRANSCRIPT = 80  # messages kept in the sandbox's conversation
+# The signed state travels in the page's form, and the form must fit the server's 64 KB
+# body cap (bot/web/limits.py) with a reply of MAX_REPLY characters percent-encoded (up to
+# 12 bytes each): the oldest messages are dropped to keep the state under this many bytes.
+STATE_BUDGET = 40 * 1024
 
 
 def base_url(bot: Bot) -> str:
@@ -226,6 +230,25 @@ def _serializer(bot: Bot, share_id: int, locale: str, version: int) -> URLSafeSe
     return URLSafeSerializer(bot.hash_key, salt=f"review-try:{share_id}:{locale}:{version}")
 
 
+def _bounded_state(serializer: URLSafeSerializer, state: dict[str, Any]) -> str:
+    """The signed state, at most STATE_BUDGET bytes: the oldest messages of the transcript
+    are dropped first; if that is not enough (long free-text answers), long texts are cut,
+    which changes no path through the survey (an answer given stays given)."""
+    signed = serializer.dumps(state)
+    log: list[list[str]] = state["log"]
+    while len(signed) > STATE_BUDGET and len(log) > 1:
+        del log[: max(1, len(log) // 8)]
+        signed = serializer.dumps(state)
+    if len(signed) > STATE_BUDGET:
+        state["log"] = [[who, text[:200]] for who, text in log]
+        state["answers"] = {
+            qid: value[:100] if isinstance(value, str) else value
+            for qid, value in state["answers"].items()
+        }
+        signed = serializer.dumps(state)
+    return signed
+
+
 def _page(name: str, status_code: int = 200, **context: Any) -> Response:
     html = _env.get_template(name).render(**context)
     return HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
@@ -272,7 +295,7 @@ async def _render_review(
     sandbox = Sandbox(bot, survey, locale)
     if state is None:
         state = sandbox.start()
-    signed = _serializer(bot, share.id, locale, stored.version).dumps(state)
+    signed = _bounded_state(_serializer(bot, share.id, locale, stored.version), state)
     transcript = [
         {"who": who, "text": text, "sms": sms_line(bot, text) if who == "bot" else None}
         for who, text in state["log"]
