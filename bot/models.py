@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 
 def utcnow() -> datetime:
@@ -18,6 +19,25 @@ def iso(dt: datetime) -> str:
     if dt.tzinfo is not UTC:  # astimezone costs more than the formatting: skip it for UTC
         dt = dt.astimezone(UTC)
     return dt.isoformat(timespec="milliseconds")
+
+
+def local_time(wall: datetime, timezone: str) -> datetime:
+    """A date-time typed without an offset, as wall-clock time in ``timezone``.
+
+    ValueError (a one-line reason) when that time does not exist there: the hour the
+    clocks skip when they go forward (in Europe/London, 01:00-02:00 on the last Sunday of
+    March). A time with an offset is returned as it is.
+    """
+    if wall.tzinfo is not None:
+        return wall
+    tz = ZoneInfo(timezone)
+    when = wall.replace(tzinfo=tz)
+    if when.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall:
+        raise ValueError(
+            f"{wall.isoformat(timespec='minutes')} does not exist in {timezone}: the clocks "
+            "go forward then; choose a time outside the skipped hour"
+        )
+    return when
 
 
 def parse_iso(text: str) -> datetime:

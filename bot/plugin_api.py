@@ -84,6 +84,7 @@ from bot.models import (
     SendError,
     SendResult,
     SignupDecision,
+    local_time,
 )
 from bot.resources import messages_dir
 from bot.sms import SmsInfo, encode_info, sanitise
@@ -187,6 +188,7 @@ __all__ = [
     "invitation_history",
     "known_surveys",
     "language_name",
+    "local_time",
     "nav_link",
     "open_wave_for",
     "panel_counts",

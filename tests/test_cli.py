@@ -101,6 +101,11 @@ def test_survey_add_versions_a_changed_file(config: Path, tmp_path: Path) -> Non
     [
         (["no-such"], "no survey 'no-such'"),
         (["every-type", "--at", "next tuesday"], "--at 'next tuesday'"),
+        # The hour skipped when the clocks go forward does not exist in Europe/London.
+        (
+            ["every-type", "--at", "2027-03-28T01:30"],
+            "--at: 2027-03-28T01:30 does not exist in Europe/London",
+        ),
         (["every-type", "--close-after", "a while"], "--close-after"),
     ],
 )

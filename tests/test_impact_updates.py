@@ -225,6 +225,21 @@ def test_unknown_decision_and_update_are_one_line_errors(tmp_path: Path) -> None
         assert result.exit_code == 1 and message in result.output, (args, result.output)
 
 
+def test_a_time_the_clocks_skip_is_refused(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    assert cli(config, "db", "upgrade").exit_code == 0
+    added = cli(config, "decision", "add", "--title", "T", "--you-said", "Y", "--we-did", "W")
+    assert added.exit_code == 0, added.output
+    result = cli(
+        config, "impact", "schedule", "1", "--audience", "panel", "--at", "2027-03-28T01:30"
+    )
+    assert result.exit_code == 1
+    assert "--at: 2027-03-28T01:30 does not exist in Europe/London" in result.output
+    # An hour later the clocks have gone forward: that time exists.
+    fine = cli(config, "impact", "schedule", "1", "--audience", "panel", "--at", "2027-03-28T02:30")
+    assert fine.exit_code == 0, fine.output
+
+
 # -- audience and sending once -------------------------------------------------------------
 
 

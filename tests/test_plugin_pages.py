@@ -467,6 +467,12 @@ async def test_eight_schedule_posts_at_once_make_one_update(
         ({"when": "after", "after": ""}, "After: give how long to wait"),
         ({"when": "after", "after": "soon"}, "After:"),
         ({"when": "sometime"}, "When: choose now"),
+        ({}, "When: choose now"),  # nothing chosen is not "now"
+        ({"when": "at", "at": "now"}, "Date and time: give a date and time, or choose"),
+        (
+            {"when": "at", "at": "2027-03-28T01:30"},
+            "Date and time: 2027-03-28T01:30 does not exist in Europe/London",
+        ),
         ({"when": "now", "after": "2d"}, "When: &#34;Now&#34; is chosen but"),
         ({"when": "now", "at": "2030-01-01T10:00"}, "When: &#34;Now&#34; is chosen but"),
         ({"when": "now", "audience": "age_band=200+"}, "Audience:"),

@@ -33,6 +33,7 @@ def _load(path: str) -> Any:
 def _parse_when(text: str, timezone: str) -> datetime:
     """An ISO date-time (local to the panel when it has no offset) or a delay such as 2h."""
     from bot.config_schema import DurationTooLong, parse_duration
+    from bot.models import local_time
 
     try:
         return datetime.now(ZoneInfo(timezone)) + parse_duration(text)
@@ -46,7 +47,10 @@ def _parse_when(text: str, timezone: str) -> datetime:
         raise UserError(
             f"--at {text!r}: expected a date-time such as 2026-12-01T09:30 or a delay such as 2h"
         ) from None
-    when = when if when.tzinfo else when.replace(tzinfo=ZoneInfo(timezone))
+    try:
+        when = local_time(when, timezone)
+    except ValueError as exc:
+        raise UserError(f"--at: {exc}") from None
     # Far-off dates overflow the wave's arithmetic (closing time, reminders).
     if when.year > datetime.now(UTC).year + 100:
         raise UserError(f"--at {text!r}: at most 100 years from now")

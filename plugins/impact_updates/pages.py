@@ -328,7 +328,7 @@ async def schedule_update(request: Request) -> Response:
         for k in ("when", "at", "after", "audience", "holdout", "follow_up")
     }
     values["feedback"] = form.get("feedback") in ("on", "1", "yes", "true")
-    when = values["when"] or "now"
+    when = values["when"]
     at: str | None = None
     after: str | None = None
     problem = None
@@ -344,6 +344,8 @@ async def schedule_update(request: Request) -> Response:
         at = values["at"]
         if not at:
             problem = "Date and time: give the date and time to send it"
+        elif at.lower() == "now":
+            problem = 'Date and time: give a date and time, or choose "Now"'
     elif when == "after":
         after = values["after"]
         if not after:

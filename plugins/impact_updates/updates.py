@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from bot.plugin_api import (
     BroadcastMessage,
@@ -28,6 +27,7 @@ from bot.plugin_api import (
     broadcast_outbox_ids,
     cancel_broadcast,
     known_surveys,
+    local_time,
     parse_duration,
     queue_broadcast,
     render_message,
@@ -149,9 +149,10 @@ def parse_when(bot: Bot, at: str | None, after: str | None) -> datetime:
         raise UpdateError(
             f"--at: {at!r} is not a time (use now or e.g. 2026-12-07T10:00)"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=ZoneInfo(bot.settings.bot.timezone))
-    when = when.astimezone(UTC)
+    try:
+        when = local_time(when, bot.settings.bot.timezone).astimezone(UTC)
+    except ValueError as exc:
+        raise UpdateError(f"--at: {exc}") from None
     if when < current - timedelta(minutes=1):
         raise UpdateError(f"--at: {at} is in the past (use --at now to send at once)")
     return when
