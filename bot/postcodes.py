@@ -54,8 +54,10 @@ _CACHE: dict[tuple[Path, float, tuple[str, ...]], PostcodeLookup] = {}
 def load_lookup(path: Path, columns: list[str]) -> PostcodeLookup:
     """Read the lookup CSV, needing a ``postcode`` column and each of ``columns``.
 
-    Raises :class:`PostcodeLookupError` naming the problem (a missing file or column, a row whose
-    postcode is not a postcode, a postcode listed twice). Cached while the file is unchanged.
+    Raises :class:`PostcodeLookupError` naming the problem in one line (a missing file or column,
+    a column named twice, no rows, a row with more or fewer values than the header, a row whose
+    postcode is not a postcode, a postcode listed twice), with the file line it is on. Cached
+    while the file is unchanged.
     """
     try:
         stamp = path.stat().st_mtime
@@ -66,28 +68,54 @@ def load_lookup(path: Path, columns: list[str]) -> PostcodeLookup:
         return _CACHE[key]
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in reader.fieldnames or []]
-            missing = [c for c in ["postcode", *columns] if c not in header]
-            if missing:
-                raise PostcodeLookupError(f"{path.name} has no column {', '.join(missing)}")
-            rows: dict[str, dict[str, str]] = {}
-            for line, raw in enumerate(reader, start=2):
-                row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-                postcode = normalise(row["postcode"])
-                if postcode is None:
-                    raise PostcodeLookupError(f"{path.name} line {line}: not a UK postcode")
-                if postcode in rows:
-                    raise PostcodeLookupError(
-                        f"{path.name} line {line}: {postcode} is listed twice"
-                    )
-                rows[postcode] = {c: row[c] for c in columns}
+            rows = _read_rows(path.name, csv.reader(handle), columns)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise PostcodeLookupError(f"cannot read {path}: {exc}") from None
+        raise PostcodeLookupError(f"cannot read {path}: {_one_line(exc)}") from None
     lookup = PostcodeLookup(tuple(columns), rows)
     _CACHE.clear()  # one panel, one lookup: keep only the latest
     _CACHE[key] = lookup
     return lookup
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _read_rows(name: str, reader, columns: list[str]) -> dict[str, dict[str, str]]:
+    """Check and read every row; ``line`` counts the file's lines, blank ones included."""
+    header: list[str] | None = None
+    rows: dict[str, dict[str, str]] = {}
+    for cells in reader:
+        line = reader.line_num
+        if not cells or not any(c.strip() for c in cells):
+            continue  # a blank line
+        if header is None:
+            header = [c.strip() for c in cells]
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise PostcodeLookupError(
+                    f"{name} line {line}: column {', '.join(twice) or '(blank)'} is named twice"
+                )
+            missing = [c for c in ["postcode", *columns] if c not in header]
+            if missing:
+                raise PostcodeLookupError(f"{name} has no column {', '.join(missing)}")
+            continue
+        if len(cells) != len(header):
+            raise PostcodeLookupError(
+                f"{name} line {line}: {len(cells)} values but the header has {len(header)} columns"
+            )
+        row = dict(zip(header, (c.strip() for c in cells), strict=True))
+        postcode = normalise(row["postcode"])
+        if postcode is None:
+            raise PostcodeLookupError(f"{name} line {line}: not a UK postcode")
+        if postcode in rows:
+            raise PostcodeLookupError(f"{name} line {line}: {postcode} is listed twice")
+        rows[postcode] = {c: row[c] for c in columns}
+    if header is None:
+        raise PostcodeLookupError(f"{name} is empty: it needs a header and a row per postcode")
+    if not rows:
+        raise PostcodeLookupError(f"{name} has a header but no postcodes")
+    return rows
 
 
 def lookup_problems(path: Path, fields: dict[str, list[str]]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -161,6 +162,14 @@ async def test_derived_fields_first_ask_the_postcode_right_after_consent(tmp_pat
         ("postcode,locality,imd_quintile\nLS1 4AP,Leeds,1\n", 'values the field lacks: "Leeds"'),
         ("postcode,locality,imd_quintile\nnot one,Headingley,1\n", "line 2: not a UK postcode"),
         (LOOKUP + "LS14AP,Headingley,2\n", "line 5: LS1 4AP is listed twice"),
+        # a row with more values than the header (csv.DictReader would hide them under None)
+        (LOOKUP + "LS2 7UE,Headingley,2,extra\n", "line 5: 4 values but the header has 3"),
+        ("postcode,locality,imd_quintile\n\nLS2 7UE,Headingley\n", "line 3: 2 values but"),
+        ("postcode,locality,imd_quintile\n\n\nLS2 7UE,Headingley,1,x,y\n", "line 4: 5 values"),
+        ("postcode,locality,locality,imd_quintile\nLS1 4AP,A,B,1\n", "locality is named twice"),
+        ("postcode,locality,imd_quintile\n", "has a header but no postcodes"),
+        ("\n\n", "is empty"),
+        ('postcode,locality,imd_quintile\n"LS1 4AP,Leeds Central,1\n', "line 2: 1 values but"),
     ],
 )
 def test_config_check_names_lookup_problems(tmp_path: Path, lookup: str | None, words: str) -> None:
@@ -180,6 +189,32 @@ def test_config_check_names_lookup_problems(tmp_path: Path, lookup: str | None, 
     [line] = result.stderr.splitlines()
     assert line.startswith(f"{path}: panel.postcode_lookup: ")
     assert words in line
+
+
+async def test_a_lookup_broken_while_the_bot_runs_leaves_the_fields_unknown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await Bot.create(derived_settings(tmp_path))
+    try:
+        broken = tmp_path / "lookup.csv"
+        broken.write_text(LOOKUP + "LS2 7UE,Headingley,2,extra\n")
+        os.utime(broken, (1, 1))  # a new stamp even on a coarse clock: the cache is not used
+        chat = Chat(bot)
+        for who in ("sim:ed", "sim:fi"):
+            await chat.join(who, ("3",))
+            [sex] = await chat.say(who, "LS1 4AP")
+            assert "What is your sex?" in sex
+            [done] = await chat.say(who, "1")
+            assert "you have joined" in done
+        found = await demographics(bot)
+        assert found["ed"] == found["fi"] == {"age_band": "35-44", "sex": "female"}
+    finally:
+        await bot.stop()
+    logged = [r.getMessage() for r in caplog.records if "postcode_lookup" in r.getMessage()]
+    assert logged == [
+        "panel.postcode_lookup: lookup.csv line 5: 4 values but the header has 3 columns; "
+        "derived fields are left unknown"
+    ]
 
 
 def test_a_derived_field_needs_a_lookup(tmp_path: Path) -> None:

@@ -344,8 +344,13 @@ def _postcode_lookup(engine: Engine, derived: list) -> postcodes.PostcodeLookup 
     try:
         return postcodes.load_lookup(path, [f.name for f in derived])
     except postcodes.PostcodeLookupError as exc:
-        logger.error("panel.postcode_lookup: %s; derived fields are left unknown", exc)
+        if str(exc) not in _LOGGED_LOOKUP_PROBLEMS:  # once per problem, not once per reply
+            _LOGGED_LOOKUP_PROBLEMS.add(str(exc))
+            logger.error("panel.postcode_lookup: %s; derived fields are left unknown", exc)
         return None
+
+
+_LOGGED_LOOKUP_PROBLEMS: set[str] = set()
 
 
 async def _next_field_or_finish(engine: Engine, turn: Turn, after: str | None) -> None:
