@@ -281,3 +281,24 @@ async def test_ids_beyond_sqlites_integers_are_404_not_500(bot: Bot, site: tuple
             data = {"csrf_token": csrf, "confirm": str(huge)} if method == "POST" else None
             answer = await http.request(method, path, data=data)
             assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
+
+
+async def test_a_share_label_is_one_line_and_its_errors_name_the_field(
+    bot: Bot, site: tuple[str, int]
+) -> None:
+    base, _ = site
+    async with httpx.AsyncClient(base_url=base) as http:
+        csrf = await signed_in(http, bot.db, "admin")
+        for label, reason in (
+            ("x" * 200, "Label: at most 120 characters"),
+            ("Health\nwatch", "Label: one line"),
+            ("Health\rwatch", "Label: one line"),
+            ("Health\x00watch", "Label: one line"),
+        ):
+            answer = await http.post(
+                "/admin/surveys/every-type/shares",
+                data={"csrf_token": csrf, "days": "7", "label": label},
+            )
+            assert answer.status_code == 400, label
+            assert reason in answer.text and "--label" not in answer.text, label
+    assert await share_store.of_survey(bot.db.conn, "every-type") == []

@@ -17,7 +17,7 @@ import pytest
 from bot.app import Bot
 from bot.engine.waves import launch
 from bot.hookspecs import hookimpl
-from plugins.impact_updates import decisions, updates
+from plugins.impact_updates import decisions, pages, updates
 from plugins.quotas import pages as population_pages
 from tests.conftest import REPO, Chat, add_survey, make_settings
 from tests.staff_login import signed_in
@@ -636,3 +636,12 @@ async def test_decision_and_update_ids_beyond_sqlites_integers_are_404(
         data = {**form, "csrf_token": csrf} if method == "POST" else None
         answer = await impact_client.request(method, path, data=data)
         assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
+
+
+def test_form_error_keeps_quotes_and_names_the_field() -> None:
+    # A quote closing a quoted value at the end of the reason is kept.
+    assert (
+        pages.form_error(updates.UpdateError("--follow-up: no survey 'nope'"))
+        == "Follow-up survey: no survey 'nope'"
+    )
+    assert pages.form_error(KeyError("no such field 'x'")) == "no such field 'x'"

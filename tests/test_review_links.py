@@ -211,6 +211,8 @@ def test_survey_share_cli_prints_a_link_and_revokes_it(config: Path) -> None:
         (("gp-access-2026", "--expires", "400d"), "--expires: at most 366d"),
         (("gp-access-2026", "--revoke", found.group(1)), "revoked already"),
         (("gp-access-2026", "--label", "x" * 200), "--label: at most"),
+        (("gp-access-2026", "--label", "Health\nwatch"), "--label: one line"),
+        (("gp-access-2026", "--label", "Health\rwatch"), "--label: one line"),
     ]:
         result = _cli(config, "survey", "share", *args)
         assert result.returncode == 1, (args, result)

@@ -72,6 +72,9 @@ async def create(
     """A new link for ``survey_id``; returns it and its token (shown once, never stored)."""
     if label is not None and len(label) > MAX_LABEL:
         raise ShareError(f"--label: at most {MAX_LABEL} characters")
+    if label is not None and any(c in label for c in "\x00\r\n"):
+        # Shown on pages and in terminal tables: one line, nothing that cannot be stored.
+        raise ShareError("--label: one line, without control characters")
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = utcnow()
     result = await conn.execute(

@@ -98,7 +98,9 @@ NOTICES = {
 
 def form_error(exc: BaseException) -> str:
     """The one-line reason, naming the form's fields rather than the command's options."""
-    text = str(exc).strip("'\"")
+    # A KeyError's text is its argument's repr: take the argument, not a quote-stripped
+    # text (which would also eat a quote that closes a quoted value at the end).
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return _OPTION.sub(lambda m: LABELS.get(m.group(0), m.group(0)), text)
 
 

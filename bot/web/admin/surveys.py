@@ -342,7 +342,9 @@ async def create_share(request: Request) -> Response:
             bot, survey_id, timedelta(days=days), label=label, actor=staff.actor
         )
     except share_store.ShareError as exc:
-        return await _survey_page(request, error=str(exc), status_code=400)
+        # The store names the command's option; the page names its field.
+        reason = str(exc).replace("--label:", "Label:", 1)
+        return await _survey_page(request, error=reason, status_code=400)
     return await _survey_page(request, new_link=link)
 
 
