@@ -271,16 +271,34 @@ def _mark_as_demo(config: Path) -> None:
     config.write_text(text.replace(header, header + "demo = true\n", 1), encoding="utf-8")
 
 
+_PANEL_IMPORTED = "demo_panel_imported"
+
+
 async def load_examples(bot: Bot, settings: Settings) -> dict[str, Any]:
     """Import the example panel and surveys and open the demo wave (each step idempotent)."""
     from bot.engine.waves import launch
+    from bot.models import utcnow
     from bot.panel import import_parsed, read_panel_file
     from bot.storage import surveys as survey_store
     from bot.surveys.loader import load_survey_file
 
     examples = examples_dir()
-    parsed = read_panel_file(examples / "panel.csv", settings)
-    report = await import_parsed(bot.db, bot.hash_key, settings, parsed, actor="demo")
+    # The example panel is imported once per data folder: a re-run must not undo what people
+    # changed since (a language, an opt-out) nor add an audit row per panellist per start.
+    done = await bot.db.fetchone("SELECT value FROM meta WHERE key = ?", (_PANEL_IMPORTED,))
+    anyone = await bot.db.fetchone("SELECT 1 FROM panellists LIMIT 1")
+    if done is None and anyone is None:
+        parsed = read_panel_file(examples / "panel.csv", settings)
+        report = await import_parsed(bot.db, bot.hash_key, settings, parsed, actor="demo")
+        panel = report.summary()
+    else:
+        panel = "example panel imported before: kept as it is"
+    if done is None:
+        async with bot.db.transaction() as conn:
+            await conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                (_PANEL_IMPORTED, utcnow().isoformat()),
+            )
     added_surveys = []
     for path in sorted((examples / "surveys").glob("*.toml")):
         async with bot.db.transaction() as conn:
@@ -293,7 +311,7 @@ async def load_examples(bot: Bot, settings: Settings) -> dict[str, Any]:
     wave_id = None
     if latest and latest.row_id not in demo_rows:
         wave_id = await launch(bot, DEMO_SURVEY, include_new=True)
-    return {"panel": report.summary(), "surveys": added_surveys, "wave": wave_id}
+    return {"panel": panel, "surveys": added_surveys, "wave": wave_id}
 
 
 def settings_for(data_dir: Path, port: int) -> tuple[Path, Settings]:

@@ -43,3 +43,39 @@ async def test_demo_shows_gaps_and_derives_fields_from_a_postcode(tmp_path: Path
     asian = next(r for r in report["fields"]["ethnicity"] if r["value"] == "asian")
     assert asian["gap_pp"] < -3
     assert run(config, "config", "check").returncode == 0
+
+
+async def test_a_second_demo_start_keeps_the_panel_as_people_left_it(tmp_path: Path) -> None:
+    async def start() -> Bot:
+        settings = settings_for(tmp_path / "demo", 18080)[1]
+        bot = await Bot.create(settings)
+        await load_examples(bot, settings)
+        return bot
+
+    async def imported(bot: Bot) -> int:
+        row = await bot.db.fetchone("SELECT count(*) AS n FROM audit_log WHERE action = 'imported'")
+        return row["n"]
+
+    async def locale(bot: Bot) -> str:
+        row = await bot.db.fetchone(
+            "SELECT p.locale FROM panellists p JOIN addresses a ON a.panellist_id = p.id "
+            "WHERE a.address = '+447400100100'"
+        )
+        return row["locale"]
+
+    bot = await start()
+    try:
+        assert await imported(bot) == 240
+        assert await locale(bot) == "en"
+        chat = Chat(bot)
+        await chat.say("sms:+447400100100", "LANGUAGE")
+        await chat.say("sms:+447400100100", "2")  # Cymraeg
+        assert await locale(bot) == "cy"
+    finally:
+        await bot.stop()
+    bot = await start()
+    try:
+        assert await locale(bot) == "cy"  # not put back to the example file's "en"
+        assert await imported(bot) == 240  # no new "imported" audit rows
+    finally:
+        await bot.stop()
