@@ -443,7 +443,7 @@ async def test_eight_schedule_posts_at_once_make_one_update(
 ) -> None:
     decision_id = await add_one(impact_bot)
     csrf = await signed_in(impact_client, impact_bot.db, "admin")
-    form = {"when": "after", "after": "1d", "audience": "panel", "csrf_token": csrf}
+    form = {"when": "after", "after": "1d", "audience": "participants", "csrf_token": csrf}
     answers = await asyncio.gather(
         *[
             impact_client.post(f"/admin/decisions/{decision_id}/schedule", data=form)
