@@ -35,6 +35,8 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 - **Decisions**: :func:`decision_recorded` fires ``panelbot_decision_recorded``.
 - **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
   :func:`with_bot` for the commands added in ``panelbot_register_commands``.
+- **CSV exports**: :func:`safe_row` / :func:`safe_cell` put a ``'`` before a text cell a
+  spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...).
 - **Dashboard charts**: :func:`bar_chart` and :func:`grouped_bar_chart` draw an SVG chart
   with its figures as a table beside it (a ``Markup`` a page template puts in as it is).
 - **Routes and jobs**: :class:`Route`, :class:`Mount` and :class:`BaseRoute` for
@@ -61,6 +63,7 @@ from bot import __version__ as PANELBOT_VERSION
 from bot.cli import CliContext, UserError, pass_cli, with_bot
 from bot.config import Settings
 from bot.config_schema import format_duration, parse_duration
+from bot.csv_cells import safe_cell, safe_row
 from bot.engine.render import language_name
 from bot.hookspecs import hookimpl
 from bot.messages import (
@@ -202,6 +205,8 @@ __all__ = [
     "render_message",
     "render_page",
     "require_admin",
+    "safe_cell",
+    "safe_row",
     "sanitise",
     "sms_info",
     "survey_option_texts",

