@@ -83,21 +83,24 @@ def _tally(
     if weighted:
         entry["n_eff"] = round(n_eff, 1)
     if q.type in (QuestionType.CHOICE, QuestionType.MULTI, QuestionType.YESNO, QuestionType.SCALE):
-        counts: dict[str, float] = defaultdict(float)
+        counts: dict[str, float] = defaultdict(float)  # weighted (each weight 1.0 if not)
+        people: dict[str, int] = defaultdict(int)  # unweighted: how many chose the option
         for value, weight in answers:
             for v in value if isinstance(value, list) else [value]:
                 counts[str(v)] += weight
+                people[str(v)] += 1
         entry["options"] = [
             {
                 "id": oid,
                 "text": text,
-                "count": _num(counts[oid]),
+                "count": people[oid],
                 "percent": _pct(counts[oid], total),
             }
             for oid, text in _options(q, locale)
         ]
         if weighted:
             for option in entry["options"]:
+                option["weighted_count"] = _num(counts[option["id"]])
                 # From the unrounded share, so the figure is the formula's own.
                 share = 100.0 * counts[option["id"]] / total if total else 0.0
                 option["moe"] = margin_of_error(share, n_eff)

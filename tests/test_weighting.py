@@ -200,6 +200,9 @@ def test_weighted_results_in_json_carry_weights_moe_and_diagnostics(panel: Path)
     # Women 3 of 4 weigh 0.5/0.75 = 2/3 each, the man 0.5/0.25 = 2: easy is (2/3 + 2/3)/4.
     options = {o["id"]: o for o in data["questions"][0]["options"]}
     assert options["easy"]["percent"] == 33.3 and options["hard"]["percent"] == 66.7
+    # "count" is who answered, unweighted (ann and bea); the weighted sum is apart.
+    assert (options["easy"]["count"], options["easy"]["weighted_count"]) == (2, 1.33)
+    assert (options["hard"]["count"], options["hard"]["weighted_count"]) == (2, 2.67)
     w = data["weighting"]
     assert w["converged"] is True and w["fields"] == ["sex"]
     assert w["respondents"] == 4
@@ -228,7 +231,7 @@ def test_weighted_table_by_group_and_csv(panel: Path) -> None:
     assert "largest gap from the population sex=female +25.0 points" in table
     assert "after weighting" in table
     easy = next(line for line in table.splitlines() if line.strip().startswith("Easy"))
-    assert easy.split()[2:4] == ["33.3%", "±53.3"]
+    assert easy.split()[1:4] == ["2", "33.3%", "±53.3"]  # unweighted n, weighted percent
     # area=north: ann and cat, both women (weights 2/3 each), so n_eff 2: easy 50% ± 69.3.
     north = next(line for line in table.splitlines() if "area=north" in line)
     assert north.startswith("    area=north (2, effective 2.0): Easy 50.0% ±69.3")
@@ -240,8 +243,9 @@ def test_weighted_table_by_group_and_csv(panel: Path) -> None:
     )
     easy_row = next(r for r in rows if r["option"] == "easy" and r["group"] == "all")
     assert (easy_row["percent"], easy_row["moe"]) == ("33.3", "53.3")
+    assert (easy_row["count"], easy_row["weighted_count"]) == ("2", "1.33")
     plain = ok(panel, "survey", "results", "gp", "--format", "csv")
-    assert "moe" not in plain.splitlines()[0]
+    assert "moe" not in plain.splitlines()[0] and "weighted_count" not in plain
 
 
 def test_unweighted_results_still_show_representativeness(panel: Path) -> None:
@@ -249,6 +253,8 @@ def test_unweighted_results_still_show_representativeness(panel: Path) -> None:
     assert data["weighting"] is None
     assert data["questions"][0]["options"][0]["percent"] == 50.0
     assert "moe" not in data["questions"][0]["options"][0]
+    assert "weighted_count" not in data["questions"][0]["options"][0]
+    assert data["questions"][0]["options"][0]["count"] == 2
     assert data["representativeness"][0]["before"]["gap_points"] == 25.0
     assert "after" not in data["representativeness"][0]
 

@@ -351,16 +351,17 @@ def _results_csv(data: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["question", "type", "group", "option", "count", "percent", "answered"]
-    # Weighted results add each percentage's 95% margin of error (points).
+    # Weighted results: "count" stays the unweighted number, the percentage is weighted; they
+    # add the weighted count and each percentage's 95% margin of error (points).
     weighted = bool(data.get("weighted"))
-    header = [*header, "moe"] if weighted else header
+    header = [*header, "weighted_count", "moe"] if weighted else header
     writer.writerow(header)
     for q in data["questions"]:
         parts = [("all", q), *sorted(q.get("by", {}).items())]
         for group, part in parts:
             rows = [
                 [q["id"], q["type"], group, o["id"], o["count"], o["percent"], part["answered"]]
-                + ([o.get("moe", "")] if weighted else [])
+                + ([o.get("weighted_count", ""), o.get("moe", "")] if weighted else [])
                 for o in part.get("options", [])
             ]
             if "mean" in part and "options" not in part:
