@@ -34,7 +34,8 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
   :func:`survey_option_texts` (an option's words per language).
 - **Decisions**: :func:`decision_recorded` fires ``panelbot_decision_recorded``.
 - **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
-  :func:`with_bot` for the commands added in ``panelbot_register_commands``.
+  :func:`with_bot` for the commands added in ``panelbot_register_commands``;
+  :func:`print_table` / :func:`table_lines` lay rows out in plain-text columns.
 - **CSV exports**: :func:`safe_row` / :func:`safe_cell` put a ``'`` before a text cell a
   spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...).
 - **Dashboard charts**: :func:`bar_chart` and :func:`grouped_bar_chart` draw an SVG chart
@@ -60,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot import __version__ as PANELBOT_VERSION
-from bot.cli import CliContext, UserError, pass_cli, with_bot
+from bot.cli import CliContext, UserError, pass_cli, print_table, table_lines, with_bot
 from bot.config import Settings
 from bot.config_schema import format_duration, parse_duration
 from bot.csv_cells import safe_cell, safe_row
@@ -197,6 +198,7 @@ __all__ = [
     "panel_counts",
     "parse_duration",
     "pass_cli",
+    "print_table",
     "public_route",
     "queue_broadcast",
     "queue_message",
@@ -212,6 +214,7 @@ __all__ = [
     "survey_option_texts",
     "survey_participants_count",
     "survey_results",
+    "table_lines",
     "template_names",
     "waitlisted_panellists",
     "with_bot",

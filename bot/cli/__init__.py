@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,6 +114,47 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 pass_cli = click.make_pass_decorator(CliContext)
+
+
+def table_lines(
+    headers: Sequence[Any],
+    rows: Iterable[Sequence[Any]],
+    *,
+    right: Collection[int] = (),
+    indent: str = "",
+    header_right: bool = True,
+) -> list[str]:
+    """A plain-text table: the headers, then one line per row, columns two spaces apart and
+    each as wide as its widest cell. ``None`` is an empty cell; columns numbered in ``right``
+    are right-aligned (their header too, unless ``header_right`` is false); each line starts
+    with ``indent`` and has no trailing spaces."""
+    table = [
+        [str(h) for h in headers],
+        *[["" if v is None else str(v) for v in row] for row in rows],
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = []
+    for n, line in enumerate(table):
+        cells = [
+            cell.rjust(width) if i in right and (n or header_right) else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return lines
+
+
+def print_table(
+    headers: Sequence[Any],
+    rows: Iterable[Sequence[Any]],
+    *,
+    right: Collection[int] = (),
+    indent: str = "",
+    header_right: bool = True,
+) -> None:
+    """Echo :func:`table_lines` to standard output, one line at a time."""
+    for line in table_lines(headers, rows, right=right, indent=indent, header_right=header_right):
+        click.echo(line)
+
 
 _CONFIG_FLAGS = ("-c", "--config")
 _HELP_FLAGS = ("-h", "--help")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.cli import CliContext, UserError
+from bot.cli import CliContext, UserError, table_lines
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -73,18 +73,12 @@ def _as_json(info: PluginInfo) -> dict[str, Any]:
 
 
 def _as_table(infos: list[PluginInfo]) -> str:
-    rows = [("NAME", "STATUS", "SOURCE", "HOOKS")]
+    rows = []
     for info in infos:
         status = "enabled" if info.enabled else "disabled"
         hooks = ", ".join(hook.removeprefix("panelbot_") for hook in info.hooks) or "-"
         rows.append((info.name, status, info.source, hooks))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  "
-        + row[3]
-        for row in rows
-    )
+    return "\n".join(table_lines(("NAME", "STATUS", "SOURCE", "HOOKS"), rows))
 
 
 def register(cli: click.Group) -> None:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from bot.cli import CliContext, UserError, pass_cli, with_bot
+from bot.cli import CliContext, UserError, pass_cli, print_table, with_bot
 
 
 def _load(path: str) -> Any:
@@ -120,7 +120,7 @@ def register(cli: click.Group) -> None:
         if not rows:
             click.echo("no surveys yet: add one with `panelbot survey add FILE`")
             return
-        _table(
+        print_table(
             ["ID", "VERSION", "WAVES", "OPEN", "INVITED", "COMPLETED", "TITLE"],
             [
                 [
@@ -315,7 +315,7 @@ def _sample_table(report: dict[str, Any]) -> None:
     )
     cells = report.get("cells") or []
     if cells:
-        _table(
+        print_table(
             ["CELL", "POP SHARE", "ELIGIBLE", "EXP RATE", "INVITED", "EXP COMPLETES"],
             [
                 [
@@ -335,13 +335,6 @@ def _sample_table(report: dict[str, Any]) -> None:
 
 def _share(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}%"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> None:
-    cells = [header, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for r in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _results_csv(data: dict[str, Any]) -> str:

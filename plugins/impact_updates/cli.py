@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.plugin_api import CliContext, UserError, broadcast_status_counts, pass_cli, with_bot
+from bot.plugin_api import (
+    CliContext,
+    UserError,
+    broadcast_status_counts,
+    pass_cli,
+    print_table,
+    with_bot,
+)
 from plugins.impact_updates import audience as audience_module
 from plugins.impact_updates import decisions, updates
 
@@ -40,14 +47,6 @@ def _run(cli_ctx: CliContext, work: Callable[[Bot], Awaitable[Any]]) -> Any:
 
 def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _people(n: int) -> str:
@@ -144,7 +143,7 @@ def decision_list(cli_ctx: CliContext, fmt: str) -> None:
     if not found:
         click.echo("no decisions yet (panelbot decision add --help)")
         return
-    _table(
+    print_table(
         ["id", "status", "decided_on", "by", "owner", "surveys", "title"],
         [
             [
@@ -352,7 +351,7 @@ def impact_list(cli_ctx: CliContext, fmt: str) -> None:
     if not found:
         click.echo("no impact updates yet (panelbot impact schedule --help)")
         return
-    _table(
+    print_table(
         ["id", "decision", "due (UTC)", "status", "audience", "people", *DELIVERY, "note"],
         [
             [

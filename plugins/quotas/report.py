@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.plugin_api import CliContext, UserError, panel_counts, pass_cli, with_bot
+from bot.plugin_api import CliContext, UserError, panel_counts, pass_cli, table_lines, with_bot
 from plugins.quotas.targets import Targets, check_config, load
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def render_table(report: dict[str, Any]) -> str:
         "waiting",
     )
     for field, rows in report["fields"].items():
-        table = [header]
+        table = []
         for row in rows:
             if row["value"] is None:
                 table.append(
@@ -134,13 +134,8 @@ def render_table(report: dict[str, Any]) -> str:
                     str(row["waitlisted"]),
                 )
             )
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         lines += ["", field]
-        for r in table:
-            cells = [r[0].ljust(widths[0])] + [
-                c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
-            ]
-            lines.append("  " + "  ".join(cells).rstrip())
+        lines += table_lines(header, table, right=range(1, len(header)), indent="  ")
     return "\n".join(lines)
 
 

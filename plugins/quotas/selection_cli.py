@@ -30,6 +30,7 @@ from bot.plugin_api import (
     queue_message,
     record_audit,
     render_message,
+    table_lines,
     with_bot,
 )
 from plugins.quotas import selection
@@ -354,18 +355,6 @@ def as_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _columns(rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  "
-        + "  ".join(
-            cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
-
-
 def as_table(outcome: Outcome) -> str:
     dist = outcome.distribution
     fields = list(outcome.fields)
@@ -401,7 +390,7 @@ def as_table(outcome: Outcome) -> str:
         for pid in outcome.selected:
             key = tuple(by_id[pid].features[f] for f in fields)
             selected_by_profile[key] = selected_by_profile.get(key, 0) + 1
-        rows = [[*fields, "people", "probability", "selected"]]
+        rows = []
         for row in dist.profile_rows():
             features = row["features"]
             assert isinstance(features, dict)
@@ -416,31 +405,31 @@ def as_table(outcome: Outcome) -> str:
             )
         lines.append("Profiles (everyone in a profile has the same probability):")
         n = len(fields)
-        lines.extend(_columns(rows, right={n, n + 1, n + 2}))
+        lines += table_lines(
+            [*fields, "people", "probability", "selected"],
+            rows,
+            right={n, n + 1, n + 2},
+            indent="  ",
+        )
     else:
         lines.append("legacy: one greedy draw by sortition-algorithms; no probabilities computed")
     lines.append(f"Selected ({len(outcome.selected)}):")
-    lines.extend(
-        _columns(
-            [["id", *fields]]
-            + [
-                [str(pid), *(by_id[pid].features[f] or "-" for f in fields)]
-                for pid in outcome.selected
-            ],
-            right={0},
-        )
+    lines += table_lines(
+        ["id", *fields],
+        [[pid, *(by_id[pid].features[f] or "-" for f in fields)] for pid in outcome.selected],
+        right={0},
+        indent="  ",
     )
     lines.append(f"Reserves ({len(outcome.reserves)}, call them in this order):")
     if outcome.reserves:
-        lines.extend(
-            _columns(
-                [["#", "id", *fields]]
-                + [
-                    [str(i), str(pid), *(by_id[pid].features[f] or "-" for f in fields)]
-                    for i, pid in enumerate(outcome.reserves, start=1)
-                ],
-                right={0, 1},
-            )
+        lines += table_lines(
+            ["#", "id", *fields],
+            [
+                [i, pid, *(by_id[pid].features[f] or "-" for f in fields)]
+                for i, pid in enumerate(outcome.reserves, start=1)
+            ],
+            right={0, 1},
+            indent="  ",
         )
     return "\n".join(lines)
 

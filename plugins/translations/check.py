@@ -33,6 +33,7 @@ from bot.plugin_api import (
     language_name,
     sanitise,
     sms_info,
+    table_lines,
 )
 from plugins.translations import bidi
 from plugins.translations.catalogs import (
@@ -297,7 +298,7 @@ class CheckReport:
 
     def to_table(self) -> str:
         header = ("LOCALE", "MESSAGE", "STATUS", "ENCODING", "SEGMENTS", "£/1000", "NOTE")
-        rows: list[tuple[str, ...]] = [header]
+        rows: list[tuple[str, ...]] = []
         for loc in self.locales:
             for m in loc.messages:
                 rows.append(
@@ -311,15 +312,8 @@ class CheckReport:
                         _note(m),
                     )
                 )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-        numeric = {4, 5}
-        lines = []
-        for row in rows:
-            cells = [
-                cell.rjust(width) if i in numeric and row is not header else cell.ljust(width)
-                for i, (cell, width) in enumerate(zip(row[:-1], widths, strict=True))
-            ]
-            lines.append("  ".join([*cells, row[-1]]).rstrip())
+        # SEGMENTS and £/1000 are numbers, right-aligned under headers aligned left.
+        lines = table_lines(header, rows, right={4, 5}, header_right=False)
         lines.append("")
         lines.append(
             f"Prices at £{self.price_per_segment:g} a segment "
