@@ -123,6 +123,29 @@ def test_hook_check_config(tmp_path: Path) -> None:
     assert result.stdout.startswith("OK: ")
 
 
+def test_config_check_refuses_an_unknown_key_naming_the_known_ones(tmp_path: Path) -> None:
+    typo = write_config(
+        tmp_path,
+        "panel_size_target = 100\nweight_bound = [0.2, 5]\n"
+        "population.sex = { female = 0.51, male = 0.49 }\n",
+    )
+    result = run(typo, "config", "check")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"{typo}: plugins.quotas.weight_bound: unknown key; known: ")
+    for known in ("min_days_between_invitations", "panel_size_target", "weight_bounds"):
+        assert known in line
+    every = write_config(
+        tmp_path,
+        "panel_size_target = 100\ntolerance = 0.05\nweight_bounds = [0.2, 5]\n"
+        "weight_tolerance = 1e-6\nweight_max_iterations = 1000\n"
+        "oversample_low_responders = true\nmin_days_between_invitations = 21\n"
+        "population.sex = { female = 0.51, male = 0.49 }\n",
+    )
+    result = run(every, "config", "check")
+    assert result.returncode == 0, result.stderr
+
+
 async def test_hook_check_config_stops_the_bot(tmp_path: Path) -> None:
     class Strict:
         @hookimpl

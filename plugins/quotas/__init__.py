@@ -45,7 +45,36 @@ def panelbot_check_config(settings: Settings) -> list[tuple[str, str]] | None:
     from plugins.quotas import sampling
 
     problems = targets.check_config(settings) + weighting.check_config(settings)
-    return (problems + sampling.check_config(settings)) or None
+    problems += sampling.check_config(settings) + _unknown_keys(settings)
+    return problems or None
+
+
+# Every key of [plugins.quotas] a module reads: targets (size, tolerance, population),
+# sampling (oversampling, fatigue rule) and weighting (raking); recruitment and selection
+# read none of their own. A typo would otherwise be silently ignored.
+KNOWN_KEYS = frozenset(
+    {
+        "panel_size_target",
+        "tolerance",
+        "population",
+        "oversample_low_responders",
+        "min_days_between_invitations",
+        "weight_bounds",
+        "weight_tolerance",
+        "weight_max_iterations",
+    }
+)
+
+
+def _unknown_keys(settings: Settings) -> list[tuple[str, str]]:
+    section = settings.plugins.config.get(targets.PLUGIN, {})
+    if not isinstance(section, dict):
+        return []  # the targets' own check says what the section should be
+    known = ", ".join(sorted(KNOWN_KEYS))
+    return [
+        (f"plugins.{targets.PLUGIN}.{key}", f"unknown key; known: {known}")
+        for key in sorted(set(section) - KNOWN_KEYS)
+    ]
 
 
 @hookimpl
