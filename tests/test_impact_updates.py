@@ -80,6 +80,13 @@ async def impact_rows(bot: Bot) -> list[sqlite3.Row]:
     return await bot.db.fetchall(IMPACT + " ORDER BY panellist_id")
 
 
+async def cited_decision(bot: Bot, **fields: Any) -> dict[str, Any]:
+    """A decision citing the every-type survey; title "T", "Y" said and "W" done unless
+    ``fields`` say otherwise."""
+    given = {"title": "T", "you_said": "Y", "we_did": "W", "surveys": "every-type"}
+    return await decisions.add_decision(bot, **(given | fields))
+
+
 def clock_at(bot: Bot, when: datetime) -> None:
     bot.state.setdefault(updates.STATE_KEY, {})["clock"] = lambda: when
 
@@ -100,12 +107,11 @@ async def test_hook_decision_recorded(settings: Any) -> None:
     bot = await Bot.create(settings, plugins=plugins)
     try:
         await answered_panel(bot)
-        added = await decisions.add_decision(
+        added = await cited_decision(
             bot,
             title="Phone lines",
             you_said="Booking by phone was hard.",
             we_did="More staff answer the phones from 8am.",
-            surveys="every-type",
             status="decided",
             decided_by="ICB board",
             owner="Director of Primary Care",
@@ -253,9 +259,7 @@ async def test_update_reaches_each_participant_once_never_the_excluded(bot: Bot)
 
     await erase_panellist(bot.db, bot.hash_key, 5, actor="test")  # p4 erased
     await chat.say("sim:late", "hello")  # still signing up: pending, never in an audience
-    decision = await decisions.add_decision(
-        bot, title="T", you_said="Y", we_did="W", surveys="every-type"
-    )
+    decision = await cited_decision(bot)
     update, _ = await updates.schedule(bot, decision["id"], at="now")
     assert await updates.run_update(bot, update["id"]) == 3
     assert await updates.run_update(bot, update["id"]) == 0  # again: nothing more
@@ -328,9 +332,7 @@ async def test_proposed_decisions_are_not_announced(bot: Bot) -> None:
 
 async def test_cancel_cancels_queued_messages_not_yet_sent(bot: Bot) -> None:
     await answered_panel(bot)
-    decision = await decisions.add_decision(
-        bot, title="T", you_said="Y", we_did="W", surveys="every-type"
-    )
+    decision = await cited_decision(bot)
     update, _ = await updates.schedule(bot, decision["id"])
     await updates.run_update(bot, update["id"])
     await bot.db.execute_write(
@@ -344,9 +346,7 @@ async def test_cancel_cancels_queued_messages_not_yet_sent(bot: Bot) -> None:
 
 async def test_holdout_share_waits_and_is_drawn_once(bot: Bot) -> None:
     await answered_panel(bot, answering=10, others=0)
-    decision = await decisions.add_decision(
-        bot, title="T", you_said="Y", we_did="W", surveys="every-type"
-    )
+    decision = await cited_decision(bot)
     update, _ = await updates.schedule(bot, decision["id"], holdout="20%", feedback=False)
     assert update["holdout_share"] == pytest.approx(0.2) and update["feedback"] == 0
     assert await updates.run_update(bot, update["id"]) == 8
@@ -439,9 +439,7 @@ async def test_restart_between_scheduling_and_sending_sends_once(tmp_path: Path)
     bot = await Bot.create(settings)
     try:
         await answered_panel(bot, answering=4, others=1)
-        decision = await decisions.add_decision(
-            bot, title="T", you_said="Y", we_did="W", surveys="every-type"
-        )
+        decision = await cited_decision(bot)
         await updates.schedule(bot, decision["id"], after="2s")
     finally:
         await bot.stop()  # the bot goes down before the update falls due
@@ -462,12 +460,8 @@ async def test_misfire_within_grace_sends_beyond_grace_holds(tmp_path: Path) -> 
     bot = await Bot.create(settings)
     try:
         await answered_panel(bot, answering=2, others=0)
-        recent = await decisions.add_decision(
-            bot, title="Recent", you_said="Y", we_did="W", surveys="every-type"
-        )
-        old = await decisions.add_decision(
-            bot, title="Old", you_said="Y", we_did="W", surveys="every-type"
-        )
+        recent = await cited_decision(bot, title="Recent")
+        old = await cited_decision(bot, title="Old")
         real_now = datetime.now(UTC)
         near, _ = await updates.schedule(bot, recent["id"], due=real_now - timedelta(minutes=50))
         far, _ = await updates.schedule(bot, old["id"], due=real_now - timedelta(minutes=70))
@@ -492,9 +486,7 @@ async def test_misfire_within_grace_sends_beyond_grace_holds(tmp_path: Path) -> 
 
 async def test_misfire_grace_follows_the_injected_clock(bot: Bot) -> None:
     await answered_panel(bot, answering=1, others=0)
-    decision = await decisions.add_decision(
-        bot, title="T", you_said="Y", we_did="W", surveys="every-type"
-    )
+    decision = await cited_decision(bot)
     due = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
     update, _ = await updates.schedule(bot, decision["id"], due=due)
     clock_at(bot, due + timedelta(hours=5, minutes=59))  # default grace 6h: still goes
@@ -516,9 +508,7 @@ async def test_an_update_due_in_quiet_hours_waits_across_the_clock_change(
     bot = await Bot.create(settings)
     try:
         await answered_panel(bot, answering=2, others=0)
-        decision = await decisions.add_decision(
-            bot, title="T", you_said="Y", we_did="W", surveys="every-type"
-        )
+        decision = await cited_decision(bot)
         due = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
         clock_at(bot, due - timedelta(hours=1))
         update, _ = await updates.schedule(bot, decision["id"], at="2026-10-25T01:30+01:00")
@@ -758,12 +748,10 @@ async def test_on_the_demo_the_people_who_answered_are_told_in_their_language(
 
 async def test_the_register_answers_which_decisions_cite_a_survey(bot: Bot) -> None:
     await answered_panel(bot)
-    cited = await decisions.add_decision(
+    cited = await cited_decision(
         bot,
         title="Phone lines",
-        you_said="Y",
         we_did="More staff.",
-        surveys="every-type",
         decided_by="ICB board",
         decided_on="2026-11-30",
     )
