@@ -107,6 +107,10 @@ def test_survey_add_versions_a_changed_file(config: Path, tmp_path: Path) -> Non
             "--at: 2027-03-28T01:30 does not exist in Europe/London",
         ),
         (["every-type", "--close-after", "a while"], "--close-after"),
+        # "0s" is not "the default": a wave open for no time at all is refused.
+        (["every-type", "--close-after", "0s"], "--close-after must be positive"),
+        (["every-type", "--close-after", "0d"], "--close-after must be positive"),
+        (["every-type", "--at", "2020-01-06T09:00"], "--at: 2020-01-06T09:00 is in the past"),
     ],
 )
 def test_survey_launch_refuses_bad_requests_in_one_line(
@@ -114,6 +118,7 @@ def test_survey_launch_refuses_bad_requests_in_one_line(
 ) -> None:
     run(config, "survey", "add", str(SURVEY))
     assert message in one_line_error(run(config, "survey", "launch", *args))
+    assert json.loads(run(config, "survey", "list", "--format", "json").stdout)[0]["waves"] == 0
 
 
 def test_survey_launch_then_results_in_every_format(config: Path) -> None:

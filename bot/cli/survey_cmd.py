@@ -51,6 +51,9 @@ def _parse_when(text: str, timezone: str) -> datetime:
         when = local_time(when, timezone)
     except ValueError as exc:
         raise UserError(f"--at: {exc}") from None
+    # A minute of slack for the time it takes to type; earlier would open at once, unasked.
+    if when < datetime.now(UTC) - timedelta(minutes=1):
+        raise UserError(f"--at: {text} is in the past (leave --at out to open the wave now)")
     # Far-off dates overflow the wave's arithmetic (closing time, reminders).
     if when.year > datetime.now(UTC).year + 100:
         raise UserError(f"--at {text!r}: at most 100 years from now")

@@ -119,7 +119,8 @@ async def launch(
         check_stratify_by(bot, stratify_by, sample)
     now = utcnow()
     opens_at = at or now
-    close_after = close_after or bot.settings.bot.close_after
+    # Only a missing length takes the default: "0s" is refused below, not made the default.
+    close_after = bot.settings.bot.close_after if close_after is None else close_after
     if close_after <= timedelta(0):
         raise WaveError("--close-after must be positive")
     closes_at = opens_at + close_after
@@ -403,7 +404,8 @@ async def launch_to(
     ``linked(conn, wave_id)`` writes) is one transaction, so a crash leaves either the
     whole open wave or nothing. Returns ``(wave id, how many were invited)``.
     """
-    close_after = close_after or bot.settings.bot.close_after
+    # Only a missing length takes the default: "0s" is refused below, not made the default.
+    close_after = bot.settings.bot.close_after if close_after is None else close_after
     if close_after <= timedelta(0):
         raise WaveError("--close-after must be positive")
     renderer, surveys = bot.engine.renderer, bot.engine.surveys
