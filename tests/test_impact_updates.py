@@ -322,6 +322,49 @@ async def test_the_database_refuses_a_second_waiting_update_of_a_decision(bot: B
     await bot.db.execute_write(row, (decision["id"], "cancelled"))
 
 
+async def test_the_migration_cancels_duplicates_the_race_left_behind(tmp_path: Path) -> None:
+    """A database from before the fix, holding two live updates of one decision (the later
+    one part-way through sending): the upgrade keeps the first and cancels the other with
+    its messages not yet handed to a provider."""
+    settings = make_settings(tmp_path)
+    bot = await Bot.create(settings)
+    try:
+        await answered_panel(bot)
+        decision = await decisions.add_decision(
+            bot, title="T", you_said="Y", we_did="W", surveys="every-type"
+        )
+        # As the race left it: no index yet, two updates of the decision waiting.
+        await bot.db.execute_write("DROP INDEX impact_updates_one_waiting")
+        await bot.db.execute_write(
+            "UPDATE plugin_schema SET version = 1 WHERE plugin = 'impact_updates'"
+        )
+        first, _ = await updates.schedule(bot, decision["id"], at="2030-01-01T10:00")
+        await bot.db.execute_write(
+            "UPDATE impact_updates SET status = 'cancelled' WHERE id = ?", (first["id"],)
+        )
+        second, _ = await updates.schedule(bot, decision["id"])
+        await updates.run_update(bot, second["id"])
+        await bot.db.execute_write(
+            "UPDATE impact_updates SET status = 'scheduled' WHERE id = ?", (first["id"],)
+        )
+        await bot.db.execute_write(
+            "UPDATE impact_updates SET status = 'sending' WHERE id = ?", (second["id"],)
+        )
+        assert len(await bot.db.fetchall(IMPACT + " AND status = 'queued'")) == 3
+    finally:
+        await bot.stop()
+    bot = await Bot.create(settings)  # applies migration 0002
+    try:
+        statuses = {u["id"]: u["status"] for u in await updates.all_updates(bot.db.conn)}
+        assert statuses == {first["id"]: "scheduled", second["id"]: "cancelled"}
+        rows = await bot.db.fetchall(IMPACT)
+        assert [r["status"] for r in rows] == ["cancelled"] * 3
+        index = "SELECT 1 FROM sqlite_master WHERE name = 'impact_updates_one_waiting'"
+        assert await bot.db.fetchone(index) is not None
+    finally:
+        await bot.stop()
+
+
 async def test_proposed_decisions_are_not_announced(bot: Bot) -> None:
     decision = await decisions.add_decision(
         bot, title="T", you_said="Y", we_did="W", status="proposed"
