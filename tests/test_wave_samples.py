@@ -57,6 +57,25 @@ async def import_panel(bot: Bot, cells: dict[tuple[str, str], int]) -> None:
     assert not report.problems
 
 
+async def bot_without_quotas(tmp_path: Path, plugin: str = "", name: str = "sampler") -> Bot:
+    """The quotas plugin disabled and, if given, ``plugin`` (a local plugin's source, saved as
+    NAME.py) loaded; three women in the north on the panel and the every-type survey added."""
+    plugins: dict[str, Any] = {"disabled": ["quotas"]}
+    if plugin:
+        folder = tmp_path / "plugins.d"
+        folder.mkdir()
+        (folder / f"{name}.py").write_text(plugin, encoding="utf-8")
+        plugins["directories"] = [str(folder)]
+    bot = await Bot.create(make_settings(tmp_path, panel={"fields": FIELDS}, plugins=plugins))
+    try:
+        await import_panel(bot, {("female", "north"): 3})
+        await add_survey(bot, SURVEY)
+    except BaseException:
+        await bot.stop()
+        raise
+    return bot
+
+
 async def invited_cells(bot: Bot, wave_id: int) -> Counter[tuple[str, str]]:
     rows = await bot.db.fetchall(
         "SELECT p.demographics FROM invitations i JOIN panellists p ON p.id = i.panellist_id"
@@ -335,11 +354,8 @@ async def test_refusals_name_the_problem(tmp_path: Path) -> None:
 
 
 async def test_without_a_sampling_plugin_a_stratified_wave_is_refused(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, panel={"fields": FIELDS}, plugins={"disabled": ["quotas"]})
-    bot = await Bot.create(settings)
+    bot = await bot_without_quotas(tmp_path)
     try:
-        await import_panel(bot, {("female", "north"): 3})
-        await add_survey(bot, SURVEY)
         with pytest.raises(WaveError, match="no loaded plugin draws stratified samples"):
             await launch(bot, "every-type", sample=2, stratify_by=["sex"])
         assert (await bot.db.fetchone("SELECT COUNT(*) FROM invitations"))[0] == 0
@@ -380,19 +396,9 @@ def panelbot_select_sample(bot, survey, wave, eligible, size, stratify_by):
 async def test_a_plugin_that_answers_nothing_gets_the_stratified_wave_closed(
     tmp_path: Path, answer: str
 ) -> None:
-    folder = tmp_path / "plugins.d"
-    folder.mkdir()
     plugin = PLUGIN_THAT_DECLINES.replace("ANSWER", answer)
-    (folder / "declines.py").write_text(plugin, encoding="utf-8")
-    settings = make_settings(
-        tmp_path,
-        panel={"fields": FIELDS},
-        plugins={"disabled": ["quotas"], "directories": [str(folder)]},
-    )
-    bot = await Bot.create(settings)
+    bot = await bot_without_quotas(tmp_path, plugin, "declines")
     try:
-        await import_panel(bot, {("female", "north"): 3})
-        await add_survey(bot, SURVEY)
         with pytest.raises(WaveError, match="no plugin drew its sample"):
             await launch(bot, "every-type", sample=2, stratify_by=["sex"])
         row = await bot.db.fetchone("SELECT id, status FROM waves")
@@ -428,18 +434,8 @@ def panelbot_select_sample(bot, survey, wave, eligible, size, stratify_by):
 async def test_a_report_that_is_not_json_is_left_out_and_the_wave_opens(
     tmp_path: Path,
 ) -> None:
-    folder = tmp_path / "plugins.d"
-    folder.mkdir()
-    (folder / "bad_report.py").write_text(PLUGIN_WITH_A_BAD_REPORT, encoding="utf-8")
-    settings = make_settings(
-        tmp_path,
-        panel={"fields": FIELDS},
-        plugins={"disabled": ["quotas"], "directories": [str(folder)]},
-    )
-    bot = await Bot.create(settings)
+    bot = await bot_without_quotas(tmp_path, PLUGIN_WITH_A_BAD_REPORT, "bad_report")
     try:
-        await import_panel(bot, {("female", "north"): 3})
-        await add_survey(bot, SURVEY)
         wave_id = await launch(bot, "every-type", sample=2, stratify_by=["sex"])
         assert (await bot.db.fetchone("SELECT status FROM waves"))[0] == "open"
         assert (await bot.db.fetchone("SELECT COUNT(*) FROM invitations"))[0] == 2
