@@ -204,6 +204,8 @@ async def test_decision_add_list_update_and_the_finding_quoted(tmp_path: Path) -
         (["--title", "x" * 200], "--title: at most 120 characters"),
         (["--finding", "ease"], "--finding: link the survey it comes from with --surveys"),
         (["--title", "  "], "--title: must not be empty"),
+        # A quoted value at the end keeps its closing quote.
+        (["--link", "ftp://x"], "address, not 'ftp://x'\n"),
     ],
 )
 def test_decision_add_refuses_bad_input_in_one_line(

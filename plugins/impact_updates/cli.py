@@ -40,7 +40,10 @@ def _run(cli_ctx: CliContext, work: Callable[[Bot], Awaitable[Any]]) -> Any:
         try:
             return await work(bot)
         except (decisions.DecisionError, updates.UpdateError, LookupError) as exc:
-            raise UserError(str(exc).strip("'\"")) from None
+            # A KeyError's text is its argument's repr: take the argument itself, never a
+            # quote-stripped text (which also ate the quote closing a quoted value at the end).
+            text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise UserError(text) from None
 
     return with_bot(cli_ctx, guarded)
 
