@@ -51,6 +51,14 @@ async def site(bot: Bot) -> AsyncIterator[tuple[str, int]]:
         yield base, wave_id
 
 
+@pytest.fixture
+async def http(bot: Bot, site: tuple[str, int]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the served site, signed in as an admin."""
+    async with httpx.AsyncClient(base_url=site[0]) as client:
+        await signed_in(client, bot.db)
+        yield client
+
+
 async def test_pages_need_a_login(site: tuple[str, int]) -> None:
     base, wave_id = site
     async with httpx.AsyncClient(base_url=base) as http:
@@ -67,44 +75,37 @@ async def test_pages_need_a_login(site: tuple[str, int]) -> None:
 
 
 async def test_survey_list_and_page_show_waves_results_and_charts(
-    bot: Bot, site: tuple[str, int]
+    site: tuple[str, int], http: httpx.AsyncClient
 ) -> None:
-    base, wave_id = site
-    async with httpx.AsyncClient(base_url=base) as http:
-        await signed_in(http, bot.db)
-        listing = await http.get("/admin/surveys")
-        assert listing.status_code == 200
-        assert 'href="/admin/surveys/every-type"' in listing.text
-        assert f"/admin/surveys/every-type/waves/{wave_id}/summary" in listing.text
-        page = await http.get("/admin/surveys/every-type")
-        assert page.status_code == 200
-        text = page.text
-        assert "Invited 3, started 3, completed 3" in text
-        assert f"Wave {wave_id}: invited, started and completed over time" in text
-        # The ease question: 1 of 3 easy, 2 of 3 hard, as a chart with its table.
-        assert '<th scope="row">Easy</th><td>33.3%</td>' in text
-        assert '<th scope="row">Hard</th><td>66.7%</td>' in text
-        assert "<strong>Unweighted</strong> results" in text
-        # Response rate by group (bot.wave_report), and the cost per completed response.
-        assert f"Wave {wave_id}: response rate by sex" in text
-        assert '<th scope="row">female</th><td>100%</td><td>2 of 2 invited</td>' in text
-        assert "cost per completed response £0.00" in text
-        # Free text is escaped.
-        assert "Phone queue &lt;b&gt;forever&lt;/b&gt;" in text
-        assert "<b>forever</b>" not in text
+    wave_id = site[1]
+    listing = await http.get("/admin/surveys")
+    assert listing.status_code == 200
+    assert 'href="/admin/surveys/every-type"' in listing.text
+    assert f"/admin/surveys/every-type/waves/{wave_id}/summary" in listing.text
+    page = await http.get("/admin/surveys/every-type")
+    assert page.status_code == 200
+    text = page.text
+    assert "Invited 3, started 3, completed 3" in text
+    assert f"Wave {wave_id}: invited, started and completed over time" in text
+    # The ease question: 1 of 3 easy, 2 of 3 hard, as a chart with its table.
+    assert '<th scope="row">Easy</th><td>33.3%</td>' in text
+    assert '<th scope="row">Hard</th><td>66.7%</td>' in text
+    assert "<strong>Unweighted</strong> results" in text
+    # Response rate by group (bot.wave_report), and the cost per completed response.
+    assert f"Wave {wave_id}: response rate by sex" in text
+    assert '<th scope="row">female</th><td>100%</td><td>2 of 2 invited</td>' in text
+    assert "cost per completed response £0.00" in text
+    # Free text is escaped.
+    assert "Phone queue &lt;b&gt;forever&lt;/b&gt;" in text
+    assert "<b>forever</b>" not in text
 
 
-async def test_weighted_switch_says_why_when_no_plugin_weights(
-    bot: Bot, site: tuple[str, int]
-) -> None:
-    base, _ = site
-    async with httpx.AsyncClient(base_url=base) as http:
-        await signed_in(http, bot.db)
-        page = await http.get("/admin/surveys/every-type?weighted=1")
-        assert page.status_code == 200
-        assert 'id="why-unweighted"' in page.text
-        assert "no plugin provides weights" in page.text
-        assert 'id="w-yes" name="weighted" value="1" checked' in page.text
+async def test_weighted_switch_says_why_when_no_plugin_weights(http: httpx.AsyncClient) -> None:
+    page = await http.get("/admin/surveys/every-type?weighted=1")
+    assert page.status_code == 200
+    assert 'id="why-unweighted"' in page.text
+    assert "no plugin provides weights" in page.text
+    assert 'id="w-yes" name="weighted" value="1" checked' in page.text
 
 
 async def test_weighted_results_show_margins_of_error(settings: Any, tmp_path: Any) -> None:
@@ -135,32 +136,29 @@ async def test_weighted_results_show_margins_of_error(settings: Any, tmp_path: A
         await bot.stop()
 
 
-async def test_breakdown_search_and_csv(bot: Bot, site: tuple[str, int]) -> None:
-    base, _ = site
-    async with httpx.AsyncClient(base_url=base) as http:
-        await signed_in(http, bot.db)
-        by_sex = await http.get("/admin/surveys/every-type?by=sex")
-        assert "ease: sex = female (2 answered)" in by_sex.text
-        assert "ease: sex = male (1 answered)" in by_sex.text
-        bad = await http.get("/admin/surveys/every-type?by=shoe_size")
-        assert bad.status_code == 400 and "is not a panel field" in bad.text
-        found = await http.get("/admin/surveys/every-type?tq=comment&q=WAITING")
-        assert "1 answer containing" in found.text
-        assert "The waiting list was long" in found.text
-        assert "forever" not in found.text
-        # LIKE wildcards are searched for literally.
-        none = await http.get("/admin/surveys/every-type?tq=comment&q=%25")
-        assert "0 answers containing" in none.text
-        assert (await http.get("/admin/surveys/nope")).status_code == 404
-        download = await http.get("/admin/surveys/every-type/results.csv?by=sex")
-        assert download.status_code == 200
-        assert download.headers["content-type"].startswith("text/csv")
-        assert "attachment" in download.headers["content-disposition"]
-        expected = _results_csv(await survey_results(bot, "every-type", by="sex"))
-        assert download.text == expected
-        assert "'" + FORMULA.replace('"', '""') in download.text
-        bad_csv = await http.get("/admin/surveys/every-type/results.csv?by=nope")
-        assert bad_csv.status_code == 400
+async def test_breakdown_search_and_csv(bot: Bot, http: httpx.AsyncClient) -> None:
+    by_sex = await http.get("/admin/surveys/every-type?by=sex")
+    assert "ease: sex = female (2 answered)" in by_sex.text
+    assert "ease: sex = male (1 answered)" in by_sex.text
+    bad = await http.get("/admin/surveys/every-type?by=shoe_size")
+    assert bad.status_code == 400 and "is not a panel field" in bad.text
+    found = await http.get("/admin/surveys/every-type?tq=comment&q=WAITING")
+    assert "1 answer containing" in found.text
+    assert "The waiting list was long" in found.text
+    assert "forever" not in found.text
+    # LIKE wildcards are searched for literally.
+    none = await http.get("/admin/surveys/every-type?tq=comment&q=%25")
+    assert "0 answers containing" in none.text
+    assert (await http.get("/admin/surveys/nope")).status_code == 404
+    download = await http.get("/admin/surveys/every-type/results.csv?by=sex")
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    expected = _results_csv(await survey_results(bot, "every-type", by="sex"))
+    assert download.text == expected
+    assert "'" + FORMULA.replace('"', '""') in download.text
+    bad_csv = await http.get("/admin/surveys/every-type/results.csv?by=nope")
+    assert bad_csv.status_code == 400
 
 
 async def test_review_links_from_the_page(bot: Bot, site: tuple[str, int]) -> None:
@@ -216,24 +214,22 @@ async def test_review_links_from_the_page(bot: Bot, site: tuple[str, int]) -> No
     assert all(r["actor"].startswith("staff:") for r in rows)
 
 
-async def test_board_summary(bot: Bot, site: tuple[str, int]) -> None:
-    base, wave_id = site
+async def test_board_summary(bot: Bot, site: tuple[str, int], http: httpx.AsyncClient) -> None:
+    wave_id = site[1]
     await add_survey(bot, GP)
-    async with httpx.AsyncClient(base_url=base) as http:
-        await signed_in(http, bot.db)
-        page = await http.get(f"/admin/surveys/every-type/waves/{wave_id}/summary")
-        assert page.status_code == 200
-        text = page.text
-        assert "100.0%</span> response rate (3 of 3 invited)" in text
-        assert "<strong>66.7%</strong> answered “Hard” to “How easy was it?” (2 of 3" in text
-        assert "None recorded." in text
-        assert 'media="print"' in text and "board-print.css" in text
-        assert (
-            await http.get(f"/admin/surveys/gp-access-2026/waves/{wave_id}/summary")
-        ).status_code == 404
-        assert (await http.get("/admin/surveys/every-type/waves/999/summary")).status_code == 404
-        css = await http.get("/admin/static/board-print.css")
-        assert css.status_code == 200 and "size: A4" in css.text
+    page = await http.get(f"/admin/surveys/every-type/waves/{wave_id}/summary")
+    assert page.status_code == 200
+    text = page.text
+    assert "100.0%</span> response rate (3 of 3 invited)" in text
+    assert "<strong>66.7%</strong> answered “Hard” to “How easy was it?” (2 of 3" in text
+    assert "None recorded." in text
+    assert 'media="print"' in text and "board-print.css" in text
+    assert (
+        await http.get(f"/admin/surveys/gp-access-2026/waves/{wave_id}/summary")
+    ).status_code == 404
+    assert (await http.get("/admin/surveys/every-type/waves/999/summary")).status_code == 404
+    css = await http.get("/admin/static/board-print.css")
+    assert css.status_code == 200 and "size: A4" in css.text
 
 
 async def test_hook_survey_decisions(settings: Any) -> None:
