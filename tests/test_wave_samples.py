@@ -377,7 +377,8 @@ async def test_too_many_cells_is_refused_with_the_reason(tmp_path: Path) -> None
         await add_survey(bot, SURVEY)
         with pytest.raises(WaveError, match=r"has 2500 cells \(at most 2000\); stratify by fewer"):
             await launch(bot, "every-type", sample=1, stratify_by=["first", "second"])
-        assert (await bot.db.fetchone("SELECT status FROM waves"))[0] == "closed"
+        # Refused before the wave is made: no closed wave row left behind.
+        assert (await bot.db.fetchone("SELECT COUNT(*) FROM waves"))[0] == 0
     finally:
         await bot.stop()
 
@@ -420,6 +421,21 @@ async def test_a_plugin_that_answers_nothing_gets_the_stratified_wave_closed(
         assert (await bot.db.fetchone("SELECT COUNT(*) FROM invitations"))[0] == 0
     finally:
         await bot.stop()
+
+
+async def test_a_plugin_refusal_is_said_once_not_with_a_doubled_prefix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugin = PLUGIN_THAT_DECLINES.replace("ANSWER", '{"refused": "no one fits"}')
+    bot = await bot_without_quotas(tmp_path, plugin, "declines")
+    try:
+        with pytest.raises(WaveError) as raised:
+            await launch(bot, "every-type", sample=2, stratify_by=["sex"])
+        assert str(raised.value) == "wave 1 not opened: no one fits; nobody was invited"
+    finally:
+        await bot.stop()
+    said = [r.getMessage() for r in caplog.records if "no one fits" in r.getMessage()]
+    assert said == ["wave 1 not opened: no one fits; nobody was invited"]
 
 
 PLUGIN_WITH_A_BAD_REPORT = """

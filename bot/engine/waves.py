@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
@@ -145,6 +146,11 @@ async def launch(
     return wave_id
 
 
+#: More cells than this in the cross of the --stratify-by fields is refused: a table nobody
+#: reads, and cells of one person (the quotas plugin's sampling keeps the same limit).
+MAX_STRATIFY_CELLS = 2000
+
+
 def check_stratify_by(bot: Bot, fields: list[str], sample: int | None) -> None:
     """Refuse ``--stratify-by`` without ``--sample``, naming a non-field, or with no plugin."""
     if sample is None:
@@ -157,6 +163,14 @@ def check_stratify_by(bot: Bot, fields: list[str], sample: int | None) -> None:
             )
     if len(set(fields)) != len(fields):
         raise WaveError("--stratify-by: each field may appear only once")
+    # Checked here, before a wave row exists, not only when the sample is drawn.
+    values = {f.name: len(f.values) for f in bot.settings.panel.fields}
+    cross = math.prod(values[name] for name in fields)
+    if cross > MAX_STRATIFY_CELLS:
+        raise WaveError(
+            f"--stratify-by: the cross of {', '.join(fields)} has {cross} cells "
+            f"(at most {MAX_STRATIFY_CELLS}); stratify by fewer fields"
+        )
     if not bot.plugins.pm.hook.panelbot_select_sample.get_hookimpls():
         raise WaveError(
             "--stratify-by: no loaded plugin draws stratified samples (panelbot_select_sample; "
@@ -243,7 +257,7 @@ async def open_wave(bot: Bot, wave_id: int, *, refusal_raises: bool = False) -> 
         async with bot.db.transaction() as conn:
             await survey_store.set_wave(conn, wave_id, status="closed", closed_at=utcnow())
             await audit.record(conn, "wave.refused", detail={"wave": wave_id, "reason": str(exc)})
-        logger.error("wave %s not opened: %s", wave_id, exc)
+        logger.error("%s", exc)  # the reason names the wave and that it was not opened
         if refusal_raises:
             raise
         return 0
