@@ -63,8 +63,6 @@ from bot.resources import examples_dir  # noqa: E402
 from bot.storage import surveys as survey_store  # noqa: E402
 from bot.surveys.loader import load_survey_file  # noqa: E402
 from plugins.impact_updates import decisions, updates  # noqa: E402
-from tests.fakes.telegram_api import TOKEN  # noqa: E402
-from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN  # noqa: E402
 
 TARGET_SECONDS = 10.0
 TARGET_RSS_MB = 300.0
@@ -254,26 +252,7 @@ async def part_two(args: argparse.Namespace, folder: Path, fakes: dict[str, str]
     config = write_config(
         folder,
         ["en"],
-        {
-            "channels": {
-                "simulator": {"enabled": False},
-                "twilio": {
-                    "enabled": True,
-                    "account_sid": ACCOUNT_SID,
-                    "auth_token": AUTH_TOKEN,
-                    "from_number": dispatch.SENDER,
-                    "api_base_url": fakes["twilio"],
-                    "rate_per_second": args.sms_rate,
-                },
-                "telegram": {
-                    "enabled": True,
-                    "token": TOKEN,
-                    "secret_token": "bench-secret",
-                    "api_base_url": fakes["telegram"],
-                    "rate_per_second": args.telegram_rate,
-                },
-            }
-        },
+        {"channels": dispatch.channels(fakes, args.sms_rate, args.telegram_rate)},
     )
     bot = await Bot.create(load_settings(config))
     panel = [("en", "sms", f"+4474002{i:05d}") for i in range(sms_count)] + [
@@ -293,43 +272,9 @@ async def part_two(args: argparse.Namespace, folder: Path, fakes: dict[str, str]
     if segments != {1} or queued != args.dispatch_messages:
         await bot.stop()
         raise SystemExit("setup: every text must be one SMS segment, one per person")
-
-    called: dict[str, dict[str, float]] = {"sms": {}, "telegram": {}}
-    for name in ("sms", "telegram"):
-        channel = bot.channels[name]
-        inner = channel.send
-
-        async def timed(message: Any, inner: Any = inner, log: dict = called[name]) -> Any:
-            log[message.address.id] = time.monotonic()
-            return await inner(message)
-
-        channel.send = timed  # type: ignore[method-assign]
-
-    expected = max(sms_count / args.sms_rate, telegram_count / args.telegram_rate)
-    timeout = expected * 1.5 + 30
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    done = 0
-    try:
-        await bot.start()
-        while True:
-            found = await dispatch.statuses(bot)
-            done = sum(n for (_, status), n in found.items() if status not in ("queued", "sending"))
-            if done >= args.dispatch_messages or time.perf_counter() - t0 > timeout:
-                break
-            await asyncio.sleep(0.25)
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-    finally:
-        await bot.stop()
-    return {
-        "statuses": found,
-        "elapsed": elapsed,
-        "cpu": cpu,
-        "called": called,
-        "expected": expected,
-        "counts": {"sms": sms_count, "telegram": telegram_count},
-        "timed_out": done < args.dispatch_messages,
-    }
+    return await dispatch.send_and_time(
+        bot, sms_count, telegram_count, args.sms_rate, args.telegram_rate
+    )
 
 
 # -- the run ---------------------------------------------------------------------------------
