@@ -469,6 +469,28 @@ def test_legacy_is_seeded_and_meets_the_quotas(cfg: Path) -> None:
         assert low <= sum(1 for p in people if p[field] == value) <= high
 
 
+def test_legacy_prints_nothing_of_the_librarys_own(cfg: Path) -> None:
+    quota_file(cfg, QUOTAS)
+    args = ("--size", "10", "--quotas", "q.toml", "--algorithm", "legacy", "--seed", "3")
+    for fmt in ("table", "json"):
+        result = panelbot(cfg, "panel", "select", "--format", fmt, *args)
+        assert result.returncode == 0, result.stderr
+        assert "Trial number" not in result.stdout + result.stderr
+        assert result.stderr == ""
+
+
+def test_a_huge_quota_file_is_refused_in_one_line(cfg: Path) -> None:
+    big = cfg.parent / "big.toml"
+    big.write_text("# " + "x" * 1_000_000 + "\n", encoding="utf-8")
+    for source in (str(big), "/dev/zero"):
+        result = panelbot(cfg, "panel", "select", "--size", "10", "--quotas", source)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"panelbot: quota file {source}: larger than 1 MB; a quota file is a few [[quota]] "
+            "tables"
+        )
+
+
 def test_select_needs_the_quotas_plugin(cfg: Path) -> None:
     disabled = {**CONFIG, "plugins": {"disabled": ["quotas"]}}
     path = cfg.parent / "off.toml"

@@ -36,6 +36,8 @@ master: then the master's value is optimal for every distribution over valid pan
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import sys
@@ -552,9 +554,11 @@ def legacy_draw(
     # The library's own generator; a seed of 0 would mean "unseeded" to it.
     set_random_provider(seed or 1)
     try:
-        committees, _report = find_random_sample_legacy(
-            people, features, size, columns, max_attempts=100
-        )
+        # Anything it prints (rather than logs) is not for our stdout either.
+        with contextlib.redirect_stdout(io.StringIO()):
+            committees, _report = find_random_sample_legacy(
+                people, features, size, columns, max_attempts=100
+            )
     except errors.InfeasibleQuotasError as exc:
         raise InfeasibleQuotas(relaxation_text(exc.features, quotas)) from None
     except errors.SortitionBaseError as exc:
@@ -618,14 +622,15 @@ def _quiet_stdout() -> Iterator[None]:
 
 def _quiet_library() -> None:
     # sortition-algorithms prints its progress on stdout (which holds our JSON): send its
-    # loggers through ours instead, warnings only.
+    # loggers through ours instead, errors only.
     import logging
 
     for name in ("sortition_algorithms", "sortition_algorithms_user"):
         library_logger = logging.getLogger(name)
         for handler in library_logger.handlers[:]:
             library_logger.removeHandler(handler)
-        library_logger.setLevel(logging.WARNING)
+        # Its warnings are progress ("Trial number: 1"), not problems: errors only.
+        library_logger.setLevel(logging.ERROR)
         library_logger.propagate = True
 
 

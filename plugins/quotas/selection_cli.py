@@ -61,6 +61,8 @@ def register(cli: click.Group) -> None:
 
 # --- the quota file -------------------------------------------------------------------
 
+MAX_QUOTA_FILE = 1_000_000  # bytes
+
 
 def parse_quotas(text: str, source: str, settings: Settings, size: int) -> list[Quota]:
     """The ``[[quota]]`` tables of a quota file, checked; :class:`UserError` names the table."""
@@ -522,7 +524,15 @@ def select_cmd(
     """
     settings = cli_ctx.settings
     try:
-        text = quota_file.read_text(encoding="utf-8")
+        # Read with a limit: a huge file (or /dev/zero) is refused, not read for ever.
+        with quota_file.open("rb") as handle:
+            raw = handle.read(MAX_QUOTA_FILE + 1)
+        if len(raw) > MAX_QUOTA_FILE:
+            raise UserError(
+                f"quota file {quota_file}: larger than {MAX_QUOTA_FILE // 1_000_000} MB; "
+                "a quota file is a few [[quota]] tables"
+            )
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(
             f"cannot read quota file {quota_file}: {getattr(exc, 'strerror', None) or exc}"
