@@ -35,7 +35,8 @@ may move. ``make lint`` (import-linter) enforces it for the built-in plugins.
 - **Decisions**: :func:`decision_recorded` fires ``panelbot_decision_recorded``.
 - **Command line**: :class:`CliContext`, :func:`pass_cli`, :class:`UserError` and
   :func:`with_bot` for the commands added in ``panelbot_register_commands``;
-  :func:`print_table` / :func:`table_lines` lay rows out in plain-text columns.
+  :func:`format_option` is their ``--format`` option; :func:`print_table` /
+  :func:`table_lines` lay rows out in plain-text columns.
 - **CSV exports**: :func:`safe_row` / :func:`safe_cell` put a ``'`` before a text cell a
   spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...).
 - **Dashboard charts**: :func:`bar_chart` and :func:`grouped_bar_chart` draw an SVG chart
@@ -61,7 +62,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot import __version__ as PANELBOT_VERSION
-from bot.cli import CliContext, UserError, pass_cli, print_table, table_lines, with_bot
+from bot.cli import (
+    CliContext,
+    UserError,
+    format_option,
+    pass_cli,
+    print_table,
+    table_lines,
+    with_bot,
+)
 from bot.config import Settings
 from bot.config_schema import format_duration, parse_duration
 from bot.csv_cells import safe_cell, safe_row
@@ -187,6 +196,7 @@ __all__ = [
     "decision_recorded",
     "fallback_chain",
     "format_duration",
+    "format_option",
     "grouped_bar_chart",
     "hookimpl",
     "invitation_history",

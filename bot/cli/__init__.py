@@ -116,6 +116,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 pass_cli = click.make_pass_decorator(CliContext)
 
 
+def format_option(*choices: str, dest: str = "fmt", help: str | None = None) -> Any:
+    """The ``--format`` option of a command: one of ``choices`` (the first is the default,
+    shown in --help), passed to the command as ``dest``."""
+    return click.option(
+        "--format",
+        dest,
+        type=click.Choice(list(choices)),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
+
+
 def table_lines(
     headers: Sequence[Any],
     rows: Iterable[Sequence[Any]],

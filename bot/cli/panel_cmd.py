@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.cli import CliContext, UserError, pass_cli, run
+from bot.cli import CliContext, UserError, format_option, pass_cli, run
 
 if TYPE_CHECKING:
     from bot.app import Bot
@@ -158,13 +158,8 @@ IMPORT_BATCH = 500
 
 
 @panel_group.command("export")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "json"]),
-    default="csv",
-    show_default=True,
-    help="csv can be imported again; json nests demographics and addresses.",
+@format_option(
+    "csv", "json", help="csv can be imported again; json nests demographics and addresses."
 )
 @click.option(
     "--output",

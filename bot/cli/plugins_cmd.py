@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.cli import CliContext, UserError, table_lines
+from bot.cli import CliContext, UserError, format_option, table_lines
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -87,13 +87,8 @@ def register(cli: click.Group) -> None:
         """Plugins: built-in, installed and local ones, and the hooks they implement."""
 
     @plugins_group.command("list")
-    @click.option(
-        "--format",
-        "output_format",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="table for people, json for scripts.",
+    @format_option(
+        "table", "json", dest="output_format", help="table for people, json for scripts."
     )
     @click.pass_obj
     def list_plugins(obj: CliContext, output_format: str) -> None:

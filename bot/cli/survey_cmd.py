@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from bot.cli import CliContext, UserError, pass_cli, print_table, with_bot
+from bot.cli import CliContext, UserError, format_option, pass_cli, print_table, with_bot
 
 
 def _load(path: str) -> Any:
@@ -105,9 +105,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"unchanged: {survey.id} version {stored.version}")
 
     @survey_group.command("list")
-    @click.option(
-        "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-    )
+    @format_option("table", "json")
     @pass_cli
     def list_surveys(obj: CliContext, fmt: str) -> None:
         """Surveys with their latest version, waves, invitations and completions."""
@@ -219,13 +217,7 @@ def register(cli: click.Group) -> None:
         "error from the effective sample size, and the raking's diagnostics.",
     )
     @click.option("--by", "by", metavar="FIELD", help="Break each question down by a panel field.")
-    @click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["table", "csv", "json"]),
-        default="table",
-        show_default=True,
-    )
+    @format_option("table", "csv", "json")
     @pass_cli
     def results(obj: CliContext, survey_id: str, weighted: bool, by: str | None, fmt: str) -> None:
         """Invited, started, completed, response rate, counts per option and free text."""

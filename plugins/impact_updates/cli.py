@@ -11,6 +11,7 @@ from bot.plugin_api import (
     CliContext,
     UserError,
     broadcast_status_counts,
+    format_option,
     pass_cli,
     print_table,
     with_bot,
@@ -23,14 +24,7 @@ if TYPE_CHECKING:
 
     from bot.plugin_api import Bot
 
-FORMAT = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+FORMAT = format_option("table", "json", help="Output format.")
 
 
 def _run(cli_ctx: CliContext, work: Callable[[Bot], Awaitable[Any]]) -> Any:

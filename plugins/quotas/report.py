@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.plugin_api import CliContext, UserError, panel_counts, pass_cli, table_lines, with_bot
+from bot.plugin_api import (
+    CliContext,
+    UserError,
+    format_option,
+    panel_counts,
+    pass_cli,
+    table_lines,
+    with_bot,
+)
 from plugins.quotas.targets import Targets, check_config, load
 
 if TYPE_CHECKING:
@@ -140,14 +148,7 @@ def render_table(report: dict[str, Any]) -> str:
 
 
 @quotas_group.command("report")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts.",
-)
+@format_option("table", "json", help="table for people, json for scripts.")
 @pass_cli
 def report_command(cli_ctx: CliContext, fmt: str) -> None:
     """For each field and value: target share, active panellists and their share, the gap in

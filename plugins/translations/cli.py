@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bot.plugin_api import CliContext, UserError, core_messages_dir, pass_cli
+from bot.plugin_api import CliContext, UserError, core_messages_dir, format_option, pass_cli
 from plugins.translations import po
 from plugins.translations.catalogs import (
     SOURCE_LOCALE,
@@ -27,14 +27,7 @@ def messages_group() -> None:
 
 @messages_group.command("check")
 @click.option("--locale", metavar="L", help="Check only this locale (default: every catalog).")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts.",
-)
+@format_option("table", "json", dest="output_format", help="table for people, json for scripts.")
 @click.option(
     "--messages-dir",
     "dirs",
@@ -83,13 +76,8 @@ def check_command(
 
 @messages_group.command("export")
 @click.option("--locale", required=True, metavar="L", help="The locale to translate into.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["po"]),
-    default="po",
-    show_default=True,
-    help="po: a gettext PO file for Poedit, Weblate and the like.",
+@format_option(
+    "po", dest="output_format", help="po: a gettext PO file for Poedit, Weblate and the like."
 )
 @click.option(
     "-o",
