@@ -206,6 +206,14 @@ async def test_decision_add_list_update_and_the_finding_quoted(tmp_path: Path) -
         (["--title", "  "], "--title: must not be empty"),
         # A quoted value at the end keeps its closing quote.
         (["--link", "ftp://x"], "address, not 'ftp://x'\n"),
+        # Only invisible characters (zero-width space, joiner, BOM) is no title.
+        (["--title", "\u200b\u200d\ufeff "], "--title: must not be empty or invisible"),
+        (["--title", "Fine \u202eetalp"], "--title: no bidirectional override"),
+        (["--you-said", "a \u2066b\u2069"], "--you-said: no bidirectional override"),
+        (["--owner", "Ann \u202d"], "--owner: no bidirectional override"),
+        (["--title", "two\nlines"], "--title: one line of text, without line breaks"),
+        (["--title", "bell\x07"], "--title: no control characters (tabs are allowed)"),
+        (["--we-did", "esc\x1b[31m"], "--we-did: no control characters (line breaks and tabs"),
     ],
 )
 def test_decision_add_refuses_bad_input_in_one_line(
@@ -217,6 +225,17 @@ def test_decision_add_refuses_bad_input_in_one_line(
     assert result.exit_code == 1, result.output
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_you_said_and_we_did_may_have_several_lines(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    added = cli(
+        config, "decision", "add", "--title", "T", "--you-said", "one\r\ntwo",
+        "--we-did", "first\nsecond", "--format", "json",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    shown = json.loads(added.output)
+    assert (shown["you_said"], shown["we_did"]) == ("one\ntwo", "first\nsecond")
 
 
 def test_unknown_decision_and_update_are_one_line_errors(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Decisions live in ``impact_decisions``; the surveys that informed them in
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,10 @@ MAX_TEXT = 480
 MAX_NAME = 120
 MAX_LINK = 300
 MAX_SURVEYS = 20
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
+_LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# Embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069).
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 _SURVEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # The question types a share can be quoted from.
 QUOTABLE = ("choice", "multi", "yesno", "scale")
@@ -46,14 +50,25 @@ def now_iso() -> str:
 
 
 def clean_text(option: str, value: str | None, limit: int, *, one_line: bool = False) -> str:
-    """``value`` trimmed; refused when empty, too long or holding control characters."""
-    text = (value or "").strip()
-    if not text:
-        raise DecisionError(f"{option}: must not be empty")
+    """``value`` trimmed; refused when empty (or only invisible characters), too long, or
+    holding control characters or bidirectional overrides. Line breaks are allowed unless
+    ``one_line`` (the title, names, the link); tabs are allowed."""
+    text = (value or "").replace("\r\n", "\n").strip()  # a form's line breaks are CR LF
+    if not any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text):
+        # Empty, or only spaces and invisible format characters (zero-width space, ...).
+        raise DecisionError(f"{option}: must not be empty" + (" or invisible" if text else ""))
     if len(text) > limit:
         raise DecisionError(f"{option}: at most {limit} characters (got {len(text)})")
-    if _CONTROL.search(text) or (one_line and "\n" in text):
-        raise DecisionError(f"{option}: one line of text, without control characters")
+    if _BIDI.search(text):
+        raise DecisionError(
+            f"{option}: no bidirectional override or isolate characters "
+            "(U+202A-U+202E, U+2066-U+2069): they can make the text read differently"
+        )
+    if one_line and _LINE_BREAK.search(text):
+        raise DecisionError(f"{option}: one line of text, without line breaks")
+    if _CONTROL.search(text):
+        allowed = "tabs" if one_line else "line breaks and tabs"
+        raise DecisionError(f"{option}: no control characters ({allowed} are allowed)")
     return text
 
 
