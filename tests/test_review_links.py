@@ -213,11 +213,33 @@ def test_survey_share_cli_prints_a_link_and_revokes_it(config: Path) -> None:
         (("gp-access-2026", "--label", "x" * 200), "--label: at most"),
         (("gp-access-2026", "--label", "Health\nwatch"), "--label: one line"),
         (("gp-access-2026", "--label", "Health\rwatch"), "--label: one line"),
+        # A terminal escape, C1, a line separator, a bidi override: as refused as NUL/CR/LF.
+        (("gp-access-2026", "--label", "HW\x1b[2J"), "--label: one line, without control"),
+        (("gp-access-2026", "--label", "HW\x9b"), "--label: one line, without control"),
+        (("gp-access-2026", "--label", "Health\u2028watch"), "--label: one line"),
+        (("gp-access-2026", "--label", "HW \u202etxet"), "--label: one line, without control"),
     ]:
         result = _cli(config, "survey", "share", *args)
         assert result.returncode == 1, (args, result)
         assert "Traceback" not in result.stderr
         assert expected in result.stderr, (args, result.stderr)
+    # --expires or --label with --revoke is a usage error (exit 2), nothing revoked.
+    for extra in (("--expires", "30d"), ("--label", "HW")):
+        result = _cli(config, "survey", "share", "gp-access-2026", "--revoke", "1", *extra)
+        assert result.returncode == 2, result
+        assert f"{extra[0]} is for a new link, not with --revoke" in result.stderr
+    helped = _cli(config, "survey", "share", "--help")
+    assert "at most 366d" in helped.stdout
+
+
+def test_survey_share_without_a_database_makes_none(tmp_path: Path) -> None:
+    path = tmp_path / "panelbot.toml"
+    path.write_text('[bot]\ndatabase = "panel.db"\n', encoding="utf-8")
+    result = _cli(path, "survey", "share", "gp-access-2026")
+    assert result.returncode == 1
+    assert result.stderr.startswith("panelbot: no database at"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "panel.db").exists()
 
 
 async def test_the_draft_in_another_panel_language(tmp_path: Path) -> None:

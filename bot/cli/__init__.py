@@ -36,6 +36,7 @@ NEEDS_DATABASE = frozenset(
         ("survey", "list"),
         ("survey", "results"),
         ("survey", "launch"),
+        ("survey", "share"),
         ("panel", "export"),
         ("panel", "show"),
         ("panel", "erase"),

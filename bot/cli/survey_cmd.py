@@ -247,7 +247,7 @@ def register(cli: click.Group) -> None:
         default="7d",
         show_default=True,
         metavar="DURATION",
-        help="How long the link works, e.g. 7d or 36h.",
+        help="How long the link works, e.g. 7d or 36h (at most 366d).",
     )
     @click.option("--label", metavar="TEXT", help="Who the link is for, e.g. Healthwatch.")
     @click.option(
@@ -262,6 +262,12 @@ def register(cli: click.Group) -> None:
         Nothing they answer reaches the panel or the results."""
         from bot.storage.shares import ShareError
         from bot.web.review import make_share, revoke_share
+
+        given = click.get_current_context().get_parameter_source
+        if revoke is not None:
+            for name, option in (("expires", "--expires"), ("label", "--label")):
+                if given(name) is click.core.ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"{option} is for a new link, not with --revoke")
 
         async def work(bot: Any) -> Any:
             try:

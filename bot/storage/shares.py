@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,15 +68,26 @@ def _share(row: Any) -> Share:
 _COLUMNS = "id, survey_id, token_hash, label, created_by, created_at, expires_at, revoked_at"
 
 
+# Line and paragraph separators; bidi embeddings, overrides and isolates.
+_BAD_LABEL = re.compile(r"[\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def check_label(label: str) -> None:
+    """Refuse a label the dashboard and ``survey share`` (both create through here) cannot show
+    as it is: shown on pages and in terminal tables, it is one line without control characters
+    (NUL, CR, LF, ESC, C1, line/paragraph separators) or bidirectional overrides."""
+    if any(_BAD_LABEL.fullmatch(c) or unicodedata.category(c) == "Cc" for c in label):
+        raise ShareError("--label: one line, without control characters")
+
+
 async def create(
     conn: Conn, survey_id: str, *, expires_in: timedelta, created_by: str, label: str | None
 ) -> tuple[Share, str]:
     """A new link for ``survey_id``; returns it and its token (shown once, never stored)."""
     if label is not None and len(label) > MAX_LABEL:
         raise ShareError(f"--label: at most {MAX_LABEL} characters")
-    if label is not None and any(c in label for c in "\x00\r\n"):
-        # Shown on pages and in terminal tables: one line, nothing that cannot be stored.
-        raise ShareError("--label: one line, without control characters")
+    if label is not None:
+        check_label(label)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = utcnow()
     result = await conn.execute(
