@@ -127,6 +127,30 @@ def open_tab(
         context.close()
 
 
+def browser_fixture() -> Any:
+    """A test module's ``browser`` fixture (``browser = browser_fixture()``): one Chromium
+    for all of the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def browser() -> Iterator[Browser]:
+        with launch_chromium() as chromium:
+            yield chromium
+
+    return browser
+
+
+def page_fixture(*, downloads: bool = False, errors: Errors = "served") -> Any:
+    """A test module's ``page`` fixture (``page = page_fixture(...)``): a fresh
+    :func:`open_tab` of the module's ``browser`` for each test."""
+
+    @pytest.fixture
+    def page(browser: Browser) -> Iterator[Page]:
+        with open_tab(browser, downloads=downloads, errors=errors) as tab:
+            yield tab
+
+    return page
+
+
 def accessible(page: Page) -> None:
     """axe-core on the page as it stands: no serious or critical violation."""
     from axe_playwright_python.sync_playwright import Axe
@@ -279,6 +303,14 @@ class PanelServer:
             time.sleep(0.1)
         self.kill()
         raise AssertionError(f"panelbot serve did not answer /healthz in {timeout}s:\n{self.log()}")
+
+    def __enter__(self) -> PanelServer:
+        """``with PanelServer(config, port) as server:`` started, and killed afterwards."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

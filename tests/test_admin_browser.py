@@ -15,17 +15,17 @@ from tests.browser import (
     PanelServer,
     accessible,
     add_staff,
+    browser_fixture,
     fits,
     free_port,
-    launch_chromium,
-    open_tab,
+    page_fixture,
     panelbot,
     sign_in,
     write_config,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 SEX = {"name": "sex", "values": ["female", "male"], "text": {"en": "What is your sex?"}}
 ADMIN = "lead@example.org"
@@ -44,24 +44,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
     panelbot(config, "panel", "import", str(panel))
     add_staff(config, ADMIN, "admin")
     add_staff(config, VIEWER, "viewer")
-    running = PanelServer(config, port)
-    running.start()
-    try:
+    with PanelServer(config, port) as running:
         yield running
-    finally:
-        running.kill()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_tab(browser, downloads=True) as tab:
-        yield tab
+browser = browser_fixture()
+page = page_fixture(downloads=True)
 
 
 def test_sign_in_and_read_the_overview_chart(page: Page, server: PanelServer) -> None:

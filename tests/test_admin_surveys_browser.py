@@ -73,9 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
         )
     panelbot(config, "survey", "add", str(EVERY_TYPE))
     _add_admin(directory / "panel.db")
-    running = PanelServer(config, port)
-    running.start()
-    try:
+    with PanelServer(config, port) as running:
         with httpx.Client(base_url=running.base_url, timeout=30) as http:
             for name, sex, _ in PEOPLE:
                 _say(http, name, "Hello")
@@ -86,12 +84,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
                 for text in answers:
                     _say(http, name, text)
         yield running
-    finally:
-        running.kill()
 
 
+# A Chromium per test, started after the server fixture: Playwright's event loop must not
+# be running while that fixture sets the panel up with asyncio.run.
 @pytest.fixture
-def page() -> Iterator[Page]:
+def page(server: PanelServer) -> Iterator[Page]:
     with launch_chromium() as browser, open_tab(browser, downloads=True, errors="script") as tab:
         yield tab
 

@@ -16,17 +16,17 @@ from bot.config import dump_toml
 from tests.browser import (
     PanelServer,
     accessible,
+    browser_fixture,
     fits,
     free_port,
-    launch_chromium,
-    open_tab,
+    page_fixture,
     panelbot,
 )
 from tests.conftest import FIELDS
 from tests.test_impact_loop import seeded_history
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +56,13 @@ def panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PanelServe
     report = directory / "register.html"
     result = panelbot(config, "impact", "report", "--format", "html", "--output", str(report))
     assert result.returncode == 0, result.stderr
-    running = PanelServer(config, port)
-    running.start()
-    try:
+    with PanelServer(config, port) as running:
         yield running, report
-    finally:
-        running.kill()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    # Every console error counts: a CSP refusal of the page's style would be one.
-    with open_tab(browser, errors="all") as tab:
-        yield tab
+browser = browser_fixture()
+# Every console error counts: a CSP refusal of the page's style would be one.
+page = page_fixture(errors="all")
 
 
 def test_public_page_in_chromium(page: Page, panel: tuple[PanelServer, Path]) -> None:

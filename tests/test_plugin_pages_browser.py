@@ -16,10 +16,10 @@ from tests.browser import (
     PanelServer,
     accessible,
     add_staff,
+    browser_fixture,
     fits,
     free_port,
-    launch_chromium,
-    open_tab,
+    page_fixture,
     panelbot,
     sign_in,
     write_config,
@@ -27,7 +27,7 @@ from tests.browser import (
 from tests.test_admin_browser import ADMIN, VIEWER
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 SEX = {"name": "sex", "values": ["female", "male"], "text": {"en": "What is your sex?"}}
 PHONES = ["+447400200101", "+447400200102", "+447400200103", "+447400200104"]
@@ -57,24 +57,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelServer]:
     panelbot(config, "survey", "add", str(REPO / "tests" / "data" / "every-type.toml"))
     add_staff(config, ADMIN, "admin")
     add_staff(config, VIEWER, "viewer")
-    running = PanelServer(config, port)
-    running.start()
-    try:
+    with PanelServer(config, port) as running:
         yield running
-    finally:
-        running.kill()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_tab(browser) as tab:
-        yield tab
+browser = browser_fixture()
+page = page_fixture()
 
 
 def test_read_the_population_chart_as_text(page: Page, server: PanelServer) -> None:
