@@ -40,7 +40,6 @@ import logging
 import platform
 import resource
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -293,9 +292,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--enqueue", nargs=2, metavar=("CONFIG", "UPDATE"), help=argparse.SUPPRESS)
-    parser.add_argument("--serve-fakes", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.enqueue is None and args.serve_fakes is None:
+    if args.enqueue is None:
         if args.people < 1 or args.dispatch_messages < 4:
             parser.error("--people must be at least 1 and --dispatch-messages at least 4")
         if args.sms_rate <= 0 or args.telegram_rate <= 0:
@@ -305,9 +303,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.serve_fakes:
-        dispatch.serve_fakes(args.serve_fakes)
-        return 0
     if args.enqueue:
         enqueue_in_this_process(args.enqueue[0], int(args.enqueue[1]))
         return 0
@@ -381,25 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         print("part 2: dispatch pacing (bench/dispatch.py's checks, at the fakes)")
         two = workdir / "part2"
         two.mkdir()
-        record_file = two / "fakes.json"
-        fakes = subprocess.Popen(
-            [sys.executable, __file__, "--serve-fakes", str(record_file)],
-            stdout=subprocess.PIPE,
-            text=True,
+        result, record = dispatch.with_fakes(
+            two / "fakes.json", lambda fakes: part_two(args, two, fakes)
         )
-        try:
-            assert fakes.stdout is not None
-            line = fakes.stdout.readline()
-            if not line.startswith("{"):
-                raise SystemExit("the fake APIs did not start")
-            result = asyncio.run(part_two(args, two, json.loads(line)))
-            fakes.send_signal(signal.SIGTERM)
-            fakes.wait(timeout=30)
-            record = json.loads(record_file.read_text(encoding="utf-8"))
-        finally:
-            if fakes.poll() is None:
-                fakes.kill()
-                fakes.wait()
         pacing_args = argparse.Namespace(
             messages=args.dispatch_messages,
             sms_rate=args.sms_rate,

@@ -51,9 +51,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -70,6 +71,7 @@ from bot.storage import panellists as panellist_store  # noqa: E402
 from tests.fakes.telegram_api import TOKEN  # noqa: E402
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN  # noqa: E402
 
+T = TypeVar("T")
 TARGET_RATE_SHARE = 0.98
 SENDER = "+447400100000"
 CREATE_BATCH = 500
@@ -107,6 +109,32 @@ def serve_fakes(out_file: str) -> None:
 
 
 # -- figures -----------------------------------------------------------------------------
+
+
+def with_fakes(
+    record_file: Path, work: Callable[[dict[str, str]], Coroutine[Any, Any, T]]
+) -> tuple[T, dict[str, Any]]:
+    """Start the fake APIs in a process of their own (this file's ``--serve-fakes``), run
+    ``work(their base URLs)`` to completion, stop them; work's result and what the fakes
+    recorded (they write it to ``record_file`` as they stop)."""
+    fakes = subprocess.Popen(
+        [sys.executable, __file__, "--serve-fakes", str(record_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fakes.stdout is not None
+        line = fakes.stdout.readline()
+        if not line.startswith("{"):
+            raise SystemExit("the fake APIs did not start")
+        result = asyncio.run(work(json.loads(line)))
+        fakes.send_signal(signal.SIGTERM)
+        fakes.wait(timeout=30)
+        return result, json.loads(record_file.read_text(encoding="utf-8"))
+    finally:
+        if fakes.poll() is None:
+            fakes.kill()
+            fakes.wait()
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -463,29 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"load average before: {load_average()} (other work on the machine skews every figure)")
     workdir = Path(tempfile.mkdtemp(prefix="panelbot-dispatch-"))
-    record_file = workdir / "fakes.json"
-    fakes = subprocess.Popen(
-        [sys.executable, __file__, "--serve-fakes", str(record_file)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert fakes.stdout is not None
-        line = fakes.stdout.readline()
-        if not line.startswith("{"):
-            raise SystemExit("the fake APIs did not start")
-        result = asyncio.run(run(args, workdir, json.loads(line)))
-        fakes.send_signal(signal.SIGTERM)
-        fakes.wait(timeout=30)
-        record = json.loads(record_file.read_text(encoding="utf-8"))
+        result, record = with_fakes(workdir / "fakes.json", lambda fakes: run(args, workdir, fakes))
         passed = report(args, result, record)
         if args.keep:
             print()
             print(f"kept: {workdir} (dispatch.db, fakes.json)")
     finally:
-        if fakes.poll() is None:
-            fakes.kill()
-            fakes.wait()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return 1 if args.check and not passed else 0
