@@ -26,6 +26,7 @@ from bot.plugin_api import (
     MessageKind,
     UserError,
     active_panellists,
+    format_option,
     pass_cli,
     queue_message,
     record_audit,
@@ -463,12 +464,10 @@ def as_table(outcome: Outcome) -> str:
     "product of probabilities as large as possible; legacy: sortition-algorithms' greedy "
     "draw (no probabilities).",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
+@format_option(
+    "table",
+    "json",
+    dest="output_format",
     help="table shows probabilities per profile; json gives each person's.",
 )
 @click.option(
