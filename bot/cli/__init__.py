@@ -157,16 +157,9 @@ def table_lines(
     return lines
 
 
-def print_table(
-    headers: Sequence[Any],
-    rows: Iterable[Sequence[Any]],
-    *,
-    right: Collection[int] = (),
-    indent: str = "",
-    header_right: bool = True,
-) -> None:
-    """Echo :func:`table_lines` to standard output, one line at a time."""
-    for line in table_lines(headers, rows, right=right, indent=indent, header_right=header_right):
+def print_table(headers: Sequence[Any], rows: Iterable[Sequence[Any]], **layout: Any) -> None:
+    """Echo :func:`table_lines` (``layout``: its keyword arguments) to standard output."""
+    for line in table_lines(headers, rows, **layout):
         click.echo(line)
 
 
