@@ -990,3 +990,47 @@ def test_impact_cancel_and_release_from_the_command_line(tmp_path: Path) -> None
     assert cli(config, "impact", "schedule", "1", "--audience", "panel").exit_code == 0
     both = "\n".join(cli(config, "impact", "list").output.splitlines()[1:])
     assert "cancelled" in both and "scheduled" in both
+
+
+def test_staff_text_without_a_full_stop_does_not_run_into_the_next_sentence(
+    tmp_path: Path,
+) -> None:
+    config = config_file(tmp_path)
+    result = cli(config, "panel", "import", str(_panel_csv(tmp_path / "p.csv", 2, ["en"])))
+    assert result.exit_code == 0, result.output
+    added = cli(
+        config,
+        "decision",
+        "add",
+        "--title",
+        "T",
+        "--you-said",
+        "Booking at 8am was hard",
+        "--we-did",
+        "Lines open at 7.30am from January",
+        "--by",
+        "the primary care committee",
+        "--format",
+        "json",
+    )
+    decision_id = json.loads(added.output)["id"]
+    preview = cli(config, "impact", "preview", str(decision_id), "--audience", "panel").output
+    assert "You said: Booking at 8am was hard.\n" in preview
+    assert "Lines open at 7.30am from January. Decided by the primary care committee." in preview
+    # Text that already ends a sentence (or a quotation) keeps its own ending.
+    again = cli(
+        config,
+        "decision",
+        "add",
+        "--title",
+        "T2",
+        "--you-said",
+        'You asked "why not earlier?"',
+        "--we-did",
+        "Done!",
+        "--format",
+        "json",
+    )
+    second = json.loads(again.output)["id"]
+    text = cli(config, "impact", "preview", str(second), "--audience", "panel").output
+    assert 'You said: You asked "why not earlier?"\n' in text and "We did: Done!" in text

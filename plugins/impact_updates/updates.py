@@ -478,6 +478,16 @@ async def option_labels(bot: Bot, decision: dict[str, Any]) -> dict[str, str]:
     return dict(texts.get(str(finding["option_id"]), {}))
 
 
+# What ends a sentence in the panel's scripts (Latin, Urdu, CJK): staff text without one gets
+# a full stop, so that the template's next sentence ("Decided by ...") does not run on.
+_SENTENCE_ENDS = tuple(".!?…)\"'”’。۔؟")
+
+
+def _as_sentence(text: str) -> str:
+    text = text.rstrip()
+    return text if not text or text.endswith(_SENTENCE_ENDS) else text + "."
+
+
 class Renderer:
     """The update's text per (locale, took part): the same words for everyone alike."""
 
@@ -495,8 +505,8 @@ class Renderer:
         self.context = {
             "panel_name": bot.settings.bot.name,
             "title": decision["title"],
-            "you_said": decision["you_said"],
-            "we_did": decision["we_did"],
+            "you_said": _as_sentence(decision["you_said"]),
+            "we_did": _as_sentence(decision["we_did"]),
             # The share quoted, phrased by each language's template.
             "finding_percent": round(100 * finding["share"]) if finding else 0,
             "finding_option": finding["option_text"] if finding else "",
