@@ -106,6 +106,7 @@ from bot.waitlist import admit_from_waitlist, panel_counts, waitlisted_panellist
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute, Mount, Route
 
+    from bot.engine.waves import MAX_STRATIFY_CELLS
     from bot.staff import StaffMember
     from bot.storage import Database
     from bot.storage.broadcasts import AudienceMember, BroadcastMessage
@@ -125,6 +126,7 @@ _LAZY = {
     "Mount": ("starlette.routing", "Mount"),
     "Route": ("starlette.routing", "Route"),
     "Database": ("bot.storage", "Database"),
+    "MAX_STRATIFY_CELLS": ("bot.engine.waves", "MAX_STRATIFY_CELLS"),
     "AudienceMember": ("bot.storage.broadcasts", "AudienceMember"),
     "BroadcastMessage": ("bot.storage.broadcasts", "BroadcastMessage"),
     "Transaction": ("bot.storage.tx", "Tx"),
@@ -146,6 +148,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "MAX_STRATIFY_CELLS",
     "PANELBOT_VERSION",
     "TEMPLATE_SUFFIX",
     "WORDS_FILE",

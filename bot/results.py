@@ -10,12 +10,15 @@ representativeness line: the largest gap between its respondents and the populat
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import statistics
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from bot.csv_cells import safe_row
 from bot.storage import panellists as panellist_store
 from bot.storage import surveys as survey_store
 from bot.storage.db import fetch_all
@@ -304,3 +307,32 @@ async def _representativeness(
 
 def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def results_csv(data: dict[str, Any]) -> str:
+    """The results as CSV, for ``survey results --format csv`` and the dashboard's download.
+
+    One row per option, mean or free-text answer; formula-like text is quoted (csv_cells).
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["question", "type", "group", "option", "count", "percent", "answered"]
+    # Weighted results: "count" stays the unweighted number, the percentage is weighted; they
+    # add the weighted count and each percentage's 95% margin of error (points).
+    weighted = bool(data.get("weighted"))
+    header = [*header, "weighted_count", "moe"] if weighted else header
+    writer.writerow(header)
+    for q in data["questions"]:
+        parts = [("all", q), *sorted(q.get("by", {}).items())]
+        for group, part in parts:
+            rows = [
+                [q["id"], q["type"], group, o["id"], o["count"], o["percent"], part["answered"]]
+                + ([o.get("weighted_count", ""), o.get("moe", "")] if weighted else [])
+                for o in part.get("options", [])
+            ]
+            if "mean" in part and "options" not in part:
+                rows.append([q["id"], q["type"], group, "mean", part["mean"], "", part["answered"]])
+            for text in part.get("responses", []) if group == "all" else []:
+                rows.append([q["id"], q["type"], group, text, "", "", part["answered"]])
+            writer.writerows(safe_row(row + [""] * (len(header) - len(row))) for row in rows)
+    return out.getvalue()

@@ -12,10 +12,9 @@ import httpx
 import pytest
 
 from bot.app import Bot
-from bot.cli.survey_cmd import _results_csv
 from bot.engine.waves import launch
 from bot.plugin_api import hookimpl
-from bot.results import survey_results
+from bot.results import results_csv, survey_results
 from bot.storage import shares as share_store
 from tests.conftest import REPO, Chat, add_survey
 from tests.staff_login import csrf_of, signed_in
@@ -130,7 +129,7 @@ async def test_weighted_results_show_margins_of_error(settings: Any, tmp_path: A
             assert '<th scope="row">Hard</th><td>75%</td>' in page.text
             assert re.search(r"Margins of error \(95%\): Easy 25\.0% ±\d", page.text)
             csv_page = await http.get("/admin/surveys/every-type/results.csv?weighted=1")
-            expected = _results_csv(await survey_results(bot, "every-type", weighted=True))
+            expected = results_csv(await survey_results(bot, "every-type", weighted=True))
             assert csv_page.text == expected
     finally:
         await bot.stop()
@@ -154,7 +153,7 @@ async def test_breakdown_search_and_csv(bot: Bot, http: httpx.AsyncClient) -> No
     assert download.status_code == 200
     assert download.headers["content-type"].startswith("text/csv")
     assert "attachment" in download.headers["content-disposition"]
-    expected = _results_csv(await survey_results(bot, "every-type", by="sex"))
+    expected = results_csv(await survey_results(bot, "every-type", by="sex"))
     assert download.text == expected
     assert "'" + FORMULA.replace('"', '""') in download.text
     bad_csv = await http.get("/admin/surveys/every-type/results.csv?by=nope")

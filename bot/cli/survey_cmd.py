@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import textwrap
@@ -221,7 +219,7 @@ def register(cli: click.Group) -> None:
     @pass_cli
     def results(obj: CliContext, survey_id: str, weighted: bool, by: str | None, fmt: str) -> None:
         """Invited, started, completed, response rate, counts per option and free text."""
-        from bot.results import ResultsError, survey_results
+        from bot.results import ResultsError, results_csv, survey_results
 
         async def work(bot: Any) -> dict[str, Any]:
             try:
@@ -236,7 +234,7 @@ def register(cli: click.Group) -> None:
         if fmt == "json":
             click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         elif fmt == "csv":
-            click.echo(_results_csv(data), nl=False)
+            click.echo(results_csv(data), nl=False)
         else:
             _results_table(data)
 
@@ -336,34 +334,6 @@ def _sample_table(report: dict[str, Any]) -> None:
 
 def _share(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}%"
-
-
-def _results_csv(data: dict[str, Any]) -> str:
-    """One row per option, mean or free-text answer; formula-like text is quoted (csv_cells)."""
-    from bot.csv_cells import safe_row
-
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    header = ["question", "type", "group", "option", "count", "percent", "answered"]
-    # Weighted results: "count" stays the unweighted number, the percentage is weighted; they
-    # add the weighted count and each percentage's 95% margin of error (points).
-    weighted = bool(data.get("weighted"))
-    header = [*header, "weighted_count", "moe"] if weighted else header
-    writer.writerow(header)
-    for q in data["questions"]:
-        parts = [("all", q), *sorted(q.get("by", {}).items())]
-        for group, part in parts:
-            rows = [
-                [q["id"], q["type"], group, o["id"], o["count"], o["percent"], part["answered"]]
-                + ([o.get("weighted_count", ""), o.get("moe", "")] if weighted else [])
-                for o in part.get("options", [])
-            ]
-            if "mean" in part and "options" not in part:
-                rows.append([q["id"], q["type"], group, "mean", part["mean"], "", part["answered"]])
-            for text in part.get("responses", []) if group == "all" else []:
-                rows.append([q["id"], q["type"], group, text, "", "", part["answered"]])
-            writer.writerows(safe_row(row + [""] * (len(header) - len(row))) for row in rows)
-    return out.getvalue()
 
 
 LABEL_WIDTH = 40  # option labels in the table: longer ones wrap at a word boundary

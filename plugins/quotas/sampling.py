@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.plugin_api import invitation_history
+from bot.plugin_api import MAX_STRATIFY_CELLS, invitation_history
 
 from . import targets as targets_module
 
@@ -55,9 +55,9 @@ PLUGIN = "quotas"
 #: the overall rate.
 PRIOR_INVITATIONS = 20
 UNKNOWN = "unknown"
-#: More cells than this in the cross of the named fields is refused (a table nobody reads,
-#: and cells of one person).
-MAX_CELLS = 2000
+#: More cells than this in the cross of the named fields is refused: the core's own limit,
+#: which ``survey launch`` checks before a wave exists.
+MAX_CELLS = MAX_STRATIFY_CELLS
 
 Cell = tuple[str, ...]
 

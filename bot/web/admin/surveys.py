@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from bot import wave_report
 from bot.models import utcnow
 from bot.results import ResultsError, survey_results
+from bot.results import results_csv as results_as_csv
 from bot.storage import shares as share_store
 from bot.storage import survey_views
 from bot.storage import surveys as survey_store
@@ -301,7 +302,6 @@ async def _survey_page(
 
 
 async def results_csv(request: Request) -> Response:
-    from bot.cli.survey_cmd import _results_csv  # the CLI's own CSV, cell for cell
 
     bot = _bot(request)
     survey_id = request.path_params["survey_id"]
@@ -315,7 +315,7 @@ async def results_csv(request: Request) -> Response:
     name = f"{survey_id}{'-weighted' if weighted else ''}{f'-by-{by}' if by else ''}.csv"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     return Response(
-        _results_csv(data),
+        results_as_csv(data),
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{safe}"',
